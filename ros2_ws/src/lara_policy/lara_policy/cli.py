@@ -1,0 +1,82 @@
+"""`lara`: one command-line entry point for every LARA-ROS job.
+
+Each subcommand lives in its own module exposing
+    add_arguments(parser: argparse.ArgumentParser) -> None
+    run(args: argparse.Namespace) -> int
+and is imported only when used, so `lara --help` and `lara doctor` stay fast
+and the ROS-free commands never import rclpy.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from lara_policy import __version__
+
+# name -> (module, one-line help). Two-word names ("bench model") are nested commands.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "doctor": ("lara_policy.doctor", "check the installation: ROS 2 + DDS, lara_msgs, MuJoCo, torch, language model"),
+    "demos": ("lara_policy.data.demos", "generate Meta-World expert demonstrations / action-free video into an episode store"),
+    "train": ("lara_policy.core.train", "train: lam-pretrain | pretrain | posttrain | lam-refine (single process or torchrun)"),
+    "probe": ("lara_policy.core.probe", "action probe: how well LAM latents predict ground-truth actions (R^2)"),
+    "eval sim": ("lara_policy.evaluation.sim_eval", "closed-loop Meta-World evaluation of a policy (oracle | random | checkpoint)"),
+    "bench model": ("lara_policy.core.bench", "benchmark inference latency and the LARA/DiT-only training-step ratio"),
+    "bench ros": ("lara_policy.ros.bench", "benchmark camera->command latency and control-tick regularity through ROS"),
+    "bringup": ("lara_policy.ros.bringup", "run a node graph (sim/real) from a lara_bringup YAML in one process"),
+}
+
+
+def _usage() -> str:
+    width = max(len(n) for n in COMMANDS) + 2
+    lines = [
+        f"lara {__version__}: LARA latent-action-aligned VLA policies on ROS 2",
+        "",
+        "usage: lara <command> [options]      (lara <command> --help for its options)",
+        "",
+        "commands:",
+    ]
+    lines += [f"  {name:<{width}}{help_}" for name, (_, help_) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def _resolve(argv: list[str]) -> tuple[str, list[str]] | None:
+    """Longest command name matching the start of argv."""
+    for n_words in (2, 1):
+        name = " ".join(argv[:n_words])
+        if len(argv) >= n_words and name in COMMANDS:
+            return name, argv[n_words:]
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    if argv[0] in ("-V", "--version", "version"):
+        print(f"lara {__version__}")
+        return 0
+    resolved = _resolve(argv)
+    if resolved is None:
+        group = [n for n in COMMANDS if n.startswith(argv[0] + " ")]
+        hint = f"; did you mean one of: {', '.join(group)}" if group else ""
+        print(f"lara: unknown command '{' '.join(argv[:2])}'{hint}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    name, rest = resolved
+    module_name, help_ = COMMANDS[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        print(f"lara {name}: cannot import {module_name} ({exc}). "
+              "Run scripts/setup.sh, then `source setup/env.sh`.", file=sys.stderr)
+        return 2
+    parser = argparse.ArgumentParser(prog=f"lara {name}", description=help_,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    module.add_arguments(parser)
+    args = parser.parse_args(rest)
+    return int(module.run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

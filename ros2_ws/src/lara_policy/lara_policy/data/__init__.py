@@ -1,0 +1,1 @@
+"""Data: the on-disk episode store, Meta-World demonstrations and action-free video."""
