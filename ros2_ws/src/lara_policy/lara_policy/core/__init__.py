@@ -1,0 +1,1 @@
+"""The ROS-free LARA core: models, training, inference. Imports without rclpy."""
