@@ -25,6 +25,11 @@ setup(
     entry_points={
         "console_scripts": [
             "lara = lara_policy.cli:main",
+            # ROS 2 nodes (`ros2 run lara_policy <name>` on a ROS install)
+            "policy_node = lara_policy.ros.policy_node:main",
+            "command_node = lara_policy.ros.command_node:main",
+            "recorder_node = lara_policy.ros.recorder_node:main",
+            "sim_node = lara_policy.ros.sim_node:main",
         ],
     },
 )
