@@ -1,0 +1,1 @@
+"""Simulation: Meta-World v3 as a LARA robot (env wrapper, task phrasings, distractors)."""
