@@ -4,6 +4,8 @@ if [ ! -f "$_lara_root/install/local_setup.sh" ]; then
   echo "LARA-ROS is not set up yet: run scripts/setup.sh first" >&2
   return 1 2>/dev/null || exit 1
 fi
+# colcon's and venv's scripts read unset variables: relax `set -u` while sourcing them
+case $- in *u*) _lara_nounset=1; set +u ;; *) _lara_nounset= ;; esac
 . "$_lara_root/.venv/bin/activate"
 export AMENT_PREFIX_PATH="$VIRTUAL_ENV${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
 export CMAKE_PREFIX_PATH="$VIRTUAL_ENV${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"
@@ -17,4 +19,5 @@ export MUJOCO_GL="${MUJOCO_GL:-egl}"
 export PYOPENGL_PLATFORM="${PYOPENGL_PLATFORM:-$MUJOCO_GL}"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 export LARA_ROOT="$_lara_root"
-unset _lara_root
+[ -n "$_lara_nounset" ] && set -u
+unset _lara_root _lara_nounset

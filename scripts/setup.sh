@@ -59,6 +59,7 @@ colcon --log-base log build --base-paths ros2_ws/src --symlink-install \
 
 # --- 5. the `lara` command ---------------------------------------------------------------
 if ! python -c 'import lara_policy.cli' 2>/dev/null || [ ! -x .venv/bin/lara ]; then
-  pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e ros2_ws/src/lara_policy
+  PYTHONWARNINGS=ignore pip install -q --disable-pip-version-check --no-deps --no-build-isolation \
+    -e ros2_ws/src/lara_policy 2>&1 | grep -v -e '^ *$' -e BuildBackendWarning -e '!!' -e '\*\*\*' || true
 fi
 log "done in $(( $(date +%s) - t0 )) s. Now: source env.sh"
