@@ -18,6 +18,14 @@ Schema (version 1; also documented in docs/episode_store.md):
                                           ABSENT for action-free episodes
         step_success               bool   (T,)  optional, task success after step t
 
+Additions (still version 1, backward compatible; older readers ignore them):
+    root extra["seeds"]            {task: [seed, ...]} every seed a generator used,
+                                   including failed expert attempts (see used_seeds())
+    root extra["failed"]           {task: n} expert episodes discarded as unsuccessful
+    root extra["action_free"]      true when the store holds action-free video only
+    root extra["distractors"]      the distractor config (or null) for video stores
+    episode extra["first_success_step"], extra["distractors"]
+
 Step t pairs observation t with action t (the action applied after seeing it).
 Episodes are appended by one writer; readers open read-only and may be many.
 """
@@ -169,6 +177,20 @@ class EpisodeStore:
         self.meta.phrasings = dict(phrasings)
         self._f.attrs["phrasings"] = json.dumps(self.meta.phrasings)
 
+    def update_extra(self, **items) -> None:
+        """Merge items into the store-level `extra` JSON attribute (writer only)."""
+        self.meta.extra.update(items)
+        self._f.attrs["extra"] = json.dumps(self.meta.extra)
+        self._f.flush()
+
+    def record_seeds(self, seeds: dict[str, list[int]] | dict[str, set[int]]) -> None:
+        """Record the seeds a generator USED per task (including failed attempts) in
+        extra["seeds"]; evaluation refuses any of them (see used_seeds)."""
+        cur = {t: set(v) for t, v in self.meta.extra.get("seeds", {}).items()}
+        for t, v in seeds.items():
+            cur.setdefault(t, set()).update(int(x) for x in v)
+        self.update_extra(seeds={t: sorted(v) for t, v in sorted(cur.items())})
+
     # -- reading --------------------------------------------------------------------
     def __len__(self) -> int:
         return len(self._names)
@@ -204,6 +226,32 @@ class EpisodeStore:
             a = self.episode_attrs(i)
             out.setdefault(a["task"], set()).add(a["seed"])
         return out
+
+    def used_seeds(self) -> dict[str, set[int]]:
+        """Every seed this store's data came from or was tried on, per task: the union of
+        the episodes' seeds and extra["seeds"] (which also lists failed expert attempts)."""
+        out = self.seeds_by_task()
+        for t, v in self.meta.extra.get("seeds", {}).items():
+            out.setdefault(t, set()).update(int(x) for x in v)
+        return out
+
+    def tasks(self) -> list[str]:
+        """Tasks present in the store, sorted."""
+        return sorted({self.episode_attrs(i)["task"] for i in range(len(self))})
+
+    def summary(self) -> dict:
+        """Counts per task / source, action-free episodes, total steps."""
+        per_task: dict[str, int] = {}
+        sources: dict[str, int] = {}
+        steps = action_free = 0
+        for i in range(len(self)):
+            a = self.episode_attrs(i)
+            per_task[a["task"]] = per_task.get(a["task"], 0) + 1
+            sources[a["source"]] = sources.get(a["source"], 0) + 1
+            steps += a["num_steps"]
+            action_free += int(a["action_free"])
+        return {"episodes": len(self), "steps": steps, "per_task": per_task,
+                "sources": sources, "action_free": action_free}
 
     def close(self) -> None:
         if self._f:
