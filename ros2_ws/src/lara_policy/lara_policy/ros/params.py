@@ -1,0 +1,98 @@
+"""Parameter helpers shared by the LARA-ROS nodes and the single-process bringup.
+
+* `declare(node, name, default, description, ...)` declares a parameter with a
+  ParameterDescriptor (description, read-only flag, numeric range) and returns its value.
+* `load_params_yaml(path)` reads a ROS 2 params file (`node: {ros__parameters: {...}}`),
+  `node_params(config, node_name)` merges the `/**` wildcard section with the node's own
+  section (flattening nested dicts to dotted names, as `--params-file` does), and
+  `to_overrides(params)` turns that into rclpy `Parameter` objects for `parameter_overrides`.
+
+Only APIs present in rclpy on Humble, Jazzy and Kilted are used.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.parameter import Parameter
+
+
+def declare(node, name: str, default: Any, description: str, *, read_only: bool = False,
+            min_value: float | int | None = None, max_value: float | int | None = None) -> Any:
+    """Declare `name` with a descriptor and return its (possibly overridden) value."""
+    desc = ParameterDescriptor(description=description, read_only=read_only)
+    if min_value is not None or max_value is not None:
+        if isinstance(default, bool):
+            pass
+        elif isinstance(default, int):
+            desc.integer_range = [IntegerRange(from_value=int(min_value if min_value is not None else -2**31),
+                                               to_value=int(max_value if max_value is not None else 2**31 - 1),
+                                               step=0)]
+        elif isinstance(default, float):
+            desc.floating_point_range = [FloatingPointRange(
+                from_value=float(min_value if min_value is not None else -1e300),
+                to_value=float(max_value if max_value is not None else 1e300), step=0.0)]
+    node.declare_parameter(name, default, desc)
+    return node.get_parameter(name).value
+
+
+def load_params_yaml(path: str) -> dict:
+    """Parse a ROS 2 params YAML file; raises FileNotFoundError / ValueError with the path."""
+    import yaml
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"config file not found: {path}")
+    with open(path, encoding="utf-8") as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of node names at the top level")
+    return data
+
+
+def _flatten(prefix: str, value: Any, out: dict) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
+    else:
+        out[prefix] = value
+
+
+def node_params(config: dict, node_name: str) -> dict:
+    """ros__parameters for `node_name`: `/**` first, then `node_name` / `/node_name` on top."""
+    merged: dict = {}
+    for key in ("/**", node_name, "/" + node_name):
+        section = config.get(key)
+        if isinstance(section, dict) and isinstance(section.get("ros__parameters"), dict):
+            _flatten("", section["ros__parameters"], merged)
+    return merged
+
+
+def node_sections(config: dict) -> list[str]:
+    """Names of the node sections in a params file (every key holding ros__parameters)."""
+    return [k.lstrip("/") for k, v in config.items()
+            if isinstance(v, dict) and "ros__parameters" in v and k != "/**"]
+
+
+def to_overrides(params: dict) -> list[Parameter]:
+    out = []
+    for name, value in params.items():
+        if isinstance(value, list) and not value:
+            continue  # empty arrays have no type; leave the node's default
+        if isinstance(value, tuple):
+            value = list(value)
+        out.append(Parameter(name, value=value))
+    return out
+
+
+def qos_from_params(reliability: str, depth: int):
+    """QoS profile for camera streams: 'reliable' (default; delivers big images over DDS)
+    or 'best_effort' (sensor-data style; drops most 640x480 frames between processes)."""
+    from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+    rel = str(reliability).strip().lower().replace("-", "_")
+    if rel not in ("reliable", "best_effort"):
+        raise ValueError(f"camera QoS reliability must be 'reliable' or 'best_effort', got '{reliability}'")
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=max(1, int(depth)),
+                      reliability=ReliabilityPolicy.RELIABLE if rel == "reliable"
+                      else ReliabilityPolicy.BEST_EFFORT)

@@ -1,0 +1,376 @@
+"""policy_node: the LARA policy as a ROS node (a thin adapter over lara_policy.core).
+
+In:  camera image (sensor_msgs/Image, QoS from parameters), instruction (std_msgs/String
+     topic and lara_msgs/srv/SetInstruction service), end-effector pose
+     (geometry_msgs/PoseStamped), joint states (sensor_msgs/JointState, incl. the gripper
+     joint), task goal (geometry_msgs/PointStamped).
+Out: lara_msgs/ActionChunk (stamp = capture time of the image it was predicted from,
+     dt = control period) and, when the policy ran its LAM dynamics check
+     (num_candidates > 1), lara_msgs/DynamicsCheck with the same stamp and the surprise
+     of the previously executed chunk.
+
+The executor thread only buffers the latest observation. Inference runs in a worker
+thread: it waits for a new camera frame, and once `replan_period_steps` control periods
+have passed since the last chunk it snapshots the latest synchronized observation, calls
+`policy.predict_chunk`, and publishes. Control (command_node) therefore never waits.
+
+Bad input is rejected with a log line (throttled per cause) and nothing is published:
+unsupported image encoding or wrong size, empty instruction, missing / stale / NaN state,
+a policy that raises ValueError or returns non-finite actions.
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import defaultdict
+
+import numpy as np
+import rclpy
+import rclpy.executors
+import rclpy.logging
+from geometry_msgs.msg import PointStamped, PoseStamped
+from rclpy.node import Node
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import String
+from std_srvs.srv import Trigger
+
+from lara_msgs.msg import ActionChunk, DynamicsCheck
+from lara_msgs.srv import SetInstruction
+from lara_policy.core.api import Observation
+from lara_policy.ros import topics
+from lara_policy.ros.codec import (ImageConversionError, check_to_msg, chunk_to_msg,
+                                   image_msg_to_rgb, stamp_to_sec)
+from lara_policy.ros.params import declare, qos_from_params
+
+EE_NAMES = {"hand_x": 0, "hand_y": 1, "hand_z": 2}
+GOAL_NAMES = {"goal_x": 0, "goal_y": 1, "goal_z": 2}
+
+
+def load_policy(checkpoint: str, device: str = ""):
+    """LaraPolicy from a checkpoint directory (clear error when missing)."""
+    import os
+
+    if not checkpoint:
+        raise ValueError("policy_node: parameter 'checkpoint' is empty; give a LARA checkpoint directory")
+    if not os.path.exists(checkpoint):
+        raise FileNotFoundError(f"policy_node: checkpoint not found: {checkpoint}")
+    from lara_policy.core.policy import LaraPolicy
+    return LaraPolicy.from_checkpoint(checkpoint, device=device or None)
+
+
+class PolicyNode(Node):
+    def __init__(self, node_name: str = "policy_node", policy=None, **kwargs):
+        super().__init__(node_name, **kwargs)
+        p = lambda *a, **k: declare(self, *a, **k)  # noqa: E731
+        self.checkpoint = p("checkpoint", "", "LARA checkpoint directory", read_only=True)
+        self.device = p("device", "", "torch device: '' (auto: cuda if present) | cpu | cuda[:i]",
+                        read_only=True)
+        p("num_candidates", 1, "candidate chunks per step; > 1 runs the LAM dynamics check",
+          min_value=1, max_value=256)
+        p("replan_period_steps", 8, "control periods executed between two predictions",
+          min_value=1, max_value=1000)
+        self.control_rate_hz = p("control_rate_hz", 30.0,
+                                 "control rate; published chunks have dt = 1 / control_rate_hz",
+                                 read_only=True, min_value=0.1, max_value=1000.0)
+        p("seed", -1, "sampling seed for predict_chunk (-1 = random)")
+        p("enabled", True, "publish chunks (false = keep buffering, predict nothing)")
+        p("instruction", "", "initial instruction ('' = wait for the topic/service)", read_only=True)
+        p("max_state_skew_s", 0.5, "max |image stamp - state stamp| for a synchronized observation",
+          min_value=0.0, max_value=60.0)
+        p("max_image_age_s", 1.0, "images older than this (vs. the node clock) are not used",
+          min_value=0.0, max_value=60.0)
+        p("expected_image_width", 0, "reject images of another width (0 = any)", min_value=0)
+        p("expected_image_height", 0, "reject images of another height (0 = any)", min_value=0)
+        p("camera_name", "", "policy camera the image topic feeds ('' = the policy's first)",
+          read_only=True)
+        self.gripper_joint_name = p("gripper_joint_name", "gripper",
+                                    "joint in joint_states holding the gripper state", read_only=True)
+        self.frame_id = p("frame_id", "base", "frame_id of published chunks", read_only=True)
+        self.log_throttle_s = p("log_throttle_s", 2.0, "min seconds between repeated rejection logs",
+                                min_value=0.0)
+        qos_rel = p("camera_qos_reliability", "reliable", "camera QoS: reliable | best_effort",
+                    read_only=True)
+        qos_depth = p("camera_qos_depth", 2, "camera QoS history depth", read_only=True, min_value=1)
+        t = {k: p(k, v, d, read_only=True) for k, v, d in [
+            ("image_topic", topics.CAMERA_IMAGE, "camera image in"),
+            ("instruction_topic", topics.INSTRUCTION, "instruction in (std_msgs/String)"),
+            ("set_instruction_service", topics.SET_INSTRUCTION, "SetInstruction service"),
+            ("joint_states_topic", topics.JOINT_STATES, "joint states in"),
+            ("ee_pose_topic", topics.EE_POSE, "end-effector pose in"),
+            ("goal_topic", topics.GOAL, "task goal in"),
+            ("action_chunk_topic", topics.ACTION_CHUNK, "ActionChunk out"),
+            ("dynamics_check_topic", topics.DYNAMICS_CHECK, "DynamicsCheck out"),
+            ("reset_service", "~/reset", "forget the episode (policy.reset, buffers) (std_srvs/Trigger)"),
+        ]}
+        self.topics = t
+        self.control_period = 1.0 / self.control_rate_hz
+
+        self.policy = policy if policy is not None else load_policy(self.checkpoint, self.device)
+        meta = self.policy.meta
+        self.meta = meta
+        self.camera_name = self.get_parameter("camera_name").value or (meta.cameras[0] if meta.cameras else "camera")
+        self.state_names = list(meta.state_names) if meta.state_names else []
+        if len(self.state_names) != int(meta.state_dim):
+            raise ValueError(f"policy_node: policy state_names {self.state_names} do not match "
+                             f"state_dim {meta.state_dim}")
+
+        # latest buffered inputs (written by the executor, read by the worker)
+        self._lock = threading.Lock()
+        self._image = None            # (rgb, stamp_s)
+        self._ee = None               # (xyz, stamp_s)
+        self._goal = None             # (xyz, stamp_s)
+        self._joints = None           # ({name: pos}, stamp_s)
+        self._instruction = str(self.get_parameter("instruction").value).strip()
+        self._prev = None             # (predicted_latent, image) of the last published chunk
+        self._new_image = threading.Event()
+        self._stop = threading.Event()
+        self._epoch = 0               # bumped by reset / new instruction
+
+        # statistics (read by tests and the bench)
+        self.rejections: dict[str, int] = defaultdict(int)
+        self.last_rejection = ""
+        self._last_log: dict[str, float] = {}
+        self.chunks_published = 0
+        self.checks_published = 0
+        self.inference_ms: list[float] = []
+
+        self.chunk_pub = self.create_publisher(ActionChunk, t["action_chunk_topic"], 10)
+        self.check_pub = self.create_publisher(DynamicsCheck, t["dynamics_check_topic"], 10)
+        self.create_subscription(Image, t["image_topic"], self._on_image, qos_from_params(qos_rel, qos_depth))
+        self.create_subscription(String, t["instruction_topic"], self._on_instruction_msg, 10)
+        self.create_subscription(PoseStamped, t["ee_pose_topic"], self._on_ee, 10)
+        self.create_subscription(PointStamped, t["goal_topic"], self._on_goal, 10)
+        self.create_subscription(JointState, t["joint_states_topic"], self._on_joints, 10)
+        self.create_service(SetInstruction, t["set_instruction_service"], self._on_set_instruction)
+        self.create_service(Trigger, t["reset_service"], self._on_reset)
+
+        self._worker = threading.Thread(target=self._run_worker, name="lara_policy_inference", daemon=True)
+        self._worker.start()
+        self.get_logger().info(
+            f"policy_node: model '{meta.model_id}' ({meta.action_space}, H={meta.horizon}), camera "
+            f"'{self.camera_name}' <- {t['image_topic']}, state {self.state_names}, "
+            f"replan every {self.get_parameter('replan_period_steps').value} x {self.control_period * 1e3:.1f} ms")
+
+    # -- rejection log -------------------------------------------------------------------
+    def _reject(self, key: str, message: str) -> None:
+        self.rejections[key] += 1
+        self.last_rejection = message
+        now = time.monotonic()
+        if now - self._last_log.get(key, -1e9) >= self.log_throttle_s:
+            self._last_log[key] = now
+            self.get_logger().warn(f"policy_node: {message}; not publishing")
+
+    # -- inputs (executor thread) --------------------------------------------------------
+    def _on_image(self, msg: Image) -> None:
+        try:
+            rgb = image_msg_to_rgb(msg)
+            ew = int(self.get_parameter("expected_image_width").value)
+            eh = int(self.get_parameter("expected_image_height").value)
+            if (ew and rgb.shape[1] != ew) or (eh and rgb.shape[0] != eh):
+                raise ImageConversionError(f"image size {rgb.shape[1]}x{rgb.shape[0]} != expected "
+                                           f"{ew or rgb.shape[1]}x{eh or rgb.shape[0]}")
+        except ImageConversionError as exc:
+            with self._lock:
+                self._image = None     # never act on an older frame while the camera is bad
+            self._reject("image", f"bad image on {self.topics['image_topic']}: {exc}")
+            return
+        with self._lock:
+            self._image = (rgb, stamp_to_sec(msg.header.stamp))
+        self._new_image.set()
+
+    def _on_ee(self, msg: PoseStamped) -> None:
+        p = msg.pose.position
+        with self._lock:
+            self._ee = (np.array([p.x, p.y, p.z], dtype=np.float64), stamp_to_sec(msg.header.stamp))
+
+    def _on_goal(self, msg: PointStamped) -> None:
+        p = msg.point
+        with self._lock:
+            self._goal = (np.array([p.x, p.y, p.z], dtype=np.float64), stamp_to_sec(msg.header.stamp))
+
+    def _on_joints(self, msg: JointState) -> None:
+        if len(msg.position) != len(msg.name):
+            self._reject("joint_states", f"joint_states has {len(msg.name)} names but "
+                         f"{len(msg.position)} positions")
+            return
+        with self._lock:
+            self._joints = (dict(zip(msg.name, (float(v) for v in msg.position))),
+                            stamp_to_sec(msg.header.stamp))
+
+    def set_instruction(self, text: str) -> tuple[bool, str]:
+        text = (text or "").strip()
+        if not text:
+            self._reject("instruction", "empty instruction refused")
+            return False, "empty instruction refused"
+        with self._lock:
+            changed = text != self._instruction
+            self._instruction = text
+        if changed:
+            self.reset_episode()
+        return True, f"instruction set: '{text}'"
+
+    def _on_instruction_msg(self, msg: String) -> None:
+        self.set_instruction(msg.data)
+
+    def _on_set_instruction(self, request, response):
+        response.success, response.message = self.set_instruction(request.instruction)
+        return response
+
+    def reset_episode(self) -> None:
+        """Forget per-episode state: policy memory, buffered frame/state, surprise reference."""
+        with self._lock:
+            self._epoch += 1
+            self._image = self._ee = self._goal = self._joints = None
+            self._prev = None
+        try:
+            self.policy.reset()
+        except Exception as exc:  # noqa: BLE001
+            self.get_logger().error(f"policy_node: policy.reset() failed: {exc}")
+
+    def _on_reset(self, request, response):
+        self.reset_episode()
+        response.success, response.message = True, "policy episode state cleared"
+        return response
+
+    @property
+    def instruction(self) -> str:
+        return self._instruction
+
+    # -- observation ---------------------------------------------------------------------
+    def snapshot(self) -> tuple[Observation | None, str, str]:
+        """(observation, "", "") or (None, cause key, message)."""
+        with self._lock:
+            image, ee, goal, joints, instr = self._image, self._ee, self._goal, self._joints, self._instruction
+        if not instr:
+            return None, "instruction", "no instruction yet (topic or service)"
+        if image is None:
+            return None, "no_image", f"no valid image on {self.topics['image_topic']}"
+        rgb, t_img = image
+        now = self.get_clock().now().nanoseconds * 1e-9
+        max_age = float(self.get_parameter("max_image_age_s").value)
+        if max_age > 0 and now - t_img > max_age:
+            return None, "stale_image", f"latest image is {now - t_img:.2f} s old (> {max_age:.2f} s)"
+        skew = float(self.get_parameter("max_state_skew_s").value)
+        state = np.zeros(len(self.state_names), dtype=np.float64)
+        for i, name in enumerate(self.state_names):
+            if name in EE_NAMES:
+                src, what, value = ee, self.topics["ee_pose_topic"], None if ee is None else ee[0][EE_NAMES[name]]
+            elif name in GOAL_NAMES:
+                src, what, value = goal, self.topics["goal_topic"], None if goal is None else goal[0][GOAL_NAMES[name]]
+            else:
+                key = self.gripper_joint_name if name == "gripper" else name
+                src, what = joints, f"{self.topics['joint_states_topic']}[{key}]"
+                value = None if joints is None else joints[0].get(key)
+            if src is None or value is None:
+                return None, "missing_state", f"state '{name}' missing (no message on {what})"
+            if skew > 0 and abs(src[1] - t_img) > skew:
+                return None, "stale_state", (f"state '{name}' from {what} is {abs(src[1] - t_img):.2f} s "
+                                             f"away from the image (> {skew:.2f} s)")
+            if not math.isfinite(value):
+                return None, "nan_state", f"state '{name}' from {what} is {value} (NaN/inf)"
+            state[i] = value
+        obs = Observation(images={self.camera_name: rgb}, state=state.astype(np.float32),
+                          instruction=instr, stamp=t_img)
+        return obs, "", ""
+
+    # -- inference (worker thread) --------------------------------------------------------
+    def _run_worker(self) -> None:
+        next_due = 0.0
+        last_stamp = None
+        while not self._stop.is_set():
+            if not self._new_image.wait(timeout=0.1):
+                continue
+            self._new_image.clear()
+            if self._stop.is_set():
+                break
+            if not self.get_parameter("enabled").value or time.monotonic() < next_due:
+                continue
+            obs, key, why = self.snapshot()
+            if obs is None:
+                self._reject(key, why)
+                continue
+            if obs.stamp == last_stamp:
+                continue
+            t_start = time.monotonic()
+            if self.step(obs):
+                last_stamp = obs.stamp
+                period = int(self.get_parameter("replan_period_steps").value) * self.control_period
+                next_due = t_start + period - 0.5 * self.control_period
+
+    def step(self, obs: Observation) -> bool:
+        """Predict and publish one chunk for obs; False (and a log line) when nothing was published."""
+        n = int(self.get_parameter("num_candidates").value)
+        seed = int(self.get_parameter("seed").value)
+        epoch = self._epoch
+        t0 = time.perf_counter()
+        try:
+            pred = self.policy.predict_chunk(obs, num_candidates=n, seed=None if seed < 0 else seed)
+        except ValueError as exc:
+            self._reject("policy_input", f"policy refused the observation: {exc}")
+            return False
+        except Exception as exc:  # noqa: BLE001 - keep the node alive, say why
+            self._reject("policy_error", f"policy failed: {type(exc).__name__}: {exc}")
+            return False
+        latency_ms = (time.perf_counter() - t0) * 1e3
+        actions = np.asarray(pred.actions, dtype=np.float32)
+        if actions.ndim != 2 or actions.shape[1] != int(self.meta.action_dim) or not np.all(np.isfinite(actions)):
+            self._reject("bad_output", f"policy returned invalid actions {actions.shape} "
+                                       f"(finite: {bool(np.all(np.isfinite(actions)))})")
+            return False
+        if epoch != self._epoch:
+            return False  # the episode was reset while predicting: drop the stale chunk
+        self.inference_ms.append(latency_ms)
+        if len(self.inference_ms) > 10000:
+            del self.inference_ms[:5000]
+        img = obs.images[self.camera_name]
+        surprise = float("nan")
+        prev = self._prev
+        check = pred.check
+        if check is not None and prev is not None and prev[0] is not None and hasattr(self.policy, "surprise"):
+            try:
+                surprise = float(self.policy.surprise(prev[0], prev[1], img))
+            except Exception as exc:  # noqa: BLE001
+                self._reject("surprise", f"surprise computation failed: {exc}")
+        self.chunk_pub.publish(chunk_to_msg(actions, obs.stamp, self.control_period, self.meta.action_space,
+                                            obs.instruction, self.meta.model_id, self.frame_id))
+        self.chunks_published += 1
+        if check is not None:
+            self.check_pub.publish(check_to_msg(check, obs.stamp, surprise, self.frame_id))
+            self.checks_published += 1
+            if not check.accepted:
+                self.get_logger().warn(f"policy_node: dynamics check flagged the step: {check.reason}",
+                                       throttle_duration_sec=self.log_throttle_s)
+        self._prev = (None if check is None else check.predicted_latent, img)
+        return True
+
+    def destroy_node(self):
+        self._stop.set()
+        self._new_image.set()
+        if self._worker.is_alive() and threading.current_thread() is not self._worker:
+            self._worker.join(timeout=5.0)
+        return super().destroy_node()
+
+
+def main(args=None) -> None:
+    rclpy.init(args=args)
+    try:
+        node = PolicyNode()
+    except (ValueError, FileNotFoundError, ImportError) as exc:
+        rclpy.logging.get_logger("policy_node").fatal(str(exc))
+        rclpy.shutdown()
+        raise SystemExit(1)
+    executor = rclpy.executors.MultiThreadedExecutor(num_threads=2)
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""Helpers for the real-rclpy graph tests: an rclpy lifetime per test, a background
+MultiThreadedExecutor, a wait-until helper, and a clearly named TEST DOUBLE policy.
+
+Everything runs over real DDS on loopback in the ROS_DOMAIN_ID chosen by tests/conftest.py.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy", reason="rclpy not installed (run scripts/setup.sh, source env.sh)")
+pytest.importorskip("lara_msgs.msg", reason="lara_msgs not built (run scripts/setup.sh, source env.sh)")
+
+from lara_policy.core.api import ChunkPrediction, DynamicsCheckResult, PolicyMeta  # noqa: E402
+
+STATE_NAMES = ["hand_x", "hand_y", "hand_z", "gripper", "goal_x", "goal_y", "goal_z"]
+
+
+class GoalSeekingTestPolicy:
+    """TEST DOUBLE, not a learned policy: steers the hand toward the goal read from the state
+    (Meta-World units: one action unit = `action_scale` metres per step). It implements the
+    core.api.Policy protocol plus `surprise`, so the ROS plumbing can be tested without a
+    trained checkpoint. With num_candidates > 1 it returns a DynamicsCheckResult."""
+
+    def __init__(self, horizon: int = 16, action_scale: float = 0.01, gain: float = 0.5,
+                 delay_s: float = 0.0, camera: str = "corner4"):
+        self.meta = PolicyMeta(action_space="ee_delta_xyz_gripper", action_dim=4, horizon=horizon,
+                               dt=1 / 30, cameras=[camera], image_size=(64, 64), state_dim=7,
+                               state_names=list(STATE_NAMES), model_id="test-double-goal-seeker")
+        self.action_scale = action_scale
+        self.gain = gain
+        self.delay_s = delay_s
+        self.calls = 0
+        self.resets = 0
+        self.last_obs = None
+
+    def reset(self) -> None:
+        self.resets += 1
+
+    def predict_chunk(self, obs, num_candidates: int = 1, seed=None) -> ChunkPrediction:
+        state = np.asarray(obs.state, dtype=np.float64)
+        if state.shape != (7,) or not np.all(np.isfinite(state)):
+            raise ValueError(f"bad state {state}")
+        if not obs.instruction:
+            raise ValueError("empty instruction")
+        self.calls += 1
+        self.last_obs = obs
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        pos, goal = state[:3].copy(), state[4:7]
+        actions = np.zeros((self.meta.horizon, 4), dtype=np.float32)
+        for k in range(self.meta.horizon):
+            a = np.clip((goal - pos) / self.action_scale * self.gain, -1.0, 1.0)
+            actions[k, :3] = a
+            actions[k, 3] = -1.0
+            pos = pos + a * self.action_scale
+        check = None
+        if num_candidates > 1:
+            check = DynamicsCheckResult(
+                num_candidates=num_candidates, chosen_index=0,
+                predicted_effect=np.linspace(1.0, 0.5, num_candidates).astype(np.float32),
+                plausibility=np.full(num_candidates, 0.1, np.float32), accepted=True,
+                predicted_latent=np.zeros((2, 3), np.float32))
+        return ChunkPrediction(actions=actions, check=check)
+
+    def surprise(self, predicted_latent, image_t, image_tC) -> float:
+        return float(np.abs(image_tC.astype(np.float32) - image_t.astype(np.float32)).mean())
+
+
+@pytest.fixture
+def ros():
+    """rclpy initialised for one test (default context), shut down afterwards."""
+    rclpy.init()
+    yield rclpy
+    if rclpy.ok():
+        rclpy.shutdown()
+
+
+class Spinner:
+    """Spin nodes in a MultiThreadedExecutor on a background thread; `close()` joins it."""
+
+    def __init__(self, *nodes, threads: int = 4):
+        from rclpy.executors import MultiThreadedExecutor
+        self.executor = MultiThreadedExecutor(num_threads=threads)
+        self.nodes = list(nodes)
+        for n in nodes:
+            self.executor.add_node(n)
+        self.thread = threading.Thread(target=self._spin, daemon=True)
+        self.thread.start()
+
+    def _spin(self):
+        try:
+            self.executor.spin()
+        except Exception:  # noqa: BLE001 - shutdown races end the spin
+            pass
+
+    def add(self, node):
+        self.nodes.append(node)
+        self.executor.add_node(node)
+
+    def close(self):
+        self.executor.shutdown(timeout_sec=2.0)
+        self.thread.join(timeout=5.0)
+        for n in reversed(self.nodes):
+            try:
+                n.destroy_node()
+            except Exception:  # noqa: BLE001
+                pass
+
+
+@pytest.fixture
+def spinner(ros):
+    made = []
+
+    def make(*nodes, threads: int = 4):
+        s = Spinner(*nodes, threads=threads)
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        s.close()
+
+
+def wait_until(pred, timeout: float, period: float = 0.02) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(period)
+    return bool(pred())
