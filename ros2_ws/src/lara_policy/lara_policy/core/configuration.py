@@ -1,0 +1,156 @@
+"""Typed configurations of the LARA model and of a training run.
+
+Everything is a plain dataclass of JSON-able values so a checkpoint's config.json can be
+read back into exactly the same types (`ModelConfig.from_dict`), and nothing needs pickle.
+Defaults are sized for a 2-core CPU (about 1.3M VLA parameters, 64 px, chunk 16); every
+size is a config value, so the same code scales up on a GPU.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+VARIANTS = ("dit_only", "frozen_lam", "lara")
+PARADIGMS = ("lam-pretrain", "pretrain", "posttrain", "lam-refine")
+
+
+def _from_dict(cls, data: dict[str, Any]):
+    """Build dataclass `cls` from a dict, recursing into nested dataclasses; unknown keys fail."""
+    known = {f.name: f for f in fields(cls)}
+    unknown = set(data) - set(known)
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown config keys {sorted(unknown)}")
+    kwargs = {}
+    for name, value in data.items():
+        sub = _NESTED.get((cls.__name__, name))
+        if sub is not None and isinstance(value, dict):
+            value = _from_dict(sub, value)
+        elif isinstance(value, list) and name in ("image_size",):
+            value = tuple(value)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+@dataclass
+class LAMConfig:
+    """Latent action model: IDM (M learnable queries) -> z (M x d_z) -> VQ -> FDM (pixels)."""
+    image_size: int = 32              # the LAM watches the primary camera at this size
+    width: int = 64                   # transformer / feature width inside the LAM
+    num_queries: int = 8              # M (paper: 8)
+    latent_dim: int = 16              # d_z per query (paper: 32)
+    codebook_size: int = 128          # K (paper: 128)
+    commitment: float = 0.25          # beta (paper: 0.25)
+    idm_layers: int = 2               # query-transformer layers in the IDM
+    heads: int = 4
+    dead_code_steps: int = 50         # re-seed codes unused for this many steps (collapse guard)
+    perceptual_weight: float = 0.0    # weight of an optional feature-space (perceptual) loss
+
+
+@dataclass
+class VLAConfig:
+    """Vision-language-action model with a flow-matching DiT action head."""
+    image_size: int = 64
+    cameras: list[str] = field(default_factory=lambda: ["corner4"])
+    state_dim: int = 7
+    action_dim: int = 4
+    horizon: int = 16                 # H, action chunk length
+    width: int = 128                  # DiT / condition-token width
+    depth: int = 4                    # L DiT blocks (self-attn + cross-attn + MLP each)
+    heads: int = 4
+    mlp_ratio: float = 2.0
+    vision_channels: list[int] = field(default_factory=lambda: [32, 64, 96, 128])
+    vision_backbone: str = "conv"     # name in lara_policy.core.modeling.VISION_BACKBONES
+    text_dim: int = 384               # all-MiniLM-L6-v2 token embedding size
+    text_tokens: int = 16             # instruction tokens kept (padded/truncated)
+    euler_steps: int = 10             # K Euler steps at inference
+    align_block: int = -1             # hidden state AFTER this many blocks; -1 -> depth - 2
+
+
+@dataclass
+class ModelConfig:
+    name: str = "lara"
+    variant: str = "lara"             # dit_only | frozen_lam | lara
+    components: list[str] = field(default_factory=lambda: ["vla", "lam"])  # ["lam"] for a LAM-only checkpoint
+    action_space: str = "ee_delta_xyz_gripper"
+    state_names: list[str] = field(default_factory=list)
+    dt: float = 0.0125
+    chunk_offset: int = -1            # C, frames between the LAM's image pair; -1 -> horizon
+    vla: VLAConfig = field(default_factory=VLAConfig)
+    lam: LAMConfig = field(default_factory=LAMConfig)
+    # dynamics check at inference (DESIGN.md)
+    null_effect_threshold: float = 0.0   # calibrated at the end of training; <= 0 disables the flag
+    plausibility_weight: float = 0.5
+
+    def __post_init__(self):
+        if self.variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
+
+    @property
+    def has_vla(self) -> bool:
+        return "vla" in self.components
+
+    @property
+    def has_lam(self) -> bool:
+        return "lam" in self.components and (self.variant != "dit_only" or not self.has_vla)
+
+    @property
+    def offset(self) -> int:
+        return self.vla.horizon if self.chunk_offset < 0 else self.chunk_offset
+
+    @property
+    def align_after(self) -> int:
+        return self.vla.depth - 2 if self.vla.align_block < 0 else self.vla.align_block
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelConfig":
+        return _from_dict(cls, data)
+
+
+@dataclass
+class TrainConfig:
+    paradigm: str = "pretrain"
+    data: list[str] = field(default_factory=list)       # action-labelled (or mixed) stores
+    video: list[str] = field(default_factory=list)      # extra stores used action-free
+    out: str = "runs/lara"
+    variant: str = "lara"
+    steps: int = 2000
+    batch_size: int = 64
+    lr: float = 5e-4
+    weight_decay: float = 1e-4
+    warmup_steps: int = 100
+    w_lara: float = 0.01              # w1
+    w_lam: float = 0.01               # w2
+    grad_clip: float = 1.0
+    seed: int = 0
+    init: str = ""                    # VLA checkpoint to start from (posttrain, lam-refine)
+    lam: str = ""                     # LAM checkpoint to start the LAM from
+    resume: bool = False
+    save_every: int = 500
+    log_every: int = 10
+    aug_shift: int = 4                # +-pixels of random shift on VLA images
+    threads: int = 2
+    device: str = ""                  # "" -> cuda if available else cpu
+    tensorboard: bool = False
+    progress: bool = True
+    cameras: list[str] = field(default_factory=list)    # [] -> all cameras of the store
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+    def __post_init__(self):
+        if self.paradigm not in PARADIGMS:
+            raise ValueError(f"paradigm must be one of {PARADIGMS}, got {self.paradigm!r}")
+        if self.variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        return _from_dict(cls, data)
+
+
+_NESTED = {("ModelConfig", "vla"): VLAConfig, ("ModelConfig", "lam"): LAMConfig,
+           ("TrainConfig", "model"): ModelConfig}

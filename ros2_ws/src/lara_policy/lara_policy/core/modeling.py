@@ -1,0 +1,430 @@
+"""The LARA model, top to bottom: building blocks, the latent action model (LAM), the
+flow-matching DiT VLA, and `LaraModel`, which ties them together with the alignment term.
+
+Conventions: images enter as float tensors in [0, 1], shape (B, 3, H, W); actions and state
+enter NORMALISED (see processing.py); a LAM latent z has shape (B, M, d_z).
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from lara_policy.core.configuration import LAMConfig, ModelConfig, VLAConfig
+
+# ----------------------------------------------------------------------------------------
+# Building blocks
+
+
+class Attention(nn.Module):
+    """Multi-head attention; keys/values come from `context` (cross) or from x (self)."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(dim, 2 * dim)
+        self.out = nn.Linear(dim, dim)
+
+    def forward(self, x, context=None, key_mask=None):
+        context = x if context is None else context
+        b, n, d = x.shape
+        q = self.q(x).view(b, n, self.heads, d // self.heads).transpose(1, 2)
+        k, v = self.kv(context).view(b, context.shape[1], 2, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        mask = None if key_mask is None else key_mask[:, None, None, :]   # True = attend
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.out(y.transpose(1, 2).reshape(b, n, d))
+
+
+def mlp(dim: int, ratio: float) -> nn.Sequential:
+    hidden = int(dim * ratio)
+    return nn.Sequential(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim))
+
+
+class TransformerLayer(nn.Module):
+    """Pre-norm layer: optional cross-attention to a context, self-attention, MLP."""
+
+    def __init__(self, dim: int, heads: int, cross: bool, mlp_ratio: float = 2.0):
+        super().__init__()
+        self.cross = Attention(dim, heads) if cross else None
+        self.norm_c = nn.LayerNorm(dim) if cross else None
+        self.self_attn = Attention(dim, heads)
+        self.norm_s = nn.LayerNorm(dim)
+        self.mlp = mlp(dim, mlp_ratio)
+        self.norm_m = nn.LayerNorm(dim)
+
+    def forward(self, x, context=None):
+        if self.cross is not None:
+            x = x + self.cross(self.norm_c(x), context)
+        x = x + self.self_attn(self.norm_s(x))
+        return x + self.mlp(self.norm_m(x))
+
+
+class ConvEncoder(nn.Module):
+    """Stride-2 conv stages (GroupNorm + SiLU) -> a grid of tokens (B, h*w, width)."""
+
+    def __init__(self, in_channels: int, channels: list[int], image_size: int, width: int):
+        super().__init__()
+        layers, c = [], in_channels
+        for out in channels:
+            layers += [nn.Conv2d(c, out, 3, stride=2, padding=1), nn.GroupNorm(min(8, out), out), nn.SiLU()]
+            c = out
+        self.net = nn.Sequential(*layers)
+        self.grid = image_size // 2 ** len(channels)
+        self.to_tokens = nn.Linear(c, width)
+        self.pos = nn.Parameter(torch.randn(1, self.grid * self.grid, width) * 0.02)
+        self.num_tokens = self.grid * self.grid
+
+    def forward(self, x):
+        f = self.net(x)                                   # (B, C, g, g)
+        return self.to_tokens(f.flatten(2).transpose(1, 2)) + self.pos
+
+
+# A vision backbone maps (B, 3, S, S) images in [0, 1] to (B, n_tokens, width) tokens and
+# exposes `num_tokens`. Register a pretrained one with `register_backbone`.
+VISION_BACKBONES: dict[str, Callable[[VLAConfig], nn.Module]] = {
+    "conv": lambda c: ConvEncoder(3, list(c.vision_channels), c.image_size, c.width),
+}
+
+
+def register_backbone(name: str, factory: Callable[[VLAConfig], nn.Module]) -> None:
+    """Make `VLAConfig(vision_backbone=name)` build `factory(config)`."""
+    VISION_BACKBONES[name] = factory
+
+
+def timestep_embedding(tau: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal embedding of flow time tau in [0, 1] -> (B, dim)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=tau.device) / half)
+    args = tau[:, None].float() * 1000.0 * freqs[None]
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+# ----------------------------------------------------------------------------------------
+# Latent action model
+
+
+class VectorQuantizer(nn.Module):
+    """Cosine-similarity VQ with a commitment term and dead-code re-seeding (see maintain()).
+
+    Latents and codes are l2-normalised before lookup (keeps codes in use); codes unused for
+    `dead_code_steps` training steps are re-seeded from current encoder outputs."""
+
+    def __init__(self, num_codes: int, dim: int, commitment: float, dead_code_steps: int):
+        super().__init__()
+        self.codebook = nn.Parameter(F.normalize(torch.randn(num_codes, dim), dim=-1))
+        self.commitment = commitment
+        self.dead_code_steps = dead_code_steps
+        self.register_buffer("steps_unused", torch.zeros(num_codes), persistent=False)
+        self.register_buffer("initialised", torch.zeros(()))   # codes seeded from data on the first step
+
+    def lookup(self, z):
+        """z (B, M, d) -> (normalised z, normalised codes chosen, indices, cosine to them)."""
+        zn = F.normalize(z, dim=-1)
+        codes = F.normalize(self.codebook, dim=-1)
+        sim = zn @ codes.t()                               # (B, M, K)
+        cos, idx = sim.max(dim=-1)
+        return zn, codes[idx], idx, cos
+
+    def forward(self, z):
+        zn, q, idx, _ = self.lookup(z)
+        loss = F.mse_loss(q, zn.detach()) + self.commitment * F.mse_loss(zn, q.detach())
+        z_q = zn + (q - zn).detach()                       # straight-through
+        if self.training:
+            self._last_batch = (idx.detach(), zn.detach())
+        return z_q, loss, idx
+
+    @torch.no_grad()
+    def maintain(self) -> None:
+        """Collapse guard, called by the training loop AFTER the optimizer step: seed the codes
+        from data on the first step, then re-seed codes unused for `dead_code_steps` steps."""
+        last = getattr(self, "_last_batch", None)
+        if last is None:
+            return
+        self._last_batch = None
+        idx, zn = last
+        pool = zn.reshape(-1, zn.shape[-1])
+        if not bool(self.initialised):
+            pick = torch.randint(0, pool.shape[0], (self.codebook.shape[0],), device=pool.device)
+            self.codebook.data.copy_(pool[pick] + 0.05 * torch.randn_like(pool[pick]))
+            self.initialised.fill_(1.0)
+            return
+        used = torch.bincount(idx.flatten(), minlength=self.codebook.shape[0]) > 0
+        self.steps_unused = torch.where(used, torch.zeros_like(self.steps_unused), self.steps_unused + 1)
+        dead = (self.steps_unused >= self.dead_code_steps).nonzero().flatten()
+        if len(dead):
+            pick = torch.randint(0, pool.shape[0], (len(dead),), device=pool.device)
+            self.codebook.data[dead] = pool[pick] + 0.01 * torch.randn_like(pool[pick])
+            self.steps_unused[dead] = 0
+
+    @staticmethod
+    def perplexity(idx: torch.Tensor, num_codes: int) -> float:
+        p = torch.bincount(idx.flatten(), minlength=num_codes).float()
+        p = p / p.sum().clamp(min=1)
+        return float(torch.exp(-(p * torch.log(p.clamp(min=1e-10))).sum()))
+
+
+class LatentActionModel(nn.Module):
+    """IDM (I_t, I_{t+C}) -> z (M x d_z) -> VQ -> FDM reconstructs I_{t+C} from I_t and z_q."""
+
+    def __init__(self, c: LAMConfig):
+        super().__init__()
+        self.config = c
+        stages = [32, 48, c.width][: max(1, int(math.log2(c.image_size)) - 2)]
+        # inverse dynamics: both frames and their difference, stacked on channels
+        self.idm_encoder = ConvEncoder(9, stages, c.image_size, c.width)
+        self.queries = nn.Parameter(torch.randn(1, c.num_queries, c.width) * 0.02)
+        self.idm_layers = nn.ModuleList(TransformerLayer(c.width, c.heads, cross=True) for _ in range(c.idm_layers))
+        self.to_latent = nn.Sequential(nn.LayerNorm(c.width), nn.Linear(c.width, c.latent_dim))
+        self.quantizer = VectorQuantizer(c.codebook_size, c.latent_dim, c.commitment, c.dead_code_steps)
+        # forward dynamics: tokens of I_t attend to the latent-action tokens, then decode a delta
+        self.fdm_encoder = ConvEncoder(3, stages, c.image_size, c.width)
+        self.latent_in = nn.Linear(c.latent_dim, c.width)
+        self.fdm_layers = nn.ModuleList(TransformerLayer(c.width, c.heads, cross=True) for _ in range(2))
+        self.grid = self.fdm_encoder.grid
+        up, ch = [], c.width
+        for out in reversed([16] + stages[:-1]):
+            up += [nn.ConvTranspose2d(ch, out, 4, stride=2, padding=1), nn.GroupNorm(min(8, out), out), nn.SiLU()]
+            ch = out
+        self.decoder = nn.Sequential(*up, nn.Conv2d(ch, 3, 3, padding=1))
+
+    def resize(self, images):
+        s = self.config.image_size
+        return images if images.shape[-1] == s else F.interpolate(images, size=(s, s), mode="area")
+
+    def encode(self, image_t, image_tc):
+        """Continuous (pre-quantisation) latent action z, (B, M, d_z)."""
+        a, b = self.resize(image_t), self.resize(image_tc)
+        tokens = self.idm_encoder(torch.cat([a, b, b - a], dim=1))
+        q = self.queries.expand(a.shape[0], -1, -1)
+        for layer in self.idm_layers:
+            q = layer(q, tokens)
+        return self.to_latent(q)
+
+    def image_features(self, image):
+        """The LAM's feature space for an image (used to measure predicted effect)."""
+        return self.fdm_encoder(self.resize(image))
+
+    def predict_future(self, image_t, z_q):
+        """FDM: predicted I_{t+C} (B, 3, S, S) from I_t and (quantised) latent tokens."""
+        a = self.resize(image_t)
+        x = self.fdm_encoder(a)
+        ctx = self.latent_in(z_q)
+        for layer in self.fdm_layers:
+            x = layer(x, ctx)
+        grid = x.transpose(1, 2).reshape(x.shape[0], -1, self.grid, self.grid)
+        return a + self.decoder(grid)
+
+    def forward(self, image_t, image_tc):
+        """Returns dict: z (pre-VQ), z_q, indices, recon, loss terms."""
+        z = self.encode(image_t, image_tc)
+        z_q, vq_loss, idx = self.quantizer(z)
+        pred = self.predict_future(image_t, z_q)
+        target = self.resize(image_tc)
+        recon = F.mse_loss(pred, target)
+        loss = recon + vq_loss
+        if self.config.perceptual_weight > 0:
+            with torch.no_grad():
+                feat_target = self.fdm_encoder(target)
+            loss = loss + self.config.perceptual_weight * F.mse_loss(self.fdm_encoder(pred), feat_target)
+        return {"z": z, "z_q": z_q, "indices": idx, "pred": pred, "recon": recon, "vq": vq_loss, "loss": loss}
+
+
+# ----------------------------------------------------------------------------------------
+# VLA: observation encoder + flow-matching DiT action head
+
+
+class DiTBlock(nn.Module):
+    """Action tokens: adaLN-modulated self-attention, cross-attention to the condition tokens,
+    adaLN-modulated MLP. Modulation (shift, scale, gate) comes from the flow-time embedding."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False)
+        self.self_attn = Attention(dim, heads)
+        self.norm_c = nn.LayerNorm(dim)
+        self.cross_attn = Attention(dim, heads)
+        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False)
+        self.mlp = mlp(dim, mlp_ratio)
+        self.modulation = nn.Linear(dim, 6 * dim)
+        nn.init.zeros_(self.modulation.weight)
+        nn.init.zeros_(self.modulation.bias)
+
+    def forward(self, x, t_emb, cond, cond_mask):
+        s1, c1, g1, s2, c2, g2 = self.modulation(t_emb)[:, None].chunk(6, dim=-1)
+        x = x + (1 + g1) * self.self_attn(self.norm1(x) * (1 + c1) + s1)
+        x = x + self.cross_attn(self.norm_c(x), cond, cond_mask)
+        return x + (1 + g2) * self.mlp(self.norm2(x) * (1 + c2) + s2)
+
+
+class ObservationEncoder(nn.Module):
+    """Cameras + proprio state + cached MiniLM token embeddings -> condition tokens."""
+
+    def __init__(self, c: VLAConfig):
+        super().__init__()
+        self.vision = VISION_BACKBONES[c.vision_backbone](c)
+        self.camera_embed = nn.Parameter(torch.zeros(len(c.cameras), 1, c.width))
+        self.state_in = nn.Sequential(nn.Linear(c.state_dim, c.width), nn.SiLU(), nn.Linear(c.width, c.width))
+        self.text_in = nn.Linear(c.text_dim, c.width)
+        self.norm = nn.LayerNorm(c.width)
+
+    def forward(self, images, state, text, text_mask):
+        """images (B, n_cam, 3, S, S); state (B, s); text (B, T, 384); text_mask (B, T) bool."""
+        b, n_cam = images.shape[:2]
+        vis = self.vision(images.flatten(0, 1))                      # (B*n_cam, n, w)
+        vis = vis.view(b, n_cam, *vis.shape[1:]) + self.camera_embed[None, :, 0, None]
+        vis = vis.flatten(1, 2)
+        tokens = torch.cat([vis, self.state_in(state)[:, None], self.text_in(text)], dim=1)
+        mask = torch.cat([torch.ones(b, vis.shape[1] + 1, dtype=torch.bool, device=state.device), text_mask], 1)
+        return self.norm(tokens), mask
+
+
+class DiTActionHead(nn.Module):
+    def __init__(self, c: VLAConfig):
+        super().__init__()
+        self.config = c
+        self.action_in = nn.Linear(c.action_dim, c.width)
+        self.pos = nn.Parameter(torch.randn(1, c.horizon, c.width) * 0.02)
+        self.time_mlp = nn.Sequential(nn.Linear(c.width, c.width), nn.SiLU(), nn.Linear(c.width, c.width))
+        self.blocks = nn.ModuleList(DiTBlock(c.width, c.heads, c.mlp_ratio) for _ in range(c.depth))
+        self.norm_out = nn.LayerNorm(c.width)
+        self.action_out = nn.Linear(c.width, c.action_dim)
+
+    def forward(self, noisy_actions, tau, cond, cond_mask, align_after: int):
+        """Velocity (B, H, D) and the hidden state after `align_after` blocks at the LAST action token."""
+        t_emb = self.time_mlp(timestep_embedding(tau, self.config.width))
+        x = self.action_in(noisy_actions) + self.pos
+        hidden = None
+        for i, block in enumerate(self.blocks):
+            x = block(x, t_emb, cond, cond_mask)
+            if i + 1 == align_after:
+                hidden = x[:, -1]
+        return self.action_out(self.norm_out(x)), hidden
+
+
+# ----------------------------------------------------------------------------------------
+# LARA: VLA + LAM + alignment projection f_psi
+
+
+class LaraModel(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        if config.has_vla:
+            self.observation_encoder = ObservationEncoder(config.vla)
+            self.action_head = DiTActionHead(config.vla)
+        if config.has_lam:
+            self.lam = LatentActionModel(config.lam)
+        if config.has_vla and config.has_lam:
+            # f_psi: a single Linear from the DiT width to the LAM latent (M x d_z), as released
+            self.align_proj = nn.Linear(config.vla.width, config.lam.num_queries * config.lam.latent_dim)
+
+    def forward(self, batch: dict, variant: str, w_lara: float = 0.01, w_lam: float = 0.01,
+                lam_only: bool = False) -> dict:
+        """Training forward = the losses (so DistributedDataParallel wraps it directly)."""
+        return self.compute_losses(batch, variant, w_lara, w_lam, lam_only)
+
+    # -- pieces -----------------------------------------------------------------------
+    def project(self, hidden):
+        lam = self.config.lam
+        return self.align_proj(hidden).view(-1, lam.num_queries, lam.latent_dim)
+
+    def velocity(self, noisy_actions, tau, cond, cond_mask):
+        return self.action_head(noisy_actions, tau, cond, cond_mask, self.config.align_after)
+
+    # -- training -----------------------------------------------------------------------
+    def compute_losses(self, batch: dict, variant: str, w_lara: float, w_lam: float,
+                       lam_only: bool = False) -> dict:
+        """One training objective for every variant and paradigm.
+
+        batch: images (B, n_cam, 3, S, S) float, image_tc (B, 3, S, S) float (primary camera at
+        t + C), state (B, s), text (B, T, 384), text_mask (B, T), actions (B, H, D) normalised,
+        action_mask (B, H) bool (False = padding past the episode end), has_action (B,) float.
+        Returns the total `loss` and its terms (detached floats are left to the caller)."""
+        out: dict[str, torch.Tensor] = {}
+        zero = batch["state"].new_zeros(())
+        total = zero
+        image_t = batch["image_t"] if "image_t" in batch else batch["images"][:, 0]   # un-augmented
+        use_lam = self.config.has_lam and (lam_only or variant != "dit_only")
+        if use_lam:
+            if variant == "frozen_lam" and not lam_only:
+                with torch.no_grad():
+                    lam_out = self.lam(image_t, batch["image_tc"])
+                lam_out = {k: v.detach() for k, v in lam_out.items()}
+            else:
+                lam_out = self.lam(image_t, batch["image_tc"])
+                out["loss_lam"] = lam_out["loss"]
+                out["lam_recon"] = lam_out["recon"]
+                out["lam_vq"] = lam_out["vq"]
+            out["lam_indices"] = lam_out["indices"]
+        if lam_only:
+            out["loss"] = lam_out["loss"]
+            return out
+
+        actions, has_action = batch["actions"], batch["has_action"]
+        b = actions.shape[0]
+        cond, cond_mask = self.observation_encoder(batch["images"], batch["state"], batch["text"], batch["text_mask"])
+        noise = batch["noise"] if "noise" in batch else torch.randn_like(actions)
+        tau = batch["tau"] if "tau" in batch else torch.rand(b, device=actions.device)
+        noisy = tau[:, None, None] * actions + (1 - tau[:, None, None]) * noise
+        velocity, hidden = self.velocity(noisy, tau, cond, cond_mask)
+        mask = batch["action_mask"].float()[..., None]
+        per_sample = ((velocity - (actions - noise)) ** 2 * mask).sum((1, 2)) / (mask.sum((1, 2)) * actions.shape[-1]).clamp(min=1)
+        n_act = has_action.sum().clamp(min=1)
+        out["loss_act"] = (per_sample * has_action).sum() / n_act
+        total = total + out["loss_act"]
+        if use_lam:
+            pred_z = self.project(hidden)
+            target = lam_out["z"]          # NO stop-gradient in `lara`; detached for frozen_lam
+            cos = F.cosine_similarity(pred_z, target, dim=-1).mean(-1)      # (B,)
+            out["loss_lara"] = ((1 - cos) * has_action).sum() / n_act
+            total = total + w_lara * out["loss_lara"]
+            if variant == "lara":
+                total = total + w_lam * lam_out["loss"]
+        out["loss"] = total
+        return out
+
+    # -- inference --------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, images, state, text, text_mask, noise, steps: int):
+        """Euler-integrate the flow from noise (tau=0) to actions (tau=1).
+        images etc. have batch 1 or N; noise (N, H, D). Returns (actions (N, H, D), hidden (N, w))."""
+        cond, cond_mask = self.observation_encoder(images, state, text, text_mask)
+        n = noise.shape[0]
+        if cond.shape[0] != n:
+            cond, cond_mask = cond.expand(n, -1, -1), cond_mask.expand(n, -1)
+        x, dt = noise, 1.0 / steps
+        hidden = None
+        for k in range(steps):
+            tau = torch.full((n,), k * dt, device=noise.device)
+            v, hidden = self.velocity(x, tau, cond, cond_mask)
+            x = x + dt * v
+        return x, hidden
+
+    @torch.no_grad()
+    def dynamics_check(self, image_t, hidden):
+        """For N candidates: predicted latent f_psi(h), predicted effect (LAM-feature change of
+        the FDM's predicted future vs now) and plausibility (distance to the nearest code)."""
+        pred_z = self.project(hidden)                                 # (N, M, d)
+        zn, q, _, cos = self.lam.quantizer.lookup(pred_z)
+        z_q = q
+        n = pred_z.shape[0]
+        now = image_t.expand(n, -1, -1, -1)
+        future = self.lam.predict_future(now, z_q)
+        f_now = self.lam.image_features(now)
+        f_future = self.lam.fdm_encoder(future)
+        effect = (f_future - f_now).abs().mean((1, 2))
+        plausibility = torch.sqrt((2 - 2 * cos).clamp(min=0)).mean(-1)
+        return pred_z, effect, plausibility
+
+    @torch.no_grad()
+    def surprise(self, predicted_latent, image_t, image_tc):
+        z = self.lam.encode(image_t, image_tc)
+        return float(1 - F.cosine_similarity(z, predicted_latent, dim=-1).mean())
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

@@ -1,0 +1,178 @@
+"""LaraPolicy: the inference side of a LARA checkpoint (implements core.api.Policy).
+
+    policy = LaraPolicy.from_checkpoint("runs/x/final")        # cuda if available, else cpu
+    pred = policy.predict_chunk(obs, num_candidates=8, seed=0)  # (H, D) physical actions + check
+    s = policy.surprise(pred.check.predicted_latent, image_t, image_t_plus_C)
+
+Thread safety: predict_chunk/surprise hold a lock; `.meta` is an immutable-by-convention
+attribute set once at load time, so other threads may read it at any time.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lara_policy.core.api import ChunkPrediction, DynamicsCheckResult, Observation, PolicyMeta
+from lara_policy.core.checkpoint import CheckpointError, load_stats, load_text, load_weights, read_config
+from lara_policy.core.configuration import ModelConfig
+from lara_policy.core.modeling import LaraModel
+from lara_policy.core.processing import NormStats, TextEmbedder
+
+
+def image_to_tensor(image: np.ndarray, size: int, what: str = "image") -> torch.Tensor:
+    """(H, W, 3) uint8 RGB of any size -> (3, size, size) float in [0, 1]; ValueError on bad input."""
+    if not isinstance(image, np.ndarray):
+        raise ValueError(f"{what}: expected a numpy array (H, W, 3) uint8, got {type(image).__name__}")
+    if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] < 2 or image.shape[1] < 2:
+        raise ValueError(f"{what}: expected shape (H, W, 3) RGB, got {image.shape}")
+    if image.dtype != np.uint8:
+        raise ValueError(f"{what}: expected dtype uint8, got {image.dtype}")
+    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+    if x.shape[-2:] != (size, size):
+        if x.shape[-1] >= size and x.shape[-2] >= size:
+            x = F.interpolate(x, size=(size, size), mode="area")
+        else:
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    return x[0] / 255.0
+
+
+class LaraPolicy:
+    def __init__(self, model: LaraModel, config: ModelConfig, stats: NormStats, instructions: list[str],
+                 text: tuple[np.ndarray, np.ndarray], model_id: str, device: torch.device, threads: int = 2):
+        if not config.has_vla:
+            raise CheckpointError(f"checkpoint {model_id} is a LAM-only checkpoint (components={config.components}); "
+                                  "LaraPolicy needs a VLA checkpoint")
+        self.model = model.eval()
+        self.config = config
+        self.device = device
+        self._lock = threading.Lock()
+        self._threads = threads
+        s = stats.tensors(device)
+        self._action_mean, self._action_std = s["action_mean"], s["action_std"]
+        self._state_mean, self._state_std = s["state_mean"], s["state_std"]
+        self._text = {ins: (torch.from_numpy(text[0][i]), torch.from_numpy(text[1][i]))
+                      for i, ins in enumerate(instructions)}
+        v = config.vla
+        self.meta = PolicyMeta(action_space=config.action_space, action_dim=v.action_dim, horizon=v.horizon,
+                               dt=config.dt, cameras=list(v.cameras), image_size=(v.image_size, v.image_size),
+                               state_dim=v.state_dim, state_names=list(config.state_names), model_id=model_id)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device | None = None,
+                        threads: int = 2) -> "LaraPolicy":
+        path = Path(path)
+        config, _ = read_config(path)
+        if not config.has_vla:
+            raise CheckpointError(f"{path} is a LAM-only checkpoint (components={config.components}); "
+                                  "LaraPolicy needs a VLA checkpoint from `lara train --paradigm pretrain|posttrain`")
+        device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        model = LaraModel(config)
+        load_weights(path, model)
+        stats = load_stats(path)
+        for name, values, dim in (("action", stats.action_mean, config.vla.action_dim),
+                                  ("state", stats.state_mean, config.vla.state_dim)):
+            if len(values) != dim:
+                raise CheckpointError(f"{path / 'stats.json'}: {name} statistics have {len(values)} dims, "
+                                      f"the model {dim}; the stats belong to another model")
+        instructions, emb, mask = load_text(path)
+        import json
+        meta = json.loads((path / "meta.json").read_text())
+        if device.type == "cpu":
+            torch.set_num_threads(max(1, min(threads, torch.get_num_threads())))
+        return cls(model.to(device), config, stats, instructions, (emb, mask), meta.get("model_id", config.name),
+                   device, threads)
+
+    # -- Policy protocol --------------------------------------------------------------------
+    def reset(self) -> None:
+        """LaraPolicy keeps no per-episode state (each chunk is predicted from one observation)."""
+
+    def _instruction(self, instruction: str) -> tuple[torch.Tensor, torch.Tensor]:
+        if not isinstance(instruction, str) or not instruction.strip():
+            raise ValueError("observation.instruction is empty: give the task in words")
+        if instruction not in self._text:       # unknown instruction: load MiniLM lazily (once per process)
+            emb, mask = TextEmbedder.get().embed([instruction], self.config.vla.text_tokens)
+            self._text[instruction] = (torch.from_numpy(emb[0]), torch.from_numpy(mask[0]))
+        return self._text[instruction]
+
+    def _observation_tensors(self, obs: Observation):
+        if not isinstance(obs, Observation):
+            raise ValueError(f"expected an Observation, got {type(obs).__name__}")
+        missing = [c for c in self.meta.cameras if c not in obs.images]
+        if missing:
+            raise ValueError(f"observation lacks camera(s) {missing}; this policy reads {self.meta.cameras}")
+        size = self.config.vla.image_size
+        images = torch.stack([image_to_tensor(obs.images[c], size, f"camera '{c}'") for c in self.meta.cameras])
+        state = np.asarray(obs.state, dtype=np.float32).reshape(-1)
+        if state.shape != (self.meta.state_dim,):
+            raise ValueError(f"observation.state has shape {np.shape(obs.state)}, expected ({self.meta.state_dim},) "
+                             f"{self.meta.state_names}")
+        if not np.all(np.isfinite(state)):
+            raise ValueError(f"observation.state contains NaN/inf: {state.tolist()}")
+        text, text_mask = self._instruction(obs.instruction)
+        state_t = (torch.from_numpy(state).to(self.device) - self._state_mean) / self._state_std
+        return (images[None].to(self.device), state_t[None], text[None].to(self.device), text_mask[None].to(self.device))
+
+    def predict_chunk(self, obs: Observation, num_candidates: int = 1, seed: int | None = None) -> ChunkPrediction:
+        if int(num_candidates) < 1:
+            raise ValueError(f"num_candidates must be >= 1, got {num_candidates}")
+        n = int(num_candidates)
+        t0 = time.perf_counter()
+        with self._lock, torch.inference_mode():
+            if self.device.type == "cpu" and torch.get_num_threads() > self._threads:
+                torch.set_num_threads(self._threads)
+            images, state, text, text_mask = self._observation_tensors(obs)
+            v = self.config.vla
+            g = torch.Generator().manual_seed(int(seed)) if seed is not None else None
+            noise = torch.randn(n, v.horizon, v.action_dim, generator=g).to(self.device)
+            actions, hidden = self.model.sample(images, state, text, text_mask, noise, v.euler_steps)
+            check = None
+            chosen = 0
+            if n > 1 and self.config.has_lam:
+                check = self._dynamics_check(images[:, 0], hidden)
+                chosen = check.chosen_index
+            elif self.config.has_lam:
+                pred_z = self.model.project(hidden)
+                check = None
+                latent = pred_z[0].cpu().numpy()
+            out = actions[chosen] * self._action_std + self._action_mean
+            result = out.float().cpu().numpy().astype(np.float32)
+        info = {"latency_ms": (time.perf_counter() - t0) * 1000.0, "num_candidates": n, "model_id": self.meta.model_id}
+        if check is None and self.config.has_lam:
+            info["predicted_latent"] = latent
+        return ChunkPrediction(actions=result, check=check, info=info)
+
+    def _dynamics_check(self, image_t: torch.Tensor, hidden: torch.Tensor) -> DynamicsCheckResult:
+        pred_z, effect, plaus = self.model.dynamics_check(image_t, hidden)
+        threshold = self.config.null_effect_threshold
+        scale = threshold if threshold > 0 else float(effect.mean().clamp(min=1e-6))
+        score = effect / scale - self.config.plausibility_weight * plaus
+        chosen = int(torch.argmax(score))
+        all_null = threshold > 0 and bool((effect < threshold).all())
+        return DynamicsCheckResult(
+            num_candidates=int(effect.shape[0]), chosen_index=chosen,
+            predicted_effect=effect.float().cpu().numpy(), plausibility=plaus.float().cpu().numpy(),
+            accepted=not all_null,
+            reason=(f"all {effect.shape[0]} candidates are predicted to do nothing (max effect "
+                    f"{float(effect.max()):.4g} < null threshold {threshold:.4g})") if all_null else "",
+            predicted_latent=pred_z[chosen].float().cpu().numpy())
+
+    def surprise(self, predicted_latent: np.ndarray, image_t: np.ndarray, image_tC: np.ndarray) -> float:
+        """1 - cos between the LAM latent of the OBSERVED transition (I_t, I_{t+C}) and the latent
+        predicted for the executed chunk; 0 = as predicted, up to 2 = opposite."""
+        if not self.config.has_lam:
+            raise ValueError("this checkpoint has no LAM (variant dit_only): surprise is unavailable")
+        lam = self.config.lam
+        z = np.asarray(predicted_latent, dtype=np.float32)
+        if z.shape != (lam.num_queries, lam.latent_dim) or not np.all(np.isfinite(z)):
+            raise ValueError(f"predicted_latent must be finite with shape ({lam.num_queries}, {lam.latent_dim}), got {z.shape}")
+        primary = self.meta.cameras[0]
+        size = self.config.vla.image_size
+        a = image_to_tensor(image_t, size, f"image_t ('{primary}')")[None].to(self.device)
+        b = image_to_tensor(image_tC, size, f"image_tC ('{primary}')")[None].to(self.device)
+        with self._lock, torch.inference_mode():
+            return self.model.surprise(torch.from_numpy(z)[None].to(self.device), a, b)

