@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+from std_msgs.msg import Float64
+
+from ..safety import MotionCommand
+
+
+class BackendError(RuntimeError):
+    """A backend cannot be set up, or cannot execute an action space."""
+
+
+class Backend:
+    """Turns MotionCommands into messages. Subclasses set `name` and `action_spaces`."""
+    name = "base"
+    action_spaces: frozenset[str] = frozenset()
+
+    def __init__(self, node, gripper_topic: str, period: float):
+        self.node = node
+        self.period = float(period)
+        self._gripper_pub = node.create_publisher(Float64, gripper_topic, 10) if gripper_topic else None
+
+    @classmethod
+    def check_action_space(cls, action_space: str) -> None:
+        if action_space not in cls.action_spaces:
+            raise BackendError(f"backend '{cls.name}' cannot execute action space '{action_space}' "
+                               f"(it executes: {', '.join(sorted(cls.action_spaces))})")
+
+    def send(self, cmd: MotionCommand) -> None:
+        raise NotImplementedError
+
+    def zero(self) -> None:
+        """Command zero motion (gripper unchanged)."""
+        raise NotImplementedError
+
+    def send_gripper(self, value: float | None) -> None:
+        if value is not None and self._gripper_pub is not None:
+            self._gripper_pub.publish(Float64(data=float(value)))
+
+    def close(self) -> None:
+        for pub in self._publishers():
+            self.node.destroy_publisher(pub)
+
+    def _publishers(self) -> list:
+        return [self._gripper_pub] if self._gripper_pub is not None else []

@@ -1,0 +1,178 @@
+"""ROS-free parts of command_node: chunk scheduling/blending, action -> motion command
+conversion, and the safety limits. Kept free of rclpy so they are unit-testable and reusable.
+
+Chunk semantics (shared with policy_node and sim_node): a chunk's t0 is the capture time of the
+observation it was predicted from; action k is meant for t0 + k * dt; actions are in physical
+units of the chunk's action space.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# Action spaces command_node knows, with their action dimension (None = given by joint_names).
+ACTION_SPACES = {
+    "ee_delta_xyz_gripper": 4,   # xyz EE delta in [-1, 1] (x ee_delta_scale_m) + gripper [-1 open, +1 close]
+    "ee_delta_6d_gripper": 7,    # xyz + rotation vector delta in [-1, 1] (x ee_rot_scale_rad) + gripper
+    "joint_position": None,      # absolute joint positions (rad) [+ gripper]
+}
+
+
+@dataclass
+class TimedChunk:
+    actions: np.ndarray      # (H, D) float
+    t0: float                # time action 0 is meant for (s)
+    dt: float
+    action_space: str
+    model_id: str = ""
+    received: float = 0.0    # node time the chunk arrived
+
+    @property
+    def end(self) -> float:
+        """Time after which the chunk has no action left."""
+        return self.t0 + self.actions.shape[0] * self.dt
+
+    def action_at(self, t: float) -> np.ndarray | None:
+        """The action meant for time t (actions already in the past are skipped); None when run out."""
+        k = int(math.floor((t - self.t0) / self.dt + 1e-6))
+        if k >= self.actions.shape[0]:
+            return None
+        return self.actions[max(k, 0)]
+
+
+class ChunkScheduler:
+    """Picks the action for `now` by timestamp and cross-fades a newer overlapping chunk into
+    the current one over `blend_steps` control ticks (linear weights 1/(n+1) .. n/(n+1))."""
+
+    def __init__(self, blend_steps: int = 3, max_chunk_age_s: float = 1.0):
+        self.blend_steps = max(int(blend_steps), 0)
+        self.max_chunk_age_s = float(max_chunk_age_s)
+        self.current: TimedChunk | None = None
+        self.previous: TimedChunk | None = None
+        self._ticks_since_new = 0
+
+    def clear(self) -> None:
+        self.current = self.previous = None
+        self._ticks_since_new = 0
+
+    def push(self, chunk: TimedChunk) -> None:
+        if self.current is not None and chunk.t0 < self.current.t0:
+            return  # out of order: an older observation's chunk never replaces a newer one
+        self.previous, self.current = self.current, chunk
+        self._ticks_since_new = 0
+
+    def action(self, now: float) -> tuple[np.ndarray | None, str]:
+        """(action, "") or (None, reason) when there is nothing fresh to execute."""
+        cur = self.current
+        if cur is None:
+            return None, "stale chunk: no chunk received"
+        age = now - cur.t0
+        if age > self.max_chunk_age_s:
+            return None, f"stale chunk: age {age:.3f} s > {self.max_chunk_age_s:.3f} s"
+        a_new = cur.action_at(now)
+        if a_new is None:
+            return None, f"stale chunk: ran out {now - cur.end:.3f} s ago"
+        out = a_new
+        if self.previous is not None and self._ticks_since_new < self.blend_steps:
+            a_old = self.previous.action_at(now)
+            if a_old is not None and a_old.shape == a_new.shape:
+                w = (self._ticks_since_new + 1) / (self.blend_steps + 1)
+                out = (1.0 - w) * a_old + w * a_new
+        self._ticks_since_new += 1
+        return np.asarray(out, dtype=np.float64), ""
+
+
+@dataclass
+class MotionCommand:
+    """One control step, in physical units, before it is handed to a backend."""
+    linear_step: np.ndarray | None = None    # (3,) m to move this step (EE, base frame)
+    angular_step: np.ndarray | None = None   # (3,) rad rotation vector this step
+    joints: np.ndarray | None = None         # (N,) absolute joint targets, rad
+    gripper: float | None = None             # -1 open .. +1 close
+    notes: list[str] = field(default_factory=list)   # what the safety layer changed
+
+    @property
+    def moving(self) -> bool:
+        return any(v is not None and np.any(v != 0.0)
+                   for v in (self.linear_step, self.angular_step)) or self.joints is not None
+
+
+def action_dim_for(action_space: str, num_joints: int = 0, joint_gripper: bool = False) -> int:
+    if action_space not in ACTION_SPACES:
+        raise ValueError(f"unknown action space '{action_space}' (known: {', '.join(ACTION_SPACES)})")
+    dim = ACTION_SPACES[action_space]
+    return dim if dim is not None else num_joints + int(joint_gripper)
+
+
+def action_to_command(action: np.ndarray, action_space: str, ee_delta_scale_m: float,
+                      ee_rot_scale_rad: float, action_limit: float, num_joints: int = 0) -> MotionCommand:
+    """Convert one action (physical units of its space) to a MotionCommand."""
+    a = np.asarray(action, dtype=np.float64)
+    if not np.all(np.isfinite(a)):
+        raise ValueError("action contains NaN/inf")
+    if action_space == "ee_delta_xyz_gripper":
+        a = np.clip(a, -action_limit, action_limit)
+        return MotionCommand(linear_step=a[:3] * ee_delta_scale_m, angular_step=np.zeros(3),
+                             gripper=float(a[3]))
+    if action_space == "ee_delta_6d_gripper":
+        a = np.clip(a, -action_limit, action_limit)
+        return MotionCommand(linear_step=a[:3] * ee_delta_scale_m, angular_step=a[3:6] * ee_rot_scale_rad,
+                             gripper=float(a[6]))
+    if action_space == "joint_position":
+        grip = float(np.clip(a[num_joints], -1.0, 1.0)) if a.shape[0] > num_joints else None
+        return MotionCommand(joints=a[:num_joints].copy(), gripper=grip)
+    raise ValueError(f"unknown action space '{action_space}'")
+
+
+@dataclass
+class SafetyLimits:
+    period: float                              # control period, s
+    max_linear_speed: float = 0.25             # m/s
+    max_angular_speed: float = 1.0             # rad/s
+    max_linear_step: float = 0.02              # m per control step
+    max_joint_step: float = 0.05               # rad per control step
+    workspace_min: np.ndarray | None = None    # (3,) m, base frame; None = no box
+    workspace_max: np.ndarray | None = None
+
+    def apply(self, cmd: MotionCommand, ee_position: np.ndarray | None,
+              joint_positions: np.ndarray | None) -> MotionCommand:
+        """Clip a command in place to the limits; records what it changed in cmd.notes.
+        Raises ValueError when the command cannot be made safe (then the caller stops)."""
+        if cmd.linear_step is not None:
+            step = cmd.linear_step
+            lim = min(self.max_linear_step, self.max_linear_speed * self.period)
+            n = float(np.linalg.norm(step))
+            if n > lim:
+                step = step * (lim / n)
+                cmd.notes.append(f"linear step clipped {n:.4f} -> {lim:.4f} m")
+            if self.workspace_min is not None:
+                if ee_position is None:
+                    raise ValueError("no end-effector pose for the workspace check")
+                target = ee_position + step
+                for i, axis in enumerate("xyz"):
+                    if (target[i] < self.workspace_min[i] and step[i] < 0) or \
+                            (target[i] > self.workspace_max[i] and step[i] > 0):
+                        step = step.copy()
+                        step[i] = 0.0
+                        cmd.notes.append(f"workspace: {axis} held at {ee_position[i]:.3f} "
+                                         f"(box [{self.workspace_min[i]:.3f}, {self.workspace_max[i]:.3f}])")
+            cmd.linear_step = step
+        if cmd.angular_step is not None:
+            lim = self.max_angular_speed * self.period
+            n = float(np.linalg.norm(cmd.angular_step))
+            if n > lim:
+                cmd.angular_step = cmd.angular_step * (lim / n)
+                cmd.notes.append(f"angular step clipped {n:.4f} -> {lim:.4f} rad")
+        if cmd.joints is not None:
+            if joint_positions is None or joint_positions.shape != cmd.joints.shape:
+                raise ValueError("no joint state for the joint step limit")
+            delta = cmd.joints - joint_positions
+            clipped = np.clip(delta, -self.max_joint_step, self.max_joint_step)
+            if np.any(clipped != delta):
+                cmd.notes.append(f"joint step clipped to {self.max_joint_step:.3f} rad")
+            cmd.joints = joint_positions + clipped
+        if cmd.gripper is not None:
+            cmd.gripper = float(np.clip(cmd.gripper, -1.0, 1.0))
+        return cmd
