@@ -26,9 +26,11 @@ close), all clipped to [-1, 1].
 """
 from __future__ import annotations
 
+import atexit
 import difflib
 import os
 import warnings
+import weakref
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -54,6 +56,19 @@ MT10 = ["reach-v3", "push-v3", "pick-place-v3", "door-open-v3", "drawer-open-v3"
         "window-open-v3", "window-close-v3"]
 ALL_TASKS = list(TASK_PHRASINGS)
 SUITES = {"MT10": MT10, "MT50": ALL_TASKS, "MT3": ["reach-v3", "push-v3", "drawer-close-v3"]}
+
+
+_LIVE: "weakref.WeakSet[MetaWorldEnv]" = weakref.WeakSet()
+
+
+_ATEXIT = []
+
+
+def _close_all() -> None:
+    # Free EGL contexts before MuJoCo's own atexit terminates the EGL display (otherwise the
+    # renderers' __del__ prints harmless-but-noisy EGLError tracebacks at exit).
+    for env in list(_LIVE):
+        env.close()
 
 
 class UnknownTaskError(ValueError):
@@ -140,6 +155,7 @@ class MetaWorldEnv:
         self._seed = None
         self.instruction = TASK_PHRASINGS[self.task][0]
         self.phrasings = list(TASK_PHRASINGS[self.task])
+        _LIVE.add(self)
 
     # -- rendering ----------------------------------------------------------------------
     def _ensure_renderer(self):
@@ -151,6 +167,9 @@ class MetaWorldEnv:
             model.vis.global_.offheight = max(model.vis.global_.offheight, h)
             model.vis.global_.offwidth = max(model.vis.global_.offwidth, w)
             self._renderer = mujoco.Renderer(model, h, w)
+            if not _ATEXIT:  # registered after MuJoCo's EGL atexit, so it runs before it (LIFO)
+                atexit.register(_close_all)
+                _ATEXIT.append(True)
             if self.distractors is not None:
                 self._dis = DistractorRenderer(self.distractors, model)
                 self._dis.reset(self._seed or 0)
