@@ -130,20 +130,18 @@ class LaraPolicy:
             g = torch.Generator().manual_seed(int(seed)) if seed is not None else None
             noise = torch.randn(n, v.horizon, v.action_dim, generator=g).to(self.device)
             actions, hidden = self.model.sample(images, state, text, text_mask, noise, v.euler_steps)
-            check = None
-            chosen = 0
+            check, chosen, latent = None, 0, None
             if n > 1 and self.config.has_lam:
                 check = self._dynamics_check(images[:, 0], hidden)
                 chosen = check.chosen_index
+                latent = check.predicted_latent
             elif self.config.has_lam:
-                pred_z = self.model.project(hidden)
-                check = None
-                latent = pred_z[0].cpu().numpy()
+                latent = self.model.project(hidden[:1])[0].float().cpu().numpy()
             out = actions[chosen] * self._action_std + self._action_mean
             result = out.float().cpu().numpy().astype(np.float32)
         info = {"latency_ms": (time.perf_counter() - t0) * 1000.0, "num_candidates": n, "model_id": self.meta.model_id}
-        if check is None and self.config.has_lam:
-            info["predicted_latent"] = latent
+        if latent is not None:
+            info["predicted_latent"] = latent      # (M, d_z) for surprise(), also when N = 1
         return ChunkPrediction(actions=result, check=check, info=info)
 
     def _dynamics_check(self, image_t: torch.Tensor, hidden: torch.Tensor) -> DynamicsCheckResult:

@@ -447,6 +447,6 @@ def run(args: argparse.Namespace) -> int:
     except (CheckpointError, ValueError) as exc:
         print(f"lara train: {exc}")
         return 2
-    if _dist_info()[0] == 0:
+    if int(os.environ.get("RANK", "0")) == 0:
         print(f"final checkpoint: {final}")
     return 0

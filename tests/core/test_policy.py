@@ -1,0 +1,172 @@
+"""Inference API: checkpoint round trip, the dynamics check, surprise, bad input, bad checkpoints."""
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from lara_policy.core.api import ChunkPrediction, Observation, Policy
+from lara_policy.core.checkpoint import (CheckpointError, load_stats, load_text, load_weights, read_config,
+                                         save_checkpoint)
+from lara_policy.core.modeling import LaraModel
+from lara_policy.core.policy import LaraPolicy
+from synthetic import TASKS, draw
+
+
+def _obs(size=40, instruction=TASKS["move-right"], state=None, x=0.3):
+    st = np.array([x, 0.3, 0, -1, 0.9, 0.9, 0], np.float32) if state is None else state
+    return Observation(images={"corner4": draw(x, 0.3, size)}, state=st, instruction=instruction)
+
+
+@pytest.fixture(scope="module")
+def policy(trained_run):
+    return LaraPolicy.from_checkpoint(trained_run, device="cpu")
+
+
+def test_meta_and_protocol(policy, trained_run):
+    assert isinstance(policy, Policy)
+    m = policy.meta
+    assert (m.action_space, m.action_dim, m.horizon, m.state_dim) == ("ee_delta_xyz_gripper", 4, 8, 7)
+    assert m.cameras == ["corner4"] and m.image_size == (32, 32) and len(m.state_names) == 7
+    assert m.model_id.startswith("tiny-") and len(m.model_id) > 8
+    assert json.loads((trained_run / "meta.json").read_text())["model_id"] == m.model_id
+
+
+def test_predict_chunk_any_image_size(policy):
+    for size in (40, 64, 17):
+        pred = policy.predict_chunk(_obs(size), seed=0)
+        assert isinstance(pred, ChunkPrediction) and pred.check is None
+        assert pred.actions.shape == (8, 4) and pred.actions.dtype == np.float32
+        assert np.all(np.isfinite(pred.actions)) and pred.info["latency_ms"] > 0
+        assert pred.info["predicted_latent"].shape == (4, 8)
+
+
+def test_save_load_identical_chunks(trained_run, tmp_path, policy):
+    a = policy.predict_chunk(_obs(), seed=7).actions
+    # in-memory model -> save -> load: same chunks for the same noise seed
+    copy = tmp_path / "copy"
+    cfg, _ = read_config(trained_run)
+    model = LaraModel(cfg)
+    load_weights(trained_run, model)
+    shutil.copytree(trained_run, copy)
+    instructions, emb, mask = load_text(trained_run)
+    save_checkpoint(copy, model, cfg, stats=load_stats(trained_run), instructions=instructions, text=(emb, mask))
+    b = LaraPolicy.from_checkpoint(copy, device="cpu").predict_chunk(_obs(), seed=7).actions
+    np.testing.assert_array_equal(a, b)
+    c = policy.predict_chunk(_obs(), seed=8).actions
+    assert not np.array_equal(a, c), "a different noise seed should give a different chunk"
+
+
+def test_dynamics_check_and_surprise(policy):
+    pred = policy.predict_chunk(_obs(), num_candidates=6, seed=1)
+    chk = pred.check
+    assert chk is not None and chk.num_candidates == 6 and 0 <= chk.chosen_index < 6
+    assert chk.predicted_effect.shape == (6,) and chk.plausibility.shape == (6,)
+    assert np.all(chk.predicted_effect >= 0) and np.all(chk.plausibility >= 0)
+    assert chk.predicted_latent.shape == (4, 8)
+    assert chk.accepted == (chk.reason == "")
+    # the chosen chunk is one of the candidates: same seed, same 6 noises -> same choice
+    again = policy.predict_chunk(_obs(), num_candidates=6, seed=1)
+    np.testing.assert_array_equal(pred.actions, again.actions)
+    # surprise: latent of the observed pair vs itself is ~0; vs an opposite latent is ~2
+    img_t, img_tc = draw(0.3, 0.3, 40), draw(0.45, 0.3, 40)
+    # (encoded at the policy's own resolution, as surprise() does)
+    from lara_policy.core.policy import image_to_tensor
+    z = policy.model.lam.encode(image_to_tensor(img_t, 32)[None], image_to_tensor(img_tc, 32)[None])[0].detach().numpy()
+    assert policy.surprise(z, img_t, img_tc) < 1e-4
+    assert policy.surprise(-z, img_t, img_tc) > 1.99
+    s = policy.surprise(chk.predicted_latent, img_t, img_tc)
+    assert 0.0 <= s <= 2.0
+
+
+def test_all_null_flag(policy):
+    """With a null threshold above every candidate's effect, the step is flagged, not accepted."""
+    old = policy.config.null_effect_threshold
+    try:
+        policy.config.null_effect_threshold = 1e9
+        chk = policy.predict_chunk(_obs(), num_candidates=4, seed=0).check
+        assert not chk.accepted and "do nothing" in chk.reason
+        policy.config.null_effect_threshold = 1e-12
+        assert policy.predict_chunk(_obs(), num_candidates=4, seed=0).check.accepted
+    finally:
+        policy.config.null_effect_threshold = old
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(images={"corner4": np.zeros((32, 32, 3), np.float32)}), "uint8"),
+    (dict(images={"corner4": np.zeros((32, 32), np.uint8)}), "shape"),
+    (dict(images={"wrist": np.zeros((32, 32, 3), np.uint8)}), "camera"),
+    (dict(state=np.array([np.nan] * 7, np.float32)), "NaN"),
+    (dict(state=np.zeros(5, np.float32)), "state"),
+    (dict(instruction="   "), "instruction"),
+])
+def test_bad_input_raises_value_error(policy, bad, match):
+    obs = _obs()
+    for k, v in bad.items():
+        setattr(obs, k, v)
+    with pytest.raises(ValueError, match=match):
+        policy.predict_chunk(obs)
+
+
+def test_unknown_instruction_loads_language_model(policy):
+    pred = policy.predict_chunk(_obs(instruction="slide the red block rightwards"), seed=0)
+    assert pred.actions.shape == (8, 4)
+    assert "slide the red block rightwards" in policy._text
+
+
+def test_meta_readable_while_predicting(policy):
+    errors = []
+
+    def worker():
+        try:
+            for _ in range(5):
+                policy.predict_chunk(_obs(), num_candidates=2)
+        except Exception as exc:   # pragma: no cover - reported below
+            errors.append(exc)
+
+    th = threading.Thread(target=worker)
+    th.start()
+    while th.is_alive():
+        assert policy.meta.action_dim == 4
+    th.join()
+    assert not errors
+
+
+def test_corrupt_and_mismatched_checkpoints_refused(trained_run, tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        LaraPolicy.from_checkpoint(tmp_path / "nowhere")
+    # truncated weights: the recorded sha256 no longer matches
+    bad = tmp_path / "truncated"
+    shutil.copytree(trained_run, bad)
+    data = (bad / "model.safetensors").read_bytes()
+    (bad / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="model.safetensors"):
+        LaraPolicy.from_checkpoint(bad)
+    # truncated weights without a hash to compare: safetensors itself refuses
+    meta = json.loads((bad / "meta.json").read_text())
+    meta.pop("sha256")
+    (bad / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="corrupt"):
+        LaraPolicy.from_checkpoint(bad)
+    # config of another architecture than the weights
+    mism = tmp_path / "mismatch"
+    shutil.copytree(trained_run, mism)
+    raw = json.loads((mism / "config.json").read_text())
+    raw["model"]["vla"]["width"] = 96
+    (mism / "config.json").write_text(json.dumps(raw))
+    with pytest.raises(CheckpointError, match="does not fit"):
+        LaraPolicy.from_checkpoint(mism)
+    # garbage config
+    (mism / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="config.json"):
+        LaraPolicy.from_checkpoint(mism)
+    # a pickle where safetensors belongs is never unpickled
+    pick = tmp_path / "pickle"
+    shutil.copytree(trained_run, pick)
+    torch.save({"x": torch.zeros(2)}, pick / "model.safetensors")
+    with pytest.raises(CheckpointError):
+        LaraPolicy.from_checkpoint(pick)
