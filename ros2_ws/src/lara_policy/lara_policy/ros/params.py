@@ -96,3 +96,14 @@ def qos_from_params(reliability: str, depth: int):
     return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=max(1, int(depth)),
                       reliability=ReliabilityPolicy.RELIABLE if rel == "reliable"
                       else ReliabilityPolicy.BEST_EFFORT)
+
+
+def resolve_path(path: str) -> str:
+    """A relative path as given if it exists from the working directory, else relative to
+    the repository root ($LARA_ROOT, set by env.sh), else unchanged (the caller reports it)."""
+    if not path or os.path.isabs(path) or os.path.exists(path):
+        return os.path.abspath(path) if path else path
+    root = os.environ.get("LARA_ROOT")
+    if root and os.path.exists(os.path.join(root, path)):
+        return os.path.join(root, path)
+    return path

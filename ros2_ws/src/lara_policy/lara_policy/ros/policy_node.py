@@ -41,7 +41,7 @@ from lara_policy.core.api import Observation
 from lara_policy.ros import topics
 from lara_policy.ros.codec import (ImageConversionError, check_to_msg, chunk_to_msg,
                                    image_msg_to_rgb, stamp_to_sec)
-from lara_policy.ros.params import declare, qos_from_params
+from lara_policy.ros.params import declare, qos_from_params, resolve_path
 
 EE_NAMES = {"hand_x": 0, "hand_y": 1, "hand_z": 2}
 GOAL_NAMES = {"goal_x": 0, "goal_y": 1, "goal_z": 2}
@@ -53,8 +53,10 @@ def load_policy(checkpoint: str, device: str = ""):
 
     if not checkpoint:
         raise ValueError("policy_node: parameter 'checkpoint' is empty; give a LARA checkpoint directory")
+    checkpoint = resolve_path(checkpoint)
     if not os.path.exists(checkpoint):
-        raise FileNotFoundError(f"policy_node: checkpoint not found: {checkpoint}")
+        raise FileNotFoundError(f"policy_node: checkpoint not found: {checkpoint} (train one with "
+                                "`lara train`, or set the 'checkpoint' parameter / --checkpoint)")
     from lara_policy.core.policy import LaraPolicy
     return LaraPolicy.from_checkpoint(checkpoint, device=device or None)
 
@@ -103,6 +105,8 @@ class PolicyNode(Node):
             ("dynamics_check_topic", topics.DYNAMICS_CHECK, "DynamicsCheck out"),
             ("reset_service", "~/reset", "forget the episode (policy.reset, buffers) (std_srvs/Trigger)"),
         ]}
+        if t["reset_service"].startswith("~/"):
+            t["reset_service"] = self.get_fully_qualified_name().rstrip("/") + t["reset_service"][1:]
         self.topics = t
         self.control_period = 1.0 / self.control_rate_hz
 

@@ -1,0 +1,345 @@
+"""`lara bringup CONFIG.yaml`: the launch files' node graph in ONE process (an rclpy
+MultiThreadedExecutor), for machines without `ros2 launch`.
+
+The YAML is the same params file the launch files pass to the nodes
+(lara_bringup/config/*.yaml): one `node_name: {ros__parameters: {...}}` section per
+node (plus `/**` for all), and a `bringup:` section read only here and by the launch files
+(nodes to start, task, episodes, seeds, step budget, checkpoint, record dir).
+
+With a sim_node in the graph it runs episodes:
+    deactivate command_node (zero motion) -> set sim task/seed, call the sim reset service
+    -> reset the policy and set the instruction (services) -> start the recorder (service)
+    -> configure + activate command_node -> wait for task success or the step budget
+    -> deactivate command_node -> stop the recorder with the success flag
+and prints one line per episode (success, steps, bag path) and a summary.
+Without a sim_node (real arm) it runs the graph until Ctrl-C or --duration.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass
+
+from lara_policy.ros.params import load_params_yaml, node_params, node_sections, resolve_path, to_overrides
+
+# node name (YAML section) -> (module, class)
+NODE_TYPES = {
+    "sim_node": ("lara_policy.ros.sim_node", "SimNode"),
+    "policy_node": ("lara_policy.ros.policy_node", "PolicyNode"),
+    "command_node": ("lara_policy.ros.command_node", "CommandNode"),
+    "recorder_node": ("lara_policy.ros.recorder_node", "RecorderNode"),
+}
+DEFAULT_NODES = ["sim_node", "policy_node", "command_node", "recorder_node"]
+
+
+class BringupError(RuntimeError):
+    pass
+
+
+def resolve_config(name: str) -> str:
+    """A path, or the name of a shipped config ('sim', 'sim.yaml') in lara_bringup/config."""
+    if os.path.isfile(name):
+        return os.path.abspath(name)
+    try:
+        from lara_bringup import config_dir
+        cdir = config_dir()
+    except Exception as exc:  # noqa: BLE001
+        raise BringupError(f"config '{name}' not found and lara_bringup is not importable: {exc}")
+    for cand in (name, name + ".yaml"):
+        path = os.path.join(cdir, cand)
+        if os.path.isfile(path):
+            return path
+    shipped = sorted(f for f in os.listdir(cdir) if f.endswith(".yaml"))
+    raise BringupError(f"config '{name}' not found (shipped configs in {cdir}: {', '.join(shipped)})")
+
+
+@dataclass
+class EpisodeResult:
+    index: int
+    task: str
+    seed: int
+    instruction: str
+    success: bool
+    steps: int
+    duration_s: float
+    bag_path: str = ""
+    message: str = ""
+
+
+class Graph:
+    """The node graph of one config, built in this process and spun on a background thread."""
+
+    def __init__(self, config: dict, nodes: list[str] | None = None, *, policy=None,
+                 overrides: dict[str, dict] | None = None, threads: int = 6):
+        import rclpy
+        from rclpy.executors import MultiThreadedExecutor
+
+        self.config = config
+        bring = config.get("bringup") or {}
+        names = list(nodes or bring.get("nodes") or [n for n in node_sections(config) if n in NODE_TYPES])
+        unknown = [n for n in names if n not in NODE_TYPES]
+        if unknown:
+            raise BringupError(f"unknown node(s) {unknown} in the config (known: {', '.join(NODE_TYPES)})")
+        overrides = overrides or {}
+        self.nodes: dict = {}
+        self.skipped: dict[str, str] = {}
+        try:
+            for name in names:
+                module_name, cls_name = NODE_TYPES[name]
+                try:
+                    cls = getattr(importlib.import_module(module_name), cls_name)
+                except (ImportError, AttributeError) as exc:
+                    if name == "recorder_node":
+                        self.skipped[name] = f"{module_name}.{cls_name} not available ({exc})"
+                        continue
+                    raise BringupError(f"cannot import {module_name}.{cls_name}: {exc}")
+                params = node_params(config, name)
+                params.update(overrides.get(name, {}))
+                kwargs = {"parameter_overrides": to_overrides(params)}
+                if name == "policy_node" and policy is not None:
+                    kwargs["policy"] = policy
+                self.nodes[name] = cls(**kwargs)
+            self.client = rclpy.create_node("lara_bringup")
+        except BaseException:
+            self._destroy_nodes()
+            raise
+        self.executor = MultiThreadedExecutor(num_threads=threads)
+        for node in list(self.nodes.values()) + [self.client]:
+            self.executor.add_node(node)
+        self._thread = threading.Thread(target=self._spin, name="lara_bringup_executor", daemon=True)
+        self._thread.start()
+        self._command_configured = False
+
+    def _spin(self) -> None:
+        try:
+            self.executor.spin()
+        except Exception:  # noqa: BLE001 - shutdown race at exit
+            pass
+
+    # -- helpers ---------------------------------------------------------------------------
+    def call(self, srv_type, name: str, request, timeout: float = 30.0):
+        cli = self.client.create_client(srv_type, name)
+        try:
+            if not cli.wait_for_service(timeout_sec=min(timeout, 10.0)):
+                raise BringupError(f"service {name} not available")
+            future = cli.call_async(request)
+            done = threading.Event()
+            future.add_done_callback(lambda _f: done.set())
+            if not done.wait(timeout):
+                raise BringupError(f"service {name} did not answer within {timeout:.0f} s")
+            if future.exception() is not None:
+                raise BringupError(f"service {name} failed: {future.exception()}")
+            return future.result()
+        finally:
+            self.client.destroy_client(cli)
+
+    def arm(self) -> None:
+        cmd = self.nodes.get("command_node")
+        if cmd is None:
+            return
+        from rclpy.lifecycle import TransitionCallbackReturn
+        if not self._command_configured:
+            if cmd.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+                raise BringupError(f"command_node refused to configure: {getattr(cmd, 'reason', '')}")
+            self._command_configured = True
+        if cmd.trigger_activate() != TransitionCallbackReturn.SUCCESS:
+            raise BringupError(f"command_node refused to activate: {getattr(cmd, 'reason', '')}")
+
+    def disarm(self) -> None:
+        cmd = self.nodes.get("command_node")
+        if cmd is None or not self._command_configured:
+            return
+        if getattr(cmd, "_active", True):
+            try:
+                cmd.trigger_deactivate()
+            except Exception as exc:  # noqa: BLE001 - report, keep going to zero motion
+                print(f"lara bringup: command_node deactivate failed: {exc}", file=sys.stderr)
+
+    # -- episodes --------------------------------------------------------------------------
+    def run_episode(self, index: int, task: str, seed: int, max_steps: int = 150,
+                    timeout_s: float | None = None, record: bool = True) -> EpisodeResult:
+        from rclpy.parameter import Parameter
+        from std_srvs.srv import Trigger
+
+        from lara_msgs.srv import SetInstruction, StartEpisode, StopEpisode
+
+        sim = self.nodes.get("sim_node")
+        if sim is None:
+            raise BringupError("episodes need a sim_node in the graph")
+        policy = self.nodes.get("policy_node")
+        self.disarm()
+        sim.set_parameters([Parameter("task", value=task), Parameter("seed", value=int(seed))])
+        res = self.call(Trigger, sim.topics["reset_service"], Trigger.Request(), timeout=120.0)
+        if not res.success:
+            raise BringupError(f"sim reset failed: {res.message}")
+        instruction = sim.instruction
+        if policy is not None:
+            self.call(Trigger, policy.topics["reset_service"], Trigger.Request())
+            r = self.call(SetInstruction, policy.topics["set_instruction_service"],
+                          SetInstruction.Request(instruction=instruction))
+            if not r.success:
+                raise BringupError(f"policy refused the instruction: {r.message}")
+        bag_path, message = "", ""
+        recording = record and "recorder_node" in self.nodes
+        if recording:
+            r = self.call(StartEpisode, "/lara/recorder/start", StartEpisode.Request(instruction=instruction, task=task))
+            if not r.success:
+                recording = False
+                message = f"recorder did not start: {r.message}"
+                print(f"lara bringup: {message}", file=sys.stderr)
+            bag_path = r.bag_path
+        period = 1.0 / float(sim.control_rate_hz)
+        budget = min(int(max_steps), sim.max_steps or int(max_steps))
+        timeout_s = timeout_s if timeout_s is not None else budget * period * 3.0 + 20.0
+        t_start = time.monotonic()
+        self.arm()
+        try:
+            while time.monotonic() - t_start < timeout_s:
+                if sim.success or sim.steps >= budget:
+                    break
+                time.sleep(period / 2)
+            else:
+                message = (message + "; " if message else "") + \
+                    f"wall-clock timeout after {timeout_s:.0f} s at step {sim.steps}"
+        finally:
+            self.disarm()
+        success, steps = bool(sim.success), int(sim.steps)
+        duration = time.monotonic() - t_start
+        if recording:
+            r = self.call(StopEpisode, "/lara/recorder/stop", StopEpisode.Request(
+                task_success=success, notes=f"lara bringup episode {index} seed {seed} steps {steps}"))
+            if r.success:
+                bag_path = r.bag_path or bag_path
+            else:
+                message = (message + "; " if message else "") + f"recorder stop failed: {r.message}"
+        return EpisodeResult(index, task, int(seed), instruction, success, steps, duration, bag_path, message)
+
+    # -- teardown --------------------------------------------------------------------------
+    def _destroy_nodes(self) -> None:
+        for node in reversed(list(self.nodes.values())):
+            try:
+                node.destroy_node()
+            except Exception:  # noqa: BLE001
+                pass
+        self.nodes = {}
+
+    def close(self) -> None:
+        self.disarm()
+        self.executor.shutdown(timeout_sec=3.0)
+        self._thread.join(timeout=10.0)
+        self._destroy_nodes()
+        try:
+            self.client.destroy_node()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def build_overrides(config: dict, args) -> dict[str, dict]:
+    """Per-node parameter overrides from the command line."""
+    bring = config.get("bringup") or {}
+    out: dict[str, dict] = {"sim_node": {}, "policy_node": {}, "recorder_node": {}}
+    task = getattr(args, "task", None) or bring.get("task")
+    if task:
+        out["sim_node"]["task"] = task
+    ckpt = getattr(args, "checkpoint", None) or node_params(config, "policy_node").get("checkpoint") \
+        or bring.get("checkpoint")
+    if ckpt:
+        out["policy_node"]["checkpoint"] = resolve_path(str(ckpt))
+    if getattr(args, "num_candidates", None):
+        out["policy_node"]["num_candidates"] = int(args.num_candidates)
+    if getattr(args, "device", None):
+        out["policy_node"]["device"] = args.device
+    rec = getattr(args, "record_dir", None) or node_params(config, "recorder_node").get("output_dir") \
+        or bring.get("record_dir")
+    if rec:
+        out["recorder_node"]["output_dir"] = os.path.abspath(rec) if getattr(args, "record_dir", None) \
+            else resolve_path(str(rec)) if os.path.exists(resolve_path(str(rec))) else os.path.abspath(str(rec))
+    return out
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="params YAML (path, or a shipped config name: sim, real_arm, gazebo, "
+                                       "isaac, offline_eval)")
+    parser.add_argument("--task", help="Meta-World task (sim); default from the config's bringup section")
+    parser.add_argument("--episodes", type=int, help="episodes to run (sim); default from the config")
+    parser.add_argument("--seed", type=int, help="first layout seed; default bringup.first_seed")
+    parser.add_argument("--max-steps", type=int, help="step budget per episode; default bringup.max_steps")
+    parser.add_argument("--checkpoint", help="LARA checkpoint directory (overrides policy_node.checkpoint)")
+    parser.add_argument("--num-candidates", type=int, help="policy candidates (> 1 runs the dynamics check)")
+    parser.add_argument("--device", help="torch device for the policy (default: auto)")
+    parser.add_argument("--record-dir", help="where the recorder writes episode bags")
+    parser.add_argument("--no-record", action="store_true", help="do not start the recorder")
+    parser.add_argument("--duration", type=float, default=0.0,
+                        help="graphs without a sim: run this many seconds (0 = until Ctrl-C)")
+    parser.add_argument("--json", metavar="FILE", help="also write the episode results as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        path = resolve_config(args.config)
+        config = load_params_yaml(path)
+    except (BringupError, FileNotFoundError, ValueError) as exc:
+        print(f"lara bringup: {exc}", file=sys.stderr)
+        return 2
+    bring = config.get("bringup") or {}
+    nodes = list(bring.get("nodes") or [n for n in node_sections(config) if n in NODE_TYPES])
+    if args.no_record and "recorder_node" in nodes:
+        nodes.remove("recorder_node")
+    overrides = build_overrides(config, args)
+    ckpt = overrides["policy_node"].get("checkpoint", "")
+    if "policy_node" in nodes and not (ckpt and os.path.exists(ckpt)):
+        print(f"lara bringup: policy checkpoint not found: '{ckpt}'. Train one (`lara train ...`) or pass "
+              "--checkpoint DIR.", file=sys.stderr)
+        return 2
+
+    import rclpy
+    rclpy.init()
+    graph = None
+    results: list[EpisodeResult] = []
+    try:
+        graph = Graph(config, nodes, overrides=overrides)
+        for name, why in graph.skipped.items():
+            print(f"lara bringup: {name} not started: {why}", file=sys.stderr)
+        print(f"lara bringup: {os.path.basename(path)}: nodes {', '.join(graph.nodes)}", flush=True)
+        if "sim_node" in graph.nodes:
+            sim = graph.nodes["sim_node"]
+            task = sim.get_parameter("task").value
+            episodes = int(args.episodes if args.episodes is not None else bring.get("episodes", 1))
+            seed0 = int(args.seed if args.seed is not None else bring.get("first_seed", 0))
+            max_steps = int(args.max_steps or bring.get("max_steps", 150))
+            for i in range(episodes):
+                r = graph.run_episode(i + 1, task, seed0 + i, max_steps=max_steps, record=not args.no_record)
+                results.append(r)
+                print(f"episode {r.index}/{episodes} {r.task} seed {r.seed}: "
+                      f"{'SUCCESS' if r.success else 'failure'} in {r.steps} steps ({r.duration_s:.1f} s) "
+                      f"'{r.instruction}'" + (f" bag: {r.bag_path}" if r.bag_path else "")
+                      + (f" [{r.message}]" if r.message else ""), flush=True)
+            n_ok = sum(r.success for r in results)
+            print(f"lara bringup: {n_ok}/{len(results)} episodes succeeded on {task}", flush=True)
+        else:
+            print("lara bringup: running (Ctrl-C to stop)", flush=True)
+            graph.arm()
+            t_end = time.monotonic() + args.duration if args.duration > 0 else float("inf")
+            while time.monotonic() < t_end:
+                time.sleep(0.2)
+    except KeyboardInterrupt:
+        print("lara bringup: interrupted", file=sys.stderr)
+    except (BringupError, ValueError, FileNotFoundError) as exc:
+        print(f"lara bringup: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if graph is not None:
+            graph.close()
+        if rclpy.ok():
+            rclpy.shutdown()
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump({"config": path, "episodes": [asdict(r) for r in results],
+                       "success_rate": (sum(r.success for r in results) / len(results)) if results else None},
+                      f, indent=2)
+    return 0
