@@ -132,3 +132,32 @@ def wait_until(pred, timeout: float, period: float = 0.02) -> bool:
             return True
         time.sleep(period)
     return bool(pred())
+
+
+def build_tiny_checkpoint(path, horizon: int = 16):
+    """A tiny RANDOM-INIT LARA checkpoint (untrained: its actions are noise in physical
+    units), built with the core's own API; for plumbing tests of the real LaraPolicy."""
+    from lara_policy.core.checkpoint import save_checkpoint
+    from lara_policy.core.configuration import ModelConfig
+    from lara_policy.core.modeling import LaraModel
+    from lara_policy.core.processing import NormStats, TextEmbedder
+    from lara_policy.sim.phrasings import TASK_PHRASINGS
+
+    import torch
+    torch.manual_seed(0)
+    m = ModelConfig(name="tiny-ros-test", variant="lara")
+    m.state_names = list(STATE_NAMES)
+    m.vla.image_size, m.vla.width, m.vla.depth, m.vla.heads = 32, 64, 4, 4
+    m.vla.vision_channels = [16, 32, 64]
+    m.vla.horizon, m.vla.euler_steps = horizon, 4
+    m.lam.image_size, m.lam.width, m.lam.num_queries, m.lam.latent_dim, m.lam.codebook_size = 16, 32, 4, 8, 16
+    model = LaraModel(m)
+    stats = NormStats([0.0] * 4, [0.5] * 4, [0.0] * 7, [0.3] * 7)
+    instructions = list(TASK_PHRASINGS["reach-v3"])
+    emb, mask = TextEmbedder.get().embed(instructions, m.vla.text_tokens)
+    return save_checkpoint(path, model, m, stats=stats, instructions=instructions, text=(emb, mask))
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    return build_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny")

@@ -162,7 +162,8 @@ class Graph:
 
     # -- episodes --------------------------------------------------------------------------
     def run_episode(self, index: int, task: str, seed: int, max_steps: int = 150,
-                    timeout_s: float | None = None, record: bool = True) -> EpisodeResult:
+                    timeout_s: float | None = None, record: bool = True,
+                    first_chunk_timeout_s: float = 20.0) -> EpisodeResult:
         from rclpy.parameter import Parameter
         from std_srvs.srv import Trigger
 
@@ -184,6 +185,7 @@ class Graph:
                           SetInstruction.Request(instruction=instruction))
             if not r.success:
                 raise BringupError(f"policy refused the instruction: {r.message}")
+        chunks_before = policy.chunks_published if policy is not None else 0
         bag_path, message = "", ""
         recording = record and "recorder_node" in self.nodes
         if recording:
@@ -196,6 +198,14 @@ class Graph:
         period = 1.0 / float(sim.control_rate_hz)
         budget = min(int(max_steps), sim.max_steps or int(max_steps))
         timeout_s = timeout_s if timeout_s is not None else budget * period * 3.0 + 20.0
+        if policy is not None:
+            # arm only once the policy has a chunk for this episode (no budget spent waiting)
+            t_wait = time.monotonic()
+            while policy.chunks_published <= chunks_before and time.monotonic() - t_wait < first_chunk_timeout_s:
+                time.sleep(0.01)
+            if policy.chunks_published <= chunks_before:
+                message = (message + "; " if message else "") + \
+                    f"no action chunk within {first_chunk_timeout_s:.0f} s ({policy.last_rejection})"
         t_start = time.monotonic()
         self.arm()
         try:

@@ -247,7 +247,7 @@ class PolicyNode(Node):
         with self._lock:
             image, ee, goal, joints, instr = self._image, self._ee, self._goal, self._joints, self._instruction
         if not instr:
-            return None, "instruction", "no instruction yet (topic or service)"
+            return None, "no_instruction", "no instruction yet (topic or service)"
         if image is None:
             return None, "no_image", f"no valid image on {self.topics['image_topic']}"
         rgb, t_img = image
@@ -267,12 +267,12 @@ class PolicyNode(Node):
                 src, what = joints, f"{self.topics['joint_states_topic']}[{key}]"
                 value = None if joints is None else joints[0].get(key)
             if src is None or value is None:
-                return None, "missing_state", f"state '{name}' missing (no message on {what})"
+                return None, f"missing_state:{name}", f"state '{name}' missing (no message on {what})"
             if skew > 0 and abs(src[1] - t_img) > skew:
-                return None, "stale_state", (f"state '{name}' from {what} is {abs(src[1] - t_img):.2f} s "
+                return None, f"stale_state:{name}", (f"state '{name}' from {what} is {abs(src[1] - t_img):.2f} s "
                                              f"away from the image (> {skew:.2f} s)")
             if not math.isfinite(value):
-                return None, "nan_state", f"state '{name}' from {what} is {value} (NaN/inf)"
+                return None, f"nan_state:{name}", f"state '{name}' from {what} is {value} (NaN/inf)"
             state[i] = value
         obs = Observation(images={self.camera_name: rgb}, state=state.astype(np.float32),
                           instruction=instr, stamp=t_img)
