@@ -91,6 +91,22 @@ def spawn_python(code: str, *args: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+class OutputReader:
+    """Collects a subprocess's output lines on a thread (so its pipe never fills)."""
+
+    def __init__(self, proc: subprocess.Popen):
+        self.proc, self.lines = proc, []
+        self._t = threading.Thread(target=self._read, daemon=True)
+        self._t.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
 def kill(proc: subprocess.Popen | None, sig: int = 9) -> str:
     """Kill (default SIGKILL) and reap a subprocess; returns its output."""
     if proc is None:
@@ -98,11 +114,11 @@ def kill(proc: subprocess.Popen | None, sig: int = 9) -> str:
     if proc.poll() is None:
         proc.send_signal(sig)
     try:
-        out, _ = proc.communicate(timeout=10)
+        proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
         proc.kill()
-        out, _ = proc.communicate()
-    return out or ""
+        proc.wait()
+    return ""
 
 
 # A stand-in "policy node" process: publishes constant-action chunks at `rate` Hz, stamped now.
@@ -153,4 +169,14 @@ while not limit or n < limit:
     time.sleep(max(0.0, t_next - time.monotonic()))
 print(f"sent {n} done", flush=True)
 time.sleep(2.0)
+"""
+
+
+# recorder_node as its own process: argv[1] = output_dir, argv[2] = flush_period_s
+RECORDER_PROCESS = """
+import sys
+from lara_policy.ros.recorder_node import main
+main(["recorder", "--ros-args", "-p", "output_dir:=" + sys.argv[1], "-p", "flush_period_s:=" + sys.argv[2],
+      "-p", "topics:=['/camera/image_raw:sensor_msgs/msg/Image', '/lara/action_chunk']",
+      "-p", "min_free_disk_gb:=0.5"])
 """

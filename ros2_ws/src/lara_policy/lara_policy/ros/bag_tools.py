@@ -1,0 +1,207 @@
+"""rosbag2 helpers for the recorder's episode bags (pure `rosbags`, no rosbag2_py needed).
+
+Episode layout written by recorder_node (a standard split rosbag2 bag, as `ros2 bag record
+--max-bag-duration` writes; `ros2 bag info <episode>` and rosbags open it):
+
+    <output_dir>/<episode_id>/metadata.yaml          rosbag2 metadata listing every CLOSED segment
+    <output_dir>/<episode_id>/<episode_id>_<n>.mcap  one complete MCAP file per flush period
+    <output_dir>/<episode_id>/episode_meta.json      LARA episode metadata (instruction, success, ...)
+    <output_dir>/<episode_id>/.segments/<n>.yaml     per-segment rosbag2 metadata (used by recover)
+    <output_dir>/.<episode_id>.partial/              the segment being written (lost on a kill)
+
+CLI:  python -m lara_policy.ros.bag_tools info|recover|dump <episode_dir>
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from io import StringIO
+from pathlib import Path
+
+from ruamel.yaml import YAML
+
+META_NAME = "episode_meta.json"
+SEGMENTS_DIR = ".segments"
+
+
+def _yaml() -> YAML:
+    y = YAML(typ="safe")
+    y.default_flow_style = False
+    return y
+
+
+def atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_yaml(path: Path) -> dict:
+    with open(path, encoding="utf8") as f:
+        return _yaml().load(f)
+
+
+def dump_yaml(data: dict) -> str:
+    s = StringIO()
+    _yaml().dump(data, s)
+    return s.getvalue()
+
+
+def merge_segment_metadata(segments: list[dict]) -> dict:
+    """Merge per-segment rosbag2 metadata (each a whole `metadata.yaml` dict, one file each)
+    into the metadata of one split bag holding all their files."""
+    if not segments:
+        raise ValueError("no segments to merge")
+    infos = [s["rosbag2_bagfile_information"] for s in segments]
+    out = dict(infos[-1])
+    files = [f for info in infos for f in info["files"]]
+    starts = [f["starting_time"]["nanoseconds_since_epoch"] for f in files]
+    ends = [f["starting_time"]["nanoseconds_since_epoch"] + f["duration"]["nanoseconds"] for f in files]
+    topics: dict[str, dict] = {}
+    for info in infos:
+        for t in info["topics_with_message_count"]:
+            name = t["topic_metadata"]["name"]
+            if name in topics:
+                topics[name]["message_count"] += t["message_count"]
+            else:
+                topics[name] = {"topic_metadata": dict(t["topic_metadata"]), "message_count": t["message_count"]}
+    out.update({
+        "relative_file_paths": [f["path"] for f in files],
+        "files": files,
+        "starting_time": {"nanoseconds_since_epoch": min(starts)},
+        "duration": {"nanoseconds": max(ends) - min(starts)},
+        "message_count": sum(f["message_count"] for f in files),
+        "topics_with_message_count": list(topics.values()),
+    })
+    return {"rosbag2_bagfile_information": out}
+
+
+def segment_index(path: Path) -> int:
+    return int(path.stem.rsplit("_", 1)[-1]) if "_" in path.stem else int(path.stem)
+
+
+def recover(episode_dir: str | Path) -> dict:
+    """Rebuild `metadata.yaml` of an episode bag from the per-segment metadata of every MCAP
+    file that is complete on disk (use after a crash between a segment's close and the
+    metadata update, or when metadata.yaml was lost). Returns a report dict.
+    The segment being written at the time of a kill (in `.<id>.partial/`) has no MCAP footer
+    and is reported as lost: at most one flush period of data."""
+    d = Path(episode_dir)
+    seg_meta = sorted((d / SEGMENTS_DIR).glob("*.yaml"), key=segment_index) if (d / SEGMENTS_DIR).is_dir() else []
+    segments, missing = [], []
+    for m in seg_meta:
+        meta = load_yaml(m)
+        files = meta["rosbag2_bagfile_information"]["relative_file_paths"]
+        if all((d / f).is_file() for f in files):
+            segments.append(meta)
+        else:
+            missing.extend(files)
+    partial = d.parent / f".{d.name}.partial"
+    lost = sorted(str(p) for p in partial.glob("*")) if partial.is_dir() else []
+    if not segments:
+        return {"episode": str(d), "segments": 0, "messages": 0, "missing": missing, "lost_partial": lost}
+    merged = merge_segment_metadata(segments)
+    atomic_write(d / "metadata.yaml", dump_yaml(merged))
+    info = merged["rosbag2_bagfile_information"]
+    return {"episode": str(d), "segments": len(segments), "messages": info["message_count"],
+            "missing": missing, "lost_partial": lost}
+
+
+def typestore_for(connections=()):
+    """A rosbags typestore with the standard ROS 2 types plus every custom type found in the
+    bag's connections' message definitions (so lara_msgs/* deserialize without a ROS install)."""
+    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+    ts = get_typestore(Stores.LATEST)
+    add = {}
+    for c in connections:
+        if c.msgtype in ts.fielddefs or not getattr(c, "msgdef", None) or not c.msgdef.data:
+            continue
+        try:
+            add.update(_types_from_concatenated_msgdef(c.msgtype, c.msgdef.data, get_types_from_msg))
+        except Exception:  # noqa: BLE001 - unknown definition: the raw bytes are still readable
+            pass
+    if add:
+        ts.register({k: v for k, v in add.items() if k not in ts.fielddefs})
+    return ts
+
+
+def _types_from_concatenated_msgdef(msgtype: str, text: str, parse) -> dict:
+    """rosbag2 stores `msg` definitions with their dependencies appended after '=====' + 'MSG: x'."""
+    parts = text.split("=" * 80)
+    types = parse(parts[0], msgtype)
+    for part in parts[1:]:
+        part = part.strip()
+        if part.startswith("MSG: "):
+            name, _, body = part[5:].partition("\n")
+            name = name.strip()
+            if "/msg/" not in name:
+                name = name.replace("/", "/msg/", 1)
+            types.update(parse(body, name))
+    return types
+
+
+@dataclass
+class Episode:
+    path: Path
+    meta: dict                          # episode_meta.json (empty if absent)
+    topics: dict[str, str]              # topic -> msgtype
+    messages: list = field(default_factory=list)   # (topic, timestamp_ns, message) in time order
+
+
+def iter_messages(episode_dir: str | Path, topics: list[str] | None = None, raw: bool = False):
+    """Yield (topic, msgtype, timestamp_ns, msg) from an episode bag (or any rosbag2 bag);
+    msg is a rosbags message object, or CDR bytes with raw=True."""
+    from rosbags.rosbag2 import Reader
+    with Reader(Path(episode_dir)) as reader:
+        conns = [c for c in reader.connections if topics is None or c.topic in topics]
+        ts = None if raw else typestore_for(reader.connections)
+        for conn, t, data in reader.messages(connections=conns):
+            yield conn.topic, conn.msgtype, t, (data if raw else ts.deserialize_cdr(data, conn.msgtype))
+
+
+def read_episode(episode_dir: str | Path, topics: list[str] | None = None, raw: bool = False) -> Episode:
+    """Read a whole recorded episode: metadata + every message (deserialized with rosbags).
+    For long image episodes prefer iter_messages (streaming)."""
+    from rosbags.rosbag2 import Reader
+    d = Path(episode_dir)
+    meta_path = d / META_NAME
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    with Reader(d) as reader:
+        tmap = {c.topic: c.msgtype for c in reader.connections}
+    msgs = [(topic, t, m) for topic, _, t, m in iter_messages(d, topics, raw)]
+    return Episode(d, meta, tmap, msgs)
+
+
+def bag_info(episode_dir: str | Path) -> dict:
+    from rosbags.rosbag2 import Reader
+    files = load_yaml(Path(episode_dir) / "metadata.yaml")["rosbag2_bagfile_information"]["relative_file_paths"]
+    with Reader(Path(episode_dir)) as reader:
+        return {"path": str(episode_dir), "files": len(files), "messages": reader.message_count,
+                "duration_s": reader.duration * 1e-9,
+                "topics": {c.topic: {"type": c.msgtype, "count": c.msgcount} for c in reader.connections}}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m lara_policy.ros.bag_tools", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("command", choices=["info", "recover", "dump"])
+    ap.add_argument("episode_dir")
+    a = ap.parse_args(argv)
+    if a.command == "recover":
+        print(json.dumps(recover(a.episode_dir), indent=2))
+    elif a.command == "info":
+        print(json.dumps(bag_info(a.episode_dir), indent=2))
+    else:
+        for topic, mtype, t, _ in iter_messages(a.episode_dir, raw=True):
+            print(f"{t} {topic} {mtype}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

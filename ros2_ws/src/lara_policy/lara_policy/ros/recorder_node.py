@@ -1,0 +1,417 @@
+"""recorder_node: records configured topics into one rosbag2 MCAP bag per episode (`rosbags`).
+
+- Start/stop: /lara/recorder/start (lara_msgs/srv/StartEpisode), /lara/recorder/stop
+  (lara_msgs/srv/StopEpisode).
+- Subscriptions are raw (serialized CDR bytes): recording never deserializes images. Callbacks
+  only enqueue; one writer thread writes to disk.
+- Crash safety: the episode is written as a split rosbag2 bag whose segments are CLOSED every
+  `flush_period_s` (each segment a complete MCAP file with footer/index), and metadata.yaml is
+  rewritten atomically after each close. A SIGKILL therefore loses at most the segment being
+  written (one flush period); the bag opens as it is. `bag_tools.recover()` rebuilds
+  metadata.yaml from per-segment metadata if the kill hit between a segment's close and the
+  metadata update. Layout: see lara_policy.ros.bag_tools.
+- Disk: refuses to start when free space < min_free_disk_gb; stops the episode cleanly (bag
+  closed and readable, stop_reason "disk low") when free space drops below it mid-episode.
+- Episode metadata (episode_meta.json in the bag folder): instruction, task, success, notes,
+  model_id (from ActionChunk.model_id), dynamics checks seen / not accepted, start/stop times,
+  per-topic message counts (received, written, dropped); rewritten at every flush.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import queue
+import shutil
+import threading
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+import rclpy
+import rclpy.executors
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.node import Node
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+from lara_msgs.msg import ActionChunk, DynamicsCheck
+from lara_msgs.srv import StartEpisode, StopEpisode
+from lara_policy.ros import topics as T
+from lara_policy.ros.bag_tools import META_NAME, SEGMENTS_DIR, atomic_write, dump_yaml, load_yaml, \
+    merge_segment_metadata
+
+DEFAULT_TOPICS = [T.CAMERA_IMAGE, T.JOINT_STATES, T.EE_POSE, T.ACTION_CHUNK, T.DYNAMICS_CHECK,
+                  T.SERVO_TWIST, T.GRIPPER_COMMAND, T.SAFETY_STATUS, T.INSTRUCTION, T.TASK_SUCCESS]
+
+
+def message_class(msgtype: str):
+    """'pkg/msg/Name' (or 'pkg/Name') -> the generated Python class."""
+    parts = msgtype.split("/")
+    if len(parts) == 2:
+        parts = [parts[0], "msg", parts[1]]
+    if len(parts) != 3:
+        raise ValueError(f"bad message type '{msgtype}' (expected pkg/msg/Name)")
+    return getattr(importlib.import_module(f"{parts[0]}.{parts[1]}"), parts[2])
+
+
+def normalize_type(msgtype: str) -> str:
+    parts = msgtype.split("/")
+    return f"{parts[0]}/msg/{parts[1]}" if len(parts) == 2 else msgtype
+
+
+def writer_typestore():
+    """rosbags typestore with the standard ROS 2 types plus lara_msgs (from its installed .msg)."""
+    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+    ts = get_typestore(Stores.LATEST)
+    try:
+        from ament_index_python.packages import get_package_share_directory
+        share = Path(get_package_share_directory("lara_msgs")) / "msg"
+        add = {}
+        for f in sorted(share.glob("*.msg")):
+            add.update(get_types_from_msg(f.read_text(), f"lara_msgs/msg/{f.stem}"))
+        ts.register({k: v for k, v in add.items() if k not in ts.fielddefs})
+    except Exception:  # noqa: BLE001 - lara_msgs topics will then be reported as unrecordable
+        pass
+    return ts
+
+
+def free_gb(path: Path) -> float:
+    return shutil.disk_usage(path).free / 1e9
+
+
+class _Segmenter:
+    """Writes one episode as consecutive complete MCAP segments (runs on the writer thread)."""
+
+    def __init__(self, out_dir: Path, episode_id: str, typestore):
+        self.ep_dir = out_dir / episode_id
+        self.partial = out_dir / f".{episode_id}.partial"
+        self.episode_id = episode_id
+        self.ts = typestore
+        self.ep_dir.mkdir(parents=True)
+        (self.ep_dir / SEGMENTS_DIR).mkdir()
+        self.partial.mkdir()
+        self.index = 0
+        self.writer = None
+        self.conns: dict[str, object] = {}
+        self.seg_count = 0
+        self.seg_started = 0.0
+        self.closed_segments: list[dict] = []
+        self.flushed_messages = 0
+
+    def _open(self, types: dict[str, str]) -> None:
+        from rosbags.rosbag2 import StoragePlugin, Writer
+        self.writer = Writer(self.partial / f"{self.episode_id}_{self.index}", version=9,
+                             storage_plugin=StoragePlugin.MCAP)
+        self.writer.open()
+        self.conns, self.seg_count, self.seg_started = {}, 0, time.monotonic()
+
+    def write(self, topic: str, msgtype: str, t_ns: int, data: bytes) -> None:
+        if self.writer is None:
+            self._open({})
+        conn = self.conns.get(topic)
+        if conn is None:
+            conn = self.writer.add_connection(topic, msgtype, typestore=self.ts)
+            self.conns[topic] = conn
+        self.writer.write(conn, t_ns, data)
+        self.seg_count += 1
+
+    def due(self, period: float) -> bool:
+        return self.writer is not None and self.seg_count > 0 and time.monotonic() - self.seg_started >= period
+
+    def close_segment(self) -> None:
+        """Close the current segment, move it into the bag, rewrite metadata.yaml atomically."""
+        if self.writer is None:
+            return
+        writer, self.writer = self.writer, None
+        seg_dir = self.partial / f"{self.episode_id}_{self.index}"
+        if self.seg_count == 0:
+            writer.abort()
+            shutil.rmtree(seg_dir, ignore_errors=True)
+            return
+        writer.close()
+        meta = load_yaml(seg_dir / "metadata.yaml")
+        name = meta["rosbag2_bagfile_information"]["relative_file_paths"][0]
+        atomic_write(self.ep_dir / SEGMENTS_DIR / f"{self.index}.yaml", dump_yaml(meta))
+        os.replace(seg_dir / name, self.ep_dir / name)
+        shutil.rmtree(seg_dir, ignore_errors=True)
+        self.closed_segments.append(meta)
+        atomic_write(self.ep_dir / "metadata.yaml", dump_yaml(merge_segment_metadata(self.closed_segments)))
+        self.flushed_messages += self.seg_count
+        self.index += 1
+        self.seg_count = 0
+
+    def finish(self) -> None:
+        self.close_segment()
+        shutil.rmtree(self.partial, ignore_errors=True)
+
+
+_PARAMS = [
+    ("output_dir", "episodes", "Folder the episode bags are written to."),
+    ("topics", DEFAULT_TOPICS, "Topics to record: 'name' (type discovered from the graph) or 'name:pkg/msg/Type'."),
+    ("flush_period_s", 1.0, "Segments are closed (made durable) this often; a kill loses at most this much."),
+    ("min_free_disk_gb", 2.0, "Refuse to start below this much free disk; stop an episode when it drops below."),
+    ("storage", "mcap", "rosbag2 storage plugin (only 'mcap' is supported)."),
+    ("qos_reliable", True, "Subscribe reliably (must be compatible with the publishers; ENVIRONMENT.md: "
+                           "best-effort loses most 640x480 frames)."),
+    ("qos_depth", 50, "Subscription queue depth."),
+    ("max_queue_mb", 512.0, "Messages waiting for the writer beyond this are dropped (and counted)."),
+    ("discovery_period_s", 0.5, "How often topics without a known type are looked up in the graph."),
+    ("action_chunk_topic", T.ACTION_CHUNK, "ActionChunk topic read for model_id."),
+    ("dynamics_check_topic", T.DYNAMICS_CHECK, "DynamicsCheck topic whose not-accepted count is stored."),
+    ("start_service", T.RECORDER_START, "lara_msgs/srv/StartEpisode service name."),
+    ("stop_service", T.RECORDER_STOP, "lara_msgs/srv/StopEpisode service name."),
+]
+
+
+class RecorderNode(Node):
+    """See the module docstring."""
+
+    def __init__(self, node_name: str = "recorder_node", **kwargs):
+        super().__init__(node_name, **kwargs)
+        for name, default, desc in _PARAMS:
+            self.declare_parameter(name, default, ParameterDescriptor(description=desc))
+        if self.p("storage") != "mcap":
+            raise ValueError(f"storage '{self.p('storage')}' not supported (only 'mcap')")
+        self.out_dir = Path(self.p("output_dir")).expanduser().resolve()
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.ts = writer_typestore()
+        self._wanted: dict[str, str | None] = {}
+        for entry in self.p("topics"):
+            name, _, mtype = str(entry).partition(":")
+            self._wanted[name.strip()] = normalize_type(mtype.strip()) if mtype.strip() else None
+        self._types: dict[str, str] = {}
+        self._subs = {}
+        self._lock = threading.Lock()
+        self._q: queue.Queue = queue.Queue()
+        self._q_bytes = 0
+        self._max_q = int(float(self.p("max_queue_mb")) * 1e6)
+        self._recording = False
+        self._episode: dict | None = None
+        self._seg: _Segmenter | None = None
+        self._ctl_done = threading.Event()
+        self._stop_thread = threading.Event()
+        self._writer = threading.Thread(target=self._writer_loop, name="recorder_writer", daemon=True)
+        self._writer.start()
+        qos_r = ReliabilityPolicy.RELIABLE if self.p("qos_reliable") else ReliabilityPolicy.BEST_EFFORT
+        self._qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=int(self.p("qos_depth")), reliability=qos_r)
+        self.create_subscription(ActionChunk, self.p("action_chunk_topic"), self._on_chunk_meta, 10)
+        self.create_subscription(DynamicsCheck, self.p("dynamics_check_topic"), self._on_check_meta, 10)
+        self.create_service(StartEpisode, self.p("start_service"), self._on_start)
+        self.create_service(StopEpisode, self.p("stop_service"), self._on_stop)
+        self._discover()
+        self.create_timer(float(self.p("discovery_period_s")), self._discover)
+        self.get_logger().info(f"recording {len(self._wanted)} topics to {self.out_dir}")
+
+    def p(self, name):
+        return self.get_parameter(name).value
+
+    # ------------------------------------------------------------ subscriptions
+    def _discover(self) -> None:
+        missing = [t for t in self._wanted if t not in self._subs]
+        if not missing:
+            return
+        graph = dict(self.get_topic_names_and_types())
+        for topic in missing:
+            mtype = self._wanted[topic] or (graph[topic][0] if graph.get(topic) else None)
+            if mtype is None:
+                continue
+            mtype = normalize_type(mtype)
+            try:
+                cls = message_class(mtype)
+                if mtype not in self.ts.fielddefs:
+                    raise ValueError(f"no message definition for {mtype} in the rosbags typestore")
+            except (ImportError, AttributeError, ValueError) as e:
+                self.get_logger().error(f"cannot record {topic}: {e}")
+                self._subs[topic] = None
+                continue
+            self._types[topic] = mtype
+            self._subs[topic] = self.create_subscription(
+                cls, topic, lambda data, _t=topic: self._on_raw(_t, data), self._qos, raw=True)
+            self.get_logger().info(f"recording {topic} [{mtype}]")
+
+    def _on_raw(self, topic: str, data: bytes) -> None:
+        if not self._recording:
+            return
+        t_ns = self.get_clock().now().nanoseconds
+        ep = self._episode
+        ep["received"][topic] = ep["received"].get(topic, 0) + 1
+        with self._lock:
+            if self._q_bytes + len(data) > self._max_q:
+                ep["dropped"][topic] = ep["dropped"].get(topic, 0) + 1
+                return
+            self._q_bytes += len(data)
+        self._q.put(("msg", topic, t_ns, data))
+
+    def _on_chunk_meta(self, msg: ActionChunk) -> None:
+        if self._recording and msg.model_id:
+            self._episode["model_id"] = msg.model_id
+
+    def _on_check_meta(self, msg: DynamicsCheck) -> None:
+        if self._recording:
+            self._episode["dynamics_checks"] += 1
+            if not msg.accepted:
+                self._episode["dynamics_not_accepted"] += 1
+
+    # ------------------------------------------------------------ services
+    def _on_start(self, req, resp):
+        resp.success, resp.episode_id, resp.bag_path = False, "", ""
+        if self._recording:
+            resp.message = f"an episode is already recording ({self._episode['episode_id']}); stop it first"
+            return resp
+        free, need = free_gb(self.out_dir), float(self.p("min_free_disk_gb"))
+        if free < need:
+            resp.message = f"refused: {free:.1f} GB free on {self.out_dir} < min_free_disk_gb {need:.1f}"
+            self.get_logger().error(resp.message)
+            return resp
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%d_%H%M%S")
+        ep_id = f"episode_{stamp}_{uuid.uuid4().hex[:6]}"
+        self._episode = {
+            "episode_id": ep_id, "instruction": req.instruction, "task": req.task, "success": None,
+            "notes": "", "model_id": "", "dynamics_checks": 0, "dynamics_not_accepted": 0,
+            "start_time": time.time(), "stop_time": None, "stop_reason": "", "state": "recording",
+            "flush_period_s": float(self.p("flush_period_s")), "topics": {},
+            "received": {}, "written": {}, "dropped": {}, "segments": 0, "flushed_messages": 0,
+        }
+        if not self._control(("start", ep_id)):
+            resp.message = f"could not create the episode bag: {self._ctl_error}"
+            return resp
+        self._recording = True
+        resp.success, resp.episode_id, resp.bag_path = True, ep_id, str(self.out_dir / ep_id)
+        resp.message = f"recording {ep_id}"
+        self.get_logger().info(f"episode {ep_id} started: '{req.instruction}' -> {resp.bag_path}")
+        return resp
+
+    def _on_stop(self, req, resp):
+        resp.success, resp.bag_path = False, ""
+        if not self._recording or self._episode is None:
+            resp.message = "no episode is recording"
+            return resp
+        self._episode["success"] = bool(req.task_success)
+        self._episode["notes"] = req.notes
+        ep = self._episode
+        ok = self._stop_episode("stopped by service")
+        resp.success, resp.bag_path = ok, str(self.out_dir / ep["episode_id"])
+        resp.message = (f"closed {ep['episode_id']}: {sum(ep['written'].values())} messages"
+                        if ok else f"closing failed: {self._ctl_error}")
+        return resp
+
+    def _stop_episode(self, reason: str) -> bool:
+        self._recording = False
+        self._episode["stop_reason"] = reason
+        return self._control(("stop", None))
+
+    def _control(self, cmd) -> bool:
+        """Run a start/stop on the writer thread (after every queued message) and wait."""
+        self._ctl_done.clear()
+        self._ctl_error = ""
+        self._q.put(cmd)
+        if not self._ctl_done.wait(60.0):
+            self._ctl_error = "writer thread did not answer in 60 s"
+            return False
+        return not self._ctl_error
+
+    # ------------------------------------------------------------ writer thread
+    def _writer_loop(self) -> None:
+        period = None
+        while not self._stop_thread.is_set():
+            try:
+                item = self._q.get(timeout=0.1)
+            except queue.Empty:
+                item = None
+            try:
+                if item is not None:
+                    self._handle(item)
+                if self._seg is not None:
+                    period = period or float(self.p("flush_period_s"))
+                    if self._seg.due(period):
+                        self._flush()
+            except Exception as e:  # noqa: BLE001 - keep the node alive, say what happened
+                self._ctl_error = f"{type(e).__name__}: {e}"
+                self.get_logger().error(f"recorder writer error: {self._ctl_error}")
+                if item is not None and item[0] != "msg":
+                    self._ctl_done.set()
+
+    def _handle(self, item) -> None:
+        kind = item[0]
+        if kind == "msg":
+            _, topic, t_ns, data = item
+            with self._lock:
+                self._q_bytes -= len(data)
+            if self._seg is None:
+                return
+            self._seg.write(topic, self._types[topic], t_ns, data)
+            w = self._episode["written"]
+            w[topic] = w.get(topic, 0) + 1
+        elif kind == "start":
+            self._seg = _Segmenter(self.out_dir, item[1], self.ts)
+            self._write_meta()
+            self._ctl_done.set()
+        elif kind == "stop":
+            if self._seg is not None:
+                self._seg.finish()
+                self._episode["state"] = "closed"
+                self._episode["stop_time"] = time.time()
+                self._update_meta_counts()
+                self._write_meta()
+                self.get_logger().info(f"episode {self._seg.episode_id} closed: {self._seg.flushed_messages} "
+                                       f"messages in {self._seg.index} segments ({self._episode['stop_reason']})")
+                self._seg = None
+            self._ctl_done.set()
+
+    def _flush(self) -> None:
+        self._seg.close_segment()
+        self._update_meta_counts()
+        self._write_meta()
+        # parseable progress line (tests and operators): everything up to here survives a kill
+        self.get_logger().info(f"flushed: segments={self._seg.index} messages={self._seg.flushed_messages}")
+        need = float(self.p("min_free_disk_gb"))
+        if free_gb(self.out_dir) < need and self._recording:
+            self.get_logger().error(f"disk low (< {need} GB free): stopping episode {self._seg.episode_id}")
+            self._recording = False
+            self._episode["stop_reason"] = "disk low"
+            self._handle(("stop", None))
+
+    def _update_meta_counts(self) -> None:
+        self._episode["segments"] = self._seg.index
+        self._episode["flushed_messages"] = self._seg.flushed_messages
+        self._episode["topics"] = dict(self._types)
+
+    def _write_meta(self) -> None:
+        ep = {k: (dict(v) if isinstance(v, dict) else v) for k, v in list(self._episode.items())}
+        atomic_write(self._seg.ep_dir / META_NAME, json.dumps(ep, indent=2, default=str))
+
+    # ------------------------------------------------------------ lifecycle
+    @property
+    def recording(self) -> bool:
+        return self._recording
+
+    def close(self) -> None:
+        """Close an open episode (bag stays readable) and stop the writer thread."""
+        if self._recording:
+            self._stop_episode("recorder shut down")
+        self._stop_thread.set()
+        self._writer.join(timeout=30.0)
+
+    def destroy_node(self):
+        self.close()
+        return super().destroy_node()
+
+
+def main(args=None) -> None:
+    rclpy.init(args=args)
+    node = RecorderNode()
+    executor = rclpy.executors.MultiThreadedExecutor(num_threads=2)
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+
+
+if __name__ == "__main__":
+    main()
