@@ -1,0 +1,157 @@
+"""command_node's other backends: ros2_control JointTrajectory (real DDS), and moveit_py
+exercised against a TEST DOUBLE of moveit_py's documented API (MoveIt 2 is not installable on
+these machines, so the real MoveItPy is never called here)."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+
+from geometry_msgs.msg import PoseStamped  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from sensor_msgs.msg import JointState  # noqa: E402
+from std_msgs.msg import Float64  # noqa: E402
+from trajectory_msgs.msg import JointTrajectory  # noqa: E402
+
+from lara_msgs.msg import ActionChunk  # noqa: E402
+from lara_policy.ros.codec import chunk_to_msg  # noqa: E402
+from lara_policy.ros.command_node import CommandNode  # noqa: E402
+
+from helpers_runtime import RosHarness, wait_for  # noqa: E402
+
+pytestmark = pytest.mark.ros
+PERIOD = 0.05
+
+
+@pytest.fixture
+def harness():
+    h = RosHarness()
+    try:
+        yield h
+    finally:
+        h.close()
+
+
+def node_with(h, moveit_factory=None, **params):
+    base = {"control_rate_hz": 1 / PERIOD, "image_topic": ""}   # observation watchdog off here
+    base.update(params)
+    return h.add(CommandNode(context=h.context, moveit_factory=moveit_factory,
+                             parameter_overrides=[Parameter(k, value=v) for k, v in base.items()]))
+
+
+def publish_chunk(pub, node, actions, space):
+    pub.publish(chunk_to_msg(np.asarray(actions, np.float32), node.get_clock().now().nanoseconds * 1e-9,
+                             PERIOD, space, "x", "m"))
+
+
+def test_joint_trajectory_backend_steps_limits_and_holds(harness):
+    node = node_with(harness, backend="joint_trajectory", action_space="joint_position",
+                     joint_names=["j1", "j2"], joint_gripper=True, max_joint_step_rad=0.05)
+    rig = harness.node("rig")
+    trajs, grips = [], []
+    rig.create_subscription(JointTrajectory, "/arm_controller/joint_trajectory", trajs.append, 50)
+    rig.create_subscription(Float64, "/lara/gripper_command", lambda m: grips.append(m.data), 50)
+    js = rig.create_publisher(JointState, "/joint_states", 10)
+    chunks = rig.create_publisher(ActionChunk, "/lara/action_chunk", 10)
+    node.trigger_configure()
+    node.trigger_activate()
+    assert node._state_machine.current_state[1] == "active"
+
+    def feed():
+        js.publish(JointState(name=["j2", "j1", "gripper"], position=[0.1, 0.0, 0.0]))
+        publish_chunk(chunks, rig, [[0.3, 0.08, 1.0]] * 20, "joint_position")
+        return any(t.points for t in trajs) and grips
+    assert wait_for(feed, 15.0, period=0.1), node.reason
+    moving = [t for t in trajs if t.points][-1]
+    assert list(moving.joint_names) == ["j1", "j2"]
+    # j1: 0 -> 0.3 clipped to one 0.05 rad step; j2: 0.1 -> 0.08 within the limit
+    assert np.allclose(moving.points[0].positions, [0.05, 0.08])
+    assert moving.points[0].time_from_start.nanosec == int(PERIOD * 1e9)
+    assert grips[-1] == 1.0
+    # chunks stop -> hold at the current joint positions
+    n = len(trajs)
+    js.publish(JointState(name=["j1", "j2"], position=[0.02, 0.09]))
+    assert wait_for(lambda: node.reason.startswith("stale chunk"), 5.0)
+    time.sleep(3 * PERIOD)
+    held = trajs[-1]
+    assert len(trajs) > n and np.allclose(held.points[0].positions, [0.02, 0.09])
+    # a NaN chunk never reaches the controller
+    publish_chunk(chunks, rig, [[float("inf"), 0.0, 0.0]] * 5, "joint_position")
+    assert wait_for(lambda: node.rejected_chunks == 1, 5.0)
+    assert all(np.all(np.isfinite(t.points[0].positions)) for t in trajs if t.points)
+
+
+class FakePlanningComponent:
+    """TEST DOUBLE of moveit_py's PlanningComponent: records the documented calls."""
+
+    def __init__(self, log):
+        self.log = log
+
+    def set_start_state_to_current_state(self):
+        self.log.append(("start_state",))
+
+    def set_goal_state(self, pose_stamped_msg=None, pose_link=None):
+        self.log.append(("goal", pose_stamped_msg, pose_link))
+
+    def plan(self):
+        self.log.append(("plan",))
+        return type("PlanResult", (), {"trajectory": "traj", "__bool__": lambda s: True})()
+
+
+class FakeMoveItPy:
+    """TEST DOUBLE of moveit.planning.MoveItPy (constructor, get_planning_component, execute)."""
+
+    def __init__(self, node_name):
+        self.node_name, self.log = node_name, []
+
+    def get_planning_component(self, group):
+        self.log.append(("group", group))
+        return FakePlanningComponent(self.log)
+
+    def execute(self, trajectory, controllers=None):
+        self.log.append(("execute", trajectory, controllers))
+
+
+def test_moveit_py_backend_plans_integrated_pose_goals_with_test_double(harness):
+    fakes = []
+    node = node_with(harness, moveit_factory=lambda name: fakes.append(FakeMoveItPy(name)) or fakes[-1],
+                     backend="moveit_py", planning_group="panda_arm", pose_link="panda_hand")
+    rig = harness.node("rig")
+    pose_pub = rig.create_publisher(PoseStamped, "/lara/ee_pose", 10)
+    chunks = rig.create_publisher(ActionChunk, "/lara/action_chunk", 10)
+    node.trigger_configure()
+    node.trigger_activate()
+    fake = fakes[0]
+    assert ("group", "panda_arm") in fake.log
+
+    def feed():
+        pose = PoseStamped()
+        pose.header.frame_id = "base"
+        pose.pose.position.x, pose.pose.position.z, pose.pose.orientation.w = 0.4, 0.3, 1.0
+        pose_pub.publish(pose)
+        publish_chunk(chunks, rig, [[1.0, 0.0, -0.5, 0.0]] * 20, "ee_delta_xyz_gripper")
+        return any(e[0] == "execute" for e in fake.log)
+    assert wait_for(feed, 15.0, period=0.1), node.reason
+    goals = [e for e in fake.log if e[0] == "goal"]
+    g = goals[0][1]
+    assert goals[0][2] == "panda_hand" and g.header.frame_id == "base"
+    assert g.pose.position.x > 0.4 and g.pose.position.z < 0.3          # integrated +x, -z deltas
+    i = fake.log.index(goals[0])
+    assert fake.log[i - 1] == ("start_state",) and fake.log[i + 1] == ("plan",)
+    assert fake.log[i + 2] == ("execute", "traj", [])
+
+
+def test_moveit_py_backend_refused_cleanly_where_moveit_is_missing(harness):
+    pytest.importorskip("rclpy")
+    try:
+        import moveit.planning  # noqa: F401
+        pytest.skip("moveit_py is installed here")
+    except ImportError:
+        pass
+    node = node_with(harness, backend="moveit_py")
+    node.trigger_configure()
+    assert node._state_machine.current_state[1] == "unconfigured"
+    assert "moveit_py" in node.reason and "not installed" in node.reason
