@@ -1,0 +1,195 @@
+#!/usr/bin/env python3
+"""Recorder benchmark (run by hand; the quality bar is 30 Hz 640x480 + state for 10 minutes
+with zero drops and flat memory):
+
+    source env.sh && python scripts/bench_recorder.py --minutes 10
+
+Three processes over real DDS: recorder_node, a camera+state publisher (rgb8 WxH at --rate Hz,
+sensor_msgs/JointState at the same rate, reliable QoS), and this script (start/stop services,
+RSS sampling of the recorder from /proc). Reports messages sent vs recorded (read back from the
+bag with rosbags), drops, recorder RSS start/end/max, and bag size. The bag is deleted unless
+--keep (10 minutes of 640x480 rgb8 is ~16.6 GB: check the disk first).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+PUBLISHER = """
+import sys, time, rclpy
+import numpy as np
+from rclpy.qos import QoSProfile, ReliabilityPolicy, HistoryPolicy
+from sensor_msgs.msg import Image, JointState
+rate, w, h, total = float(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+rclpy.init()
+node = rclpy.create_node("bench_camera")
+qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=30, reliability=ReliabilityPolicy.RELIABLE)
+cam = node.create_publisher(Image, "/camera/image_raw", qos)
+js = node.create_publisher(JointState, "/joint_states", qos)
+while cam.get_subscription_count() < 1 or js.get_subscription_count() < 1:
+    time.sleep(0.05)
+img = Image(height=h, width=w, encoding="rgb8", step=w * 3)
+frame = np.random.default_rng(0).integers(0, 255, (h, w, 3), dtype=np.uint8)
+img.data = frame.tobytes()
+state = JointState(name=[f"j{i}" for i in range(7)] + ["gripper"])
+late, t_next = 0, time.monotonic()
+print("publishing", flush=True)
+for n in range(total):
+    stamp = node.get_clock().now().to_msg()
+    img.header.stamp = stamp
+    img.header.frame_id = str(n)
+    cam.publish(img)
+    state.header.stamp = stamp
+    state.position = [float(n % 100) * 0.01] * 8
+    js.publish(state)
+    t_next += 1.0 / rate
+    d = t_next - time.monotonic()
+    if d > 0:
+        time.sleep(d)
+    else:
+        late += 1
+print(f"sent {total} late_ticks {late}", flush=True)
+time.sleep(3.0)
+"""
+
+RECORDER = """
+import sys
+from lara_policy.ros.recorder_node import main
+main(["recorder", "--ros-args", "-p", "output_dir:=" + sys.argv[1], "-p", "flush_period_s:=" + sys.argv[2],
+      "-p", "topics:=['/camera/image_raw:sensor_msgs/msg/Image', '/joint_states:sensor_msgs/msg/JointState']",
+      "-p", "min_free_disk_gb:=" + sys.argv[3]])
+"""
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def spawn(code: str, *args) -> tuple[subprocess.Popen, list[str]]:
+    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *map(str, args)], env=dict(os.environ),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    threading.Thread(target=lambda: [lines.append(ln.rstrip()) for ln in proc.stdout], daemon=True).start()
+    return proc, lines
+
+
+def wait(pred, timeout):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--minutes", type=float, default=10.0)
+    ap.add_argument("--rate", type=float, default=30.0)
+    ap.add_argument("--width", type=int, default=640)
+    ap.add_argument("--height", type=int, default=480)
+    ap.add_argument("--flush-period", type=float, default=1.0)
+    ap.add_argument("--min-free-disk-gb", type=float, default=2.0)
+    ap.add_argument("--out", default="", help="output folder (default: a temporary folder)")
+    ap.add_argument("--keep", action="store_true", help="keep the bag")
+    ap.add_argument("--json", default="", help="also write the report here")
+    a = ap.parse_args()
+
+    import rclpy
+    from lara_msgs.srv import StartEpisode, StopEpisode
+    from rosbags.rosbag2 import Reader
+
+    frames = int(round(a.minutes * 60 * a.rate))
+    need_gb = frames * a.width * a.height * 3 / 1e9
+    out = Path(a.out or tempfile.mkdtemp(prefix="lara_bench_rec_"))
+    out.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(out).free / 1e9
+    if free < need_gb + a.min_free_disk_gb:
+        print(f"not enough disk: need ~{need_gb:.1f} GB + {a.min_free_disk_gb} GB, {free:.1f} GB free", file=sys.stderr)
+        return 2
+    rec, rec_log = spawn(RECORDER, out, a.flush_period, a.min_free_disk_gb)
+    pub = None
+    rclpy.init()
+    node = rclpy.create_node("bench_recorder_client")
+    try:
+        if not wait(lambda: any("recording 2 topics" in ln for ln in rec_log), 60):
+            raise RuntimeError("recorder did not start:\n" + "\n".join(rec_log))
+
+        def call(srv_type, name, req):
+            cli = node.create_client(srv_type, name)
+            if not cli.wait_for_service(timeout_sec=30):
+                raise RuntimeError(f"{name} not available")
+            fut = cli.call_async(req)
+            rclpy.spin_until_future_complete(node, fut, timeout_sec=120)
+            return fut.result()
+
+        r = call(StartEpisode, "/lara/recorder/start", StartEpisode.Request(instruction="benchmark", task="bench"))
+        if not r.success:
+            raise RuntimeError(r.message)
+        rss = [(0.0, rss_mb(rec.pid))]
+        t0 = time.monotonic()
+        pub, pub_log = spawn(PUBLISHER, a.rate, a.width, a.height, frames)
+        next_sample = 5.0
+        while pub.poll() is None and not any(ln.startswith("sent ") for ln in pub_log):
+            time.sleep(0.2)
+            if time.monotonic() - t0 >= next_sample:
+                rss.append((time.monotonic() - t0, rss_mb(rec.pid)))
+                next_sample += 5.0
+        wall = time.monotonic() - t0
+        time.sleep(2.0)                                  # let the last messages arrive
+        rss.append((time.monotonic() - t0, rss_mb(rec.pid)))
+        s = call(StopEpisode, "/lara/recorder/stop", StopEpisode.Request(task_success=True))
+        if not s.success:
+            raise RuntimeError(s.message)
+        bag = Path(s.bag_path)
+        with Reader(bag) as reader:
+            recorded = {c.topic: c.msgcount for c in reader.connections}
+        meta = json.loads((bag / "episode_meta.json").read_text())
+        size_gb = sum(f.stat().st_size for f in bag.glob("*.mcap")) / 1e9
+        sent_line = next(ln for ln in pub_log if ln.startswith("sent "))
+        late = int(re.search(r"late_ticks (\d+)", sent_line).group(1))
+        mid = [m for t, m in rss if t >= wall * 0.2]     # after warm-up
+        report = {
+            "minutes": a.minutes, "rate_hz": a.rate, "image": f"{a.width}x{a.height} rgb8",
+            "sent_per_topic": frames, "publisher_late_ticks": late, "publish_wall_s": round(wall, 1),
+            "recorded": recorded, "received": meta["received"], "dropped_in_recorder": meta["dropped"],
+            "lost": {t: frames - recorded.get(t, 0) for t in ("/camera/image_raw", "/joint_states")},
+            "segments": meta["segments"], "bag_gb": round(size_gb, 2),
+            "recorder_rss_mb": {"start": round(rss[0][1], 1), "after_warmup": round(mid[0], 1) if mid else None,
+                                "end": round(rss[-1][1], 1), "max": round(max(m for _, m in rss), 1)},
+            "rss_samples": " ".join(f"{t:.0f}s:{m:.0f}MB" for t, m in rss),
+        }
+        print(json.dumps(report, indent=2))
+        if a.json:
+            Path(a.json).write_text(json.dumps(report, indent=2))
+        if not a.keep:
+            shutil.rmtree(bag, ignore_errors=True)
+        ok = all(v == 0 for v in report["lost"].values())
+        return 0 if ok else 1
+    finally:
+        for p in (pub, rec):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait()
+        node.destroy_node()
+        rclpy.shutdown()
+        if not a.out and not a.keep:
+            shutil.rmtree(out, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
