@@ -114,6 +114,7 @@ class Graph:
         self._thread = threading.Thread(target=self._spin, name="lara_bringup_executor", daemon=True)
         self._thread.start()
         self._command_configured = False
+        self._clients: dict = {}
 
     def _spin(self) -> None:
         try:
@@ -122,21 +123,27 @@ class Graph:
             pass
 
     # -- helpers ---------------------------------------------------------------------------
-    def call(self, srv_type, name: str, request, timeout: float = 30.0):
-        cli = self.client.create_client(srv_type, name)
-        try:
+    def call(self, srv_type, name: str, request, timeout: float = 30.0, attempts: int = 2):
+        """Call a service from this process. Clients are created once and reused: a client
+        created right before its first call can miss the response while DDS is still
+        matching it (a known ROS 2 race), so an unanswered call is retried once."""
+        key = (srv_type, name)
+        cli = self._clients.get(key)
+        if cli is None:
+            cli = self._clients[key] = self.client.create_client(srv_type, name)
             if not cli.wait_for_service(timeout_sec=min(timeout, 10.0)):
                 raise BringupError(f"service {name} not available")
+            time.sleep(0.2)
+        for attempt in range(attempts):
             future = cli.call_async(request)
             done = threading.Event()
             future.add_done_callback(lambda _f: done.set())
-            if not done.wait(timeout):
-                raise BringupError(f"service {name} did not answer within {timeout:.0f} s")
-            if future.exception() is not None:
-                raise BringupError(f"service {name} failed: {future.exception()}")
-            return future.result()
-        finally:
-            self.client.destroy_client(cli)
+            if done.wait(timeout / attempts if attempt == 0 else timeout):
+                if future.exception() is not None:
+                    raise BringupError(f"service {name} failed: {future.exception()}")
+                return future.result()
+            cli.remove_pending_request(future) if hasattr(cli, "remove_pending_request") else None
+        raise BringupError(f"service {name} did not answer within {timeout:.0f} s")
 
     def arm(self) -> None:
         cmd = self.nodes.get("command_node")

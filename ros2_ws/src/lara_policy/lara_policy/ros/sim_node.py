@@ -234,8 +234,11 @@ class SimNode(Node):
 
     def _on_reset(self, request, response):
         response.success, response.message = self.reset_episode()
-        (self.get_logger().info if response.success else self.get_logger().error)(
-            f"sim_node reset: {response.message}")
+        # one logging call site per severity (rclpy refuses mixing severities at one site)
+        if response.success:
+            self.get_logger().info(f"sim_node reset: {response.message}")
+        else:
+            self.get_logger().error(f"sim_node reset: {response.message}")
         return response
 
     @property
