@@ -35,12 +35,14 @@ def _from_dict(cls, data: dict[str, Any]):
 class LAMConfig:
     """Latent action model: IDM (M learnable queries) -> z (M x d_z) -> VQ -> FDM (pixels)."""
     image_size: int = 32              # the LAM watches the primary camera at this size
-    width: int = 64                   # transformer / feature width inside the LAM
+    width: int = 48                   # transformer / feature width inside the LAM
     num_queries: int = 8              # M (paper: 8)
     latent_dim: int = 16              # d_z per query (paper: 32)
     codebook_size: int = 128          # K (paper: 128)
     commitment: float = 0.25          # beta (paper: 0.25)
+    channels: list[int] = field(default_factory=lambda: [16, 32, 48])  # conv stages (stride 2 each)
     idm_layers: int = 2               # query-transformer layers in the IDM
+    fdm_layers: int = 1               # transformer layers in the FDM (image tokens <- latent tokens)
     heads: int = 4
     dead_code_steps: int = 50         # re-seed codes unused for this many steps (collapse guard)
     perceptual_weight: float = 0.0    # weight of an optional feature-space (perceptual) loss

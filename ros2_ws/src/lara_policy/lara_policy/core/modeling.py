@@ -173,7 +173,7 @@ class LatentActionModel(nn.Module):
     def __init__(self, c: LAMConfig):
         super().__init__()
         self.config = c
-        stages = [32, 48, c.width][: max(1, int(math.log2(c.image_size)) - 2)]
+        stages = list(c.channels)
         # inverse dynamics: both frames and their difference, stacked on channels
         self.idm_encoder = ConvEncoder(9, stages, c.image_size, c.width)
         self.queries = nn.Parameter(torch.randn(1, c.num_queries, c.width) * 0.02)
@@ -183,17 +183,21 @@ class LatentActionModel(nn.Module):
         # forward dynamics: tokens of I_t attend to the latent-action tokens, then decode a delta
         self.fdm_encoder = ConvEncoder(3, stages, c.image_size, c.width)
         self.latent_in = nn.Linear(c.latent_dim, c.width)
-        self.fdm_layers = nn.ModuleList(TransformerLayer(c.width, c.heads, cross=True) for _ in range(2))
+        self.fdm_layers = nn.ModuleList(TransformerLayer(c.width, c.heads, cross=True) for _ in range(c.fdm_layers))
         self.grid = self.fdm_encoder.grid
         up, ch = [], c.width
-        for out in reversed([16] + stages[:-1]):
+        for out in reversed([max(8, stages[0] // 2)] + stages[:-1]):
             up += [nn.ConvTranspose2d(ch, out, 4, stride=2, padding=1), nn.GroupNorm(min(8, out), out), nn.SiLU()]
             ch = out
         self.decoder = nn.Sequential(*up, nn.Conv2d(ch, 3, 3, padding=1))
 
     def resize(self, images):
-        s = self.config.image_size
-        return images if images.shape[-1] == s else F.interpolate(images, size=(s, s), mode="area")
+        s, size = self.config.image_size, images.shape[-1]
+        if size == s:
+            return images
+        if size % s == 0 and images.shape[-2] == size:
+            return F.avg_pool2d(images, size // s)          # exact area resampling, fast
+        return F.interpolate(images, size=(s, s), mode="area")
 
     def encode(self, image_t, image_tc):
         """Continuous (pre-quantisation) latent action z, (B, M, d_z)."""
@@ -220,10 +224,10 @@ class LatentActionModel(nn.Module):
 
     def forward(self, image_t, image_tc):
         """Returns dict: z (pre-VQ), z_q, indices, recon, loss terms."""
-        z = self.encode(image_t, image_tc)
+        image_t, target = self.resize(image_t), self.resize(image_tc)    # once; later calls are no-ops
+        z = self.encode(image_t, target)
         z_q, vq_loss, idx = self.quantizer(z)
         pred = self.predict_future(image_t, z_q)
-        target = self.resize(image_tc)
         recon = F.mse_loss(pred, target)
         loss = recon + vq_loss
         if self.config.perceptual_weight > 0:

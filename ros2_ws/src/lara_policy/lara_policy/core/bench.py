@@ -1,0 +1,159 @@
+"""`lara bench model`: inference latency (N=1 and N=8 candidates, dynamics check on) through
+LaraPolicy, and the joint (lara) / dit_only training-step time ratio, measured side by side
+(interleaved rounds) in one run on the default config.
+
+Targets on the 2-core development CPU (DESIGN.md quality bars): N=1 p50 <= 25 ms, N=8 p50
+<= 60 ms, train-step ratio <= 1.3. Figures are reported whether met or not.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lara_policy.core.api import Observation
+from lara_policy.core.checkpoint import save_checkpoint
+from lara_policy.core.configuration import ModelConfig
+from lara_policy.core.modeling import LaraModel, count_parameters
+from lara_policy.core.policy import LaraPolicy
+from lara_policy.core.processing import NormStats, TextEmbedder
+
+TARGETS = {"infer_p50_ms_n1": 25.0, "infer_p50_ms_n8": 60.0, "train_step_ratio": 1.3}
+INSTRUCTION = "push the puck to the goal"
+
+
+def _percentiles(samples: list[float]) -> tuple[float, float]:
+    a = np.asarray(samples)
+    return float(np.percentile(a, 50)), float(np.percentile(a, 95))
+
+
+def bench_inference(config: ModelConfig, repeats: int, threads: int, real_text: bool) -> dict:
+    torch.manual_seed(0)
+    model = LaraModel(config)
+    v = config.vla
+    stats = NormStats([0.0] * v.action_dim, [0.5] * v.action_dim, [0.0] * v.state_dim, [1.0] * v.state_dim)
+    if real_text:
+        text = TextEmbedder.get().embed([INSTRUCTION], v.text_tokens)
+    else:
+        text = (np.random.default_rng(0).normal(size=(1, v.text_tokens, v.text_dim)).astype(np.float32),
+                np.ones((1, v.text_tokens), bool))
+    config.null_effect_threshold = 1e-3
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        save_checkpoint(Path(tmp) / "bench", model, config, stats=stats, instructions=[INSTRUCTION], text=text)
+        policy = LaraPolicy.from_checkpoint(Path(tmp) / "bench", device="cpu", threads=threads)
+    rng = np.random.default_rng(0)
+    obs = Observation(images={c: rng.integers(0, 255, (v.image_size, v.image_size, 3), dtype=np.uint8)
+                              for c in v.cameras},
+                      state=rng.normal(size=v.state_dim).astype(np.float32), instruction=INSTRUCTION)
+    for n in (1, 8):
+        for i in range(5):
+            policy.predict_chunk(obs, num_candidates=n, seed=i)
+        times = []
+        for i in range(repeats):
+            t0 = time.perf_counter()
+            policy.predict_chunk(obs, num_candidates=n, seed=i)
+            times.append((time.perf_counter() - t0) * 1000)
+        out[f"infer_p50_ms_n{n}"], out[f"infer_p95_ms_n{n}"] = _percentiles(times)
+    return out
+
+
+def _synthetic_batch(config: ModelConfig, batch_size: int) -> dict:
+    g = torch.Generator().manual_seed(0)
+    v, b = config.vla, batch_size
+    return {"images": torch.rand(b, len(v.cameras), 3, v.image_size, v.image_size, generator=g),
+            "image_t": torch.rand(b, 3, v.image_size, v.image_size, generator=g),
+            "image_tc": torch.rand(b, 3, v.image_size, v.image_size, generator=g),
+            "state": torch.randn(b, v.state_dim, generator=g),
+            "text": torch.randn(b, v.text_tokens, v.text_dim, generator=g),
+            "text_mask": torch.ones(b, v.text_tokens, dtype=torch.bool),
+            "actions": torch.randn(b, v.horizon, v.action_dim, generator=g),
+            "action_mask": torch.ones(b, v.horizon, dtype=torch.bool), "has_action": torch.ones(b)}
+
+
+def bench_training(config: ModelConfig, batch_size: int, rounds: int, steps_per_round: int) -> dict:
+    """Median step time (forward + backward + AdamW) per variant, rounds interleaved so that
+    load from other processes on a shared CPU hits both variants alike."""
+    batch = _synthetic_batch(config, batch_size)
+    setups = {}
+    for variant in ("lara", "dit_only"):
+        torch.manual_seed(0)
+        cfg = ModelConfig.from_dict({**config.to_dict(), "variant": variant})
+        model = LaraModel(cfg).train()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        setups[variant] = (model, opt, [])
+
+    def step(variant):
+        model, opt, _ = setups[variant]
+        loss = model(batch, variant, 0.01, 0.01)["loss"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if hasattr(model, "lam"):
+            model.lam.quantizer.maintain()
+
+    for variant in setups:
+        for _ in range(2):
+            step(variant)
+    for r in range(rounds):
+        order = ("lara", "dit_only") if r % 2 == 0 else ("dit_only", "lara")
+        for variant in order:
+            for _ in range(steps_per_round):
+                t0 = time.perf_counter()
+                step(variant)
+                setups[variant][2].append((time.perf_counter() - t0) * 1000)
+    lara_ms = float(np.median(setups["lara"][2]))
+    dit_ms = float(np.median(setups["dit_only"][2]))
+    return {"train_step_ms_lara": lara_ms, "train_step_ms_dit_only": dit_ms, "train_step_ratio": lara_ms / dit_ms,
+            "train_samples_per_s_lara": batch_size * 1000 / lara_ms,
+            "train_samples_per_s_dit_only": batch_size * 1000 / dit_ms}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", default="", help="write the figures as JSON to this file")
+    parser.add_argument("--repeats", type=int, default=100, help="timed inference calls per N")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (inference and training)")
+    parser.add_argument("--batch-size", type=int, default=64, help="training batch for the step-time ratio")
+    parser.add_argument("--rounds", type=int, default=6, help="interleaved training rounds")
+    parser.add_argument("--steps-per-round", type=int, default=5)
+    parser.add_argument("--fake-text", action="store_true", help="skip loading MiniLM (random text tokens)")
+
+
+def run(args: argparse.Namespace) -> int:
+    torch.set_num_threads(args.threads)
+    config = ModelConfig(name="bench")
+    torch.manual_seed(0)
+    model = LaraModel(config)
+    result: dict = {
+        "device": "cpu", "threads": args.threads, "torch": torch.__version__,
+        "params_vla": count_parameters(model.observation_encoder) + count_parameters(model.action_head),
+        "params_lam": count_parameters(model.lam), "params_total": count_parameters(model),
+        "config": {"image_size": config.vla.image_size, "horizon": config.vla.horizon, "width": config.vla.width,
+                   "depth": config.vla.depth, "euler_steps": config.vla.euler_steps,
+                   "lam_image_size": config.lam.image_size, "batch_size": args.batch_size},
+    }
+    result.update(bench_inference(config, args.repeats, args.threads, not args.fake_text))
+    torch.set_num_threads(args.threads)
+    result.update(bench_training(config, args.batch_size, args.rounds, args.steps_per_round))
+    result["targets"] = TARGETS
+    result["met"] = {k: result[k] <= t for k, t in TARGETS.items()}
+    rows = [("inference N=1 p50 / p95 ms", f"{result['infer_p50_ms_n1']:.1f} / {result['infer_p95_ms_n1']:.1f}", "<= 25"),
+            ("inference N=8 p50 / p95 ms (check on)", f"{result['infer_p50_ms_n8']:.1f} / {result['infer_p95_ms_n8']:.1f}", "<= 60"),
+            ("train step lara / dit_only ms", f"{result['train_step_ms_lara']:.0f} / {result['train_step_ms_dit_only']:.0f}", ""),
+            ("train step ratio lara/dit_only", f"{result['train_step_ratio']:.2f}", "<= 1.3"),
+            ("train samples/s lara", f"{result['train_samples_per_s_lara']:.0f}", ""),
+            ("params VLA / LAM", f"{result['params_vla']:,} / {result['params_lam']:,}", "")]
+    print(f"lara bench model (threads={args.threads}, batch={args.batch_size})")
+    for name, value, target in rows:
+        print(f"  {name:<40}{value:>16}  {target}")
+    print("  targets met: " + ", ".join(f"{k}={'yes' if v else 'NO'}" for k, v in result["met"].items()))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=2))
+        print(f"wrote {args.out}")
+    return 0

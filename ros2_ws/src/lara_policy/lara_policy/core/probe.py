@@ -1,0 +1,133 @@
+"""`lara probe`: how much of the real action does a LAM's latent carry?
+
+Fits a probe (ridge-regularised linear, or a small MLP) from LAM latents z(I_t, I_{t+C}) to
+the ground-truth action chunk a[t : t+C] on training episodes, and reports R^2 on HELD-OUT
+episodes (the last `holdout` fraction of each store). A shuffled-target control is reported
+beside it (its R^2 should be <= 0). Used to compare a vanilla LAM with a LARA-refined one.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lara_policy.core.checkpoint import CheckpointError, load_weights, read_config
+from lara_policy.core.configuration import ModelConfig
+from lara_policy.core.modeling import LaraModel
+from lara_policy.core.processing import ChunkDataset, NormStats
+
+
+def r2_score(y: np.ndarray, pred: np.ndarray) -> float:
+    """Mean over output dimensions of 1 - SSE/SST (dimensions with no variance are skipped)."""
+    sst = ((y - y.mean(0)) ** 2).sum(0)
+    keep = sst > 1e-8
+    if not keep.any():
+        return float("nan")
+    sse = ((y - pred) ** 2).sum(0)
+    return float(np.mean(1 - sse[keep] / sst[keep]))
+
+
+def load_lam(path: str | Path, device: str = "cpu") -> tuple[LaraModel, ModelConfig]:
+    config, _ = read_config(path)
+    if not config.has_lam:
+        raise CheckpointError(f"{path} holds no LAM (components={config.components}, variant={config.variant})")
+    model = LaraModel(config)
+    load_weights(path, model)
+    return model.to(device).eval(), config
+
+
+@torch.no_grad()
+def latent_dataset(model: LaraModel, config: ModelConfig, data: list[str], quantized: bool = False,
+                   holdout: float = 0.25, batch: int = 256, device: str = "cpu"):
+    """(X_train, Y_train, X_test, Y_test): latents and flattened action chunks of length C,
+    for every step whose chunk and future frame lie inside the episode."""
+    c = config.offset
+    ds = ChunkDataset(data, image_size=config.lam.image_size, horizon=c, offset=c)
+    if ds.num_labelled == 0:
+        raise ValueError("the probe needs action-labelled episodes")
+    ds.attach_text(np.zeros((len(ds.instructions), 1, 1), np.float32), np.ones((len(ds.instructions), 1), bool))
+    ident = NormStats([0.0] * ds.info.action_dim, [1.0] * ds.info.action_dim, [0.0] * ds.info.state_dim,
+                      [1.0] * ds.info.state_dim)
+    idx = np.arange(len(ds))
+    valid = (idx + c <= ds.ep_end) & (ds.has_action > 0)
+    # episodes are contiguous: hold out the last fraction of episodes (by their end index)
+    ends = np.unique(ds.ep_end)
+    cut = ends[max(0, int(round(len(ends) * (1 - holdout))) - 1)]
+    xs, ys = [], []
+    sel = idx[valid]
+    for i in range(0, len(sel), batch):
+        b = ds.batch(sel[i:i + batch], ident)
+        z = model.lam.encode(b["image_t"].to(device), b["image_tc"].to(device))
+        if quantized:
+            z = model.lam.quantizer.lookup(z)[1]
+        xs.append(z.flatten(1).cpu().numpy())
+        ys.append(b["actions"].flatten(1).numpy())
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    train = sel <= cut
+    if train.all() or not train.any():
+        raise ValueError("need at least 2 episodes to hold some out")
+    return x[train], y[train], x[~train], y[~train]
+
+
+def fit_linear(x, y, ridge: float = 1e-2):
+    mu, sd = x.mean(0), x.std(0) + 1e-6
+    xn = np.c_[(x - mu) / sd, np.ones(len(x))]
+    w = np.linalg.solve(xn.T @ xn + ridge * len(x) * np.eye(xn.shape[1]), xn.T @ y)
+    return lambda q: np.c_[(q - mu) / sd, np.ones(len(q))] @ w
+
+
+def fit_mlp(x, y, hidden: int = 128, epochs: int = 300, seed: int = 0):
+    torch.manual_seed(seed)
+    mu, sd = x.mean(0), x.std(0) + 1e-6
+    xt, yt = torch.tensor((x - mu) / sd, dtype=torch.float32), torch.tensor(y, dtype=torch.float32)
+    net = torch.nn.Sequential(torch.nn.Linear(x.shape[1], hidden), torch.nn.GELU(), torch.nn.Linear(hidden, y.shape[1]))
+    opt = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=1e-3)
+    for _ in range(epochs):
+        for i in torch.randperm(len(xt)).split(256):
+            loss = torch.nn.functional.mse_loss(net(xt[i]), yt[i])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return lambda q: net(torch.tensor((q - mu) / sd, dtype=torch.float32)).detach().numpy()
+
+
+def probe(lam: str | Path, data: list[str], kind: str = "linear", holdout: float = 0.25, quantized: bool = False,
+          seed: int = 0) -> dict:
+    """R^2 of a probe from LAM latents to action chunks on held-out episodes (+ a shuffled control)."""
+    model, config = load_lam(lam)
+    xtr, ytr, xte, yte = latent_dataset(model, config, data, quantized, holdout)
+    fit = fit_linear if kind == "linear" else fit_mlp
+    r2 = r2_score(yte, fit(xtr, ytr)(xte))
+    rng = np.random.default_rng(seed)
+    r2_control = r2_score(yte, fit(xtr, ytr[rng.permutation(len(ytr))])(xte))
+    return {"lam": str(lam), "kind": kind, "quantized": quantized, "r2": r2, "r2_shuffled_control": r2_control,
+            "train_samples": int(len(xtr)), "test_samples": int(len(xte)), "latent_size": int(xtr.shape[1]),
+            "chunk": config.offset}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--lam", required=True, help="checkpoint holding a LAM (LAM-only or joint)")
+    parser.add_argument("--data", nargs="+", required=True, help="action-labelled episode store(s)")
+    parser.add_argument("--kind", choices=["linear", "mlp"], default="linear")
+    parser.add_argument("--holdout", type=float, default=0.25, help="fraction of episodes held out")
+    parser.add_argument("--quantized", action="store_true", help="probe the quantised latent instead of z")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", default="", help="write the result as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    torch.set_num_threads(args.threads)
+    try:
+        result = probe(args.lam, list(args.data), args.kind, args.holdout, args.quantized)
+    except (CheckpointError, ValueError) as exc:
+        print(f"lara probe: {exc}")
+        return 2
+    print(f"action probe ({result['kind']}, {'z_q' if args.quantized else 'z'}): held-out R^2 = {result['r2']:.3f} "
+          f"(shuffled control {result['r2_shuffled_control']:.3f}; train {result['train_samples']}, "
+          f"test {result['test_samples']})")
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=2))
+    return 0
