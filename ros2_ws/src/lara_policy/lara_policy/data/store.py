@@ -263,3 +263,17 @@ class EpisodeStore:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def write_train_seeds(checkpoint_dir: str | Path, stores: list[str | Path]) -> Path:
+    """Write `train_seeds.json` ({task: [seeds]}, the union of the stores' used_seeds())
+    into a checkpoint directory; `lara eval sim --policy DIR` then refuses those seeds."""
+    seeds: dict[str, set[int]] = {}
+    for p in stores:
+        with EpisodeStore(p) as s:
+            for t, v in s.used_seeds().items():
+                seeds.setdefault(t, set()).update(v)
+    out = Path(checkpoint_dir) / "train_seeds.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({t: sorted(v) for t, v in sorted(seeds.items())}))
+    return out

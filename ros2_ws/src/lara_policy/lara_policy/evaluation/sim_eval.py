@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
                        num_candidates=args.num_candidates, workers=args.workers, videos=args.videos,
                        out=args.out, train_seeds=train_seeds, image_size=args.image_size,
                        distractors=DistractorConfig.parse(args.distractors), progress=not args.quiet,
-                       label=args.policy if args.policy in ("oracle", "random") else Path(args.policy).name)
+                       label=args.policy if args.policy in ("oracle", "random") else "/".join(Path(args.policy).resolve().parts[-2:]))
     except (SeedOverlapError, UnknownTaskError, FileNotFoundError, ValueError) as exc:
         print(f"lara eval sim: {exc}", file=sys.stderr)
         return 2
