@@ -56,18 +56,23 @@ SHIPPED = ["sim", "real_arm", "gazebo", "isaac", "offline_eval"]
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_config_parameters_are_declared(ros, name):
     """Every parameter a shipped YAML sets must exist on its node (a typo would be silently
-    ignored by ROS), and every node must construct from it."""
-    from lara_policy.ros.bringup import NODE_TYPES, Graph, resolve_config
-    from lara_policy.ros.params import load_params_yaml, node_params, node_sections
+    ignored by ROS), every node must construct from it, and the file must be a valid ROS 2
+    params file (rcl's parser, as `--params-file` on a real install uses it)."""
+    from lara_policy.ros.bringup import NODE_TYPES, Graph, resolve_config, robot_nodes
+    from lara_policy.ros.params import load_params_yaml, node_params
 
     try:
         path = resolve_config(name)
     except Exception as exc:  # noqa: BLE001
         pytest.fail(f"shipped config {name} missing: {exc}")
     config = load_params_yaml(path)
-    nodes = (config.get("bringup") or {}).get("nodes") or node_sections(config)
+    nodes = robot_nodes(config)
     assert nodes and all(n in NODE_TYPES for n in nodes), nodes
     overrides = {"sim_node": {"auto_reset": False}} if "sim_node" in nodes else {}
+    import rclpy
+    ctx = rclpy.Context()
+    rclpy.init(args=["--ros-args", "--params-file", path], context=ctx)   # raises on a bad file
+    ctx.try_shutdown()
     graph = Graph(config, nodes, policy=GoalSeekingTestPolicy(), overrides=overrides)
     try:
         assert set(graph.nodes) == set(nodes) - set(graph.skipped)

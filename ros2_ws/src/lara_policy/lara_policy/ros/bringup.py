@@ -3,7 +3,7 @@ MultiThreadedExecutor), for machines without `ros2 launch`.
 
 The YAML is the same params file the launch files pass to the nodes
 (lara_bringup/config/*.yaml): one `node_name: {ros__parameters: {...}}` section per
-node (plus `/**` for all), and a `bringup:` section read only here and by the launch files
+node (plus `/**` for all), and a `lara_bringup:` section read only here and by the launch files
 (nodes to start, task, episodes, seeds, step budget, checkpoint, record dir).
 
 With a sim_node in the graph it runs episodes:
@@ -37,8 +37,23 @@ NODE_TYPES = {
 DEFAULT_NODES = ["sim_node", "policy_node", "command_node", "recorder_node"]
 
 
+BRINGUP_SECTION = "lara_bringup"
+
+
 class BringupError(RuntimeError):
     pass
+
+
+def bringup_settings(config: dict) -> dict:
+    """The `lara_bringup: {ros__parameters: {...}}` section (nodes, task, episodes, ...).
+    It is a params section of its own so the whole file stays a valid ROS 2 params file."""
+    return node_params({k: v for k, v in config.items() if k != "/**"}, BRINGUP_SECTION)
+
+
+def robot_nodes(config: dict) -> list[str]:
+    """Nodes to start: lara_bringup.nodes, else every known node section in the file."""
+    listed = bringup_settings(config).get("nodes")
+    return list(listed) if listed else [n for n in node_sections(config) if n in NODE_TYPES]
 
 
 def resolve_config(name: str) -> str:
@@ -80,8 +95,8 @@ class Graph:
         from rclpy.executors import MultiThreadedExecutor
 
         self.config = config
-        bring = config.get("bringup") or {}
-        names = list(nodes or bring.get("nodes") or [n for n in node_sections(config) if n in NODE_TYPES])
+        bring = bringup_settings(config)
+        names = list(nodes or robot_nodes(config))
         unknown = [n for n in names if n not in NODE_TYPES]
         if unknown:
             raise BringupError(f"unknown node(s) {unknown} in the config (known: {', '.join(NODE_TYPES)})")
@@ -258,7 +273,7 @@ class Graph:
 
 def build_overrides(config: dict, args) -> dict[str, dict]:
     """Per-node parameter overrides from the command line."""
-    bring = config.get("bringup") or {}
+    bring = bringup_settings(config)
     out: dict[str, dict] = {"sim_node": {}, "policy_node": {}, "recorder_node": {}}
     task = getattr(args, "task", None) or bring.get("task")
     if task:
@@ -303,8 +318,8 @@ def run(args: argparse.Namespace) -> int:
     except (BringupError, FileNotFoundError, ValueError) as exc:
         print(f"lara bringup: {exc}", file=sys.stderr)
         return 2
-    bring = config.get("bringup") or {}
-    nodes = list(bring.get("nodes") or [n for n in node_sections(config) if n in NODE_TYPES])
+    bring = bringup_settings(config)
+    nodes = robot_nodes(config)
     if args.no_record and "recorder_node" in nodes:
         nodes.remove("recorder_node")
     overrides = build_overrides(config, args)

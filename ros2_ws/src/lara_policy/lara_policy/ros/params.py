@@ -71,7 +71,7 @@ def node_params(config: dict, node_name: str) -> dict:
 def node_sections(config: dict) -> list[str]:
     """Names of the node sections in a params file (every key holding ros__parameters)."""
     return [k.lstrip("/") for k, v in config.items()
-            if isinstance(v, dict) and "ros__parameters" in v and k != "/**"]
+            if isinstance(v, dict) and "ros__parameters" in v and k not in ("/**", "lara_bringup", "/lara_bringup")]
 
 
 def to_overrides(params: dict) -> list[Parameter]:
