@@ -62,7 +62,9 @@ class SimNode(Node):
         self.auto_reset = p("auto_reset", True, "reset once at start-up so topics flow immediately",
                             read_only=True)
         self.publish_instruction = p("publish_instruction", False,
-                                     "publish the episode's instruction on instruction_topic at reset")
+                                     "publish the episode's instruction on instruction_topic "
+                                     "(at reset and at 1 Hz), for graphs without an episode runner",
+                                     read_only=True)
         self.gripper_joint_name = p("gripper_joint_name", "gripper",
                                     "name of the gripper joint in joint_states", read_only=True)
         self.frame_id = p("frame_id", "base", "frame of the pose/goal messages", read_only=True)
@@ -168,6 +170,8 @@ class SimNode(Node):
                 done.set()
             if self._stop.is_set():
                 break
+            if self.publish_instruction and self.instruction and self.ticks % max(1, int(self.control_rate_hz)) == 0:
+                self.instruction_pub.publish(String(data=self.instruction))   # ~1 Hz, for late joiners
             try:
                 self._tick()
             except Exception as exc:  # noqa: BLE001 - never let the sim thread die silently
@@ -228,7 +232,7 @@ class SimNode(Node):
             return False, f"sim reset failed ({task}, seed {seed}): {exc}"
         if self.get_parameter("auto_increment_seed").value:
             self.set_parameters([Parameter("seed", value=seed + 1)])
-        if self.get_parameter("publish_instruction").value:
+        if self.publish_instruction:
             self.instruction_pub.publish(String(data=self.instruction))
         return True, f"task={task} seed={seed} instruction={self.instruction}"
 

@@ -1,0 +1,124 @@
+"""What every lara_bringup launch file shares: read a config YAML (the same file
+`lara bringup` reads), turn its node sections into launch_ros Node actions.
+
+`node_specs()` is plain Python (no `launch` import) so it is testable on machines without
+`ros2 launch`; `make_launch_description()` imports launch/launch_ros lazily.
+"""
+from __future__ import annotations
+
+import os
+
+from lara_bringup import config_dir
+
+PACKAGE = "lara_policy"
+# node section -> console script of lara_policy (setup.py entry points)
+EXECUTABLES = {"sim_node": "sim_node", "policy_node": "policy_node",
+               "command_node": "command_node", "recorder_node": "recorder_node"}
+
+
+def _load(config_path: str) -> dict:
+    import yaml
+
+    with open(config_path, encoding="utf-8") as f:
+        return yaml.safe_load(f) or {}
+
+
+def _flatten(prefix: str, value, out: dict) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
+    else:
+        out[prefix] = value
+
+
+def _section(config: dict, name: str, with_wildcard: bool = True) -> dict:
+    out: dict = {}
+    keys = ("/**", name, "/" + name) if with_wildcard else (name, "/" + name)
+    for key in keys:
+        sec = config.get(key)
+        if isinstance(sec, dict) and isinstance(sec.get("ros__parameters"), dict):
+            _flatten("", sec["ros__parameters"], out)
+    return out
+
+
+def _abs(path: str) -> str:
+    """Relative paths in the shipped configs are relative to the LARA-ROS checkout ($LARA_ROOT)."""
+    if not path or os.path.isabs(path):
+        return path
+    root = os.environ.get("LARA_ROOT", os.getcwd())
+    return os.path.join(root, path)
+
+
+def node_specs(config_path: str, *, checkpoint: str = "", task: str = "", record_dir: str = "",
+               extra: dict | None = None) -> list[dict]:
+    """[{package, executable, name, parameters}] for every node the config starts, with the
+    launch arguments applied on top of the YAML (empty = keep the YAML's value)."""
+    config = _load(config_path)
+    bring = _section(config, "lara_bringup", with_wildcard=False)
+    names = list(bring.get("nodes") or [k.lstrip("/") for k, v in config.items()
+                                        if isinstance(v, dict) and "ros__parameters" in v
+                                        and k.lstrip("/") in EXECUTABLES])
+    unknown = [n for n in names if n not in EXECUTABLES]
+    if unknown:
+        raise ValueError(f"{config_path}: unknown node(s) {unknown} (known: {', '.join(EXECUTABLES)})")
+    specs = []
+    for name in names:
+        params = _section(config, name)
+        if name == "policy_node":
+            params["checkpoint"] = _abs(checkpoint or params.get("checkpoint") or bring.get("checkpoint", ""))
+        if name == "sim_node" and (task or bring.get("task")):
+            params["task"] = task or bring.get("task")
+        if name == "recorder_node":
+            params["output_dir"] = _abs(record_dir or params.get("output_dir") or bring.get("record_dir", "episodes"))
+        params.update((extra or {}).get(name, {}))
+        specs.append({"package": PACKAGE, "executable": EXECUTABLES[name], "name": name,
+                      "parameters": params})
+    return specs
+
+
+def make_launch_description(config_file: str, *, extra: dict | None = None, robot_launch_arg: bool = True,
+                            more_args=(), more_actions=None):
+    """LaunchDescription for lara_bringup/config/<config_file>.
+
+    Launch arguments: config (path), checkpoint, task, record_dir, arm (command_node
+    autostart: configure + activate at start), robot_launch (a launch file of the robot /
+    simulator to include: its driver, MoveIt + Servo, camera, bridges), `more_args`
+    ((name, default, description) triples) and whatever `more_actions(context)` adds."""
+    from launch import LaunchDescription
+    from launch.actions import DeclareLaunchArgument, IncludeLaunchDescription, OpaqueFunction
+    from launch.launch_description_sources import PythonLaunchDescriptionSource
+    from launch.substitutions import LaunchConfiguration
+    from launch_ros.actions import Node
+
+    default_arm = "true" if config_file == "sim.yaml" else "false"
+    args = [
+        DeclareLaunchArgument("config", default_value=os.path.join(config_dir(), config_file),
+                              description="LARA-ROS params YAML (same file `lara bringup` reads)"),
+        DeclareLaunchArgument("checkpoint", default_value="", description="LARA checkpoint directory"),
+        DeclareLaunchArgument("task", default_value="", description="Meta-World task (sim only)"),
+        DeclareLaunchArgument("record_dir", default_value="", description="episode bag folder"),
+        DeclareLaunchArgument("arm", default_value=default_arm,
+                              description="command_node configures + activates at start (else arm it "
+                                          "through its lifecycle services)"),
+    ]
+    args += [DeclareLaunchArgument(n, default_value=d, description=h) for n, d, h in more_args]
+    if robot_launch_arg:
+        args.append(DeclareLaunchArgument("robot_launch", default_value="",
+                                          description="launch file of the robot/simulator to include"))
+
+    def setup(context, *_a, **_k):
+        get = lambda n: LaunchConfiguration(n).perform(context)  # noqa: E731
+        ex = {k: dict(v) for k, v in (extra or {}).items()}
+        ex.setdefault("command_node", {})["autostart"] = get("arm").lower() in ("1", "true", "yes")
+        actions = []
+        if robot_launch_arg and get("robot_launch"):
+            actions.append(IncludeLaunchDescription(PythonLaunchDescriptionSource(get("robot_launch"))))
+        for spec in node_specs(get("config"), checkpoint=get("checkpoint"), task=get("task"),
+                               record_dir=get("record_dir"), extra=ex):
+            actions.append(Node(package=spec["package"], executable=spec["executable"], name=spec["name"],
+                                parameters=[spec["parameters"]], output="screen", emulate_tty=True))
+        if more_actions is not None:
+            actions += list(more_actions(context))
+        return actions
+
+    return LaunchDescription(args + [OpaqueFunction(function=setup)])

@@ -1,0 +1,16 @@
+"""LARA-ROS on Meta-World (MuJoCo): sim_node + policy_node + command_node + recorder_node.
+
+    ros2 launch lara_bringup sim.launch.py task:=reach-v3 checkpoint:=/path/to/ckpt
+
+Parameters come from lara_bringup/config/sim.yaml (`config:=` for another file). The sim
+publishes its instruction, command_node arms at start (arm:=false to arm it yourself);
+start/stop recording with the /lara/recorder/start|stop services and reset the sim with
+/lara/sim/reset. `lara bringup sim.yaml` runs the same graph in one process and drives
+whole episodes.
+"""
+from lara_bringup.launch_common import make_launch_description
+
+
+def generate_launch_description():
+    return make_launch_description("sim.yaml", robot_launch_arg=False,
+                                   extra={"sim_node": {"publish_instruction": True}})
