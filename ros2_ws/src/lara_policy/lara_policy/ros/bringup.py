@@ -123,17 +123,27 @@ class Graph:
         except BaseException:
             self._destroy_nodes()
             raise
+        # The control loop gets an executor (and thread) of its own, so its timer is never
+        # queued behind camera, sim or service callbacks; everything else shares a pool.
+        from rclpy.executors import SingleThreadedExecutor
         self.executor = MultiThreadedExecutor(num_threads=threads)
-        for node in list(self.nodes.values()) + [self.client]:
-            self.executor.add_node(node)
-        self._thread = threading.Thread(target=self._spin, name="lara_bringup_executor", daemon=True)
+        self.control_executor = SingleThreadedExecutor()
+        for name, node in self.nodes.items():
+            (self.control_executor if name == "command_node" else self.executor).add_node(node)
+        self.executor.add_node(self.client)
+        self._thread = threading.Thread(target=self._spin, args=(self.executor,),
+                                        name="lara_bringup_executor", daemon=True)
+        self._control_thread = threading.Thread(target=self._spin, args=(self.control_executor,),
+                                                name="lara_bringup_control", daemon=True)
         self._thread.start()
+        self._control_thread.start()
         self._command_configured = False
         self._clients: dict = {}
 
-    def _spin(self) -> None:
+    @staticmethod
+    def _spin(executor) -> None:
         try:
-            self.executor.spin()
+            executor.spin()
         except Exception:  # noqa: BLE001 - shutdown race at exit
             pass
 
@@ -262,7 +272,9 @@ class Graph:
 
     def close(self) -> None:
         self.disarm()
+        self.control_executor.shutdown(timeout_sec=3.0)
         self.executor.shutdown(timeout_sec=3.0)
+        self._control_thread.join(timeout=10.0)
         self._thread.join(timeout=10.0)
         self._destroy_nodes()
         try:

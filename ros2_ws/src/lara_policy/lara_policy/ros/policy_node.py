@@ -47,7 +47,7 @@ EE_NAMES = {"hand_x": 0, "hand_y": 1, "hand_z": 2}
 GOAL_NAMES = {"goal_x": 0, "goal_y": 1, "goal_z": 2}
 
 
-def load_policy(checkpoint: str, device: str = ""):
+def load_policy(checkpoint: str, device: str = "", threads: int = 0):
     """LaraPolicy from a checkpoint directory (clear error when missing)."""
     import os
 
@@ -58,6 +58,8 @@ def load_policy(checkpoint: str, device: str = ""):
         raise FileNotFoundError(f"policy_node: checkpoint not found: {checkpoint} (train one with "
                                 "`lara train`, or set the 'checkpoint' parameter / --checkpoint)")
     from lara_policy.core.policy import LaraPolicy
+    if threads > 0:
+        return LaraPolicy.from_checkpoint(checkpoint, device=device or None, threads=threads)
     return LaraPolicy.from_checkpoint(checkpoint, device=device or None)
 
 
@@ -68,6 +70,9 @@ class PolicyNode(Node):
         self.checkpoint = p("checkpoint", "", "LARA checkpoint directory", read_only=True)
         self.device = p("device", "", "torch device: '' (auto: cuda if present) | cpu | cuda[:i]",
                         read_only=True)
+        self.torch_threads = p("torch_threads", 1, "CPU threads for inference (0 = the library default); "
+                               "1 leaves cores to the control loop and the camera", read_only=True,
+                               min_value=0, max_value=256)
         p("num_candidates", 1, "candidate chunks per step; > 1 runs the LAM dynamics check",
           min_value=1, max_value=256)
         p("replan_period_steps", 8, "control periods executed between two predictions",
@@ -110,7 +115,7 @@ class PolicyNode(Node):
         self.topics = t
         self.control_period = 1.0 / self.control_rate_hz
 
-        self.policy = policy if policy is not None else load_policy(self.checkpoint, self.device)
+        self.policy = policy if policy is not None else load_policy(self.checkpoint, self.device, self.torch_threads)
         meta = self.policy.meta
         self.meta = meta
         self.camera_name = self.get_parameter("camera_name").value or (meta.cameras[0] if meta.cameras else "camera")
