@@ -150,7 +150,9 @@ def main() -> int:
                 rss.append((time.monotonic() - t0, rss_mb(rec.pid)))
                 next_sample += 5.0
         wall = time.monotonic() - t0
-        time.sleep(2.0)                                  # let the last messages arrive
+        # let the last messages arrive: episode_meta.json (rewritten every flush) counts them
+        meta_path = Path(r.bag_path) / "episode_meta.json"
+        wait(lambda: min(json.loads(meta_path.read_text())["received"].values() or [0]) >= frames, 15.0)
         rss.append((time.monotonic() - t0, rss_mb(rec.pid)))
         s = call(StopEpisode, "/lara/recorder/stop", StopEpisode.Request(task_success=True))
         if not s.success:

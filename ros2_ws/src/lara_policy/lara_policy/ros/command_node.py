@@ -208,7 +208,8 @@ class CommandNode(LifecycleNode):
         self.max_obs_age = float(self.p("max_observation_age_s")) or 3.0 * self.period
         self.scheduler = ChunkScheduler(int(self.p("blend_steps")), float(self.p("max_chunk_age_s")))
 
-        self._status_pub = self.create_publisher(SafetyStatus, self.p("safety_status_topic"), 10)
+        if self._status_pub is None:    # kept across cleanup/configure (it reports configure errors)
+            self._status_pub = self.create_publisher(SafetyStatus, self.p("safety_status_topic"), 10)
         grip = str(self.p("gripper_topic"))
         if cls is ServoBackend:
             self.backend = ServoBackend(self, grip, self.period, self.p("twist_topic"), self.p("frame_id"))

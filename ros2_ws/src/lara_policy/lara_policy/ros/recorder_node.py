@@ -154,7 +154,8 @@ _PARAMS = [
     ("storage", "mcap", "rosbag2 storage plugin (only 'mcap' is supported)."),
     ("qos_reliable", True, "Subscribe reliably (must be compatible with the publishers; ENVIRONMENT.md: "
                            "best-effort loses most 640x480 frames)."),
-    ("qos_depth", 50, "Subscription queue depth."),
+    ("qos_depth", 300, "Subscription queue depth: samples DDS keeps (and acknowledges) while Python is "
+                       "busy; 300 = 10 s at 30 Hz, so a stall of the recorder process does not drop."),
     ("max_queue_mb", 512.0, "Messages waiting for the writer beyond this are dropped (and counted)."),
     ("discovery_period_s", 0.5, "How often topics without a known type are looked up in the graph."),
     ("action_chunk_topic", T.ACTION_CHUNK, "ActionChunk topic read for model_id."),
