@@ -21,6 +21,7 @@ def tiny_model_config(variant: str = "lara") -> ModelConfig:
     m.vla.vision_channels = [16, 32, 64]
     m.vla.horizon, m.vla.euler_steps = 8, 4
     m.lam.image_size, m.lam.width, m.lam.num_queries, m.lam.latent_dim, m.lam.codebook_size = 16, 32, 4, 8, 16
+    m.lam.channels, m.lam.patch_size = [16, 32], 4
     return m
 
 

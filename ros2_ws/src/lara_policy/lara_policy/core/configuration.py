@@ -42,7 +42,8 @@ class LAMConfig:
     commitment: float = 0.25          # beta (paper: 0.25)
     channels: list[int] = field(default_factory=lambda: [16, 32, 48])  # conv stages (stride 2 each)
     idm_layers: int = 2               # query-transformer layers in the IDM
-    fdm_layers: int = 1               # transformer layers in the FDM (image tokens <- latent tokens)
+    patch_size: int = 8               # FDM (ViT) patch size
+    fdm_layers: int = 2               # transformer layers in the FDM (patch tokens <- latent tokens)
     heads: int = 4
     dead_code_steps: int = 50         # re-seed codes unused for this many steps (collapse guard)
     perceptual_weight: float = 0.0    # weight of an optional feature-space (perceptual) loss

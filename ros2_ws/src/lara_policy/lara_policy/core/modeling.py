@@ -180,16 +180,16 @@ class LatentActionModel(nn.Module):
         self.idm_layers = nn.ModuleList(TransformerLayer(c.width, c.heads, cross=True) for _ in range(c.idm_layers))
         self.to_latent = nn.Sequential(nn.LayerNorm(c.width), nn.Linear(c.width, c.latent_dim))
         self.quantizer = VectorQuantizer(c.codebook_size, c.latent_dim, c.commitment, c.dead_code_steps)
-        # forward dynamics: tokens of I_t attend to the latent-action tokens, then decode a delta
-        self.fdm_encoder = ConvEncoder(3, stages, c.image_size, c.width)
+        # forward dynamics (a small ViT, as the paper's FDM): patch tokens of I_t attend to the
+        # latent-action tokens, then each token decodes its patch of the predicted change
+        p, n = c.patch_size, c.image_size // c.patch_size
+        self.patch_size, self.grid = p, n
+        self.fdm_patches = nn.Conv2d(3, c.width, p, stride=p)
+        self.fdm_pos = nn.Parameter(torch.randn(1, n * n, c.width) * 0.02)
         self.latent_in = nn.Linear(c.latent_dim, c.width)
         self.fdm_layers = nn.ModuleList(TransformerLayer(c.width, c.heads, cross=True) for _ in range(c.fdm_layers))
-        self.grid = self.fdm_encoder.grid
-        up, ch = [], c.width
-        for out in reversed([max(8, stages[0] // 2)] + stages[:-1]):
-            up += [nn.ConvTranspose2d(ch, out, 4, stride=2, padding=1), nn.GroupNorm(min(8, out), out), nn.SiLU()]
-            ch = out
-        self.decoder = nn.Sequential(*up, nn.Conv2d(ch, 3, 3, padding=1))
+        self.fdm_norm = nn.LayerNorm(c.width)
+        self.fdm_out = nn.Linear(c.width, 3 * p * p)
 
     def resize(self, images):
         s, size = self.config.image_size, images.shape[-1]
@@ -209,18 +209,19 @@ class LatentActionModel(nn.Module):
         return self.to_latent(q)
 
     def image_features(self, image):
-        """The LAM's feature space for an image (used to measure predicted effect)."""
-        return self.fdm_encoder(self.resize(image))
+        """The LAM's feature space for an image (FDM patch tokens; used to measure predicted effect)."""
+        return self.fdm_patches(self.resize(image)).flatten(2).transpose(1, 2)
 
     def predict_future(self, image_t, z_q):
         """FDM: predicted I_{t+C} (B, 3, S, S) from I_t and (quantised) latent tokens."""
         a = self.resize(image_t)
-        x = self.fdm_encoder(a)
+        x = self.image_features(a) + self.fdm_pos
         ctx = self.latent_in(z_q)
         for layer in self.fdm_layers:
             x = layer(x, ctx)
-        grid = x.transpose(1, 2).reshape(x.shape[0], -1, self.grid, self.grid)
-        return a + self.decoder(grid)
+        b, n, p = a.shape[0], self.grid, self.patch_size
+        delta = self.fdm_out(self.fdm_norm(x)).view(b, n, n, 3, p, p).permute(0, 3, 1, 4, 2, 5)
+        return a + delta.reshape(b, 3, n * p, n * p)
 
     def forward(self, image_t, image_tc):
         """Returns dict: z (pre-VQ), z_q, indices, recon, loss terms."""
@@ -232,8 +233,8 @@ class LatentActionModel(nn.Module):
         loss = recon + vq_loss
         if self.config.perceptual_weight > 0:
             with torch.no_grad():
-                feat_target = self.fdm_encoder(target)
-            loss = loss + self.config.perceptual_weight * F.mse_loss(self.fdm_encoder(pred), feat_target)
+                feat_target = self.image_features(target)
+            loss = loss + self.config.perceptual_weight * F.mse_loss(self.image_features(pred), feat_target)
         return {"z": z, "z_q": z_q, "indices": idx, "pred": pred, "recon": recon, "vq": vq_loss, "loss": loss}
 
 
@@ -419,7 +420,7 @@ class LaraModel(nn.Module):
         now = image_t.expand(n, -1, -1, -1)
         future = self.lam.predict_future(now, z_q)
         f_now = self.lam.image_features(now)
-        f_future = self.lam.fdm_encoder(future)
+        f_future = self.lam.image_features(future)
         effect = (f_future - f_now).abs().mean((1, 2))
         plausibility = torch.sqrt((2 - 2 * cos).clamp(min=0)).mean(-1)
         return pred_z, effect, plausibility

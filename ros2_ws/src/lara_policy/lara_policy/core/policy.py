@@ -43,7 +43,7 @@ def image_to_tensor(image: np.ndarray, size: int, what: str = "image") -> torch.
 
 class LaraPolicy:
     def __init__(self, model: LaraModel, config: ModelConfig, stats: NormStats, instructions: list[str],
-                 text: tuple[np.ndarray, np.ndarray], model_id: str, device: torch.device, threads: int = 2):
+                 text: tuple[np.ndarray, np.ndarray], model_id: str, device: torch.device, threads: int = 1):
         if not config.has_vla:
             raise CheckpointError(f"checkpoint {model_id} is a LAM-only checkpoint (components={config.components}); "
                                   "LaraPolicy needs a VLA checkpoint")
@@ -64,7 +64,9 @@ class LaraPolicy:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device | None = None,
-                        threads: int = 2) -> "LaraPolicy":
+                        threads: int = 1) -> "LaraPolicy":
+        """Load a checkpoint directory. On CPU, torch is limited to `threads` threads (1 by
+        default: on a small shared CPU, 2 threads contend and give long latency tails)."""
         path = Path(path)
         config, _ = read_config(path)
         if not config.has_vla:

@@ -182,7 +182,7 @@ def calibrate_null_effect(model: LaraModel, data: ChunkDataset, stats: NormStats
         for pair, out in (((img_t, img_tc), real), ((img_t, img_t), null)):
             _, q, _, _ = lam.quantizer.lookup(lam.encode(*pair))
             fut = lam.predict_future(img_t, q)
-            out.append((lam.fdm_encoder(fut) - lam.image_features(img_t)).abs().mean((1, 2)).cpu())
+            out.append((lam.image_features(fut) - lam.image_features(img_t)).abs().mean((1, 2)).cpu())
     real_t, null_t = torch.cat(real), torch.cat(null)
     lo, hi = float(null_t.mean()), float(torch.quantile(real_t, 0.25))
     return max(lo, 0.5 * (lo + hi)) if hi > lo else 0.0
