@@ -48,6 +48,12 @@ def test_lara_bringup_errors_are_clear(tmp_path):
     assert p.returncode == 2 and "config 'no-such-config' not found" in p.stderr and "sim.yaml" in p.stderr
     p = _lara("bringup", "sim", "--checkpoint", str(tmp_path / "missing"), timeout=60)
     assert p.returncode == 2 and "policy checkpoint not found" in p.stderr, p.stderr
+    bad = tmp_path / "corrupt"
+    bad.mkdir()
+    (bad / "config.json").write_text("{not json")
+    p = _lara("bringup", "sim", "--checkpoint", str(bad), "--no-record", timeout=120)
+    assert p.returncode == 1, p.stdout[-1000:] + p.stderr[-2000:]
+    assert f"cannot load checkpoint {bad}" in p.stderr and "Traceback" not in p.stderr, p.stderr[-2000:]
 
 
 SHIPPED = ["sim", "real_arm", "gazebo", "isaac", "offline_eval"]

@@ -198,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
             "host": {"cpus": os.cpu_count(), "loadavg_1min_at_start": load0, "python": platform.python_version()},
         })
         res["pass"] = bool(res["cam_to_cmd_p50_ms"] <= TARGET_CAM_TO_CMD_P50_MS and res["missed_ticks"] == 0)
-    except (BringupError, ValueError, FileNotFoundError) as exc:
+    except (BringupError, ValueError, FileNotFoundError, RuntimeError, ImportError) as exc:
         print(f"lara bench ros: {exc}", file=sys.stderr)
         return 1
     finally:

@@ -272,6 +272,15 @@ class Graph:
 
     def close(self) -> None:
         self.disarm()
+        for node in self.nodes.values():      # worker/sim threads first: nothing publishes late
+            if hasattr(node, "stop_threads"):
+                node.stop_threads()
+        for cli in self._clients.values():
+            try:
+                self.client.destroy_client(cli)
+            except Exception:  # noqa: BLE001
+                pass
+        self._clients = {}
         self.control_executor.shutdown(timeout_sec=3.0)
         self.executor.shutdown(timeout_sec=3.0)
         self._control_thread.join(timeout=10.0)
@@ -373,7 +382,7 @@ def run(args: argparse.Namespace) -> int:
                 time.sleep(0.2)
     except KeyboardInterrupt:
         print("lara bringup: interrupted", file=sys.stderr)
-    except (BringupError, ValueError, FileNotFoundError) as exc:
+    except (BringupError, ValueError, FileNotFoundError, RuntimeError, ImportError) as exc:
         print(f"lara bringup: {exc}", file=sys.stderr)
         return 1
     finally:

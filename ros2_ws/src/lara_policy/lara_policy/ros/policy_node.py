@@ -47,6 +47,10 @@ EE_NAMES = {"hand_x": 0, "hand_y": 1, "hand_z": 2}
 GOAL_NAMES = {"goal_x": 0, "goal_y": 1, "goal_z": 2}
 
 
+class PolicyLoadError(ValueError):
+    """The checkpoint exists but cannot be loaded (corrupt, wrong version, LAM-only, ...)."""
+
+
 def load_policy(checkpoint: str, device: str = "", threads: int = 0):
     """LaraPolicy from a checkpoint directory (clear error when missing)."""
     import os
@@ -58,9 +62,11 @@ def load_policy(checkpoint: str, device: str = "", threads: int = 0):
         raise FileNotFoundError(f"policy_node: checkpoint not found: {checkpoint} (train one with "
                                 "`lara train`, or set the 'checkpoint' parameter / --checkpoint)")
     from lara_policy.core.policy import LaraPolicy
-    if threads > 0:
-        return LaraPolicy.from_checkpoint(checkpoint, device=device or None, threads=threads)
-    return LaraPolicy.from_checkpoint(checkpoint, device=device or None)
+    kwargs = {"threads": threads} if threads > 0 else {}
+    try:
+        return LaraPolicy.from_checkpoint(checkpoint, device=device or None, **kwargs)
+    except (OSError, RuntimeError, ValueError, KeyError) as exc:   # CheckpointError is a RuntimeError
+        raise PolicyLoadError(f"policy_node: cannot load checkpoint {checkpoint}: {exc}") from exc
 
 
 class PolicyNode(Node):
@@ -353,11 +359,16 @@ class PolicyNode(Node):
         self._prev = (None if check is None else check.predicted_latent, img)
         return True
 
+    def stop_threads(self) -> None:
+        """Stop the inference worker (idempotent)."""
+        if hasattr(self, "_worker"):   # absent when construction failed (e.g. bad checkpoint)
+            self._stop.set()
+            self._new_image.set()
+            if self._worker.is_alive() and threading.current_thread() is not self._worker:
+                self._worker.join(timeout=5.0)
+
     def destroy_node(self):
-        self._stop.set()
-        self._new_image.set()
-        if self._worker.is_alive() and threading.current_thread() is not self._worker:
-            self._worker.join(timeout=5.0)
+        self.stop_threads()
         return super().destroy_node()
 
 

@@ -307,10 +307,15 @@ class SimNode(Node):
         self.goal_pub.publish(goal)
         self.success_pub.publish(Bool(data=bool(self._success)))
 
+    def stop_threads(self) -> None:
+        """Stop the sim thread (closes the env; idempotent)."""
+        if hasattr(self, "_thread"):
+            self._stop.set()
+            if self._thread.is_alive() and threading.current_thread() is not self._thread:
+                self._thread.join(timeout=10.0)
+
     def destroy_node(self):
-        self._stop.set()
-        if self._thread.is_alive() and threading.current_thread() is not self._thread:
-            self._thread.join(timeout=10.0)
+        self.stop_threads()
         return super().destroy_node()
 
 
