@@ -180,6 +180,9 @@ class LatentActionModel(nn.Module):
         self.idm_layers = nn.ModuleList(TransformerLayer(c.width, c.heads, cross=True) for _ in range(c.idm_layers))
         self.to_latent = nn.Sequential(nn.LayerNorm(c.width), nn.Linear(c.width, c.latent_dim))
         self.quantizer = VectorQuantizer(c.codebook_size, c.latent_dim, c.commitment, c.dead_code_steps)
+        # mean latent over real transitions (set at the end of training): surprise compares
+        # latents relative to it, so the component shared by every transition does not count
+        self.register_buffer("latent_mean", torch.zeros(c.num_queries, c.latent_dim))
         # forward dynamics (a small ViT, as the paper's FDM): patch tokens of I_t attend to the
         # latent-action tokens, then each token decodes its patch of the predicted change
         p, n = c.patch_size, c.image_size // c.patch_size
@@ -427,8 +430,10 @@ class LaraModel(nn.Module):
 
     @torch.no_grad()
     def surprise(self, predicted_latent, image_t, image_tc):
+        """1 - cos(observed latent, predicted latent), both taken relative to the mean latent."""
+        mean = self.lam.latent_mean
         z = self.lam.encode(image_t, image_tc)
-        return float(1 - F.cosine_similarity(z, predicted_latent, dim=-1).mean())
+        return float(1 - F.cosine_similarity((z - mean).flatten(1), (predicted_latent - mean).flatten(1), dim=-1).mean())
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -97,6 +97,12 @@ def build_model_config(cfg: TrainConfig, data: ChunkDataset) -> tuple[ModelConfi
         raise ValueError("posttrain needs --init PRETRAINED_VLA_CHECKPOINT")
     if cfg.paradigm == "lam-refine" and not (cfg.init or cfg.lam):
         raise ValueError("lam-refine needs --lam LAM_CHECKPOINT and/or --init VLA_CHECKPOINT")
+    init_has_lam = bool(cfg.init) and read_config(cfg.init)[0].has_lam
+    if cfg.paradigm == "posttrain" and config.has_lam and not (cfg.lam or init_has_lam):
+        raise ValueError(f"posttrain with variant {config.variant} needs a pretrained LAM: pass --lam LAM_CHECKPOINT "
+                         f"({cfg.init} holds none), or use --variant dit_only")
+    if config.variant == "frozen_lam" and not (cfg.lam or init_has_lam):
+        print("warning: frozen_lam without --lam aligns to a randomly initialised, frozen LAM")
     stats = None
     if config.has_vla:
         if cfg.init:
@@ -154,13 +160,17 @@ def global_batch_plan(step: int, cfg: TrainConfig, num_samples: int, horizon: in
             "tau": torch.rand(b, generator=g)}
 
 
-def make_batch(data: ChunkDataset, stats: NormStats, plan: dict, cfg: TrainConfig, rank: int, world: int,
+def identity_stats(data: ChunkDataset) -> NormStats:
+    """For LAM-only runs, where action/state normalisation plays no role."""
+    return NormStats([0.0] * data.info.action_dim, [1.0] * data.info.action_dim,
+                     [0.0] * data.info.state_dim, [1.0] * data.info.state_dim)
+
+
+def make_batch(data: ChunkDataset, stats: NormStats | None, plan: dict, cfg: TrainConfig, rank: int, world: int,
                device: torch.device) -> dict:
     per = cfg.batch_size // world
     sl = slice(rank * per, (rank + 1) * per)
-    if stats is None:   # LAM only: stats are irrelevant, use identity
-        stats = NormStats([0.0] * data.info.action_dim, [1.0] * data.info.action_dim,
-                          [0.0] * data.info.state_dim, [1.0] * data.info.state_dim)
+    stats = stats if stats is not None else identity_stats(data)
     batch = data.batch(plan["index"][sl], stats, cfg.aug_shift, plan["shifts"][sl])
     batch["noise"], batch["tau"] = plan["noise"][sl], plan["tau"][sl]
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
@@ -170,19 +180,25 @@ def make_batch(data: ChunkDataset, stats: NormStats, plan: dict, cfg: TrainConfi
 def calibrate_null_effect(model: LaraModel, data: ChunkDataset, stats: NormStats, device, batches: int = 4) -> float:
     """Threshold on the dynamics check's predicted effect below which a chunk counts as null:
     halfway between the effect of a 'nothing changes' latent (IDM on (I_t, I_t)) and the 25th
-    percentile of effects of real transitions (IDM on (I_t, I_{t+C}))."""
+    percentile of effects of real transitions (IDM on (I_t, I_{t+C})). Also stores the mean
+    latent of real transitions in the LAM (used by the surprise score)."""
     model.eval()
     g = torch.Generator().manual_seed(1234)
     real, null = [], []
     lam = model.lam
+    latents = []
     for _ in range(batches):
         idx = torch.randint(0, len(data), (64,), generator=g).numpy()
-        b = data.batch(idx, stats)
+        b = data.batch(idx, stats if stats is not None else identity_stats(data))
         img_t, img_tc = b["image_t"].to(device), b["image_tc"].to(device)
         for pair, out in (((img_t, img_tc), real), ((img_t, img_t), null)):
-            _, q, _, _ = lam.quantizer.lookup(lam.encode(*pair))
+            z = lam.encode(*pair)
+            if out is real:
+                latents.append(z)
+            _, q, _, _ = lam.quantizer.lookup(z)
             fut = lam.predict_future(img_t, q)
             out.append((lam.image_features(fut) - lam.image_features(img_t)).abs().mean((1, 2)).cpu())
+    lam.latent_mean.copy_(torch.cat(latents).mean(0))
     real_t, null_t = torch.cat(real), torch.cat(null)
     lo, hi = float(null_t.mean()), float(torch.quantile(real_t, 0.25))
     return max(lo, 0.5 * (lo + hi)) if hi > lo else 0.0
@@ -347,8 +363,9 @@ def train(cfg: TrainConfig) -> Path:
 
     final = out / "final"
     if rank == 0:
-        if config.has_vla and config.has_lam:
+        if config.has_lam:
             config.null_effect_threshold = calibrate_null_effect(model, data, stats, device)
+            model.train()
         name = f"step_{cfg.steps:07d}"
         save(cfg.steps, ckpt_dir / name)
         (ckpt_dir / "latest.json").write_text(json.dumps({"path": f"checkpoints/{name}", "step": cfg.steps}))
