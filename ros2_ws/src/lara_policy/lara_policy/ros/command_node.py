@@ -251,7 +251,7 @@ class CommandNode(LifecycleNode):
             self.scheduler.clear()
             if self.backend is not None:
                 self.backend.zero()
-        self._set_status(INACTIVE, False, "deactivated")
+            self._set_status(INACTIVE, False, "deactivated")
         return TransitionCallbackReturn.SUCCESS
 
     def on_cleanup(self, state: State) -> TransitionCallbackReturn:
@@ -323,8 +323,9 @@ class CommandNode(LifecycleNode):
             self._estop = True
             if self.backend is not None:
                 self.backend.zero()
-            self.scheduler.clear() if hasattr(self, "scheduler") else None
-        self._set_status(ESTOP, False, "e-stop")
+            if hasattr(self, "scheduler"):
+                self.scheduler.clear()
+            self._set_status(ESTOP, False, "e-stop")
         self.get_logger().warning("E-STOP latched: zero motion until reset and re-armed")
         response.success, response.message = True, "e-stop latched"
         return response
@@ -334,8 +335,8 @@ class CommandNode(LifecycleNode):
             was = self._estop
             self._estop = False
             self._disarmed_after_estop = was or self._disarmed_after_estop
-        if was:
-            self._set_status(INACTIVE, False, "e-stop cleared; re-arm with lifecycle deactivate + activate")
+            if was:
+                self._set_status(INACTIVE, False, "e-stop cleared; re-arm with lifecycle deactivate + activate")
         response.success = True
         response.message = "e-stop cleared; node stays disarmed until re-activated" if was else "no e-stop latched"
         return response
@@ -395,7 +396,8 @@ class CommandNode(LifecycleNode):
                     pass
             moving = cmd is not None and cmd.moving
             self.tick_log.append(TickRecord(now, state, moving, reason, linear, obs_age))
-        self._set_status(state, moving, reason)
+            # under the lock: a transition (deactivate, e-stop) cannot be overwritten by a late tick
+            self._set_status(state, moving, reason)
 
     # ---------------------------------------------------------------- status
     def _set_status(self, state: str, moving: bool, reason: str) -> None:
