@@ -125,3 +125,14 @@ def test_store_rejects_bad_episode(small_store, tmp_path):
         s.append(ep)
     s.close()
     json.dumps(store_meta(GenConfig(tasks=["reach-v3"])).extra)   # meta extra stays JSON-able
+
+
+def test_bench_option_reports_frames_per_second(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    rc = cli.main(["demos", "--bench", "--bench-workers", "1", "--tasks", "reach", "--episodes", "1",
+                   "--image-size", "32", "--quiet", "--out", str(out)])
+    assert rc == 0 and "frames/s" in capsys.readouterr().out
+    res = json.loads(out.read_text())
+    row = res["rows"][0]
+    assert row["workers"] == 1 and row["episodes"] == 1 and row["frames"] > 10 and row["frames_per_s"] > 0
+    assert row["projected_1000_demos_min"] > 0

@@ -68,6 +68,7 @@ class RandomPolicy:
         self.meta = PolicyMeta(action_space="ee_delta_xyz_gripper", action_dim=4, horizon=int(horizon),
                                dt=_DT, cameras=[], image_size=(128, 128), state_dim=7,
                                state_names=list(_STATE_NAMES), model_id="random-uniform")
+        self.seed = int(seed)
         self._rng = np.random.default_rng(seed)
 
     def reset(self) -> None:
@@ -75,7 +76,7 @@ class RandomPolicy:
 
     def predict_chunk(self, obs: Observation, num_candidates: int = 1,
                       seed: int | None = None) -> ChunkPrediction:
-        rng = np.random.default_rng(seed) if seed is not None else self._rng
+        rng = np.random.default_rng([self.seed, seed]) if seed is not None else self._rng
         a = rng.uniform(-1, 1, size=(self.meta.horizon, 4)).astype(np.float32)
         return ChunkPrediction(actions=a)
 
