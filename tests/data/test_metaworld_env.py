@@ -101,3 +101,12 @@ def test_bad_camera_and_step_budget():
         assert info["truncated"]
         with pytest.raises(RuntimeError, match="max_steps"):
             env.step(np.zeros(4))
+
+
+def test_every_seed_gets_its_own_layout():
+    """Not Meta-World's 50 fixed layouts per env: layout = f(task, seed), all distinct."""
+    with MetaWorldEnv("push-v3", cameras=()) as env:
+        layouts = {tuple(np.round(env.reset(seed=s).raw[[4, 5, 36, 37]], 5)) for s in range(60)}
+        assert len(layouts) == 60
+        again = tuple(np.round(env.reset(seed=17).raw[[4, 5, 36, 37]], 5))
+        assert again in layouts
