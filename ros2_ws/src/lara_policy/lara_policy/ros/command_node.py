@@ -22,6 +22,7 @@ on /lara/safety_status):
 """
 from __future__ import annotations
 
+import signal
 import struct
 import threading
 from collections import deque
@@ -35,6 +36,7 @@ from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.exceptions import ParameterUninitializedException
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from rclpy.parameter import Parameter
+from rclpy.signals import SignalHandlerOptions
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image, JointState
 from std_srvs.srv import Trigger
@@ -424,7 +426,14 @@ class CommandNode(LifecycleNode):
 def main(args=None) -> None:
     """`ros2 run lara_policy command_node`: configures and activates itself unless
     `--ros-args -p autostart:=false` (then arm it through the lifecycle services)."""
-    rclpy.init(args=args)
+    # Own signal handling: on Ctrl-C / SIGTERM the node must still command zero motion, which
+    # is impossible once rclpy's handler has shut the context down.
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+
+    def _term(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _term)
     node = CommandNode()
     node.declare_parameter("autostart", True, ParameterDescriptor(
         description="Configure and activate at start (else wait for lifecycle transitions)."))
@@ -436,8 +445,12 @@ def main(args=None) -> None:
     except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
         pass
     finally:
-        if node.backend is not None:
-            node.backend.zero()
+        try:
+            if node.backend is not None:
+                node.backend.zero()
+                node.get_logger().info("shutting down: zero motion commanded")
+        except Exception as e:  # noqa: BLE001
+            node.get_logger().error(f"could not command zero motion at shutdown: {e}")
         node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
