@@ -140,6 +140,7 @@ class CommandNode(LifecycleNode):
         self._last_image_stamp: float | None = None
         self._ee_pose: PoseStamped | None = None
         self._joint_pos: dict[str, float] = {}
+        self._joint_names: list[str] = []
         self._subs, self._timers = [], []
         self._status_pub = None
         # E-stop is available in every lifecycle state, from construction on.
@@ -165,7 +166,7 @@ class CommandNode(LifecycleNode):
         return self._reason
 
     def _joint_positions(self) -> np.ndarray | None:
-        names = list(self.p("joint_names") or [])
+        names = self._joint_names
         if not names or any(n not in self._joint_pos for n in names):
             return None
         return np.array([self._joint_pos[n] for n in names])
@@ -192,7 +193,7 @@ class CommandNode(LifecycleNode):
             raise ValueError(f"unknown action_space '{self.action_space}' (known: {', '.join(ACTION_SPACES)})")
         cls = backend_class(str(self.p("backend")))
         cls.check_action_space(self.action_space)
-        joint_names = list(self.p("joint_names") or [])
+        joint_names = self._joint_names = list(self.p("joint_names") or [])
         if self.action_space == "joint_position" and not joint_names:
             raise ValueError("action_space joint_position needs the joint_names parameter")
         self.action_dim = action_dim_for(self.action_space, len(joint_names), bool(self.p("joint_gripper")))
@@ -208,6 +209,10 @@ class CommandNode(LifecycleNode):
             max_linear_step=float(self.p("max_linear_step_m")), max_joint_step=float(self.p("max_joint_step_rad")),
             workspace_min=np.array(wmin) if wmin else None, workspace_max=np.array(wmax) if wmax else None)
         self.max_obs_age = float(self.p("max_observation_age_s")) or 3.0 * self.period
+        # per-tick values, read once (parameters take effect at the next configure)
+        self._conv = (float(self.p("ee_delta_scale_m")), float(self.p("ee_rot_scale_rad")),
+                      float(self.p("action_limit")), len(joint_names))
+        self._watch_images = bool(self.p("image_topic"))
         self.scheduler = ChunkScheduler(int(self.p("blend_steps")), float(self.p("max_chunk_age_s")))
 
         if self._status_pub is None:    # kept across cleanup/configure (it reports configure errors)
@@ -358,7 +363,7 @@ class CommandNode(LifecycleNode):
                 state, reason = FAULT, self._reject_reason
             else:
                 state, reason = ARMED, ""
-                if self.p("image_topic"):
+                if self._watch_images:
                     if self._last_image_arrival is None:
                         state, reason = FAULT, "stale observation: no image received"
                     else:
@@ -372,9 +377,9 @@ class CommandNode(LifecycleNode):
                     state, reason = FAULT, why
                 else:
                     try:
-                        cmd = action_to_command(action, self.action_space, float(self.p("ee_delta_scale_m")),
-                                                float(self.p("ee_rot_scale_rad")), float(self.p("action_limit")),
-                                                num_joints=len(self.p("joint_names") or []))
+                        scale, rot_scale, limit, n_joints = self._conv
+                        cmd = action_to_command(action, self.action_space, scale, rot_scale, limit,
+                                                num_joints=n_joints)
                         ee = self._ee_pose.pose.position if self._ee_pose is not None else None
                         self.limits.apply(cmd, np.array([ee.x, ee.y, ee.z]) if ee is not None else None,
                                           self._joint_positions())
