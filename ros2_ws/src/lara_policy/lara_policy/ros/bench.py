@@ -128,6 +128,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=float, default=15.0, help="seconds armed and measured")
     parser.add_argument("--num-candidates", type=int, default=1, help="> 1 runs the dynamics check")
     parser.add_argument("--device", default="", help="torch device ('' = auto)")
+    parser.add_argument("--control-priority", choices=("normal", "high", "realtime"), default="normal",
+                        help="scheduling priority of the control thread, where permitted")
     parser.add_argument("--out", metavar="FILE.json", help="write the results as JSON")
 
 
@@ -163,7 +165,8 @@ def run(args: argparse.Namespace) -> int:
                      "policy_node": {"checkpoint": ckpt, "num_candidates": int(args.num_candidates)}}
         if args.device:
             overrides["policy_node"]["device"] = args.device
-        graph = Graph(config, ["sim_node", "policy_node", "command_node"], overrides=overrides)
+        graph = Graph(config, ["sim_node", "policy_node", "command_node"], overrides=overrides,
+                      control_priority=args.control_priority)
         sim, pol, cmd = graph.nodes["sim_node"], graph.nodes["policy_node"], graph.nodes["command_node"]
         probe = Probe(rclpy, cmd.get_parameter("twist_topic").value, pol.topics["action_chunk_topic"])
         graph.executor.add_node(probe.node)
@@ -193,6 +196,7 @@ def run(args: argparse.Namespace) -> int:
                 int(pol.get_parameter("replan_period_steps").value),
             "model_id": pol.meta.model_id, "policy": source, "sim_steps": int(sim.steps),
             "sim_success": bool(sim.success), "sim_late_ticks": int(sim.late_ticks),
+            "control_priority": graph.control_priority_applied,
             "command_faults": sorted({r.reason.split(":")[0] for r in cmd.tick_log if r.state == "fault"}),
             "targets": {"cam_to_cmd_p50_ms": TARGET_CAM_TO_CMD_P50_MS, "missed_ticks": 0},
             "host": {"cpus": os.cpu_count(), "loadavg_1min_at_start": load0, "python": platform.python_version()},

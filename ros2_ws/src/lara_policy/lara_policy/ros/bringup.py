@@ -86,11 +86,34 @@ class EpisodeResult:
     message: str = ""
 
 
+CONTROL_PRIORITIES = ("normal", "high", "realtime")
+
+
+def set_thread_priority(level: str) -> str:
+    """Raise the calling thread's scheduling priority (Linux): 'high' = nice -10,
+    'realtime' = SCHED_FIFO 50. Best effort: without the privilege (CAP_SYS_NICE / rtprio
+    limit) the thread keeps its priority. Returns what was applied."""
+    if level not in CONTROL_PRIORITIES:
+        raise BringupError(f"control priority must be one of {CONTROL_PRIORITIES}, got '{level}'")
+    if level == "normal" or not hasattr(os, "sched_setscheduler"):
+        return "normal"
+    tid = threading.get_native_id()
+    try:
+        if level == "realtime":
+            os.sched_setscheduler(tid, os.SCHED_FIFO, os.sched_param(50))
+            return "SCHED_FIFO 50"
+        os.setpriority(os.PRIO_PROCESS, tid, -10)
+        return "nice -10"
+    except (PermissionError, OSError) as exc:
+        return f"normal (could not raise: {exc.strerror or exc})"
+
+
 class Graph:
     """The node graph of one config, built in this process and spun on a background thread."""
 
     def __init__(self, config: dict, nodes: list[str] | None = None, *, policy=None,
-                 overrides: dict[str, dict] | None = None, threads: int = 6):
+                 overrides: dict[str, dict] | None = None, threads: int = 6,
+                 control_priority: str = "normal"):
         import rclpy
         from rclpy.executors import MultiThreadedExecutor
 
@@ -133,12 +156,18 @@ class Graph:
         self.executor.add_node(self.client)
         self._thread = threading.Thread(target=self._spin, args=(self.executor,),
                                         name="lara_bringup_executor", daemon=True)
-        self._control_thread = threading.Thread(target=self._spin, args=(self.control_executor,),
-                                                name="lara_bringup_control", daemon=True)
+        self.control_priority = control_priority
+        self.control_priority_applied = ""
+        self._control_thread = threading.Thread(target=self._spin_control, name="lara_bringup_control",
+                                                daemon=True)
         self._thread.start()
         self._control_thread.start()
         self._command_configured = False
         self._clients: dict = {}
+
+    def _spin_control(self) -> None:
+        self.control_priority_applied = set_thread_priority(self.control_priority)
+        self._spin(self.control_executor)
 
     @staticmethod
     def _spin(executor) -> None:
@@ -329,6 +358,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-record", action="store_true", help="do not start the recorder")
     parser.add_argument("--duration", type=float, default=0.0,
                         help="graphs without a sim: run this many seconds (0 = until Ctrl-C)")
+    parser.add_argument("--control-priority", choices=CONTROL_PRIORITIES, default="normal",
+                        help="scheduling priority of the control (command_node) thread, where permitted")
     parser.add_argument("--json", metavar="FILE", help="also write the episode results as JSON")
 
 
@@ -355,7 +386,7 @@ def run(args: argparse.Namespace) -> int:
     graph = None
     results: list[EpisodeResult] = []
     try:
-        graph = Graph(config, nodes, overrides=overrides)
+        graph = Graph(config, nodes, overrides=overrides, control_priority=args.control_priority)
         for name, why in graph.skipped.items():
             print(f"lara bringup: {name} not started: {why}", file=sys.stderr)
         print(f"lara bringup: {os.path.basename(path)}: nodes {', '.join(graph.nodes)}", flush=True)

@@ -21,6 +21,7 @@ a policy that raises ValueError or returns non-finite actions.
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 from collections import defaultdict
@@ -79,6 +80,9 @@ class PolicyNode(Node):
         self.torch_threads = p("torch_threads", 1, "CPU threads for inference (0 = the library default); "
                                "1 leaves cores to the control loop and the camera", read_only=True,
                                min_value=0, max_value=256)
+        self.inference_nice = p("inference_nice", 0, "nice increment of the inference thread (Linux; 0 = "
+                                "unchanged): control and camera threads of the process win", read_only=True,
+                                min_value=0, max_value=19)
         p("num_candidates", 1, "candidate chunks per step; > 1 runs the LAM dynamics check",
           min_value=1, max_value=256)
         p("replan_period_steps", 8, "control periods executed between two predictions",
@@ -291,6 +295,11 @@ class PolicyNode(Node):
 
     # -- inference (worker thread) --------------------------------------------------------
     def _run_worker(self) -> None:
+        if self.inference_nice and hasattr(os, "setpriority"):
+            try:   # lowering a thread's own priority needs no privilege
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.inference_nice)
+            except OSError:
+                pass
         next_due = 0.0
         last_stamp = None
         while not self._stop.is_set():
