@@ -190,6 +190,7 @@ class LatentActionModel(nn.Module):
         self.fdm_patches = nn.Conv2d(3, c.width, p, stride=p)
         self.fdm_pos = nn.Parameter(torch.randn(1, n * n, c.width) * 0.02)
         self.latent_in = nn.Linear(c.latent_dim, c.width)
+        self.latent_global = nn.Linear(c.num_queries * c.latent_dim, c.width)   # direct path to every patch
         self.fdm_layers = nn.ModuleList(TransformerLayer(c.width, c.heads, cross=True) for _ in range(c.fdm_layers))
         self.fdm_norm = nn.LayerNorm(c.width)
         self.fdm_out = nn.Linear(c.width, 3 * p * p)
@@ -218,7 +219,7 @@ class LatentActionModel(nn.Module):
     def predict_future(self, image_t, z_q):
         """FDM: predicted I_{t+C} (B, 3, S, S) from I_t and (quantised) latent tokens."""
         a = self.resize(image_t)
-        x = self.image_features(a) + self.fdm_pos
+        x = self.image_features(a) + self.fdm_pos + self.latent_global(z_q.flatten(1))[:, None]
         ctx = self.latent_in(z_q)
         for layer in self.fdm_layers:
             x = layer(x, ctx)
