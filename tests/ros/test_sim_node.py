@@ -110,3 +110,10 @@ def test_twist_moves_hand_and_timeout_stops_it(sim):
     s1, x1 = node.steps, node.state[0]
     time.sleep(0.5)
     assert node.steps == s1 and abs(node.state[0] - x1) < 1e-4
+    # a NaN twist is refused: still no motion
+    for _ in range(10):
+        m = TwistStamped()
+        m.twist.linear.x = float("nan")
+        pub.publish(m)
+        time.sleep(1 / 30)
+    assert node.steps == s1 and np.all(np.isfinite(node.state))
