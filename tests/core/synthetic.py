@@ -15,7 +15,7 @@ TASKS = {"move-right": "move the square to the right", "move-down": "push the sq
 
 def draw(x: float, y: float, size: int, colour=(220, 40, 40), background=110) -> np.ndarray:
     img = np.full((size, size, 3), background, np.uint8)
-    s = max(3, size // 8)
+    s = max(3, size // 4)
     cx, cy = int(round(x * (size - s))), int(round(y * (size - s)))
     img[cy:cy + s, cx:cx + s] = colour
     return img
@@ -30,8 +30,9 @@ def make_episode(rng: np.random.Generator, task: str, steps: int, size: int, act
     for t in range(steps):
         speed = 0.6 + 0.4 * np.sin(0.3 * t + rng.uniform(0, 0.1))
         act = np.concatenate([direction * speed, [0.0], [1.0 if t > steps // 2 else -1.0]]).astype(np.float32)
+        colour = (220, 40, 40) if act[3] < 0 else (40, 40, 220)      # the gripper state is visible
         for i, c in enumerate(cameras):
-            images[c].append(draw(pos[0], pos[1], size, background=110 + 30 * i))
+            images[c].append(draw(pos[0], pos[1], size, colour=colour, background=110 + 30 * i))
         states.append(np.array([pos[0], pos[1], 0.0, act[3], 0.9, 0.9, 0.0], np.float32))
         actions.append(act)
         pos = np.clip(pos + 0.02 * act[:2], 0.0, 1.0)

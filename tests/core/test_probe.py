@@ -18,7 +18,7 @@ def test_r2_score():
 
 
 def test_probe_reads_actions_from_lam_latents(stores, tmp_path):
-    final = train(tiny_train_config(tmp_path / "lam", [stores["demos"]], paradigm="lam-pretrain", steps=60,
+    final = train(tiny_train_config(tmp_path / "lam", [stores["demos"]], paradigm="lam-pretrain", steps=120,
                                     video=[str(stores["video"])]))
     result = probe(final, [str(stores["demos"])], kind="linear", holdout=0.34)
     assert result["test_samples"] > 0 and result["latent_size"] == 4 * 8

@@ -72,11 +72,21 @@ def latent_dataset(model: LaraModel, config: ModelConfig, data: list[str], quant
     return x[train], y[train], x[~train], y[~train]
 
 
-def fit_linear(x, y, ridge: float = 1e-2):
+def _ridge(x, y, ridge: float):
     mu, sd = x.mean(0), x.std(0) + 1e-6
     xn = np.c_[(x - mu) / sd, np.ones(len(x))]
-    w = np.linalg.solve(xn.T @ xn + ridge * len(x) * np.eye(xn.shape[1]), xn.T @ y)
+    reg = ridge * len(x) * np.eye(xn.shape[1])
+    reg[-1, -1] = 0.0                                          # the bias is not penalised
+    w = np.linalg.solve(xn.T @ xn + reg, xn.T @ y)
     return lambda q: np.c_[(q - mu) / sd, np.ones(len(q))] @ w
+
+
+def fit_linear(x, y, ridges=(1e-4, 1e-3, 1e-2, 1e-1, 1.0)):
+    """Ridge regression; the strength is chosen on the last 20% of the training samples
+    (later episodes), then the probe is refit on all of them."""
+    cut = int(len(x) * 0.8)
+    best = min(ridges, key=lambda r: ((_ridge(x[:cut], y[:cut], r)(x[cut:]) - y[cut:]) ** 2).mean())
+    return _ridge(x, y, best)
 
 
 def fit_mlp(x, y, hidden: int = 128, epochs: int = 300, seed: int = 0):
