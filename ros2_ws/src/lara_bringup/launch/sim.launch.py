@@ -3,7 +3,8 @@
     ros2 launch lara_bringup sim.launch.py task:=reach-v3 checkpoint:=/path/to/ckpt
 
 Parameters come from lara_bringup/config/sim.yaml (`config:=` for another file). The sim
-publishes its instruction, command_node arms at start (arm:=false to arm it yourself);
+publishes its instruction and starts the next seed when an episode's step budget is used
+up; command_node arms at start (arm:=false to arm it yourself);
 start/stop recording with the /lara/recorder/start|stop services and reset the sim with
 /lara/sim/reset. `lara bringup sim.yaml` runs the same graph in one process and drives
 whole episodes.
@@ -13,4 +14,5 @@ from lara_bringup.launch_common import make_launch_description
 
 def generate_launch_description():
     return make_launch_description("sim.yaml", robot_launch_arg=False,
-                                   extra={"sim_node": {"publish_instruction": True}})
+                                   extra={"sim_node": {"publish_instruction": True, "auto_reset_on_budget": True,
+                                                               "auto_increment_seed": True}})

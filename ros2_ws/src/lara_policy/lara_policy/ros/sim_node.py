@@ -65,6 +65,10 @@ class SimNode(Node):
                                      "publish the episode's instruction on instruction_topic "
                                      "(at reset and at 1 Hz), for graphs without an episode runner",
                                      read_only=True)
+        self.auto_reset_on_budget = p("auto_reset_on_budget", False,
+                                      "start the next episode (next seed with auto_increment_seed) when "
+                                      "the step budget is used up; for graphs without an episode runner",
+                                      read_only=True)
         self.gripper_joint_name = p("gripper_joint_name", "gripper",
                                     "name of the gripper joint in joint_states", read_only=True)
         self.frame_id = p("frame_id", "base", "frame of the pose/goal messages", read_only=True)
@@ -85,7 +89,7 @@ class SimNode(Node):
         self.topics = t
         self.control_period = 1.0 / self.control_rate_hz
 
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._env = None
         self._env_task = None
         self._state = None
@@ -163,7 +167,7 @@ class SimNode(Node):
     def _loop(self) -> None:
         period = self.control_period
         next_t = time.monotonic()
-        while not self._stop.is_set():
+        while not self._stop.is_set() and self.context.ok():
             while self._requests:
                 done, result = self._requests.pop(0)
                 result.append(self._reset_now())
@@ -273,6 +277,13 @@ class SimNode(Node):
                 self._success = bool(success)
                 self._ever_success = self._ever_success or self._success
                 self.steps = env.steps
+            elif action is not None and self.auto_reset_on_budget:
+                self.get_logger().info(f"sim_node: step budget {env.max_steps} used up "
+                                       f"(success: {self._ever_success}); starting the next episode")
+                ok, msg = self._reset_now()
+                if not ok:
+                    self.get_logger().error(msg)
+                return
             elif action is not None and not self._budget_logged:
                 self._budget_logged = True
                 self.get_logger().warn(f"sim_node: step budget {env.max_steps} used up; "
