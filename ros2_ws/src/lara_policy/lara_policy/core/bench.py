@@ -113,7 +113,7 @@ def bench_training(config: ModelConfig, batch_size: int, rounds: int, steps_per_
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         if hasattr(model, "lam"):
-            model.lam.quantizer.maintain()
+            model.lam.maintain()
 
     for k in range(3):
         for variant in setups:

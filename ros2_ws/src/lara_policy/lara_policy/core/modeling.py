@@ -180,9 +180,12 @@ class LatentActionModel(nn.Module):
         self.idm_layers = nn.ModuleList(TransformerLayer(c.width, c.heads, cross=True) for _ in range(c.idm_layers))
         self.to_latent = nn.Sequential(nn.LayerNorm(c.width), nn.Linear(c.width, c.latent_dim))
         self.quantizer = VectorQuantizer(c.codebook_size, c.latent_dim, c.commitment, c.dead_code_steps)
-        # mean latent over real transitions (set at the end of training): surprise compares
-        # latents relative to it, so the component shared by every transition does not count
+        # running mean of the raw IDM output, subtracted from it: z is the latent RELATIVE to the
+        # typical transition, so the part every pair shares (scene content) neither fills the
+        # codes' directions (collapse) nor makes every alignment/surprise cosine look high
         self.register_buffer("latent_mean", torch.zeros(c.num_queries, c.latent_dim))
+        self.register_buffer("latent_mean_ready", torch.zeros(()))
+        self.latent_mean_momentum = 0.99
         # forward dynamics (a small ViT, as the paper's FDM): patch tokens of I_t attend to the
         # latent-action tokens, then each token decodes its patch of the predicted change
         p, n = c.patch_size, c.image_size // c.patch_size
@@ -210,7 +213,24 @@ class LatentActionModel(nn.Module):
         q = self.queries.expand(a.shape[0], -1, -1)
         for layer in self.idm_layers:
             q = layer(q, tokens)
-        return self.to_latent(q)
+        raw = self.to_latent(q)
+        if self.training:
+            self._last_raw_mean = raw.detach().mean(0)
+        return raw - self.latent_mean
+
+    @torch.no_grad()
+    def maintain(self) -> None:
+        """Called by the training loop after each optimizer step: update the running latent
+        mean, then the codebook's collapse guard."""
+        batch_mean = getattr(self, "_last_raw_mean", None)
+        if batch_mean is not None:
+            self._last_raw_mean = None
+            if not bool(self.latent_mean_ready):
+                self.latent_mean.copy_(batch_mean)
+                self.latent_mean_ready.fill_(1.0)
+            else:
+                self.latent_mean.lerp_(batch_mean, 1 - self.latent_mean_momentum)
+        self.quantizer.maintain()
 
     def image_features(self, image):
         """The LAM's feature space for an image (FDM patch tokens; used to measure predicted effect)."""
@@ -431,10 +451,9 @@ class LaraModel(nn.Module):
 
     @torch.no_grad()
     def surprise(self, predicted_latent, image_t, image_tc):
-        """1 - cos(observed latent, predicted latent), both taken relative to the mean latent."""
-        mean = self.lam.latent_mean
+        """1 - cos(observed latent, predicted latent) over the whole M x d_z latent."""
         z = self.lam.encode(image_t, image_tc)
-        return float(1 - F.cosine_similarity((z - mean).flatten(1), (predicted_latent - mean).flatten(1), dim=-1).mean())
+        return float(1 - F.cosine_similarity(z.flatten(1), predicted_latent.flatten(1), dim=-1).mean())
 
 
 def count_parameters(module: nn.Module) -> int:

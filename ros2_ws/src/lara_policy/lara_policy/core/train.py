@@ -180,25 +180,19 @@ def make_batch(data: ChunkDataset, stats: NormStats | None, plan: dict, cfg: Tra
 def calibrate_null_effect(model: LaraModel, data: ChunkDataset, stats: NormStats, device, batches: int = 4) -> float:
     """Threshold on the dynamics check's predicted effect below which a chunk counts as null:
     halfway between the effect of a 'nothing changes' latent (IDM on (I_t, I_t)) and the 25th
-    percentile of effects of real transitions (IDM on (I_t, I_{t+C})). Also stores the mean
-    latent of real transitions in the LAM (used by the surprise score)."""
+    percentile of effects of real transitions (IDM on (I_t, I_{t+C}))."""
     model.eval()
     g = torch.Generator().manual_seed(1234)
     real, null = [], []
     lam = model.lam
-    latents = []
     for _ in range(batches):
         idx = torch.randint(0, len(data), (64,), generator=g).numpy()
         b = data.batch(idx, stats if stats is not None else identity_stats(data))
         img_t, img_tc = b["image_t"].to(device), b["image_tc"].to(device)
         for pair, out in (((img_t, img_tc), real), ((img_t, img_t), null)):
-            z = lam.encode(*pair)
-            if out is real:
-                latents.append(z)
-            _, q, _, _ = lam.quantizer.lookup(z)
+            _, q, _, _ = lam.quantizer.lookup(lam.encode(*pair))
             fut = lam.predict_future(img_t, q)
             out.append((lam.image_features(fut) - lam.image_features(img_t)).abs().mean((1, 2)).cpu())
-    lam.latent_mean.copy_(torch.cat(latents).mean(0))
     real_t, null_t = torch.cat(real), torch.cat(null)
     lo, hi = float(null_t.mean()), float(torch.quantile(real_t, 0.25))
     return max(lo, 0.5 * (lo + hi)) if hi > lo else 0.0
@@ -329,7 +323,7 @@ def train(cfg: TrainConfig) -> Path:
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         optimizer.step()
         if hasattr(model, "lam") and variant != "frozen_lam" or lam_only:
-            model.lam.quantizer.maintain()
+            model.lam.maintain()
         if world > 1 and hasattr(model, "lam"):
             dist.broadcast(model.lam.quantizer.codebook.data, 0)   # dead-code re-seeding is rank-local
         n_since += cfg.batch_size
