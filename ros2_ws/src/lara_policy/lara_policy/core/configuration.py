@@ -46,6 +46,7 @@ class LAMConfig:
     fdm_layers: int = 2               # transformer layers in the FDM (patch tokens <- latent tokens)
     heads: int = 4
     dead_code_steps: int = 50         # re-seed codes unused for this many steps (collapse guard)
+    motion_weight: float = 10.0       # extra pixel-loss weight where the frames differ (0 = plain MSE)
     perceptual_weight: float = 0.0    # weight of an optional feature-space (perceptual) loss
 
 

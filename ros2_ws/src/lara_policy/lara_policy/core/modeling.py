@@ -247,6 +247,16 @@ class LatentActionModel(nn.Module):
         delta = self.fdm_out(self.fdm_norm(x)).view(b, n, n, 3, p, p).permute(0, 3, 1, 4, 2, 5)
         return a + delta.reshape(b, 3, n * p, n * p)
 
+    def _weighted_recon(self, pred, image_t, target):
+        """Pixel MSE with pixels that change between the frames up-weighted: the moving arm is
+        a few percent of the image, and only the latent can tell the FDM where it goes."""
+        gain = self.config.motion_weight
+        if gain <= 0:
+            return F.mse_loss(pred, target)
+        moving = ((target - image_t).abs().amax(1, keepdim=True) > 0.05).float()
+        weight = 1 + gain * moving
+        return ((pred - target) ** 2 * weight).mean() / weight.mean()
+
     def forward(self, image_t, image_tc):
         """Returns dict: z (pre-VQ), z_q, indices, recon, loss terms."""
         image_t, target = self.resize(image_t), self.resize(image_tc)    # once; later calls are no-ops
@@ -254,7 +264,7 @@ class LatentActionModel(nn.Module):
         z_q, vq_loss, idx = self.quantizer(z)
         pred = self.predict_future(image_t, z_q)
         recon = F.mse_loss(pred, target)
-        loss = recon + vq_loss
+        loss = vq_loss + self._weighted_recon(pred, image_t, target)
         if self.config.perceptual_weight > 0:
             with torch.no_grad():
                 feat_target = self.image_features(target)
