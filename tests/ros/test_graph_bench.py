@@ -29,3 +29,17 @@ def test_bench_ros_reports_latency_and_ticks(tiny_checkpoint, tmp_path):
     assert 20.0 < res["tick_interval_p50_ms"] < 60.0, res
     assert res["sim_steps"] > 0 and res["model_id"].startswith("tiny-ros-test-")
     assert "camera -> command through ROS" in p.stdout
+
+
+def test_bench_ros_with_policy_in_its_own_process(tiny_checkpoint, tmp_path):
+    """The same measurement with policy_node as a separate process (as ros2 launch runs it):
+    chunks cross a process boundary over DDS, and the subprocess is cleaned up."""
+    out = tmp_path / "bench.json"
+    p = subprocess.run([sys.executable, "-m", "lara_policy.cli", "bench", "ros", "--checkpoint", str(tiny_checkpoint),
+                        "--duration", "4", "--policy-process", "--out", str(out)], env=os.environ.copy(),
+                       capture_output=True, text=True, timeout=240)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert res["policy_in"] == "a separate process"
+    assert res["chunks_measured"] >= 3 and res["ticks"] >= 30 and math.isfinite(res["cam_to_cmd_p50_ms"]), res
+    assert "Traceback" not in p.stderr, p.stderr[-3000:]

@@ -57,6 +57,22 @@ def build_random_checkpoint(path: str, task: str) -> str:
     return path
 
 
+def start_policy_process(config: dict, overrides: dict, workdir: str):
+    """policy_node as `python -m lara_policy.ros.policy_node --ros-args --params-file F`."""
+    import subprocess
+
+    import yaml
+
+    from lara_policy.ros.params import node_params
+    params = node_params(config, "policy_node")
+    params.update(overrides)
+    path = os.path.join(workdir, "policy_node.yaml")
+    with open(path, "w", encoding="utf-8") as f:
+        yaml.safe_dump({"policy_node": {"ros__parameters": params}}, f)
+    return subprocess.Popen([sys.executable, "-m", "lara_policy.ros.policy_node", "--ros-args",
+                             "--params-file", path], env=os.environ.copy())
+
+
 class Probe:
     """Records chunk and command arrivals (a node in the same executor)."""
 
@@ -130,6 +146,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="", help="torch device ('' = auto)")
     parser.add_argument("--control-priority", choices=("normal", "high", "realtime"), default="normal",
                         help="scheduling priority of the control thread, where permitted")
+    parser.add_argument("--policy-process", action="store_true",
+                        help="run policy_node in its own process (as `ros2 launch` does) instead of in "
+                             "the bench process next to the control loop")
     parser.add_argument("--out", metavar="FILE.json", help="write the results as JSON")
 
 
@@ -160,29 +179,53 @@ def run(args: argparse.Namespace) -> int:
     import rclpy
     rclpy.init()
     graph = None
+    policy_proc = None
+    tmpdir_proc = tempfile.TemporaryDirectory(prefix="lara_bench_params_")
     try:
         overrides = {"sim_node": {"task": args.task, "seed": args.seed, "auto_reset": True},
                      "policy_node": {"checkpoint": ckpt, "num_candidates": int(args.num_candidates)}}
         if args.device:
             overrides["policy_node"]["device"] = args.device
-        graph = Graph(config, ["sim_node", "policy_node", "command_node"], overrides=overrides,
+        in_process = not args.policy_process
+        graph = Graph(config, ["sim_node", "policy_node", "command_node"] if in_process
+                      else ["sim_node", "command_node"], overrides=overrides,
                       control_priority=args.control_priority)
-        sim, pol, cmd = graph.nodes["sim_node"], graph.nodes["policy_node"], graph.nodes["command_node"]
-        probe = Probe(rclpy, cmd.get_parameter("twist_topic").value, pol.topics["action_chunk_topic"])
+        sim, cmd = graph.nodes["sim_node"], graph.nodes["command_node"]
+        pol = graph.nodes.get("policy_node")
+        chunk_topic = node_params(config, "policy_node").get("action_chunk_topic", "/lara/action_chunk")
+        probe = Probe(rclpy, cmd.get_parameter("twist_topic").value, chunk_topic)
         graph.executor.add_node(probe.node)
         period = 1.0 / float(cmd.get_parameter("control_rate_hz").value)
         ok, msg = sim.reset_episode()
         if not ok:
             raise BringupError(msg)
-        pol.reset_episode()
-        pol.set_instruction(sim.instruction)
+        if in_process:
+            pol.reset_episode()
+            pol.set_instruction(sim.instruction)
+        else:
+            policy_proc = start_policy_process(config, overrides["policy_node"], tmpdir_proc.name)
+            from lara_msgs.srv import SetInstruction
+            t_wait = time.monotonic()
+            while True:   # the process needs a few seconds to load torch and the checkpoint
+                try:
+                    r = graph.call(SetInstruction, "/lara/set_instruction",
+                                   SetInstruction.Request(instruction=sim.instruction), timeout=20.0)
+                    if r.success:
+                        break
+                except BringupError:
+                    pass
+                if policy_proc.poll() is not None or time.monotonic() - t_wait > 90:
+                    raise BringupError("policy_node process did not come up (see its log above)")
+        probe.recording = True   # chunks before arming are only used to wait for the first one
         t_wait = time.monotonic()
-        while pol.chunks_published == 0 and time.monotonic() - t_wait < 60:
+        while not probe.chunks and time.monotonic() - t_wait < 60:
             time.sleep(0.02)
-        if pol.chunks_published == 0:
-            raise BringupError(f"policy published no chunk: {pol.last_rejection}")
-        pol.inference_ms.clear()
-        probe.recording = True
+        if not probe.chunks:
+            raise BringupError(f"policy published no chunk: {pol.last_rejection if pol else 'see its log'}")
+        probe.chunks.clear()
+        probe.twists.clear()
+        if pol is not None:
+            pol.inference_ms.clear()
         graph.arm()
         load0 = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
         time.sleep(args.duration)
@@ -191,10 +234,11 @@ def run(args: argparse.Namespace) -> int:
         res = analyse(probe.chunks, probe.twists, period)
         res.update({
             "control_rate_hz": 1.0 / period, "duration_s": args.duration,
-            "inference_p50_ms": _pct(pol.inference_ms, 50), "inference_p95_ms": _pct(pol.inference_ms, 95),
-            "num_candidates": int(args.num_candidates), "replan_period_steps":
-                int(pol.get_parameter("replan_period_steps").value),
-            "model_id": pol.meta.model_id, "policy": source, "sim_steps": int(sim.steps),
+            "inference_p50_ms": _pct(pol.inference_ms, 50) if pol else float("nan"),
+            "inference_p95_ms": _pct(pol.inference_ms, 95) if pol else float("nan"),
+            "num_candidates": int(args.num_candidates),
+            "policy_in": "this process" if pol else "a separate process",
+            "model_id": pol.meta.model_id if pol else "", "policy": source, "sim_steps": int(sim.steps),
             "sim_success": bool(sim.success), "sim_late_ticks": int(sim.late_ticks),
             "control_priority": graph.control_priority_applied,
             "command_faults": sorted({r.reason.split(":")[0] for r in cmd.tick_log if r.state == "fault"}),
@@ -206,12 +250,21 @@ def run(args: argparse.Namespace) -> int:
         print(f"lara bench ros: {exc}", file=sys.stderr)
         return 1
     finally:
+        if policy_proc is not None:
+            policy_proc.terminate()
+            try:
+                policy_proc.wait(timeout=10)
+            except Exception:  # noqa: BLE001
+                policy_proc.kill()
+                policy_proc.wait(timeout=5)
+        tmpdir_proc.cleanup()
         if graph is not None:
             graph.close()
         if rclpy.ok():
             rclpy.shutdown()
         if tmpdir is not None:
             tmpdir.cleanup()
+    print(f"policy_node ran in {res['policy_in']}")
     print(f"camera -> command through ROS: p50 {res['cam_to_cmd_p50_ms']:.1f} ms, p95 "
           f"{res['cam_to_cmd_p95_ms']:.1f} ms over {res['chunks_measured']} chunks (target p50 <= "
           f"{TARGET_CAM_TO_CMD_P50_MS:.0f} ms); camera -> chunk p50 {res['cam_to_chunk_p50_ms']:.1f} ms; "

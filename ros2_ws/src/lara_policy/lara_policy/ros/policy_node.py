@@ -395,6 +395,9 @@ def main(args=None) -> None:
         executor.spin()
     except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
         pass
+    except Exception:  # noqa: BLE001 - a shutdown race (SIGTERM) ends the spin; anything else is real
+        if rclpy.ok():
+            raise
     finally:
         node.destroy_node()
         if rclpy.ok():
