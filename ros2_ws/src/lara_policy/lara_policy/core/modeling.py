@@ -254,8 +254,9 @@ class LatentActionModel(nn.Module):
         if gain <= 0:
             return F.mse_loss(pred, target)
         moving = ((target - image_t).abs().amax(1, keepdim=True) > 0.05).float()
-        weight = 1 + gain * moving
-        return ((pred - target) ** 2 * weight).mean() / weight.mean()
+        weight = 1 + gain * moving                       # normalised per sample (DDP-decomposable)
+        per_sample = ((pred - target) ** 2 * weight).mean((1, 2, 3)) / weight.mean((1, 2, 3))
+        return per_sample.mean()
 
     def forward(self, image_t, image_tc):
         """Returns dict: z (pre-VQ), z_q, indices, recon, loss terms."""
