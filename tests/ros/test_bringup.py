@@ -91,3 +91,12 @@ def test_shipped_config_parameters_are_declared(ros, name):
                     assert node.get_parameter(k).value == v or k == "checkpoint", (n, k, v)
     finally:
         graph.close()
+
+
+def test_lara_bringup_real_arm_graph_starts_disarmed(tiny_checkpoint):
+    """Without a sim (real arm), the graph runs but command_node is NOT armed unless asked."""
+    p = _lara("bringup", "real_arm", "--checkpoint", str(tiny_checkpoint), "--no-record", "--duration", "2",
+              timeout=120)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    assert "nodes policy_node, command_node" in p.stdout
+    assert "NOT armed" in p.stdout and "ARMED" not in p.stdout.replace("NOT armed", "")

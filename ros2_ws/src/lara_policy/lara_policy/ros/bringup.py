@@ -199,15 +199,22 @@ class Graph:
             cli.remove_pending_request(future) if hasattr(cli, "remove_pending_request") else None
         raise BringupError(f"service {name} did not answer within {timeout:.0f} s")
 
+    def configure(self) -> None:
+        """Configure command_node (zero motion, not armed)."""
+        cmd = self.nodes.get("command_node")
+        if cmd is None or self._command_configured:
+            return
+        from rclpy.lifecycle import TransitionCallbackReturn
+        if cmd.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+            raise BringupError(f"command_node refused to configure: {getattr(cmd, 'reason', '')}")
+        self._command_configured = True
+
     def arm(self) -> None:
         cmd = self.nodes.get("command_node")
         if cmd is None:
             return
         from rclpy.lifecycle import TransitionCallbackReturn
-        if not self._command_configured:
-            if cmd.trigger_configure() != TransitionCallbackReturn.SUCCESS:
-                raise BringupError(f"command_node refused to configure: {getattr(cmd, 'reason', '')}")
-            self._command_configured = True
+        self.configure()
         if cmd.trigger_activate() != TransitionCallbackReturn.SUCCESS:
             raise BringupError(f"command_node refused to activate: {getattr(cmd, 'reason', '')}")
 
@@ -356,6 +363,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="torch device for the policy (default: auto)")
     parser.add_argument("--record-dir", help="where the recorder writes episode bags")
     parser.add_argument("--no-record", action="store_true", help="do not start the recorder")
+    parser.add_argument("--arm", action="store_true",
+                        help="graphs without a sim (real arm): activate command_node at start "
+                             "(default: configured, zero motion, until activated)")
     parser.add_argument("--duration", type=float, default=0.0,
                         help="graphs without a sim: run this many seconds (0 = until Ctrl-C)")
     parser.add_argument("--control-priority", choices=CONTROL_PRIORITIES, default="normal",
@@ -406,8 +416,13 @@ def run(args: argparse.Namespace) -> int:
             n_ok = sum(r.success for r in results)
             print(f"lara bringup: {n_ok}/{len(results)} episodes succeeded on {task}", flush=True)
         else:
-            print("lara bringup: running (Ctrl-C to stop)", flush=True)
-            graph.arm()
+            if args.arm:
+                graph.arm()
+                print("lara bringup: running, command_node ARMED (Ctrl-C to stop)", flush=True)
+            else:
+                graph.configure()
+                print("lara bringup: running; command_node configured but NOT armed (zero motion): pass "
+                      "--arm, or activate it through its lifecycle services (Ctrl-C to stop)", flush=True)
             t_end = time.monotonic() + args.duration if args.duration > 0 else float("inf")
             while time.monotonic() < t_end:
                 time.sleep(0.2)
