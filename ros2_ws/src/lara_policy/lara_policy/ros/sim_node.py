@@ -5,7 +5,8 @@ Every control tick (control_rate_hz) it
        action[:3] = twist.linear * control_period / ee_delta_scale_m   (inverse of command_node)
        action[3]  = latest gripper command (-1 open .. +1 close)
      A command older than command_timeout_s, or none at all, means zero motion: the env
-     is not stepped (the arm holds still, no step budget is used).
+     is not stepped (the arm holds still, no step budget is used). The gripper keeps its
+     last command.
   2. renders the camera and publishes image (rgb8, stamp = render time), joint states
      (arm joints + the gripper joint), end-effector pose, goal point and task success.
 
@@ -159,8 +160,8 @@ class SimNode(Node):
         a = np.zeros(4, dtype=np.float64)
         if fresh_twist:
             a[:3] = twist[0] * self.control_period / self.ee_delta_scale_m
-        if fresh_grip:
-            a[3] = grip[0]
+        if grip is not None:
+            a[3] = grip[0]   # the gripper holds its last command (never drops a grasp on a timeout)
         return a
 
     # -- sim thread ----------------------------------------------------------------------
