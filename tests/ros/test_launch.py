@@ -37,6 +37,8 @@ def test_launch_file_compiles_and_node_graph_is_consistent(name):
     path = os.path.join(_launch_dir(), name)
     tree = ast.parse(open(path, encoding="utf-8").read(), filename=path)
     assert any(isinstance(n, ast.FunctionDef) and n.name == "generate_launch_description" for n in tree.body)
+    mod = _import_launch_file(name)     # imports here too: `launch` itself is only imported when called
+    assert callable(mod.generate_launch_description)
     specs = node_specs(os.path.join(config_dir(), CONFIG_OF[name]), checkpoint="/ckpt")
     assert specs, "no nodes"
     entry_points = _entry_points()
