@@ -85,7 +85,8 @@ def test_episode_bag_metadata_and_read_back(harness, tmp_path):
     for i in range(60):                                     # ~2 s at 30 Hz -> several segments
         f.step(i, accepted=(i % 9 != 0))
         time.sleep(1 / 30)
-    time.sleep(0.5)
+    # everything sent has arrived (DDS may lag on a loaded CPU) before the episode is stopped
+    assert wait_for(lambda: sum(rec._episode["received"].values()) >= sum(f.sent.values()), 10.0)
     s = call_service(harness, cl, StopEpisode, "/lara/recorder/stop", StopEpisode.Request(task_success=True, notes="ok"))
     assert s.success, s.message
     bag = Path(s.bag_path)
@@ -172,7 +173,8 @@ def test_bag_survives_sigkill_of_recorder_process(harness, tmp_path):
         assert as_is >= msgs_logged > 0
         # ... and recover() (also `python -m lara_policy.ros.bag_tools recover`) agrees
         rep = bag_tools.recover(bag)
-        assert rep["messages"] >= msgs_logged and rep["lost_partial"]   # the in-flight segment is lost
+        assert rep["messages"] >= msgs_logged and rep["segments"] >= segs_logged
+        # (rep["lost_partial"] names the in-flight segment, if one was open at the kill: lost)
         n = sum(1 for t, *_ in bag_tools.iter_messages(bag, raw=True) if t == "/camera/image_raw")
         assert n >= msgs_logged
         meta = json.loads((bag / "episode_meta.json").read_text())
