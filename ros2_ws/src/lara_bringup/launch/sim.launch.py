@@ -13,6 +13,4 @@ from lara_bringup.launch_common import make_launch_description
 
 
 def generate_launch_description():
-    return make_launch_description("sim.yaml", robot_launch_arg=False,
-                                   extra={"sim_node": {"publish_instruction": True, "auto_reset_on_budget": True,
-                                                               "auto_increment_seed": True}})
+    return make_launch_description("sim.yaml", robot_launch_arg=False)
