@@ -445,18 +445,25 @@ class LaraModel(nn.Module):
         return x, hidden
 
     @torch.no_grad()
+    def predicted_effect(self, image_t, z):
+        """How much the FDM's predicted future under latent z differs from its prediction under
+        the NULL latent (the IDM's latent of (I_t, I_t): "nothing happens"), in the LAM's
+        patch-feature space. image_t (1 or B, 3, S, S); z (B, M, d) -> (B,) >= 0."""
+        lam = self.lam
+        q = lam.quantizer.lookup(z)[1]
+        now = image_t.expand(z.shape[0], -1, -1, -1)
+        null = lam.quantizer.lookup(lam.encode(image_t, image_t))[1]
+        future = lam.image_features(lam.predict_future(now, q))
+        future_null = lam.image_features(lam.predict_future(image_t, null))
+        return (future - future_null).abs().mean((1, 2))
+
+    @torch.no_grad()
     def dynamics_check(self, image_t, hidden):
-        """For N candidates: predicted latent f_psi(h), predicted effect (LAM-feature change of
-        the FDM's predicted future vs now) and plausibility (distance to the nearest code)."""
+        """For N candidates: predicted latent f_psi(h), predicted effect (see predicted_effect)
+        and plausibility (distance of the normalised latent to the nearest code)."""
         pred_z = self.project(hidden)                                 # (N, M, d)
-        zn, q, _, cos = self.lam.quantizer.lookup(pred_z)
-        z_q = q
-        n = pred_z.shape[0]
-        now = image_t.expand(n, -1, -1, -1)
-        future = self.lam.predict_future(now, z_q)
-        f_now = self.lam.image_features(now)
-        f_future = self.lam.image_features(future)
-        effect = (f_future - f_now).abs().mean((1, 2))
+        _, _, _, cos = self.lam.quantizer.lookup(pred_z)
+        effect = self.predicted_effect(image_t, pred_z)
         plausibility = torch.sqrt((2 - 2 * cos).clamp(min=0)).mean(-1)
         return pred_z, effect, plausibility
 

@@ -177,25 +177,20 @@ def make_batch(data: ChunkDataset, stats: NormStats | None, plan: dict, cfg: Tra
 
 
 @torch.no_grad()
-def calibrate_null_effect(model: LaraModel, data: ChunkDataset, stats: NormStats, device, batches: int = 4) -> float:
+def calibrate_null_effect(model: LaraModel, data: ChunkDataset, stats: NormStats | None, device,
+                          batches: int = 4, fraction: float = 0.25) -> float:
     """Threshold on the dynamics check's predicted effect below which a chunk counts as null:
-    halfway between the effect of a 'nothing changes' latent (IDM on (I_t, I_t)) and the 25th
-    percentile of effects of real transitions (IDM on (I_t, I_{t+C}))."""
+    `fraction` x the median effect of the latents of real transitions (IDM on (I_t, I_{t+C}));
+    a null latent has effect 0 by construction (see LaraModel.predicted_effect)."""
     model.eval()
     g = torch.Generator().manual_seed(1234)
-    real, null = [], []
-    lam = model.lam
+    effects = []
     for _ in range(batches):
         idx = torch.randint(0, len(data), (64,), generator=g).numpy()
         b = data.batch(idx, stats if stats is not None else identity_stats(data))
         img_t, img_tc = b["image_t"].to(device), b["image_tc"].to(device)
-        for pair, out in (((img_t, img_tc), real), ((img_t, img_t), null)):
-            _, q, _, _ = lam.quantizer.lookup(lam.encode(*pair))
-            fut = lam.predict_future(img_t, q)
-            out.append((lam.image_features(fut) - lam.image_features(img_t)).abs().mean((1, 2)).cpu())
-    real_t, null_t = torch.cat(real), torch.cat(null)
-    lo, hi = float(null_t.mean()), float(torch.quantile(real_t, 0.25))
-    return max(lo, 0.5 * (lo + hi)) if hi > lo else 0.0
+        effects.append(model.predicted_effect(img_t, model.lam.encode(img_t, img_tc)).cpu())
+    return float(fraction * torch.cat(effects).median())
 
 
 def plot_metrics(csv_path: Path, png_path: Path) -> None:
