@@ -469,9 +469,15 @@ class LaraModel(nn.Module):
 
     @torch.no_grad()
     def surprise(self, predicted_latent, image_t, image_tc):
-        """1 - cos(observed latent, predicted latent) over the whole M x d_z latent."""
-        z = self.lam.encode(image_t, image_tc)
-        return float(1 - F.cosine_similarity(z.flatten(1), predicted_latent.flatten(1), dim=-1).mean())
+        """||z_observed - z_predicted|| / ||z_predicted - z_null||, with z_null the IDM latent of
+        (I_t, I_t). 0 = the transition happened as predicted; 1 = nothing happened (or a
+        change of the predicted size went elsewhere); larger = a bigger different change."""
+        lam = self.lam
+        z_obs = lam.encode(image_t, image_tc).flatten(1)
+        z_null = lam.encode(image_t, image_t).flatten(1)
+        z_pred = predicted_latent.flatten(1)
+        scale = (z_pred - z_null).norm(dim=-1).clamp(min=1e-6)
+        return float(((z_obs - z_pred).norm(dim=-1) / scale).mean())
 
 
 def count_parameters(module: nn.Module) -> int:
