@@ -185,7 +185,7 @@ class LatentActionModel(nn.Module):
         # codes' directions (collapse) nor makes every alignment/surprise cosine look high
         self.register_buffer("latent_mean", torch.zeros(c.num_queries, c.latent_dim))
         self.register_buffer("latent_mean_ready", torch.zeros(()))
-        self.latent_mean_momentum = 0.99
+        self.latent_mean_momentum = 0.9
         # forward dynamics (a small ViT, as the paper's FDM): patch tokens of I_t attend to the
         # latent-action tokens, then each token decodes its patch of the predicted change
         p, n = c.patch_size, c.image_size // c.patch_size
@@ -215,8 +215,22 @@ class LatentActionModel(nn.Module):
             q = layer(q, tokens)
         raw = self.to_latent(q)
         if self.training:
-            self._last_raw_mean = raw.detach().mean(0)
+            # centre with the (global) batch mean, detached: the raw output drifts faster than a
+            # running mean follows; the running mean serves inference and is re-estimated
+            # exactly over the data at the end of training (train.calibrate_null_effect)
+            mean = self._global_batch_mean(raw.detach())
+            self._last_raw_mean = mean
+            return raw - mean
         return raw - self.latent_mean
+
+    @staticmethod
+    def _global_batch_mean(raw):
+        """Mean over the batch (over ALL ranks under DDP, so a distributed step equals a
+        single-process step on the same global batch)."""
+        stats = torch.cat([raw.sum(0).flatten(), raw.new_tensor([raw.shape[0]])])
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(stats)
+        return (stats[:-1] / stats[-1]).view(raw.shape[1:])
 
     @torch.no_grad()
     def maintain(self) -> None:

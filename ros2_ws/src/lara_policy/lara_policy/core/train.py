@@ -179,11 +179,20 @@ def make_batch(data: ChunkDataset, stats: NormStats | None, plan: dict, cfg: Tra
 @torch.no_grad()
 def calibrate_null_effect(model: LaraModel, data: ChunkDataset, stats: NormStats | None, device,
                           batches: int = 4, fraction: float = 0.25) -> float:
-    """Threshold on the dynamics check's predicted effect below which a chunk counts as null:
+    """Re-estimate the LAM's latent mean exactly, then return the threshold on the dynamics
+    check's predicted effect below which a chunk counts as null:
     `fraction` x the median effect of the latents of real transitions (IDM on (I_t, I_{t+C}));
     a null latent has effect 0 by construction (see LaraModel.predicted_effect)."""
     model.eval()
     g = torch.Generator().manual_seed(1234)
+    # exact mean of the raw IDM latent over the data (the running mean lags the training)
+    raw_means = []
+    for _ in range(batches):
+        idx = torch.randint(0, len(data), (64,), generator=g).numpy()
+        b = data.batch(idx, stats if stats is not None else identity_stats(data))
+        raw_means.append((model.lam.encode(b["image_t"].to(device), b["image_tc"].to(device))
+                          + model.lam.latent_mean).mean(0))
+    model.lam.latent_mean.copy_(torch.stack(raw_means).mean(0))
     effects = []
     for _ in range(batches):
         idx = torch.randint(0, len(data), (64,), generator=g).numpy()
