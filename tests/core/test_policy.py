@@ -72,19 +72,14 @@ def test_dynamics_check_and_surprise(policy):
     # the chosen chunk is one of the candidates: same seed, same 6 noises -> same choice
     again = policy.predict_chunk(_obs(), num_candidates=6, seed=1)
     np.testing.assert_array_equal(pred.actions, again.actions)
-    # surprise: 0 when the observed transition is the predicted one; exactly 1 when nothing
-    # happened (observed pair (I_t, I_t)); more for a bigger, different change
+    # surprise: 0 when the observed transition is the predicted one, 2 for the opposite change
     from lara_policy.core.policy import image_to_tensor
     img_t, img_tc = draw(0.3, 0.3, 40), draw(0.45, 0.3, 40)
-    lam = policy.model.lam
-    z = lam.encode(image_to_tensor(img_t, 32)[None], image_to_tensor(img_tc, 32)[None])[0].detach().numpy()
+    z = policy.model.lam.encode(image_to_tensor(img_t, 32)[None], image_to_tensor(img_tc, 32)[None])[0].detach().numpy()
     assert policy.surprise(z, img_t, img_tc) < 1e-4
-    assert abs(policy.surprise(z, img_t, img_t) - 1.0) < 1e-4
-    z_null = lam.encode(image_to_tensor(img_t, 32)[None], image_to_tensor(img_t, 32)[None])[0].detach().numpy()
-    opposite = z_null - (z - z_null) / 3          # predicted: the opposite change, a third as big
-    assert abs(policy.surprise(opposite, img_t, img_tc) - 4.0) < 1e-2
+    assert policy.surprise(-z, img_t, img_tc) > 1.999
     s = policy.surprise(chk.predicted_latent, img_t, img_tc)
-    assert np.isfinite(s) and s >= 0.0
+    assert 0.0 <= s <= 2.0
 
 
 def test_all_null_flag(policy):

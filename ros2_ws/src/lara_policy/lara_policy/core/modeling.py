@@ -483,15 +483,11 @@ class LaraModel(nn.Module):
 
     @torch.no_grad()
     def surprise(self, predicted_latent, image_t, image_tc):
-        """||z_observed - z_predicted|| / ||z_predicted - z_null||, with z_null the IDM latent of
-        (I_t, I_t). 0 = the transition happened as predicted; 1 = nothing happened (or a
-        change of the predicted size went elsewhere); larger = a bigger different change."""
-        lam = self.lam
-        z_obs = lam.encode(image_t, image_tc).flatten(1)
-        z_null = lam.encode(image_t, image_t).flatten(1)
-        z_pred = predicted_latent.flatten(1)
-        scale = (z_pred - z_null).norm(dim=-1).clamp(min=1e-6)
-        return float(((z_obs - z_pred).norm(dim=-1) / scale).mean())
+        """1 - cos(observed latent, predicted latent) over the whole M x d_z latent; both are
+        relative to the LAM's mean latent and f_psi is trained by cosine, so only directions
+        are comparable. 0 = as predicted, 1 = unrelated, 2 = the opposite change."""
+        z_obs = self.lam.encode(image_t, image_tc).flatten(1)
+        return float(1 - F.cosine_similarity(z_obs, predicted_latent.flatten(1), dim=-1).mean())
 
 
 def count_parameters(module: nn.Module) -> int:

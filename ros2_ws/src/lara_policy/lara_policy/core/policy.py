@@ -162,9 +162,8 @@ class LaraPolicy:
             predicted_latent=pred_z[chosen].float().cpu().numpy())
 
     def surprise(self, predicted_latent: np.ndarray, image_t: np.ndarray, image_tC: np.ndarray) -> float:
-        """How far the LAM latent of the OBSERVED transition (I_t, I_{t+C}) is from the latent
-        predicted for the executed chunk, relative to the predicted change (see
-        LaraModel.surprise): 0 = as predicted, 1 = nothing happened, > 1 = something else."""
+        """1 - cos between the LAM latent of the OBSERVED transition (I_t, I_{t+C}) and the latent
+        predicted for the executed chunk: 0 = as predicted, 1 = unrelated, 2 = opposite."""
         if not self.config.has_lam:
             raise ValueError("this checkpoint has no LAM (variant dit_only): surprise is unavailable")
         lam = self.config.lam
