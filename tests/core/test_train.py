@@ -75,6 +75,14 @@ def test_resume_continues_from_checkpoint(stores, tmp_path):
     steps = [int(r["step"]) for r in csv.DictReader(open(tmp_path / "metrics.csv"))]
     assert steps == [5, 10, 15], steps                  # continued, not restarted
     assert read_config(tmp_path / "final")[1]["step"] == 15
+    # step checkpoints keep raw weights + EMA + optimizer; final/ holds the EMA weights
+    from safetensors.torch import load_file
+    raw_dir = tmp_path / "checkpoints" / "step_0000015"
+    assert (raw_dir / "ema.safetensors").exists() and (raw_dir / "optimizer.safetensors").exists()
+    ema, final, raw = (load_file(str(p)) for p in (raw_dir / "ema.safetensors", tmp_path / "final" / "model.safetensors",
+                                                     raw_dir / "model.safetensors"))
+    key = "action_head.action_out.weight"
+    assert torch.equal(ema[key], final[key]) and not torch.equal(raw[key], final[key])
 
 
 # -- DDP ------------------------------------------------------------------------------------

@@ -128,6 +128,7 @@ class TrainConfig:
     w_lara: float = 0.01              # w1
     w_lam: float = 0.01               # w2
     grad_clip: float = 1.0
+    ema_decay: float = 0.999          # EMA of the weights (warmed up); final/ holds the EMA; 0 = off
     seed: int = 0
     init: str = ""                    # VLA checkpoint to start from (posttrain, lam-refine)
     lam: str = ""                     # LAM checkpoint to start the LAM from

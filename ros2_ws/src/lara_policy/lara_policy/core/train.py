@@ -15,6 +15,7 @@ single-process step on the same global batch.
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import dataclasses
 import json
@@ -26,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+
+from safetensors.torch import load_file, save_file
 
 from lara_policy.core.checkpoint import (CheckpointError, load_optimizer, load_stats, load_text, load_weights,
                                          read_config, save_checkpoint)
@@ -262,6 +265,7 @@ def train(cfg: TrainConfig) -> Path:
         model.lam.requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    ema = copy.deepcopy(model).eval().requires_grad_(False) if cfg.ema_decay > 0 else None
 
     start = 0
     latest = ckpt_dir / "latest.json"
@@ -269,6 +273,12 @@ def train(cfg: TrainConfig) -> Path:
         resume_dir = out / json.loads(latest.read_text())["path"]
         load_weights(resume_dir, model)
         load_optimizer(resume_dir, optimizer)
+        if ema is not None and (resume_dir / "ema.safetensors").exists():
+            try:
+                ema.load_state_dict(load_file(str(resume_dir / "ema.safetensors")), strict=True)
+            except Exception as exc:
+                raise CheckpointError(f"{resume_dir / 'ema.safetensors'} is corrupt or does not fit ({exc}); "
+                                      "delete it to restart the EMA from the current weights") from exc
         start = int(read_config(resume_dir)[1]["step"])
         if rank == 0:
             print(f"resumed from {resume_dir} at step {start}")
@@ -306,10 +316,14 @@ def train(cfg: TrainConfig) -> Path:
         from tqdm import tqdm
         progress = tqdm(total=cfg.steps, initial=start, desc=f"lara {cfg.paradigm}", dynamic_ncols=True)
 
-    def save(step: int, path: Path, with_optimizer: bool = True) -> Path:
-        return save_checkpoint(path, model, config, stats=stats, instructions=data.instructions, text=text,
-                               train_config=cfg.to_dict(), step=step,
-                               optimizer=optimizer if with_optimizer else None, extra={"sources": sources})
+    def save(step: int, path: Path, with_optimizer: bool = True, weights: torch.nn.Module | None = None) -> Path:
+        out_path = save_checkpoint(path, weights or model, config, stats=stats, instructions=data.instructions,
+                                   text=text, train_config=cfg.to_dict(), step=step,
+                                   optimizer=optimizer if with_optimizer else None, extra={"sources": sources})
+        if ema is not None and with_optimizer:
+            save_file({k: v.detach().cpu().contiguous() for k, v in ema.state_dict().items()},
+                      str(path / "ema.safetensors"))
+        return out_path
 
     model.train()
     if variant == "frozen_lam" and hasattr(model, "lam"):
@@ -328,6 +342,8 @@ def train(cfg: TrainConfig) -> Path:
         optimizer.step()
         if hasattr(model, "lam") and variant != "frozen_lam" or lam_only:
             model.lam.maintain()
+        if ema is not None:
+            update_ema(ema, model, min(cfg.ema_decay, (1 + step) / (10 + step)))
         if world > 1 and hasattr(model, "lam"):
             dist.broadcast(model.lam.quantizer.codebook.data, 0)   # dead-code re-seeding is rank-local
         n_since += cfg.batch_size
@@ -361,16 +377,16 @@ def train(cfg: TrainConfig) -> Path:
 
     final = out / "final"
     if rank == 0:
-        if config.has_lam:
-            config.null_effect_threshold = calibrate_null_effect(model, data, stats, device)
-            model.train()
         name = f"step_{cfg.steps:07d}"
-        save(cfg.steps, ckpt_dir / name)
+        save(cfg.steps, ckpt_dir / name)              # the raw weights (+ EMA + optimizer): resumable
         (ckpt_dir / "latest.json").write_text(json.dumps({"path": f"checkpoints/{name}", "step": cfg.steps}))
+        deployed = ema if ema is not None else model
+        if config.has_lam:
+            config.null_effect_threshold = calibrate_null_effect(deployed, data, stats, device)
         if cfg.paradigm == "lam-refine":
-            export_lam(model, config, final, extra={"sources": sources, "refined_from_step": cfg.steps})
+            export_lam(deployed, config, final, extra={"sources": sources, "refined_from_step": cfg.steps})
         else:
-            save(cfg.steps, final, with_optimizer=False)
+            save(cfg.steps, final, with_optimizer=False, weights=deployed)
         metrics_file.close()
         if tb is not None:
             tb.close()
@@ -383,6 +399,14 @@ def train(cfg: TrainConfig) -> Path:
     if started_dist:
         dist.destroy_process_group()
     return final
+
+
+@torch.no_grad()
+def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.lerp_(p.detach(), 1 - decay)
+    for e, b in zip(ema.buffers(), model.buffers()):
+        e.copy_(b)
 
 
 def export_lam(model: LaraModel, config: ModelConfig, path: Path, extra: dict | None = None) -> Path:
@@ -432,6 +456,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--latent-dim", type=int, default=m.lam.latent_dim)
     parser.add_argument("--codebook-size", type=int, default=m.lam.codebook_size)
     parser.add_argument("--aug-shift", type=int, default=d.aug_shift)
+    parser.add_argument("--ema-decay", type=float, default=d.ema_decay, help="0 disables the weight EMA")
     parser.add_argument("--name", default=m.name, help="model name (model_id = name + content hash)")
     parser.add_argument("--tensorboard", action="store_true")
     parser.add_argument("--no-progress", action="store_true")
@@ -448,7 +473,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                        variant=args.variant, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                        w_lara=args.w_lara, w_lam=args.w_lam, seed=args.seed, init=args.init, lam=args.lam,
                        resume=args.resume, save_every=args.save_every, log_every=args.log_every,
-                       aug_shift=args.aug_shift, threads=args.threads, device=args.device,
+                       aug_shift=args.aug_shift, ema_decay=args.ema_decay, threads=args.threads, device=args.device,
                        tensorboard=args.tensorboard, progress=not args.no_progress,
                        cameras=list(args.cameras or []), model=model)
 
