@@ -113,3 +113,15 @@ def test_action_loss_falls_tenfold(stores, tmp_path):
     load_weights(final, model)
     after = eval_loss(model)
     assert after * 10 <= before, f"action loss {before:.4f} -> {after:.4f}: less than a 10x fall"
+    # a dit_only checkpoint serves chunks; the dynamics check is reported as unavailable
+    from lara_policy.core.api import Observation
+    from lara_policy.core.policy import LaraPolicy
+    from synthetic import TASKS, draw
+    policy = LaraPolicy.from_checkpoint(final, device="cpu")
+    obs = Observation(images={"corner4": draw(0.3, 0.3, 32)}, state=np.zeros(7, np.float32),
+                      instruction=TASKS["move-right"])
+    pred = policy.predict_chunk(obs, num_candidates=3, seed=0)
+    assert pred.actions.shape == (8, 4) and pred.check.accepted and pred.check.predicted_latent is None
+    assert "unavailable" in pred.info["dynamics_check"]
+    with pytest.raises(ValueError, match="no LAM"):
+        policy.surprise(np.zeros((4, 8), np.float32), draw(0.3, 0.3, 32), draw(0.3, 0.3, 32))

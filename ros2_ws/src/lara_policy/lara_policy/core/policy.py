@@ -139,11 +139,17 @@ class LaraPolicy:
                 latent = check.predicted_latent
             elif self.config.has_lam:
                 latent = self.model.project(hidden[:1])[0].float().cpu().numpy()
+            elif n > 1:   # dit_only: no LAM to check with; candidate 0, reported as unchecked
+                check = DynamicsCheckResult(num_candidates=n, chosen_index=0, predicted_effect=np.zeros(n, np.float32),
+                                            plausibility=np.zeros(n, np.float32), accepted=True,
+                                            reason="", predicted_latent=None)
             out = actions[chosen] * self._action_std + self._action_mean
             result = out.float().cpu().numpy().astype(np.float32)
         info = {"latency_ms": (time.perf_counter() - t0) * 1000.0, "num_candidates": n, "model_id": self.meta.model_id}
         if latent is not None:
             info["predicted_latent"] = latent      # (M, d_z) for surprise(), also when N = 1
+        if not self.config.has_lam:
+            info["dynamics_check"] = "unavailable: this checkpoint has no LAM (variant dit_only)"
         return ChunkPrediction(actions=result, check=check, info=info)
 
     def _dynamics_check(self, image_t: torch.Tensor, hidden: torch.Tensor) -> DynamicsCheckResult:
