@@ -35,6 +35,7 @@ from lara_policy.core.checkpoint import (CheckpointError, load_optimizer, load_s
 from lara_policy.core.configuration import PARADIGMS, VARIANTS, ModelConfig, TrainConfig
 from lara_policy.core.modeling import LaraModel, VectorQuantizer, count_parameters
 from lara_policy.core.processing import ChunkDataset, NormStats, TextEmbedder
+from lara_policy.data.store import write_train_seeds
 
 
 # ----------------------------------------------------------------------------------------
@@ -387,6 +388,8 @@ def train(cfg: TrainConfig) -> Path:
             export_lam(deployed, config, final, extra={"sources": sources, "refined_from_step": cfg.steps})
         else:
             save(cfg.steps, final, with_optimizer=False, weights=deployed)
+        # every seed whose layout training saw: `lara eval sim` refuses to evaluate on them
+        write_train_seeds(final, [*cfg.data, *cfg.video])
         metrics_file.close()
         if tb is not None:
             tb.close()
