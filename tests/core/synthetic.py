@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lara_policy.core.configuration import ModelConfig, TrainConfig
 from lara_policy.data.store import Episode, EpisodeStore, StoreMeta
 
 STATE_NAMES = ["hand_x", "hand_y", "hand_z", "gripper", "goal_x", "goal_y", "goal_z"]
@@ -52,3 +53,21 @@ def make_store(path: Path, episodes: int = 6, steps: int = 30, size: int = 40, a
             task = list(TASKS)[i % len(TASKS)]
             store.append(make_episode(rng, task, steps, size, action_free, list(cameras)))
     return path
+
+
+def tiny_model_config(variant: str = "lara") -> ModelConfig:
+    m = ModelConfig(name="tiny", variant=variant)
+    m.vla.image_size, m.vla.width, m.vla.depth, m.vla.heads = 32, 64, 4, 4
+    m.vla.vision_channels = [16, 32, 64]
+    m.vla.horizon, m.vla.euler_steps = 8, 4
+    m.lam.image_size, m.lam.width, m.lam.num_queries, m.lam.latent_dim, m.lam.codebook_size = 16, 32, 4, 8, 16
+    m.lam.channels, m.lam.patch_size = [16, 32], 4
+    return m
+
+
+def tiny_train_config(tmp: Path, data: list, **kw) -> TrainConfig:
+    model = kw.pop("model", None) or tiny_model_config(kw.get("variant", "lara"))
+    base = dict(data=[str(p) for p in data], out=str(tmp), steps=20, batch_size=16, lr=2e-3, warmup_steps=5,
+                threads=1, progress=False, log_every=5, save_every=0, aug_shift=2, model=model)
+    base.update(kw)
+    return TrainConfig(**base)

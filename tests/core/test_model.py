@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_model_config, tiny_train_config
+from synthetic import tiny_model_config, tiny_train_config
 from lara_policy.core.modeling import LaraModel
 from lara_policy.core.processing import ChunkDataset
 from lara_policy.core.train import global_batch_plan, instruction_embeddings, make_batch

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import tiny_train_config
+from synthetic import tiny_train_config
 from lara_policy.cli import main as lara_main
 from lara_policy.core.probe import probe, r2_score
 from lara_policy.core.train import train

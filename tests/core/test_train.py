@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from conftest import tiny_model_config, tiny_train_config
+from synthetic import tiny_model_config, tiny_train_config
 from lara_policy.cli import main as lara_main
 from lara_policy.core.checkpoint import read_config
 from lara_policy.core.modeling import LaraModel

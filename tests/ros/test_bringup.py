@@ -10,7 +10,7 @@ import sys
 import pytest
 from rclpy.parameter import Parameter
 
-from conftest import GoalSeekingTestPolicy
+from graph_helpers import GoalSeekingTestPolicy
 
 pytestmark = pytest.mark.ros
 

@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from conftest import GoalSeekingTestPolicy
+from graph_helpers import GoalSeekingTestPolicy
 
 pytestmark = pytest.mark.ros
 

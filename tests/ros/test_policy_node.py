@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from rclpy.parameter import Parameter
 
-from conftest import GoalSeekingTestPolicy, wait_until
+from graph_helpers import GoalSeekingTestPolicy, wait_until
 
 pytestmark = pytest.mark.ros
 

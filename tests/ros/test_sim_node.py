@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from rclpy.parameter import Parameter
 
-from conftest import wait_until
+from graph_helpers import wait_until
 
 pytestmark = pytest.mark.ros
 
