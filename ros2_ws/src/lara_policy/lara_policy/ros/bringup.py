@@ -118,7 +118,6 @@ class Graph:
         from rclpy.executors import MultiThreadedExecutor
 
         self.config = config
-        bring = bringup_settings(config)
         names = list(nodes or robot_nodes(config))
         unknown = [n for n in names if n not in NODE_TYPES]
         if unknown:

@@ -43,6 +43,7 @@ from lara_policy.ros import topics
 from lara_policy.ros.codec import (ImageConversionError, check_to_msg, chunk_to_msg,
                                    image_msg_to_rgb, stamp_to_sec)
 from lara_policy.ros.params import declare, qos_from_params, resolve_path
+from lara_policy.ros.node_main import spin_node
 
 EE_NAMES = {"hand_x": 0, "hand_y": 1, "hand_z": 2}
 GOAL_NAMES = {"goal_x": 0, "goal_y": 1, "goal_z": 2}
@@ -389,19 +390,7 @@ def main(args=None) -> None:
         rclpy.logging.get_logger("policy_node").fatal(str(exc))
         rclpy.shutdown()
         raise SystemExit(1)
-    executor = rclpy.executors.MultiThreadedExecutor(num_threads=2)
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
-    except Exception:  # noqa: BLE001 - a shutdown race (SIGTERM) ends the spin; anything else is real
-        if rclpy.ok():
-            raise
-    finally:
-        node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+    spin_node(node, num_threads=2)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ from lara_msgs.srv import StartEpisode, StopEpisode
 from lara_policy.ros import topics as T
 from lara_policy.ros.bag_tools import META_NAME, SEGMENTS_DIR, atomic_write, dump_yaml, load_yaml, \
     merge_segment_metadata
+from lara_policy.ros.node_main import spin_node
 
 DEFAULT_TOPICS = [T.CAMERA_IMAGE, T.JOINT_STATES, T.EE_POSE, T.ACTION_CHUNK, T.DYNAMICS_CHECK,
                   T.SERVO_TWIST, T.GRIPPER_COMMAND, T.SAFETY_STATUS, T.INSTRUCTION, T.TASK_SUCCESS]
@@ -401,17 +402,7 @@ class RecorderNode(Node):
 
 def main(args=None) -> None:
     rclpy.init(args=args)
-    node = RecorderNode()
-    executor = rclpy.executors.MultiThreadedExecutor(num_threads=2)
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+    spin_node(RecorderNode(), num_threads=2)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from std_srvs.srv import Trigger
 from lara_policy.ros import topics
 from lara_policy.ros.codec import rgb_to_image_msg, sec_to_stamp
 from lara_policy.ros.params import declare, qos_from_params
+from lara_policy.ros.node_main import spin_node
 
 
 class SimNode(Node):
@@ -180,6 +181,8 @@ class SimNode(Node):
             try:
                 self._tick()
             except Exception as exc:  # noqa: BLE001 - never let the sim thread die silently
+                if not self.context.ok():
+                    break   # Ctrl-C shut the context down between the loop check and the publish
                 self.get_logger().error(f"sim_node: tick failed: {exc}", throttle_duration_sec=2.0)
             self.ticks += 1
             next_t += period
@@ -333,18 +336,7 @@ class SimNode(Node):
 
 def main(args=None) -> None:
     rclpy.init(args=args)
-    node = SimNode()
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
-    except Exception:  # noqa: BLE001 - a shutdown race (SIGTERM) ends the spin; anything else is real
-        if rclpy.ok():
-            raise
-    finally:
-        node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+    spin_node(SimNode())
 
 
 if __name__ == "__main__":
