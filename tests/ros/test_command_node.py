@@ -132,7 +132,7 @@ def harness():
 def test_servo_twist_scale_and_gripper(harness, control_thread):
     node, rig = make_node(harness, control_thread=control_thread), Rig(harness)
     armed_moving(node, rig)
-    assert node.state == SafetyStatus.STATE_ARMED
+    assert wait_for(lambda: node.state == SafetyStatus.STATE_ARMED, 2.0), node.reason
     # linear.x = 0.5 * ee_delta_scale_m (0.01) / period (0.05) = 0.1 m/s
     assert wait_for(lambda: any(abs(m.twist.linear.x - 0.1) < 1e-6 for _, m in rig.twists), 5.0)
     moving = [m for _, m in rig.twists if m.twist.linear.x != 0]
@@ -172,7 +172,7 @@ def test_stale_camera_stops_motion_within_3_control_periods(harness):
     moving_after = [r for r in ticks if r.moving and r.t - last_frame > 3 * PERIOD + 1e-3]
     assert not moving_after, moving_after[:3]
     assert all(not r.moving for r in ticks[ticks.index(first_stop):])
-    assert node.state == SafetyStatus.STATE_FAULT and "stale observation" in node.reason
+    assert wait_for(lambda: node.state == SafetyStatus.STATE_FAULT and "stale observation" in node.reason, 2.0)
     # the arm got zero twists (real DDS), and the status says why
     assert wait_for(lambda: rig.twists and rig.twists[-1][1].twist.linear.x == 0.0, 3.0)
     assert wait_for(lambda: any(s.state == "fault" and "stale observation" in s.reason for s in rig.status), 3.0)
@@ -187,7 +187,8 @@ def test_nan_chunk_is_refused_and_motion_stops(harness):
     rig.chunk(action=(float("nan"), 0.0, 0.0, 0.0))
     assert wait_for(lambda: node.rejected_chunks >= 1, 5.0)
     assert wait_for(lambda: not node.tick_log[-1].moving, 2.0)
-    assert node.state == SafetyStatus.STATE_FAULT and "NaN" in node.reason
+    # the tick appends to tick_log just before it sets the status: wait for the same tick's status
+    assert wait_for(lambda: node.state == SafetyStatus.STATE_FAULT and "NaN" in node.reason, 2.0), node.reason
     time.sleep(3 * PERIOD)
     assert all(math.isfinite(m.twist.linear.x) for _, m in rig.twists)
     assert rig.twists[-1][1].twist.linear.x == 0.0
