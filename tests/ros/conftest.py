@@ -13,6 +13,7 @@ rclpy = pytest.importorskip("rclpy", reason="rclpy not installed (run scripts/se
 pytest.importorskip("lara_msgs.msg", reason="lara_msgs not built (run scripts/setup.sh, source env.sh)")
 
 from graph_helpers import build_tiny_checkpoint  # noqa: E402
+from helpers_runtime import RosHarness  # noqa: E402
 
 @pytest.fixture
 def ros():
@@ -72,3 +73,13 @@ def spinner(ros):
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory):
     return build_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny")
+
+
+@pytest.fixture
+def harness():
+    """A private rclpy context with a background MultiThreadedExecutor (helpers_runtime.RosHarness)."""
+    h = RosHarness()
+    try:
+        yield h
+    finally:
+        h.close()

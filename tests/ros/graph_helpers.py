@@ -61,15 +61,6 @@ class GoalSeekingTestPolicy:
         return float(np.abs(image_tC.astype(np.float32) - image_t.astype(np.float32)).mean())
 
 
-def wait_until(pred, timeout: float, period: float = 0.02) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(period)
-    return bool(pred())
-
-
 def build_tiny_checkpoint(path, horizon: int = 16):
     """A tiny RANDOM-INIT LARA checkpoint (untrained: its actions are noise in physical
     units), built with the core's own API; for plumbing tests of the real LaraPolicy."""

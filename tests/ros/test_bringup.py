@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-from rclpy.parameter import Parameter
 
 from graph_helpers import GoalSeekingTestPolicy
 

@@ -118,14 +118,6 @@ def armed_moving(node: CommandNode, rig: Rig, timeout=15.0) -> None:
     assert wait_for(moving, timeout, period=0.2), f"never moved: {node.state} {node.reason}"
 
 
-@pytest.fixture
-def harness():
-    h = RosHarness()
-    try:
-        yield h
-    finally:
-        h.close()
-
 
 # ----------------------------------------------------------------------------- tests
 @pytest.mark.parametrize("control_thread", [True, False], ids=["thread", "rclpy_timer"])

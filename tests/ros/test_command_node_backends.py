@@ -20,19 +20,11 @@ from lara_msgs.msg import ActionChunk  # noqa: E402
 from lara_policy.ros.codec import chunk_to_msg  # noqa: E402
 from lara_policy.ros.command_node import CommandNode  # noqa: E402
 
-from helpers_runtime import RosHarness, wait_for  # noqa: E402
+from helpers_runtime import wait_for  # noqa: E402
 
 pytestmark = pytest.mark.ros
 PERIOD = 0.05
 
-
-@pytest.fixture
-def harness():
-    h = RosHarness()
-    try:
-        yield h
-    finally:
-        h.close()
 
 
 def node_with(h, moveit_factory=None, **params):

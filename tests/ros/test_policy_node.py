@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from rclpy.parameter import Parameter
 
-from graph_helpers import GoalSeekingTestPolicy, wait_until
+from graph_helpers import GoalSeekingTestPolicy
+from helpers_runtime import wait_for
 
 pytestmark = pytest.mark.ros
 
@@ -76,7 +77,7 @@ def test_wrong_encoding_reported_and_ignored(ros, spinner, capfd):
     node = _policy_node(policy)
     feeder = Feeder(ros, encoding="yuv422")
     spinner(node, feeder.node)
-    assert wait_until(lambda: node.rejections.get("image", 0) >= 10, 10.0), dict(node.rejections)
+    assert wait_for(lambda: node.rejections.get("image", 0) >= 10, 10.0), dict(node.rejections)
     time.sleep(0.5)
     assert feeder.chunks == [] and node.chunks_published == 0 and policy.calls == 0
     assert "unsupported image encoding 'yuv422'" in node.last_rejection or node.rejections["image"] > 0
@@ -85,7 +86,7 @@ def test_wrong_encoding_reported_and_ignored(ros, spinner, capfd):
     assert err.count("unsupported image encoding") <= 3, "rejection log must be throttled"
     # the node is not wedged: valid frames produce chunks again
     feeder.encoding = "rgb8"
-    assert wait_until(lambda: len(feeder.chunks) >= 1, 10.0), dict(node.rejections)
+    assert wait_for(lambda: len(feeder.chunks) >= 1, 10.0), dict(node.rejections)
     c = feeder.chunks[0]
     assert c.horizon == 16 and c.action_dim == 4 and math.isclose(c.dt, 1 / 30, rel_tol=1e-5)
     assert c.instruction == "reach the goal" and c.model_id == "test-double-goal-seeker"
@@ -111,13 +112,13 @@ def test_bad_input_no_output(ros, spinner, capfd, case):
         cli = feeder.node.create_client(SetInstruction, "/lara/set_instruction")
         assert cli.wait_for_service(timeout_sec=5.0)
         fut = cli.call_async(SetInstruction.Request(instruction="   "))
-        assert wait_until(fut.done, 5.0)
+        assert wait_for(fut.done, 5.0)
         assert fut.result().success is False and "empty instruction" in fut.result().message
     expected = {"wrong_size": "image size 64x48 != expected 64x64",
                 "nan_state": "state 'hand_y' from /lara/ee_pose is nan (NaN/inf)",
                 "empty_instruction": "no instruction yet",
                 "missing_goal": "state 'goal_x' missing (no message on /lara/goal)"}[case]
-    assert wait_until(lambda: expected in node.last_rejection, 10.0), node.last_rejection
+    assert wait_for(lambda: expected in node.last_rejection, 10.0), node.last_rejection
     time.sleep(0.5)
     assert feeder.chunks == [] and node.chunks_published == 0 and policy.calls == 0
     assert expected in capfd.readouterr().err
@@ -139,14 +140,14 @@ def test_inference_runs_off_the_executor_thread(ros, spinner):
     node = _policy_node(policy, replan_period_steps=1)
     feeder = Feeder(ros)
     spinner(node, feeder.node)
-    assert wait_until(lambda: policy.calls >= 1, 10.0)
+    assert wait_for(lambda: policy.calls >= 1, 10.0)
     cli = feeder.node.create_client(SetInstruction, "/lara/set_instruction")
     assert cli.wait_for_service(timeout_sec=5.0)
     latencies = []
     for _ in range(5):
         t0 = time.monotonic()
         fut = cli.call_async(SetInstruction.Request(instruction="reach the goal"))
-        assert wait_until(fut.done, 5.0)
+        assert wait_for(fut.done, 5.0)
         latencies.append(time.monotonic() - t0)
     assert set(seen_threads) == {"lara_policy_inference"}
     # generous for a shared 2-core machine, but well under the 0.3 s inference time when it
@@ -166,7 +167,7 @@ def test_real_lara_checkpoint_chunk_and_dynamics_check(ros, spinner, tiny_checkp
                         replan_period_steps=2, instruction="move the gripper to the target")
     feeder = Feeder(ros)
     spinner(node, feeder.node)
-    assert wait_until(lambda: len(feeder.checks) >= 3 and len(feeder.chunks) >= 3, 30.0), \
+    assert wait_for(lambda: len(feeder.checks) >= 3 and len(feeder.chunks) >= 3, 30.0), \
         (len(feeder.chunks), len(feeder.checks), dict(node.rejections), node.last_rejection)
     c = feeder.chunks[0]
     assert c.horizon == 16 and c.action_dim == 4 and len(c.actions) == 64

@@ -23,21 +23,13 @@ from lara_policy.ros import bag_tools  # noqa: E402
 from lara_policy.ros.codec import chunk_to_msg, rgb_to_image_msg  # noqa: E402
 from lara_policy.ros.recorder_node import RecorderNode  # noqa: E402
 
-from helpers_runtime import (CAMERA_PUBLISHER, RECORDER_PROCESS, OutputReader, RosHarness,  # noqa: E402
+from helpers_runtime import (CAMERA_PUBLISHER, RECORDER_PROCESS, OutputReader,  # noqa: E402
                              call_service, kill, spawn_python, wait_for)
 
 pytestmark = pytest.mark.ros
 
 TOPICS = ["/camera/image_raw:sensor_msgs/msg/Image", "/lara/action_chunk", "/lara/dynamics_check"]
 
-
-@pytest.fixture
-def harness():
-    h = RosHarness()
-    try:
-        yield h
-    finally:
-        h.close()
 
 
 def make_recorder(h, out: Path, **params) -> RecorderNode:

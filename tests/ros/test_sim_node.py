@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from rclpy.parameter import Parameter
 
-from graph_helpers import wait_until
+from helpers_runtime import wait_for
 
 pytestmark = pytest.mark.ros
 
@@ -48,13 +48,13 @@ def _reset(probe, seed_node, seed):
         assert cli.wait_for_service(timeout_sec=5.0)
         time.sleep(0.3)
     fut = cli.call_async(Trigger.Request())
-    assert wait_until(fut.done, 30.0)
+    assert wait_for(fut.done, 30.0)
     return fut.result()
 
 
 def test_topics_and_reset_service(sim):
     node, probe, got = sim
-    assert wait_until(lambda: all(len(v) >= 3 for v in got.values()), 10.0), {k: len(v) for k, v in got.items()}
+    assert wait_for(lambda: all(len(v) >= 3 for v in got.values()), 10.0), {k: len(v) for k, v in got.items()}
     img = got["image"][-1]
     assert (img.encoding, img.height, img.width, img.step) == ("rgb8", 64, 64, 192)
     now = probe.get_clock().now().nanoseconds * 1e-9
@@ -86,7 +86,7 @@ def test_twist_moves_hand_and_timeout_stops_it(sim):
     node, probe, got = sim
     pub = probe.create_publisher(TwistStamped, "/servo_node/delta_twist_cmds", 10)
     grip = probe.create_publisher(Float64, "/lara/gripper_command", 10)
-    assert wait_until(lambda: len(got["pose"]) >= 2, 10.0)
+    assert wait_for(lambda: len(got["pose"]) >= 2, 10.0)
     x0 = node.state[0]
     steps0 = node.steps
     # +x at 0.15 m/s = action 0.5 per step at 30 Hz with 0.01 m per unit
