@@ -32,7 +32,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # shellcheck disable=SC1091
 . .venv/bin/activate
-req_hash=$(cat requirements.txt | sha256sum | cut -d' ' -f1)
+req_hash=$(cat requirements.txt requirements-python.txt | sha256sum | cut -d' ' -f1)
 if [ "$(cat .venv/.lara-requirements 2>/dev/null)" != "$req_hash" ]; then
   log "installing Python requirements (first run: a few minutes)"
   pip install -q --disable-pip-version-check --upgrade pip
