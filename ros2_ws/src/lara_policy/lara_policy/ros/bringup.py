@@ -112,7 +112,7 @@ class Graph:
     """The node graph of one config, built in this process and spun on a background thread."""
 
     def __init__(self, config: dict, nodes: list[str] | None = None, *, policy=None,
-                 overrides: dict[str, dict] | None = None, threads: int = 6,
+                 overrides: dict[str, dict] | None = None, threads: int = 1,
                  control_priority: str = "normal"):
         import rclpy
         from rclpy.executors import MultiThreadedExecutor
@@ -148,7 +148,7 @@ class Graph:
         # The control loop gets an executor (and thread) of its own, so its timer is never
         # queued behind camera, sim or service callbacks; everything else shares a pool.
         from rclpy.executors import SingleThreadedExecutor
-        self.executor = MultiThreadedExecutor(num_threads=threads)
+        self.executor = MultiThreadedExecutor(num_threads=threads) if threads > 1 else SingleThreadedExecutor()
         self.control_executor = SingleThreadedExecutor()
         for name, node in self.nodes.items():
             (self.control_executor if name == "command_node" else self.executor).add_node(node)
