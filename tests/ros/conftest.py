@@ -1,5 +1,5 @@
 """Helpers for the real-rclpy graph tests: an rclpy lifetime per test, a background
-MultiThreadedExecutor, a wait-until helper, and a clearly named TEST DOUBLE policy.
+executor thread, a wait-until helper, and a clearly named TEST DOUBLE policy.
 
 Everything runs over real DDS on loopback in the ROS_DOMAIN_ID chosen by tests/conftest.py.
 """
@@ -25,11 +25,13 @@ def ros():
 
 
 class Spinner:
-    """Spin nodes in a MultiThreadedExecutor on a background thread; `close()` joins it."""
+    """Spin nodes on a background thread; `close()` joins it. One thread by default, as
+    `lara bringup` does: rclpy's MultiThreadedExecutor busy-wakes and starves the other
+    threads on a 2-core machine (see docs/runtime.md)."""
 
-    def __init__(self, *nodes, threads: int = 4):
-        from rclpy.executors import MultiThreadedExecutor
-        self.executor = MultiThreadedExecutor(num_threads=threads)
+    def __init__(self, *nodes, threads: int = 1):
+        from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
+        self.executor = MultiThreadedExecutor(num_threads=threads) if threads > 1 else SingleThreadedExecutor()
         self.nodes = list(nodes)
         for n in nodes:
             self.executor.add_node(n)

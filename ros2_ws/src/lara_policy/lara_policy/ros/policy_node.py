@@ -318,7 +318,13 @@ class PolicyNode(Node):
             if obs.stamp == last_stamp:
                 continue
             t_start = time.monotonic()
-            if self.step(obs):
+            try:
+                published = self.step(obs)
+            except Exception:  # noqa: BLE001 - only a shutdown race is expected here
+                if not self.context.ok():
+                    break   # Ctrl-C / SIGTERM shut the context down while publishing
+                raise
+            if published:
                 last_stamp = obs.stamp
                 period = int(self.get_parameter("replan_period_steps").value) * self.control_period
                 next_due = t_start + period - 0.5 * self.control_period
