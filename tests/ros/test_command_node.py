@@ -272,6 +272,9 @@ def test_status_published_at_least_2hz_when_idle(harness):
     n0 = len(rig.status)
     time.sleep(2.0)
     assert len(rig.status) - n0 >= 4
-    assert rig.status[-1].state == "fault" and rig.status[-1].reason == "stale chunk: no chunk received"
-    assert not rig.status[-1].moving
+    window = rig.status[n0:]
+    assert all(st.state == "fault" and not st.moving for st in window)
+    # the reason is the missing chunk (a late camera frame on a loaded CI machine may also
+    # show up as "stale observation" in some of them: both are faults with zero motion)
+    assert any(st.reason == "stale chunk: no chunk received" for st in window), [st.reason for st in window]
     assert node._state_machine.current_state[0] == LcState.PRIMARY_STATE_ACTIVE
