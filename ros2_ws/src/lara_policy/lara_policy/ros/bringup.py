@@ -146,7 +146,8 @@ class Graph:
             self._destroy_nodes()
             raise
         # The control loop gets an executor (and thread) of its own, so its timer is never
-        # queued behind camera, sim or service callbacks; everything else shares a pool.
+        # queued behind camera, sim or service callbacks; everything else shares one
+        # thread (threads=1: rclpy's MultiThreadedExecutor busy-wakes and starves inference here).
         from rclpy.executors import SingleThreadedExecutor
         self.executor = MultiThreadedExecutor(num_threads=threads) if threads > 1 else SingleThreadedExecutor()
         self.control_executor = SingleThreadedExecutor()
