@@ -6,6 +6,7 @@ Everything runs over real DDS on loopback in the ROS_DOMAIN_ID chosen by tests/c
 from __future__ import annotations
 
 import threading
+import traceback
 
 import pytest
 
@@ -41,8 +42,9 @@ class Spinner:
     def _spin(self):
         try:
             self.executor.spin()
-        except Exception:  # noqa: BLE001 - shutdown races end the spin
-            pass
+        except Exception:  # noqa: BLE001 - a callback raised (or a shutdown race): say so
+            if rclpy.ok():
+                traceback.print_exc()
 
     def add(self, node):
         self.nodes.append(node)
@@ -62,7 +64,7 @@ class Spinner:
 def spinner(ros):
     made = []
 
-    def make(*nodes, threads: int = 4):
+    def make(*nodes, threads: int = 1):
         s = Spinner(*nodes, threads=threads)
         made.append(s)
         return s
@@ -79,7 +81,7 @@ def tiny_checkpoint(tmp_path_factory):
 
 @pytest.fixture
 def harness():
-    """A private rclpy context with a background MultiThreadedExecutor (helpers_runtime.RosHarness)."""
+    """A private rclpy context with a background executor thread (helpers_runtime.RosHarness)."""
     h = RosHarness()
     try:
         yield h

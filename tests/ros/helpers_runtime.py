@@ -1,7 +1,8 @@
 """Test helpers for the command and recorder node tests (real rclpy, real DDS).
 
-RosHarness: a fresh rclpy Context + MultiThreadedExecutor spinning in a thread; everything is
-shut down in close(). Publisher scripts run as separate PROCESSES (inheriting os.environ, so
+RosHarness: a fresh rclpy Context + a SingleThreadedExecutor spinning in a thread (as `lara
+bringup` does: rclpy's MultiThreadedExecutor busy-wakes its pool threads and starved the
+other threads on a 2-core CI machine); everything is shut down in close(). Publisher scripts run as separate PROCESSES (inheriting os.environ, so
 the same ROS_DOMAIN_ID) when a test is about processes dying.
 """
 from __future__ import annotations
@@ -16,14 +17,14 @@ import traceback
 
 import rclpy
 from rclpy.context import Context
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 
 
 class RosHarness:
-    def __init__(self, threads: int = 3):
+    def __init__(self):
         self.context = Context()
         rclpy.init(context=self.context)
-        self.executor = MultiThreadedExecutor(num_threads=threads, context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
         self.nodes = []
         self.errors: list[str] = []
         self._thread = threading.Thread(target=self._spin, daemon=True)
