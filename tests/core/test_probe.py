@@ -9,6 +9,7 @@ from lara_policy.core.probe import probe, r2_score
 from lara_policy.core.train import train
 
 import numpy as np
+import torch
 
 
 def test_r2_score():
@@ -29,3 +30,26 @@ def test_probe_reads_actions_from_lam_latents(stores, tmp_path):
     assert lara_main(["probe", "--lam", str(final), "--data", str(stores["demos"]), "--holdout", "0.34",
                       "--kind", "mlp", "--threads", "1", "--out", str(out)]) == 0
     assert json.loads(out.read_text())["kind"] == "mlp"
+
+
+def test_alignment_diagnostic_flags_a_constant_latent(stores, trained_run, tmp_path, monkeypatch):
+    from lara_policy.core import probe as probe_mod
+    from lara_policy.core.modeling import LatentActionModel
+
+    r = probe_mod.alignment(trained_run, [str(stores["demos"])], holdout=0.34, limit=64)
+    keys = ("l_lara", "l_lara_shuffled_targets", "l_lara_tau0", "l_lara_constant", "future_sensitivity")
+    assert 0 < r["samples"] <= 64 and all(0.0 <= r[k] <= 2.0 for k in keys), r
+    # the frame pair differs (the square moves): z must depend on the future frame
+    assert r["future_sensitivity"] > 1e-3, r
+    # a LAM whose latent ignores its input (collapse): the constant prediction is perfect and z
+    # ignores the future frame; the diagnostic must say so
+    real_encode = LatentActionModel.encode
+    monkeypatch.setattr(LatentActionModel, "encode",
+                        lambda self, a, b: torch.ones_like(real_encode(self, a, b)))
+    c = probe_mod.alignment(trained_run, [str(stores["demos"])], holdout=0.34, limit=32)
+    assert c["l_lara_constant"] < 1e-6 and c["future_sensitivity"] < 1e-6, c
+    out = tmp_path / "align.json"
+    monkeypatch.undo()
+    assert lara_main(["probe", "--alignment", "--lam", str(trained_run), "--data", str(stores["demos"]),
+                      "--holdout", "0.34", "--threads", "1", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["variant"] == "lara"

@@ -4,6 +4,13 @@ Fits a probe (ridge-regularised linear, or a small MLP) from LAM latents z(I_t, 
 the ground-truth action chunk a[t : t+C] on training episodes, and reports R^2 on HELD-OUT
 episodes (the last `holdout` fraction of each store). A shuffled-target control is reported
 beside it (its R^2 should be <= 0). Used to compare a vanilla LAM with a LARA-refined one.
+
+`--alignment` (joint checkpoints) asks whether a low L_LARA means anything: on held-out steps it
+reports L_LARA = 1 - cos(f_psi(h), z) as trained (random flow time tau), with the targets
+shuffled across samples, with tau = 0 (pure noise: no action information in the DiT's input),
+and the loss of the best CONSTANT prediction (the mean latent direction). If the constant does
+as well as f_psi, z is (nearly) one direction and the alignment is trivial; `future_sensitivity`
+(1 - cos between z(I_t, I_{t+C}) and z(I_t, I_t)) near 0 means z ignores the future frame.
 """
 from __future__ import annotations
 
@@ -14,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lara_policy.core.checkpoint import CheckpointError, load_weights, read_config
+from lara_policy.core.checkpoint import CheckpointError, load_stats, load_text, load_weights, read_config
 from lara_policy.core.configuration import ModelConfig
 from lara_policy.core.modeling import LaraModel
 from lara_policy.core.processing import ChunkDataset, NormStats
@@ -118,8 +125,73 @@ def probe(lam: str | Path, data: list[str], kind: str = "linear", holdout: float
             "chunk": config.offset}
 
 
+def _heldout_steps(ds: ChunkDataset, holdout: float, limit: int, seed: int) -> np.ndarray:
+    """Labelled steps of the last `holdout` fraction of episodes (at most `limit`, sampled)."""
+    ends = np.unique(ds.ep_end)
+    cut = ends[max(0, int(round(len(ends) * (1 - holdout))) - 1)]
+    sel = np.flatnonzero((np.arange(len(ds)) > cut) & (ds.has_action > 0))
+    if len(sel) == 0:
+        raise ValueError("need at least 2 action-labelled episodes to hold some out")
+    if len(sel) > limit:
+        sel = np.sort(np.random.default_rng(seed).choice(sel, limit, replace=False))
+    return sel
+
+
+def _one_minus_cos(pred: torch.Tensor, target: torch.Tensor) -> float:
+    """L_LARA as trained: 1 - cos per latent token (M of them), averaged."""
+    return float((1 - torch.nn.functional.cosine_similarity(pred, target, dim=-1)).mean())
+
+
+@torch.no_grad()
+def alignment(path: str | Path, data: list[str], holdout: float = 0.25, limit: int = 1024, seed: int = 0,
+              batch: int = 128) -> dict:
+    """Is the checkpoint's L_LARA informative? (see the module docstring)."""
+    from lara_policy.core.train import instruction_embeddings
+
+    config, _ = read_config(path)
+    if not (config.has_vla and config.has_lam):
+        raise CheckpointError(f"{path}: --alignment needs a joint VLA + LAM checkpoint (variant lara or "
+                              f"frozen_lam), this one has components={config.components}")
+    model = LaraModel(config)
+    load_weights(path, model)
+    model.eval()
+    v = config.vla
+    ds = ChunkDataset(data, cameras=list(v.cameras), image_size=v.image_size, horizon=v.horizon, offset=config.offset)
+    known, emb, mask = load_text(path)
+    ds.attach_text(*instruction_embeddings(ds.instructions, v.text_tokens, known, (emb, mask)))
+    sel = _heldout_steps(ds, holdout, limit, seed)
+    stats = load_stats(path)
+    g = torch.Generator().manual_seed(seed)
+    z_all, h_rand, h_zero, z_null = [], [], [], []
+    for i in range(0, len(sel), batch):
+        b = ds.batch(sel[i:i + batch], stats)
+        z_all.append(model.lam.encode(b["image_t"], b["image_tc"]))
+        z_null.append(model.lam.encode(b["image_t"], b["image_t"]))
+        cond, cond_mask = model.observation_encoder(b["images"], b["state"], b["text"], b["text_mask"])
+        noise = torch.randn(b["actions"].shape, generator=g)
+        for taus, out in ((torch.rand(len(noise), generator=g), h_rand), (torch.zeros(len(noise)), h_zero)):
+            noisy = taus[:, None, None] * b["actions"] + (1 - taus[:, None, None]) * noise
+            out.append(model.project(model.velocity(noisy, taus, cond, cond_mask)[1]))
+    z, zn = torch.cat(z_all), torch.cat(z_null)
+    pred, pred0 = torch.cat(h_rand), torch.cat(h_zero)
+    perm = torch.from_numpy(np.random.default_rng(seed).permutation(len(z)))
+    mean_dir = torch.nn.functional.normalize(z, dim=-1).mean(0, keepdim=True).expand_as(z)
+    return {
+        "checkpoint": str(path), "variant": config.variant, "samples": int(len(z)),
+        "l_lara": _one_minus_cos(pred, z),
+        "l_lara_shuffled_targets": _one_minus_cos(pred, z[perm]),
+        "l_lara_tau0": _one_minus_cos(pred0, z),
+        "l_lara_constant": _one_minus_cos(mean_dir, z),
+        "future_sensitivity": _one_minus_cos(z, zn),
+        "latent_norm_mean": float(z.norm(dim=-1).mean()),
+    }
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lam", required=True, help="checkpoint holding a LAM (LAM-only or joint)")
+    parser.add_argument("--alignment", action="store_true",
+                        help="instead of the action probe: is L_LARA informative? (joint checkpoints; "
+                             "compares f_psi with shuffled targets, tau=0 and a constant prediction)")
     parser.add_argument("--data", nargs="+", required=True, help="action-labelled episode store(s)")
     parser.add_argument("--kind", choices=["linear", "mlp"], default="linear")
     parser.add_argument("--holdout", type=float, default=0.25, help="fraction of episodes held out")
@@ -131,10 +203,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     try:
-        result = probe(args.lam, list(args.data), args.kind, args.holdout, args.quantized)
+        if args.alignment:
+            result = alignment(args.lam, list(args.data), args.holdout)
+        else:
+            result = probe(args.lam, list(args.data), args.kind, args.holdout, args.quantized)
     except (CheckpointError, ValueError) as exc:
         print(f"lara probe: {exc}")
         return 2
+    if args.alignment:
+        r = result
+        print(f"L_LARA on {r['samples']} held-out steps ({r['variant']}): f_psi {r['l_lara']:.4f} | shuffled targets "
+              f"{r['l_lara_shuffled_targets']:.4f} | tau=0 (no action input) {r['l_lara_tau0']:.4f} | best constant "
+              f"{r['l_lara_constant']:.4f}\nfuture sensitivity 1-cos(z(I_t,I_t+C), z(I_t,I_t)) = "
+              f"{r['future_sensitivity']:.4f}; mean |z| per token {r['latent_norm_mean']:.3f}")
+        if args.out:
+            Path(args.out).write_text(json.dumps(result, indent=2))
+        return 0
     print(f"action probe ({result['kind']}, {'z_q' if args.quantized else 'z'}): held-out R^2 = {result['r2']:.3f} "
           f"(shuffled control {result['r2_shuffled_control']:.3f}; train {result['train_samples']}, "
           f"test {result['test_samples']})")
