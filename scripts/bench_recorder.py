@@ -171,8 +171,10 @@ def main() -> int:
             "recorded": recorded, "received": meta["received"], "dropped_in_recorder": meta["dropped"],
             "lost": {t: frames - recorded.get(t, 0) for t in ("/camera/image_raw", "/joint_states")},
             "segments": meta["segments"], "bag_gb": round(size_gb, 2),
+            "queue_high_water_mb": meta.get("queue_high_water_mb"),
             "recorder_rss_mb": {"start": round(rss[0][1], 1), "after_warmup": round(mid[0], 1) if mid else None,
                                 "end": round(rss[-1][1], 1), "max": round(max(m for _, m in rss), 1)},
+            "rss_growth_after_warmup_mb": round(rss[-1][1] - mid[0], 1) if mid else None,
             "rss_samples": " ".join(f"{t:.0f}s:{m:.0f}MB" for t, m in rss),
         }
         print(json.dumps(report, indent=2))

@@ -396,7 +396,7 @@ def main(args=None) -> None:
         rclpy.logging.get_logger("policy_node").fatal(str(exc))
         rclpy.shutdown()
         raise SystemExit(1)
-    spin_node(node, num_threads=2)
+    spin_node(node)   # inference has its own thread; one executor thread avoids rclpy's busy-waking pool
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@
 """
 from __future__ import annotations
 
+import ctypes
 import importlib
 import json
 import os
@@ -75,6 +76,19 @@ def writer_typestore():
     except Exception:  # noqa: BLE001 - lara_msgs topics will then be reported as unrecordable
         pass
     return ts
+
+
+def set_malloc_mmap_threshold(kb: int) -> bool:
+    """Fix glibc's mmap threshold (M_MMAP_THRESHOLD): by default it adapts upwards after the
+    first large free, so image-sized buffers then come from the heap and fragment it. False
+    where glibc's mallopt is unavailable (other libcs): nothing changes there."""
+    if kb <= 0:
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(-3, int(kb) * 1024))      # -3 = M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        return False
 
 
 def free_gb(path: Path) -> float:
@@ -158,6 +172,9 @@ _PARAMS = [
     ("qos_depth", 300, "Subscription queue depth: samples DDS keeps (and acknowledges) while Python is "
                        "busy; 300 = 10 s at 30 Hz, so a stall of the recorder process does not drop."),
     ("max_queue_mb", 512.0, "Messages waiting for the writer beyond this are dropped (and counted)."),
+    ("malloc_mmap_threshold_kb", 256, "glibc: allocations at least this big are mmapped and given back "
+                                      "when freed (0 = glibc's adaptive default, under which ~1 MB frame "
+                                      "buffers fragment the heap and RSS creeps up over minutes)."),
     ("discovery_period_s", 0.5, "How often topics without a known type are looked up in the graph."),
     ("action_chunk_topic", T.ACTION_CHUNK, "ActionChunk topic read for model_id."),
     ("dynamics_check_topic", T.DYNAMICS_CHECK, "DynamicsCheck topic whose not-accepted count is stored."),
@@ -175,6 +192,7 @@ class RecorderNode(Node):
             self.declare_parameter(name, default, ParameterDescriptor(description=desc))
         if self.p("storage") != "mcap":
             raise ValueError(f"storage '{self.p('storage')}' not supported (only 'mcap')")
+        set_malloc_mmap_threshold(int(self.p("malloc_mmap_threshold_kb")))
         self.out_dir = Path(self.p("output_dir")).expanduser().resolve()
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.ts = writer_typestore()
@@ -243,6 +261,8 @@ class RecorderNode(Node):
                 ep["dropped"][topic] = ep["dropped"].get(topic, 0) + 1
                 return
             self._q_bytes += len(data)
+            if self._q_bytes > ep["queue_high_water_mb"] * 1e6:
+                ep["queue_high_water_mb"] = round(self._q_bytes / 1e6, 1)
         self._q.put(("msg", topic, t_ns, data))
 
     def _on_chunk_meta(self, msg: ActionChunk) -> None:
@@ -273,7 +293,7 @@ class RecorderNode(Node):
             "notes": "", "model_id": "", "dynamics_checks": 0, "dynamics_not_accepted": 0,
             "start_time": time.time(), "stop_time": None, "stop_reason": "", "state": "recording",
             "flush_period_s": float(self.p("flush_period_s")), "topics": {},
-            "received": {}, "written": {}, "dropped": {}, "segments": 0, "flushed_messages": 0,
+            "received": {}, "written": {}, "dropped": {}, "segments": 0, "flushed_messages": 0, "queue_high_water_mb": 0.0,
         }
         if not self._control(("start", ep_id)):
             resp.message = f"could not create the episode bag: {self._ctl_error}"
@@ -402,7 +422,9 @@ class RecorderNode(Node):
 
 def main(args=None) -> None:
     rclpy.init(args=args)
-    spin_node(RecorderNode(), num_threads=2)
+    # one executor thread: rclpy's MultiThreadedExecutor busy-wakes its pool and starved this
+    # process of the GIL (frames lost in the 10-minute benchmark); the writer has its own thread
+    spin_node(RecorderNode())
 
 
 if __name__ == "__main__":
