@@ -39,6 +39,7 @@ def test_alignment_diagnostic_flags_a_constant_latent(stores, trained_run, tmp_p
     r = probe_mod.alignment(trained_run, [str(stores["demos"])], holdout=0.34, limit=64)
     keys = ("l_lara", "l_lara_shuffled_targets", "l_lara_tau0", "l_lara_constant", "future_sensitivity")
     assert 0 < r["samples"] <= 64 and all(0.0 <= r[k] <= 2.0 for k in keys), r
+    assert 1.0 <= r["latent_dims"] <= 8, r     # tiny LAM: d_z = 8
     # the frame pair differs (the square moves): z must depend on the future frame
     assert r["future_sensitivity"] > 1e-3, r
     # a LAM whose latent ignores its input (collapse): the constant prediction is perfect and z
@@ -53,3 +54,12 @@ def test_alignment_diagnostic_flags_a_constant_latent(stores, trained_run, tmp_p
     assert lara_main(["probe", "--alignment", "--lam", str(trained_run), "--data", str(stores["demos"]),
                       "--holdout", "0.34", "--threads", "1", "--out", str(out)]) == 0
     assert json.loads(out.read_text())["variant"] == "lara"
+
+
+def test_effective_dims_sees_dimensional_collapse():
+    from lara_policy.core.modeling import VectorQuantizer
+    g = torch.Generator().manual_seed(0)
+    iso = torch.randn(2000, 4, 16, generator=g)
+    line = torch.randn(2000, 4, 1, generator=g) * torch.randn(1, 4, 16, generator=g)   # each token on a line
+    assert VectorQuantizer.effective_dims(iso) > 14
+    assert VectorQuantizer.effective_dims(line) < 1.01

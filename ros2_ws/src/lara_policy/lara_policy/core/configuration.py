@@ -48,6 +48,8 @@ class LAMConfig:
     dead_code_steps: int = 50         # re-seed codes unused for this many steps (collapse guard)
     motion_weight: float = 10.0       # extra pixel-loss weight where the frames differ (0 = plain MSE)
     perceptual_weight: float = 0.0    # weight of an optional feature-space (perceptual) loss
+    spread_weight: float = 0.0        # variance + decorrelation penalty on z (VICReg-style) against
+                                      # dimensional collapse (every z on one line: see latent_dims)
 
 
 @dataclass

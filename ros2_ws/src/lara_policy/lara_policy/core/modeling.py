@@ -161,6 +161,16 @@ class VectorQuantizer(nn.Module):
             self.steps_unused[dead] = 0
 
     @staticmethod
+    def effective_dims(z: torch.Tensor) -> float:
+        """Participation ratio (sum lambda)^2 / sum lambda^2 of the latent's covariance, per
+        latent token, averaged: 1 = every z on one line (dimensional collapse, which code
+        perplexity counted over all tokens does not show), d_z = all dimensions used evenly."""
+        z = z.detach().float().reshape(-1, *z.shape[-2:]).transpose(0, 1)          # (M, B, d)
+        z = z - z.mean(1, keepdim=True)
+        lam = torch.linalg.eigvalsh(z.transpose(1, 2) @ z / max(1, z.shape[1] - 1)).clamp(min=0)
+        return float((lam.sum(-1) ** 2 / (lam ** 2).sum(-1).clamp(min=1e-12)).mean())
+
+    @staticmethod
     def perplexity(idx: torch.Tensor, num_codes: int) -> float:
         p = torch.bincount(idx.flatten(), minlength=num_codes).float()
         p = p / p.sum().clamp(min=1)
@@ -272,6 +282,18 @@ class LatentActionModel(nn.Module):
         per_sample = ((pred - target) ** 2 * weight).mean((1, 2, 3)) / weight.mean((1, 2, 3))
         return per_sample.mean()
 
+    @staticmethod
+    def spread_penalty(z):
+        """Keeps every latent dimension in use: hinge on each dimension's batch std (>= 1) plus
+        the squared off-diagonal covariance, per latent token (VICReg's variance/covariance
+        terms). Without it the cosine VQ settled with each token's z on one line (+-d)."""
+        z = z.transpose(0, 1)                                           # (M, B, d)
+        z = z - z.mean(1, keepdim=True)
+        cov = z.transpose(1, 2) @ z / max(1, z.shape[1] - 1)            # (M, d, d)
+        std = torch.sqrt(torch.diagonal(cov, dim1=1, dim2=2) + 1e-4)
+        off = cov - torch.diag_embed(torch.diagonal(cov, dim1=1, dim2=2))
+        return F.relu(1 - std).mean() + (off ** 2).sum((1, 2)).mean() / z.shape[-1]
+
     def forward(self, image_t, image_tc):
         """Returns dict: z (pre-VQ), z_q, indices, recon, loss terms."""
         image_t, target = self.resize(image_t), self.resize(image_tc)    # once; later calls are no-ops
@@ -280,6 +302,8 @@ class LatentActionModel(nn.Module):
         pred = self.predict_future(image_t, z_q)
         recon = F.mse_loss(pred, target)
         loss = vq_loss + self._weighted_recon(pred, image_t, target)
+        if self.config.spread_weight > 0 and self.training:
+            loss = loss + self.config.spread_weight * self.spread_penalty(z)
         if self.config.perceptual_weight > 0:
             with torch.no_grad():
                 feat_target = self.image_features(target)
@@ -414,6 +438,7 @@ class LaraModel(nn.Module):
                 out["lam_recon"] = lam_out["recon"]
                 out["lam_vq"] = lam_out["vq"]
             out["lam_indices"] = lam_out["indices"]
+            out["lam_z"] = lam_out["z"]
         if lam_only:
             out["loss"] = lam_out["loss"]
             return out

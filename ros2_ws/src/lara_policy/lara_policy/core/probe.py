@@ -23,7 +23,7 @@ import torch
 
 from lara_policy.core.checkpoint import CheckpointError, load_stats, load_text, load_weights, read_config
 from lara_policy.core.configuration import ModelConfig
-from lara_policy.core.modeling import LaraModel
+from lara_policy.core.modeling import LaraModel, VectorQuantizer
 from lara_policy.core.processing import ChunkDataset, NormStats
 
 
@@ -120,7 +120,10 @@ def probe(lam: str | Path, data: list[str], kind: str = "linear", holdout: float
     r2 = r2_score(yte, fit(xtr, ytr)(xte))
     rng = np.random.default_rng(seed)
     r2_control = r2_score(yte, fit(xtr, ytr[rng.permutation(len(ytr))])(xte))
+    m, d = config.lam.num_queries, config.lam.latent_dim
+    dims = VectorQuantizer.effective_dims(torch.from_numpy(np.concatenate([xtr, xte]).reshape(-1, m, d)))
     return {"lam": str(lam), "kind": kind, "quantized": quantized, "r2": r2, "r2_shuffled_control": r2_control,
+            "latent_dims": dims,
             "train_samples": int(len(xtr)), "test_samples": int(len(xte)), "latent_size": int(xtr.shape[1]),
             "chunk": config.offset}
 
@@ -183,6 +186,7 @@ def alignment(path: str | Path, data: list[str], holdout: float = 0.25, limit: i
         "l_lara_tau0": _one_minus_cos(pred0, z),
         "l_lara_constant": _one_minus_cos(mean_dir, z),
         "future_sensitivity": _one_minus_cos(z, zn),
+        "latent_dims": VectorQuantizer.effective_dims(z),
         "latent_norm_mean": float(z.norm(dim=-1).mean()),
     }
 
@@ -215,13 +219,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"L_LARA on {r['samples']} held-out steps ({r['variant']}): f_psi {r['l_lara']:.4f} | shuffled targets "
               f"{r['l_lara_shuffled_targets']:.4f} | tau=0 (no action input) {r['l_lara_tau0']:.4f} | best constant "
               f"{r['l_lara_constant']:.4f}\nfuture sensitivity 1-cos(z(I_t,I_t+C), z(I_t,I_t)) = "
-              f"{r['future_sensitivity']:.4f}; mean |z| per token {r['latent_norm_mean']:.3f}")
+              f"{r['future_sensitivity']:.4f}; mean |z| per token {r['latent_norm_mean']:.3f}; effective latent "
+              f"dims per token {r['latent_dims']:.2f} (1 = collapsed onto a line)")
         if args.out:
             Path(args.out).write_text(json.dumps(result, indent=2))
         return 0
     print(f"action probe ({result['kind']}, {'z_q' if args.quantized else 'z'}): held-out R^2 = {result['r2']:.3f} "
           f"(shuffled control {result['r2_shuffled_control']:.3f}; train {result['train_samples']}, "
-          f"test {result['test_samples']})")
+          f"test {result['test_samples']}); effective latent dims per token {result['latent_dims']:.2f} "
+          f"(1 = collapsed onto a line)")
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2))
     return 0

@@ -213,14 +213,16 @@ def plot_metrics(csv_path: Path, png_path: Path) -> None:
     rows = list(csv.DictReader(open(csv_path)))
     if not rows:
         return
-    keys = [k for k in ("loss", "loss_act", "loss_lara", "loss_lam", "lam_recon") if rows[0].get(k) not in (None, "")]
+    keys = [k for k in ("loss", "loss_act", "loss_lara", "loss_lam", "lam_recon", "latent_dims")
+            if rows[0].get(k) not in (None, "")]
     fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3), squeeze=False)
     steps = [int(r["step"]) for r in rows]
     for ax, k in zip(axes[0], keys):
         ax.plot(steps, [float(r[k]) for r in rows])
-        ax.set_title(k)
+        ax.set_title(k if k != "latent_dims" else "latent_dims (1 = collapsed)")
         ax.set_xlabel("step")
-        ax.set_yscale("log")
+        if k.startswith(("loss", "lam_")):
+            ax.set_yscale("log")
     fig.tight_layout()
     fig.savefig(png_path, dpi=80)
     plt.close(fig)
@@ -297,12 +299,15 @@ def train(cfg: TrainConfig) -> Path:
 
     metrics_path = out / "metrics.csv"
     fields = ["step", "loss", "loss_act", "loss_lara", "loss_lam", "lam_recon", "lam_vq", "code_perplexity",
-              "code_usage", "lr", "samples_per_s"]
+              "code_usage", "latent_dims", "lr", "samples_per_s"]
     writer, metrics_file = None, None
     if rank == 0:
         new_file = not (cfg.resume and metrics_path.exists())
+        if not new_file:   # resuming a run logged by an older version: keep its columns
+            with open(metrics_path, newline="") as f:
+                fields = next(csv.reader(f), fields) or fields
         metrics_file = open(metrics_path, "w" if new_file else "a", newline="")
-        writer = csv.DictWriter(metrics_file, fieldnames=fields)
+        writer = csv.DictWriter(metrics_file, fieldnames=fields, extrasaction="ignore")
         if new_file:
             writer.writeheader()
     tb = None
@@ -358,6 +363,7 @@ def train(cfg: TrainConfig) -> Path:
                 idx = losses["lam_indices"]
                 row["code_perplexity"] = f"{VectorQuantizer.perplexity(idx, config.lam.codebook_size):.2f}"
                 row["code_usage"] = f"{len(torch.unique(idx)) / config.lam.codebook_size:.3f}"
+                row["latent_dims"] = f"{VectorQuantizer.effective_dims(losses['lam_z']):.2f}"
             writer.writerow(row)
             metrics_file.flush()
             if tb is not None:
@@ -458,6 +464,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-queries", type=int, default=m.lam.num_queries)
     parser.add_argument("--latent-dim", type=int, default=m.lam.latent_dim)
     parser.add_argument("--codebook-size", type=int, default=m.lam.codebook_size)
+    parser.add_argument("--lam-spread-weight", type=float, default=m.lam.spread_weight,
+                        help="LAM variance/decorrelation penalty against dimensional collapse (0 = off)")
     parser.add_argument("--aug-shift", type=int, default=d.aug_shift)
     parser.add_argument("--ema-decay", type=float, default=d.ema_decay, help="0 disables the weight EMA")
     parser.add_argument("--name", default=m.name, help="model name (model_id = name + content hash)")
@@ -472,6 +480,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     model.vla.euler_steps, model.vla.align_block = args.euler_steps, args.align_block
     model.lam.image_size, model.lam.num_queries = args.lam_image_size, args.num_queries
     model.lam.latent_dim, model.lam.codebook_size = args.latent_dim, args.codebook_size
+    model.lam.spread_weight = args.lam_spread_weight
     return TrainConfig(paradigm=args.paradigm, data=list(args.data), video=list(args.video or []), out=args.out,
                        variant=args.variant, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                        w_lara=args.w_lara, w_lam=args.w_lam, seed=args.seed, init=args.init, lam=args.lam,
