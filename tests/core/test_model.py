@@ -125,3 +125,14 @@ def test_action_loss_falls_tenfold(stores, tmp_path):
     assert "unavailable" in pred.info["dynamics_check"]
     with pytest.raises(ValueError, match="no LAM"):
         policy.surprise(np.zeros((4, 8), np.float32), draw(0.3, 0.3, 32), draw(0.3, 0.3, 32))
+
+
+def test_spread_penalty_punishes_a_collapsed_latent_and_not_a_spread_one():
+    from lara_policy.core.modeling import LatentActionModel
+    g = torch.Generator().manual_seed(0)
+    spread = 1.5 * torch.randn(4000, 4, 8, generator=g)
+    line = torch.randn(4000, 4, 1, generator=g) * torch.ones(1, 4, 8) * 1.5       # every token on one line
+    small = 0.1 * torch.randn(4000, 4, 8, generator=g)                               # used but tiny
+    p_spread, p_line, p_small = (float(LatentActionModel.spread_penalty(z)) for z in (spread, line, small))
+    assert p_spread < 0.05, p_spread
+    assert p_line > 1.0 and p_small > 0.5, (p_line, p_small)

@@ -48,8 +48,10 @@ class LAMConfig:
     dead_code_steps: int = 50         # re-seed codes unused for this many steps (collapse guard)
     motion_weight: float = 10.0       # extra pixel-loss weight where the frames differ (0 = plain MSE)
     perceptual_weight: float = 0.0    # weight of an optional feature-space (perceptual) loss
-    spread_weight: float = 0.0        # variance + decorrelation penalty on z (VICReg-style) against
-                                      # dimensional collapse (every z on one line: see latent_dims)
+    spread_weight: float = 10.0       # variance + decorrelation penalty on z (VICReg-style) against
+                                      # dimensional collapse; 0 = off (every z on one line: latent_dims
+                                      # ~1). 10, not 1: joint training's L_LARA (no stop-gradient)
+                                      # re-collapsed z at 1 (measurements in docs/model.md)
 
 
 @dataclass

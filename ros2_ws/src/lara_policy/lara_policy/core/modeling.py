@@ -286,13 +286,23 @@ class LatentActionModel(nn.Module):
     def spread_penalty(z):
         """Keeps every latent dimension in use: hinge on each dimension's batch std (>= 1) plus
         the squared off-diagonal covariance, per latent token (VICReg's variance/covariance
-        terms). Without it the cosine VQ settled with each token's z on one line (+-d)."""
+        terms). Without it the cosine VQ settled with each token's z on one line (+-d): latent_dims
+        ~1.0 and 8 usable scalars instead of 8 x d_z directions."""
         z = z.transpose(0, 1)                                           # (M, B, d)
-        z = z - z.mean(1, keepdim=True)
-        cov = z.transpose(1, 2) @ z / max(1, z.shape[1] - 1)            # (M, d, d)
-        std = torch.sqrt(torch.diagonal(cov, dim1=1, dim2=2) + 1e-4)
+        m, d = z.shape[0], z.shape[2]
+        # moments over the GLOBAL batch (a differentiable all-reduce under DDP), so a
+        # distributed step equals a single-process step on the same global batch
+        moments = torch.cat([z.sum(1).flatten(), (z.transpose(1, 2) @ z).flatten(), z.new_ones(1) * z.shape[1]])
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            from torch.distributed.nn.functional import all_reduce
+            moments = all_reduce(moments)
+        n = moments[-1]
+        mean = (moments[:m * d] / n).view(m, d)
+        second = moments[m * d:-1].view(m, d, d)
+        cov = (second - n * mean[:, :, None] * mean[:, None, :]) / (n - 1).clamp(min=1)   # (M, d, d)
+        std = torch.sqrt(torch.diagonal(cov, dim1=1, dim2=2).clamp(min=0) + 1e-4)
         off = cov - torch.diag_embed(torch.diagonal(cov, dim1=1, dim2=2))
-        return F.relu(1 - std).mean() + (off ** 2).sum((1, 2)).mean() / z.shape[-1]
+        return F.relu(1 - std).mean() + (off ** 2).sum((1, 2)).mean() / d
 
     def forward(self, image_t, image_tc):
         """Returns dict: z (pre-VQ), z_q, indices, recon, loss terms."""

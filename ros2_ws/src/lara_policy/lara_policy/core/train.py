@@ -465,7 +465,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--latent-dim", type=int, default=m.lam.latent_dim)
     parser.add_argument("--codebook-size", type=int, default=m.lam.codebook_size)
     parser.add_argument("--lam-spread-weight", type=float, default=m.lam.spread_weight,
-                        help="LAM variance/decorrelation penalty against dimensional collapse (0 = off)")
+                        help="LAM variance/decorrelation penalty against dimensional collapse (0 = off, the earlier default)")
     parser.add_argument("--aug-shift", type=int, default=d.aug_shift)
     parser.add_argument("--ema-decay", type=float, default=d.ema_decay, help="0 disables the weight EMA")
     parser.add_argument("--name", default=m.name, help="model name (model_id = name + content hash)")
