@@ -179,3 +179,33 @@ def test_real_lara_checkpoint_chunk_and_dynamics_check(ros, spinner, tiny_checkp
     assert chk.header.stamp == c.header.stamp
     assert math.isnan(feeder.checks[0].surprise), "no previous chunk: surprise unknown"
     assert any(math.isfinite(k.surprise) for k in feeder.checks[1:]), "surprise of the previous chunk"
+
+
+def test_flagged_dynamics_check_is_logged_and_inference_keeps_running(ros, spinner, capfd):
+    """A step whose dynamics check is not accepted is published with the check and logged
+    (throttled) after earlier rejection logs; the inference thread must survive both (rclpy
+    raised "logging filters cannot be changed" when two log calls shared the deprecated
+    `warn` call site with different throttling, killing the thread)."""
+    from dataclasses import replace
+
+    policy = GoalSeekingTestPolicy()
+    orig = policy.predict_chunk
+
+    def flagged(obs, num_candidates=1, seed=None):      # as LaraPolicy reports "all candidates null"
+        pred = orig(obs, num_candidates, seed)
+        return replace(pred, check=replace(pred.check, accepted=False, reason="test: all candidates null"))
+
+    policy.predict_chunk = flagged
+    node = _policy_node(policy, num_candidates=4, replan_period_steps=1)
+    feeder = Feeder(ros)
+    real_goal_publish = feeder._goal.publish
+    feeder._goal.publish = lambda msg: None            # first: rejections ("goal missing")
+    spinner(node, feeder.node)
+    assert wait_for(lambda: sum(node.rejections.values()) >= 2, 10.0)
+    feeder._goal.publish = real_goal_publish
+    assert wait_for(lambda: len(feeder.checks) >= 5, 15.0), (len(feeder.checks), node.last_rejection)
+    assert not any(k.accepted for k in feeder.checks) and len(feeder.chunks) >= 5
+    assert node._worker.is_alive()
+    err = capfd.readouterr().err
+    assert "dynamics check flagged the step: test: all candidates null" in err, err[-2000:]
+    assert "Traceback" not in err, err[-3000:]

@@ -179,7 +179,7 @@ class PolicyNode(Node):
         now = time.monotonic()
         if now - self._last_log.get(key, -1e9) >= self.log_throttle_s:
             self._last_log[key] = now
-            self.get_logger().warn(f"policy_node: {message}; not publishing")
+            self.get_logger().warning(f"policy_node: {message}; not publishing")
 
     # -- inputs (executor thread) --------------------------------------------------------
     def _on_image(self, msg: Image) -> None:
@@ -370,7 +370,7 @@ class PolicyNode(Node):
             self.check_pub.publish(check_to_msg(check, obs.stamp, surprise, self.frame_id))
             self.checks_published += 1
             if not check.accepted:
-                self.get_logger().warn(f"policy_node: dynamics check flagged the step: {check.reason}",
+                self.get_logger().warning(f"policy_node: dynamics check flagged the step: {check.reason}",
                                        throttle_duration_sec=self.log_throttle_s)
         self._prev = (None if check is None else check.predicted_latent, img)
         return True

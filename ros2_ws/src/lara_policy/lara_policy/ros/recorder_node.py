@@ -172,9 +172,10 @@ _PARAMS = [
     ("qos_depth", 300, "Subscription queue depth: samples DDS keeps (and acknowledges) while Python is "
                        "busy; 300 = 10 s at 30 Hz, so a stall of the recorder process does not drop."),
     ("max_queue_mb", 512.0, "Messages waiting for the writer beyond this are dropped (and counted)."),
-    ("malloc_mmap_threshold_kb", 256, "glibc: allocations at least this big are mmapped and given back "
-                                      "when freed (0 = glibc's adaptive default, under which ~1 MB frame "
-                                      "buffers fragment the heap and RSS creeps up over minutes)."),
+    ("malloc_mmap_threshold_kb", 256, "Own process only (main()): glibc allocations at least this big are "
+                                      "mmapped and given back when freed (0 = glibc's adaptive default, under "
+                                      "which ~1 MB frame buffers fragment the heap and RSS creeps up over "
+                                      "minutes). Process-wide, so `lara bringup` does not apply it."),
     ("discovery_period_s", 0.5, "How often topics without a known type are looked up in the graph."),
     ("action_chunk_topic", T.ACTION_CHUNK, "ActionChunk topic read for model_id."),
     ("dynamics_check_topic", T.DYNAMICS_CHECK, "DynamicsCheck topic whose not-accepted count is stored."),
@@ -192,7 +193,6 @@ class RecorderNode(Node):
             self.declare_parameter(name, default, ParameterDescriptor(description=desc))
         if self.p("storage") != "mcap":
             raise ValueError(f"storage '{self.p('storage')}' not supported (only 'mcap')")
-        set_malloc_mmap_threshold(int(self.p("malloc_mmap_threshold_kb")))
         self.out_dir = Path(self.p("output_dir")).expanduser().resolve()
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.ts = writer_typestore()
@@ -424,7 +424,11 @@ def main(args=None) -> None:
     rclpy.init(args=args)
     # one executor thread: rclpy's MultiThreadedExecutor busy-wakes its pool and starved this
     # process of the GIL (frames lost in the 10-minute benchmark); the writer has its own thread
-    spin_node(RecorderNode())
+    node = RecorderNode()
+    # process-wide: only where the recorder has the process to itself (in `lara bringup` it
+    # slowed the control path: camera -> command p50 19.7 -> 36 ms)
+    set_malloc_mmap_threshold(int(node.p("malloc_mmap_threshold_kb")))
+    spin_node(node)
 
 
 if __name__ == "__main__":
