@@ -30,10 +30,10 @@ import sys, time, rclpy
 import numpy as np
 from rclpy.qos import QoSProfile, ReliabilityPolicy, HistoryPolicy
 from sensor_msgs.msg import Image, JointState
-rate, w, h, total = float(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+rate, w, h, total, depth = float(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 rclpy.init()
 node = rclpy.create_node("bench_camera")
-qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=30, reliability=ReliabilityPolicy.RELIABLE)
+qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=ReliabilityPolicy.RELIABLE)
 cam = node.create_publisher(Image, "/camera/image_raw", qos)
 js = node.create_publisher(JointState, "/joint_states", qos)
 while cam.get_subscription_count() < 1 or js.get_subscription_count() < 1:
@@ -103,6 +103,8 @@ def main() -> int:
     ap.add_argument("--width", type=int, default=640)
     ap.add_argument("--height", type=int, default=480)
     ap.add_argument("--flush-period", type=float, default=1.0)
+    ap.add_argument("--publisher-depth", type=int, default=30,
+                    help="the camera publisher's reliable KEEP_LAST history (30 = 1 s at 30 Hz)")
     ap.add_argument("--min-free-disk-gb", type=float, default=2.0)
     ap.add_argument("--out", default="", help="output folder (default: a temporary folder)")
     ap.add_argument("--keep", action="store_true", help="keep the bag")
@@ -142,7 +144,7 @@ def main() -> int:
             raise RuntimeError(r.message)
         rss = [(0.0, rss_mb(rec.pid))]
         t0 = time.monotonic()
-        pub, pub_log = spawn(PUBLISHER, a.rate, a.width, a.height, frames)
+        pub, pub_log = spawn(PUBLISHER, a.rate, a.width, a.height, frames, a.publisher_depth)
         next_sample = 5.0
         while pub.poll() is None and not any(ln.startswith("sent ") for ln in pub_log):
             time.sleep(0.2)
@@ -167,7 +169,7 @@ def main() -> int:
         mid = [m for t, m in rss if t >= wall * 0.2]     # after warm-up
         report = {
             "minutes": a.minutes, "rate_hz": a.rate, "image": f"{a.width}x{a.height} rgb8",
-            "sent_per_topic": frames, "publisher_late_ticks": late, "publish_wall_s": round(wall, 1),
+            "sent_per_topic": frames, "publisher_depth": a.publisher_depth, "publisher_late_ticks": late, "publish_wall_s": round(wall, 1),
             "recorded": recorded, "received": meta["received"], "dropped_in_recorder": meta["dropped"],
             "lost": {t: frames - recorded.get(t, 0) for t in ("/camera/image_raw", "/joint_states")},
             "segments": meta["segments"], "bag_gb": round(size_gb, 2),
