@@ -46,6 +46,13 @@ def load_lam(path: str | Path, device: str = "cpu") -> tuple[LaraModel, ModelCon
     return model.to(device).eval(), config
 
 
+def _holdout_cut(ds: ChunkDataset, holdout: float) -> int:
+    """Last flat step index of the training episodes: episodes are contiguous, so the last
+    `holdout` fraction of them (by their end index) is held out."""
+    ends = np.unique(ds.ep_end)
+    return int(ends[max(0, int(round(len(ends) * (1 - holdout))) - 1)])
+
+
 @torch.no_grad()
 def latent_dataset(model: LaraModel, config: ModelConfig, data: list[str], quantized: bool = False,
                    holdout: float = 0.25, batch: int = 256, device: str = "cpu"):
@@ -60,9 +67,7 @@ def latent_dataset(model: LaraModel, config: ModelConfig, data: list[str], quant
                       [1.0] * ds.info.state_dim)
     idx = np.arange(len(ds))
     valid = (idx + c <= ds.ep_end) & (ds.has_action > 0)
-    # episodes are contiguous: hold out the last fraction of episodes (by their end index)
-    ends = np.unique(ds.ep_end)
-    cut = ends[max(0, int(round(len(ends) * (1 - holdout))) - 1)]
+    cut = _holdout_cut(ds, holdout)
     xs, ys = [], []
     sel = idx[valid]
     for i in range(0, len(sel), batch):
@@ -130,9 +135,7 @@ def probe(lam: str | Path, data: list[str], kind: str = "linear", holdout: float
 
 def _heldout_steps(ds: ChunkDataset, holdout: float, limit: int, seed: int) -> np.ndarray:
     """Labelled steps of the last `holdout` fraction of episodes (at most `limit`, sampled)."""
-    ends = np.unique(ds.ep_end)
-    cut = ends[max(0, int(round(len(ends) * (1 - holdout))) - 1)]
-    sel = np.flatnonzero((np.arange(len(ds)) > cut) & (ds.has_action > 0))
+    sel = np.flatnonzero((np.arange(len(ds)) > _holdout_cut(ds, holdout)) & (ds.has_action > 0))
     if len(sel) == 0:
         raise ValueError("need at least 2 action-labelled episodes to hold some out")
     if len(sel) > limit:
@@ -151,13 +154,10 @@ def alignment(path: str | Path, data: list[str], holdout: float = 0.25, limit: i
     """Is the checkpoint's L_LARA informative? (see the module docstring)."""
     from lara_policy.core.train import instruction_embeddings
 
-    config, _ = read_config(path)
-    if not (config.has_vla and config.has_lam):
+    model, config = load_lam(path)
+    if not config.has_vla:
         raise CheckpointError(f"{path}: --alignment needs a joint VLA + LAM checkpoint (variant lara or "
                               f"frozen_lam), this one has components={config.components}")
-    model = LaraModel(config)
-    load_weights(path, model)
-    model.eval()
     v = config.vla
     ds = ChunkDataset(data, cameras=list(v.cameras), image_size=v.image_size, horizon=v.horizon, offset=config.offset)
     known, emb, mask = load_text(path)
@@ -221,13 +221,11 @@ def run(args: argparse.Namespace) -> int:
               f"{r['l_lara_constant']:.4f}\nfuture sensitivity 1-cos(z(I_t,I_t+C), z(I_t,I_t)) = "
               f"{r['future_sensitivity']:.4f}; mean |z| per token {r['latent_norm_mean']:.3f}; effective latent "
               f"dims per token {r['latent_dims']:.2f} (1 = collapsed onto a line)")
-        if args.out:
-            Path(args.out).write_text(json.dumps(result, indent=2))
-        return 0
-    print(f"action probe ({result['kind']}, {'z_q' if args.quantized else 'z'}): held-out R^2 = {result['r2']:.3f} "
-          f"(shuffled control {result['r2_shuffled_control']:.3f}; train {result['train_samples']}, "
-          f"test {result['test_samples']}); effective latent dims per token {result['latent_dims']:.2f} "
-          f"(1 = collapsed onto a line)")
+    else:
+        print(f"action probe ({result['kind']}, {'z_q' if args.quantized else 'z'}): held-out R^2 = {result['r2']:.3f} "
+              f"(shuffled control {result['r2_shuffled_control']:.3f}; train {result['train_samples']}, "
+              f"test {result['test_samples']}); effective latent dims per token {result['latent_dims']:.2f} "
+              f"(1 = collapsed onto a line)")
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2))
     return 0
