@@ -107,6 +107,22 @@ def timestep_embedding(tau: torch.Tensor, dim: int) -> torch.Tensor:
 # Latent action model
 
 
+def token_covariance(z: torch.Tensor, global_batch: bool) -> torch.Tensor:
+    """Covariance of each latent token's d_z dimensions over the batch: z (B, M, d) -> (M, d, d).
+    global_batch: moments over ALL ranks through a differentiable all-reduce under DDP, so a
+    distributed step equals a single-process step on the same global batch."""
+    z = z.transpose(0, 1)                                               # (M, B, d)
+    m, d = z.shape[0], z.shape[2]
+    moments = torch.cat([z.sum(1).flatten(), (z.transpose(1, 2) @ z).flatten(), z.new_ones(1) * z.shape[1]])
+    if global_batch and torch.distributed.is_available() and torch.distributed.is_initialized():
+        from torch.distributed.nn.functional import all_reduce
+        moments = all_reduce(moments)
+    n = moments[-1]
+    mean = (moments[:m * d] / n).view(m, d)
+    second = moments[m * d:-1].view(m, d, d)
+    return (second - n * mean[:, :, None] * mean[:, None, :]) / (n - 1).clamp(min=1)
+
+
 class VectorQuantizer(nn.Module):
     """Cosine-similarity VQ with a commitment term and dead-code re-seeding (see maintain()).
 
@@ -164,10 +180,10 @@ class VectorQuantizer(nn.Module):
     def effective_dims(z: torch.Tensor) -> float:
         """Participation ratio (sum lambda)^2 / sum lambda^2 of the latent's covariance, per
         latent token, averaged: 1 = every z on one line (dimensional collapse, which code
-        perplexity counted over all tokens does not show), d_z = all dimensions used evenly."""
-        z = z.detach().float().reshape(-1, *z.shape[-2:]).transpose(0, 1)          # (M, B, d)
-        z = z - z.mean(1, keepdim=True)
-        lam = torch.linalg.eigvalsh(z.transpose(1, 2) @ z / max(1, z.shape[1] - 1)).clamp(min=0)
+        perplexity counted over all tokens does not show), d_z = all dimensions used evenly.
+        Local batch only (rank 0 calls it alone when logging)."""
+        z = z.detach().float().reshape(-1, *z.shape[-2:])
+        lam = torch.linalg.eigvalsh(token_covariance(z, global_batch=False)).clamp(min=0)
         return float((lam.sum(-1) ** 2 / (lam ** 2).sum(-1).clamp(min=1e-12)).mean())
 
     @staticmethod
@@ -288,21 +304,10 @@ class LatentActionModel(nn.Module):
         the squared off-diagonal covariance, per latent token (VICReg's variance/covariance
         terms). Without it the cosine VQ settled with each token's z on one line (+-d): latent_dims
         ~1.0 and 8 usable scalars instead of 8 x d_z directions."""
-        z = z.transpose(0, 1)                                           # (M, B, d)
-        m, d = z.shape[0], z.shape[2]
-        # moments over the GLOBAL batch (a differentiable all-reduce under DDP), so a
-        # distributed step equals a single-process step on the same global batch
-        moments = torch.cat([z.sum(1).flatten(), (z.transpose(1, 2) @ z).flatten(), z.new_ones(1) * z.shape[1]])
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            from torch.distributed.nn.functional import all_reduce
-            moments = all_reduce(moments)
-        n = moments[-1]
-        mean = (moments[:m * d] / n).view(m, d)
-        second = moments[m * d:-1].view(m, d, d)
-        cov = (second - n * mean[:, :, None] * mean[:, None, :]) / (n - 1).clamp(min=1)   # (M, d, d)
+        cov = token_covariance(z, global_batch=True)                     # (M, d, d)
         std = torch.sqrt(torch.diagonal(cov, dim1=1, dim2=2).clamp(min=0) + 1e-4)
         off = cov - torch.diag_embed(torch.diagonal(cov, dim1=1, dim2=2))
-        return F.relu(1 - std).mean() + (off ** 2).sum((1, 2)).mean() / d
+        return F.relu(1 - std).mean() + (off ** 2).sum((1, 2)).mean() / cov.shape[-1]
 
     def forward(self, image_t, image_tc):
         """Returns dict: z (pre-VQ), z_q, indices, recon, loss terms."""

@@ -422,8 +422,8 @@ class RecorderNode(Node):
 
 def main(args=None) -> None:
     rclpy.init(args=args)
-    # one executor thread: rclpy's MultiThreadedExecutor busy-wakes its pool and starved this
-    # process of the GIL (frames lost in the 10-minute benchmark); the writer has its own thread
+    # one executor thread (the writer has its own): rclpy's MultiThreadedExecutor busy-wakes
+    # its pool and competes for the GIL on a small CPU
     node = RecorderNode()
     # process-wide: only where the recorder has the process to itself (in `lara bringup` it
     # slowed the control path: camera -> command p50 19.7 -> 36 ms)
