@@ -26,13 +26,13 @@ def ros():
 
 
 class Spinner:
-    """Spin nodes on a background thread; `close()` joins it. One thread by default, as
+    """Spin nodes on a background thread; `close()` joins it. One executor thread, as
     `lara bringup` does: rclpy's MultiThreadedExecutor busy-wakes and starves the other
     threads on a 2-core machine (see docs/runtime.md)."""
 
-    def __init__(self, *nodes, threads: int = 1):
-        from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
-        self.executor = MultiThreadedExecutor(num_threads=threads) if threads > 1 else SingleThreadedExecutor()
+    def __init__(self, *nodes):
+        from rclpy.executors import SingleThreadedExecutor
+        self.executor = SingleThreadedExecutor()
         self.nodes = list(nodes)
         for n in nodes:
             self.executor.add_node(n)
@@ -64,8 +64,8 @@ class Spinner:
 def spinner(ros):
     made = []
 
-    def make(*nodes, threads: int = 1):
-        s = Spinner(*nodes, threads=threads)
+    def make(*nodes):
+        s = Spinner(*nodes)
         made.append(s)
         return s
 

@@ -1,5 +1,5 @@
-"""`lara bringup CONFIG.yaml`: the launch files' node graph in ONE process (an rclpy
-MultiThreadedExecutor), for machines without `ros2 launch`.
+"""`lara bringup CONFIG.yaml`: the launch files' node graph in ONE process (one executor
+thread for the graph, one for command_node), for machines without `ros2 launch`.
 
 The YAML is the same params file the launch files pass to the nodes
 (lara_bringup/config/*.yaml): one `node_name: {ros__parameters: {...}}` section per
@@ -112,10 +112,8 @@ class Graph:
     """The node graph of one config, built in this process and spun on a background thread."""
 
     def __init__(self, config: dict, nodes: list[str] | None = None, *, policy=None,
-                 overrides: dict[str, dict] | None = None, threads: int = 1,
-                 control_priority: str = "normal"):
+                 overrides: dict[str, dict] | None = None, control_priority: str = "normal"):
         import rclpy
-        from rclpy.executors import MultiThreadedExecutor
 
         self.config = config
         names = list(nodes or robot_nodes(config))
@@ -146,10 +144,10 @@ class Graph:
             self._destroy_nodes()
             raise
         # The control loop gets an executor (and thread) of its own, so its timer is never
-        # queued behind camera, sim or service callbacks; everything else shares one
-        # thread (threads=1: rclpy's MultiThreadedExecutor busy-wakes and starves inference here).
+        # queued behind camera, sim or service callbacks; everything else shares one thread
+        # (rclpy's MultiThreadedExecutor busy-woke ~1800/s here and starved inference).
         from rclpy.executors import SingleThreadedExecutor
-        self.executor = MultiThreadedExecutor(num_threads=threads) if threads > 1 else SingleThreadedExecutor()
+        self.executor = SingleThreadedExecutor()
         self.control_executor = SingleThreadedExecutor()
         for name, node in self.nodes.items():
             (self.control_executor if name == "command_node" else self.executor).add_node(node)

@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import rclpy
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 
 
-def spin_node(node: Node, num_threads: int = 1) -> None:
-    """Spin `node`, then destroy it and shut rclpy down (whatever ended the spin)."""
-    executor = MultiThreadedExecutor(num_threads=num_threads) if num_threads > 1 else SingleThreadedExecutor()
+def spin_node(node: Node) -> None:
+    """Spin `node` on one executor thread (rclpy's MultiThreadedExecutor busy-wakes its pool and
+    starves other threads on a small CPU; nodes that need concurrency own their threads), then
+    destroy it and shut rclpy down (whatever ended the spin)."""
+    executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
         executor.spin()

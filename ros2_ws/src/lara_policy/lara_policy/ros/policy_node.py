@@ -371,7 +371,7 @@ class PolicyNode(Node):
             self.checks_published += 1
             if not check.accepted:
                 self.get_logger().warning(f"policy_node: dynamics check flagged the step: {check.reason}",
-                                       throttle_duration_sec=self.log_throttle_s)
+                                          throttle_duration_sec=self.log_throttle_s)
         self._prev = (None if check is None else check.predicted_latent, img)
         return True
 

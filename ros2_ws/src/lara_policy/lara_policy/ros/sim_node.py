@@ -138,7 +138,7 @@ class SimNode(Node):
         lin = np.array([msg.twist.linear.x, msg.twist.linear.y, msg.twist.linear.z], dtype=np.float64)
         if not np.all(np.isfinite(lin)):
             self.get_logger().warning("sim_node: non-finite twist ignored (zero motion)",
-                                   throttle_duration_sec=2.0)
+                                      throttle_duration_sec=2.0)
             self._twist = None
             return
         self._twist = (lin, time.monotonic())
@@ -146,7 +146,7 @@ class SimNode(Node):
     def _on_gripper(self, msg: Float64) -> None:
         if not np.isfinite(msg.data):
             self.get_logger().warning("sim_node: non-finite gripper command ignored",
-                                   throttle_duration_sec=2.0)
+                                      throttle_duration_sec=2.0)
             return
         self._gripper = (float(msg.data), time.monotonic())
 
@@ -291,7 +291,7 @@ class SimNode(Node):
             elif action is not None and not self._budget_logged:
                 self._budget_logged = True
                 self.get_logger().warning(f"sim_node: step budget {env.max_steps} used up; "
-                                       "holding still until the next reset")
+                                          "holding still until the next reset")
             img = env.render_images()[self.camera]
             self._publish(img)
 
