@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lara_policy.data.store import EpisodeStore, StoreError
+from lara_policy.data.store import StoreError, open_episode_source
 
 # ----------------------------------------------------------------------------------------
 # Normalisation
@@ -143,7 +143,7 @@ class ChunkDataset:
         if not sources:
             raise StoreError("no episode store given (--data)")
         for path, force_free in sources:
-            with EpisodeStore(path) as store:
+            with open_episode_source(path) as store:   # an HDF5 store or a LeRobot v3 directory
                 m = store.meta
                 cams = list(cameras) if cameras else list(m.cameras)
                 missing = [c for c in cams if c not in m.cameras]

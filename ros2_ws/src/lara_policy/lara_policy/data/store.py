@@ -265,12 +265,22 @@ class EpisodeStore:
         self.close()
 
 
+def open_episode_source(path: str | Path):
+    """Open training data read-only: an episode store (HDF5 file) or a LeRobot v3.0 dataset
+    directory (`lara_policy.data.lerobot_v3.LeRobotV3Source`: same .meta, len, episode(i),
+    iteration over Episode, used_seeds(), context manager)."""
+    if Path(path).is_dir():
+        from lara_policy.data.lerobot_v3 import LeRobotV3Source
+        return LeRobotV3Source(path)
+    return EpisodeStore(path)
+
+
 def write_train_seeds(checkpoint_dir: str | Path, stores: list[str | Path]) -> Path:
     """Write `train_seeds.json` ({task: [seeds]}, the union of the stores' used_seeds())
     into a checkpoint directory; `lara eval sim --policy DIR` then refuses those seeds."""
     seeds: dict[str, set[int]] = {}
     for p in stores:
-        with EpisodeStore(p) as s:
+        with open_episode_source(p) as s:
             for t, v in s.used_seeds().items():
                 seeds.setdefault(t, set()).update(v)
     out = Path(checkpoint_dir) / "train_seeds.json"
