@@ -18,6 +18,7 @@ from lara_policy import __version__
 COMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("lara_policy.doctor", "check the installation: ROS 2 + DDS, lara_msgs, MuJoCo, torch, language model"),
     "demos": ("lara_policy.data.demos", "generate Meta-World expert demonstrations / action-free video into an episode store"),
+    "convert": ("lara_policy.data.convert", "convert episodes between formats (rosbag2 bags -> episode store, ...); source format detected"),
     "train": ("lara_policy.core.train", "train: lam-pretrain | pretrain | posttrain | lam-refine (single process or torchrun)"),
     "probe": ("lara_policy.core.probe", "action probe: how well LAM latents predict ground-truth actions (R^2)"),
     "eval sim": ("lara_policy.evaluation.sim_eval", "closed-loop Meta-World evaluation of a policy (oracle | random | checkpoint)"),
