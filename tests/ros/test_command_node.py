@@ -69,7 +69,7 @@ def test_safety_limits_clip_speed_and_hold_workspace_axis():
 
 # ----------------------------------------------------------------------------- ROS fixtures
 def make_node(h: RosHarness, **params) -> CommandNode:
-    base = {"control_rate_hz": RATE, "max_chunk_age_s": 1.0}
+    base = {"control_rate_hz": RATE, "max_chunk_age_s": 1.0, "servo_activation": "none"}
     base.update(params)
     node = CommandNode(context=h.context, parameter_overrides=[Parameter(k, value=v) for k, v in base.items()])
     return h.add(node)

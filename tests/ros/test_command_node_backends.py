@@ -63,13 +63,36 @@ def test_joint_trajectory_backend_steps_limits_and_holds(harness):
     assert np.allclose(moving.points[0].positions, [0.05, 0.08])
     assert moving.points[0].time_from_start.nanosec == int(PERIOD * 1e9)
     assert grips[-1] == 1.0
-    # chunks stop -> hold at the current joint positions
+    # chunks stop -> hold at the current joint positions (a joint_state_broadcaster keeps publishing)
     n = len(trajs)
-    js.publish(JointState(name=["j1", "j2"], position=[0.02, 0.09]))
+    current = {"pos": [0.02, 0.09]}
+    timer = rig.create_timer(0.05, lambda: js.publish(JointState(name=["j1", "j2"], position=current["pos"])))
     assert wait_for(lambda: node.reason.startswith("stale chunk"), 5.0)
     time.sleep(3 * PERIOD)
     held = trajs[-1]
     assert len(trajs) > n and np.allclose(held.points[0].positions, [0.02, 0.09])
+    # stamp 0 = "start now": ros2_control's JTC never rejects it as late (a now-stamped
+    # one-period point is rejected when it arrives more than one period late)
+    assert held.header.stamp.sec == 0 and held.header.stamp.nanosec == 0
+    # NaN in /joint_states: no hold command carries it, the node says why
+    current["pos"] = [float("nan"), 0.09]
+    n_before_nan = len(trajs)
+    publish_chunk(chunks, rig, [[0.03, 0.09, 1.0]] * 40, "joint_position")
+    assert wait_for(lambda: "joint state is NaN" in node.reason, 5.0), node.reason
+    assert node.state == "fault"
+    time.sleep(3 * PERIOD)
+    assert all(np.all(np.isfinite(t.points[0].positions)) for t in trajs if t.points)
+    current["pos"] = [0.02, 0.09]
+    # joint states stop: no hold at the stale position (the controller keeps its last goal)
+    rig.destroy_timer(timer)
+    time.sleep(0.1)
+    n = len(trajs)
+    publish_chunk(chunks, rig, [[0.03, 0.09, 1.0]] * 40, "joint_position")
+    assert wait_for(lambda: "stale joint states" in node.reason, 5.0), node.reason
+    time.sleep(3 * PERIOD)
+    assert len(trajs) <= n + 1, "hold commands sent from stale joint states"
+    assert all(not t.points or np.all(np.isfinite(t.points[0].positions)) for t in trajs)
+    assert all(t.points for t in trajs), "empty trajectory sent (ros2_control's JTC rejects it)"
     # a NaN chunk never reaches the controller
     publish_chunk(chunks, rig, [[float("inf"), 0.0, 0.0]] * 5, "joint_position")
     assert wait_for(lambda: node.rejected_chunks == 1, 5.0)

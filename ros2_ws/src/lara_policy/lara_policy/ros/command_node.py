@@ -14,14 +14,28 @@ on /lara/safety_status):
   Clears by itself when a fresh image arrives.
 - "stale chunk: ..."        no chunk, newest chunk older than max_chunk_age_s, or run out.
   Clears by itself when a fresh chunk arrives.
-- "rejected chunk: ..."     a chunk with NaN/inf, a wrong size, or an action space the backend
-  cannot execute. Clears when the next valid chunk arrives (chunks held before are dropped).
+- "rejected chunk: ..."     a chunk with NaN/inf, a wrong size, an action space the backend
+  cannot execute, or a stamp more than max_chunk_future_s ahead of this node's clock. Clears
+  when the next valid chunk arrives (chunks held before are dropped).
+- "clock jumped back ..."   the node clock went backwards (sim reset, looped bag, clock step):
+  held chunks and input arrival times are dropped; clears when chunks, images (and the pose /
+  joint states where used) arrive on the new clock.
+- "unsafe command: ..."     the end-effector pose (when the workspace box or moveit_py needs it)
+  or the joint states (joint_trajectory) are missing, older than max_pose_age_s /
+  max_joint_state_age_s, NaN/inf, or the pose is in another frame than `frame_id`.
+  Clears when fresh, finite input arrives.
 - "e-stop"                   /lara/estop (std_srvs/Trigger). LATCHED: only /lara/estop_reset
   clears it, and after a reset the node stays disarmed (state inactive, zero motion) until it
   is re-armed by a lifecycle deactivate + activate.
+
+Parameters: limits (speeds, steps, box, ages, scales) are validated at configure and may be
+changed at run time (`ros2 param set`): a valid value applies at the next tick, an invalid one
+is refused with the reason. Every other parameter (backend, topics, rate, ...) is read at
+configure: changing it is refused while the node is configured (cleanup first).
 """
 from __future__ import annotations
 
+import math
 import signal
 import struct
 import threading
@@ -33,7 +47,7 @@ import numpy as np
 import rclpy
 import rclpy.executors
 from geometry_msgs.msg import PoseStamped
-from rcl_interfaces.msg import ParameterDescriptor
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.exceptions import ParameterUninitializedException
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
@@ -85,6 +99,12 @@ _PARAMS = [
                                              "against the backend at configure and per chunk)."),
     ("blend_steps", 3, "Control ticks over which a newer chunk is cross-faded into the current one."),
     ("max_chunk_age_s", 1.0, "A chunk whose observation is older than this is stale (zero motion)."),
+    ("max_chunk_future_s", 0.1, "A chunk stamped more than this ahead of the node clock is refused "
+                                "(fault): host clocks must agree to within this."),
+    ("max_pose_age_s", 0.5, "End-effector pose older than this (by arrival) -> zero motion, where the "
+                            "pose is used (workspace box, moveit_py)."),
+    ("max_joint_state_age_s", 0.5, "Joint states older than this (by arrival) -> zero motion and no hold "
+                                   "command (joint_trajectory backend)."),
     ("max_observation_age_s", 0.0, "Newest camera image older than this -> zero motion "
                                    "(0 = 3 control periods)."),
     ("image_topic", topics.CAMERA_IMAGE, "Camera image topic watched for staleness ('' disables)."),
@@ -92,7 +112,13 @@ _PARAMS = [
     ("chunk_topic", topics.ACTION_CHUNK, "lara_msgs/ActionChunk input."),
     ("ee_pose_topic", topics.EE_POSE, "geometry_msgs/PoseStamped end-effector pose (workspace box, moveit_py)."),
     ("joint_states_topic", topics.JOINT_STATES, "sensor_msgs/JointState (joint_trajectory backend)."),
-    ("twist_topic", topics.SERVO_TWIST, "Servo backend output (geometry_msgs/TwistStamped)."),
+    ("twist_topic", topics.SERVO_TWIST, "Servo backend output (geometry_msgs/TwistStamped, m/s: Servo "
+                                        "needs command_in_type: speed_units)."),
+    ("servo_node", "/servo_node", "MoveIt Servo node whose services/status the servo backend uses."),
+    ("servo_activation", "auto", "How the servo backend makes Servo accept twists when arming: auto | "
+                                 "switch_command_type (Jazzy+) | start_servo (Humble) | none (no Servo "
+                                 "services, e.g. LARA's sim_node)."),
+    ("servo_wait_s", 5.0, "How long arming waits for Servo's services."),
     ("trajectory_topic", topics.JOINT_TRAJECTORY, "joint_trajectory backend output."),
     ("gripper_topic", topics.GRIPPER_COMMAND, "Gripper command output (std_msgs/Float64, -1 open .. +1 close)."),
     ("safety_status_topic", topics.SAFETY_STATUS, "lara_msgs/SafetyStatus output."),
@@ -116,7 +142,57 @@ _PARAMS = [
     ("control_thread", True, "Run the control loop on a dedicated thread with deadline scheduling "
                              "(wall clock); false = an rclpy timer on the node clock."),
     ("status_rate_hz", 4.0, "SafetyStatus is published on every change and at this rate."),
+    ("autostart", False, "Configure and activate at start (`ros2 run` waits for lifecycle transitions "
+                         "unless this is true; the sim config and `arm:=true` set it)."),
 ]
+
+# Limits: validated together, applied live when changed at run time.
+LIVE_PARAMS = ("max_linear_speed_mps", "max_angular_speed_rps", "max_linear_step_m", "max_joint_step_rad",
+               "workspace_min", "workspace_max", "action_limit", "ee_delta_scale_m", "ee_rot_scale_rad",
+               "max_chunk_age_s", "max_chunk_future_s", "max_observation_age_s", "max_pose_age_s",
+               "max_joint_state_age_s")
+# Read at any time, no effect on a configured node's behaviour.
+FREE_PARAMS = ("autostart",)
+
+
+def _positive(values: dict, name: str, *, zero_ok: bool = False) -> float:
+    v = values[name]
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 \
+            or (v == 0 and not zero_ok):
+        raise ValueError(f"parameter {name} must be a finite number {'>= 0' if zero_ok else '> 0'}, got {v!r}")
+    return float(v)
+
+
+@dataclass
+class LiveLimits:
+    """Everything derived from LIVE_PARAMS (built and validated in one place)."""
+    limits: SafetyLimits
+    conv: tuple                 # (ee_delta_scale_m, ee_rot_scale_rad, action_limit)
+    max_chunk_age: float
+    max_chunk_future: float
+    max_obs_age: float
+    max_pose_age: float
+    max_joint_age: float
+
+
+def build_live_limits(values: dict, period: float) -> LiveLimits:
+    """Validate the limit parameters (a dict name -> value); ValueError names the parameter."""
+    wmin, wmax = list(values.get("workspace_min") or []), list(values.get("workspace_max") or [])
+    if (wmin or wmax) and (len(wmin) != 3 or len(wmax) != 3):
+        raise ValueError(f"workspace_min/max must be 3 values each, got {wmin} {wmax}")
+    limits = SafetyLimits(
+        period=period, max_linear_speed=_positive(values, "max_linear_speed_mps"),
+        max_angular_speed=_positive(values, "max_angular_speed_rps"),
+        max_linear_step=_positive(values, "max_linear_step_m"),
+        max_joint_step=_positive(values, "max_joint_step_rad"),
+        workspace_min=np.array(wmin, dtype=np.float64) if wmin else None,
+        workspace_max=np.array(wmax, dtype=np.float64) if wmax else None)
+    conv = (_positive(values, "ee_delta_scale_m"), _positive(values, "ee_rot_scale_rad"),
+            _positive(values, "action_limit"))
+    return LiveLimits(limits, conv, _positive(values, "max_chunk_age_s"),
+                      _positive(values, "max_chunk_future_s", zero_ok=True),
+                      _positive(values, "max_observation_age_s", zero_ok=True) or 3.0 * period,
+                      _positive(values, "max_pose_age_s"), _positive(values, "max_joint_state_age_s"))
 
 
 class CommandNode(LifecycleNode):
@@ -143,7 +219,11 @@ class CommandNode(LifecycleNode):
         self._last_image_arrival: float | None = None
         self._last_image_stamp: float | None = None
         self._ee_pose: PoseStamped | None = None
+        self._ee_pose_arrival: float | None = None
         self._joint_pos: dict[str, float] = {}
+        self._joint_arrival: dict[str, float] = {}
+        self._configured = False
+        self.live: LiveLimits | None = None
         self._joint_names: list[str] = []
         self._subs, self._timers = [], []
         self._loop: threading.Thread | None = None
@@ -151,6 +231,7 @@ class CommandNode(LifecycleNode):
         # E-stop is available in every lifecycle state, from construction on.
         self._estop_srv = self.create_service(Trigger, self.p("estop_service"), self._on_estop)
         self._reset_srv = self.create_service(Trigger, self.p("estop_reset_service"), self._on_estop_reset)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
 
     # ---------------------------------------------------------------- helpers
     def p(self, name):
@@ -171,20 +252,90 @@ class CommandNode(LifecycleNode):
         return self._reason
 
     def _joint_positions(self) -> np.ndarray | None:
+        """Current positions of joint_names when known, fresh and finite (else None: never
+        hold at, or step from, a stale or NaN position)."""
+        return self._joint_state()[0]
+
+    def _joint_state(self) -> tuple[np.ndarray | None, str]:
         names = self._joint_names
-        if not names or any(n not in self._joint_pos for n in names):
-            return None
-        return np.array([self._joint_pos[n] for n in names])
+        if not names:
+            return None, "no joint_names configured"
+        missing = [n for n in names if n not in self._joint_pos]
+        if missing:
+            return None, f"no joint state for {missing} on {self.p('joint_states_topic')}"
+        now = self.now()
+        max_age = self.live.max_joint_age if self.live is not None else float("inf")
+        age = max(now - self._joint_arrival[n] for n in names)
+        if age > max_age:
+            return None, f"stale joint states: {age:.3f} s > {max_age:.3f} s"
+        pos = np.array([self._joint_pos[n] for n in names], dtype=np.float64)
+        if not np.all(np.isfinite(pos)):
+            return None, f"joint state is NaN/inf {dict(zip(names, pos.tolist()))}"
+        return pos, ""
+
+    def _ee_position(self) -> tuple[np.ndarray | None, str]:
+        """EE position for the workspace check when known, fresh, finite and in `frame_id`."""
+        msg = self._ee_pose
+        if msg is None:
+            return None, f"no end-effector pose on {self.p('ee_pose_topic')}"
+        age = self.now() - self._ee_pose_arrival
+        if age > self.live.max_pose_age:
+            return None, f"stale end-effector pose: {age:.3f} s > {self.live.max_pose_age:.3f} s"
+        frame = msg.header.frame_id
+        if frame and frame.lstrip("/") != str(self.p("frame_id")).lstrip("/"):
+            return None, (f"end-effector pose is in frame '{frame}' but twists and the workspace box are in "
+                          f"'{self.p('frame_id')}' (publish the pose in frame_id)")
+        p = msg.pose.position
+        pos = np.array([p.x, p.y, p.z], dtype=np.float64)
+        if not np.all(np.isfinite(pos)):
+            return None, f"end-effector pose is NaN/inf {pos.tolist()}"
+        return pos, ""
+
+    # ---------------------------------------------------------------- parameters
+    def _on_set_parameters(self, params) -> SetParametersResult:
+        """Limits apply live after validation; structural parameters are refused while configured."""
+        names = [p.name for p in params]
+        if not self._configured:
+            return SetParametersResult(successful=True)
+        structural = [n for n in names if n not in LIVE_PARAMS and n not in FREE_PARAMS]
+        if structural:
+            return SetParametersResult(successful=False, reason=(
+                f"{', '.join(structural)} is read at configure: deactivate + cleanup, set it, configure again"))
+        values = {n: self.p(n) for n in LIVE_PARAMS}
+        values.update({p.name: p.value for p in params})
+        try:
+            live = build_live_limits(values, self.period)
+        except ValueError as e:
+            self.get_logger().warning(f"parameter change refused: {e}")
+            return SetParametersResult(successful=False, reason=str(e))
+        with self._lock:
+            self._apply_live(live)
+        self.get_logger().info(f"limits changed at run time: {', '.join(f'{p.name}={p.value}' for p in params)}")
+        return SetParametersResult(successful=True)
+
+    def _apply_live(self, live: LiveLimits) -> None:
+        self.live = live
+        self.limits = live.limits
+        self.max_obs_age = live.max_obs_age
+        self._conv = live.conv + (len(self._joint_names),)
+        if getattr(self, "scheduler", None) is not None:
+            self.scheduler.max_chunk_age_s = live.max_chunk_age
+            self.scheduler.max_future_s = live.max_chunk_future
 
     # ---------------------------------------------------------------- lifecycle
     def on_configure(self, state: State) -> TransitionCallbackReturn:
         try:
             self._configure()
-        except (BackendError, ValueError) as e:
-            self.get_logger().error(f"configure refused: {e}")
-            self._teardown()
-            self._set_status(INACTIVE, False, f"configure refused: {e}")
+        except Exception as e:  # noqa: BLE001 - any failure: say why, leave nothing half-made
+            why = str(e) if isinstance(e, (BackendError, ValueError)) else f"{type(e).__name__}: {e}"
+            self.get_logger().error(f"configure refused: {why}")
+            try:
+                self._teardown()
+            except Exception as e2:  # noqa: BLE001
+                self.get_logger().error(f"teardown after failed configure: {type(e2).__name__}: {e2}")
+            self._set_status(INACTIVE, False, f"configure refused: {why}")
             return TransitionCallbackReturn.FAILURE
+        self._configured = True
         self._set_status(INACTIVE, False, "configured, not active")
         return TransitionCallbackReturn.SUCCESS
 
@@ -202,29 +353,28 @@ class CommandNode(LifecycleNode):
         if self.action_space == "joint_position" and not joint_names:
             raise ValueError("action_space joint_position needs the joint_names parameter")
         self.action_dim = action_dim_for(self.action_space, len(joint_names), bool(self.p("joint_gripper")))
-        wmin, wmax = list(self.p("workspace_min") or []), list(self.p("workspace_max") or [])
-        if wmin or wmax:
-            if len(wmin) != 3 or len(wmax) != 3 or any(a >= b for a, b in zip(wmin, wmax)):
-                raise ValueError(f"workspace_min/max must be 3 values each with min < max, got {wmin} {wmax}")
-        else:
+        live = build_live_limits({n: self.p(n) for n in LIVE_PARAMS}, self.period)
+        if live.limits.workspace_min is None:
             self.get_logger().warning("no workspace box configured (workspace_min/max empty)")
-        self.limits = SafetyLimits(
-            period=self.period, max_linear_speed=float(self.p("max_linear_speed_mps")),
-            max_angular_speed=float(self.p("max_angular_speed_rps")),
-            max_linear_step=float(self.p("max_linear_step_m")), max_joint_step=float(self.p("max_joint_step_rad")),
-            workspace_min=np.array(wmin) if wmin else None, workspace_max=np.array(wmax) if wmax else None)
-        self.max_obs_age = float(self.p("max_observation_age_s")) or 3.0 * self.period
-        # per-tick values, read once (parameters take effect at the next configure)
-        self._conv = (float(self.p("ee_delta_scale_m")), float(self.p("ee_rot_scale_rad")),
-                      float(self.p("action_limit")), len(joint_names))
+        blend = int(self.p("blend_steps"))
+        if blend < 0:
+            raise ValueError(f"parameter blend_steps must be >= 0, got {blend}")
+        status_rate = self.p("status_rate_hz")
+        if not (isinstance(status_rate, (int, float)) and math.isfinite(status_rate) and status_rate > 0):
+            raise ValueError(f"parameter status_rate_hz must be > 0, got {status_rate!r}")
         self._watch_images = bool(self.p("image_topic"))
-        self.scheduler = ChunkScheduler(int(self.p("blend_steps")), float(self.p("max_chunk_age_s")))
+        self.scheduler = ChunkScheduler(blend, live.max_chunk_age, live.max_chunk_future)
+        self._apply_live(live)
+        self._needs_pose = live.limits.workspace_min is not None or cls is MoveItPyBackend
 
         if self._status_pub is None:    # kept across cleanup/configure (it reports configure errors)
             self._status_pub = self.create_publisher(SafetyStatus, self.p("safety_status_topic"), 10)
         grip = str(self.p("gripper_topic"))
         if cls is ServoBackend:
-            self.backend = ServoBackend(self, grip, self.period, self.p("twist_topic"), self.p("frame_id"))
+            self.backend = ServoBackend(self, grip, self.period, self.p("twist_topic"), self.p("frame_id"),
+                                        activation=str(self.p("servo_activation")),
+                                        servo_node=str(self.p("servo_node")),
+                                        wait_s=float(self.p("servo_wait_s")))
         elif cls is JointTrajectoryBackend:
             self.backend = JointTrajectoryBackend(self, grip, self.period, self.p("trajectory_topic"),
                                                   joint_names, self._joint_positions)
@@ -253,14 +403,22 @@ class CommandNode(LifecycleNode):
         self._timers.append(self.create_timer(1.0 / float(self.p("status_rate_hz")), self._publish_status))
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
-        with self._lock:
-            if self._estop:
-                self.get_logger().error("activate refused: e-stop latched; call the e-stop reset service first")
-                return TransitionCallbackReturn.FAILURE
-            self.scheduler.clear()
-            self._reject_reason = ""
-            self._disarmed_after_estop = False
-            self._active = True
+        try:
+            with self._lock:
+                if self._estop:
+                    self.get_logger().error("activate refused: e-stop latched; call the e-stop reset service first")
+                    return TransitionCallbackReturn.FAILURE
+                self.scheduler.clear()
+                self._reject_reason = ""
+                self._disarmed_after_estop = False
+                self.backend.activate()
+                self._active = True
+        except Exception as e:  # noqa: BLE001 - never arm half-way
+            why = str(e) if isinstance(e, BackendError) else f"{type(e).__name__}: {e}"
+            self.get_logger().error(f"activate refused: {why}")
+            self._safe_zero()
+            self._set_status(INACTIVE, False, f"activate refused: {why}")
+            return TransitionCallbackReturn.FAILURE
         self.get_logger().info(f"armed: backend {self.backend.name}, action space {self.action_space}, "
                                f"{1.0 / self.period:.1f} Hz")
         self._tick()
@@ -270,8 +428,7 @@ class CommandNode(LifecycleNode):
         with self._lock:
             self._active = False
             self.scheduler.clear()
-            if self.backend is not None:
-                self.backend.zero()
+            self._safe_zero(pause=True)
             self._set_status(INACTIVE, False, "deactivated")
         return TransitionCallbackReturn.SUCCESS
 
@@ -283,17 +440,39 @@ class CommandNode(LifecycleNode):
     def on_shutdown(self, state: State) -> TransitionCallbackReturn:
         with self._lock:
             self._active = False
-            if self.backend is not None:
-                self.backend.zero()
-        self._teardown()
+            self._safe_zero(pause=True)
+        try:
+            self._teardown()
+        except Exception as e:  # noqa: BLE001
+            self.get_logger().error(f"teardown at shutdown failed: {type(e).__name__}: {e}")
         return TransitionCallbackReturn.SUCCESS
 
     def on_error(self, state: State) -> TransitionCallbackReturn:
+        """An exception escaped a transition: zero motion and tear everything down (back to
+        unconfigured, nothing left running; a new configure starts clean)."""
         with self._lock:
             self._active = False
-            if self.backend is not None:
-                self.backend.zero()
+            self._safe_zero(pause=True)
+        try:
+            self._teardown()
+        except Exception as e:  # noqa: BLE001
+            self.get_logger().error(f"teardown after error failed: {type(e).__name__}: {e}")
+        self._set_status(INACTIVE, False, "error during a lifecycle transition; unconfigured")
         return TransitionCallbackReturn.SUCCESS
+
+    def _safe_zero(self, pause: bool = False) -> None:
+        """Zero motion (and pause the backend, e.g. Servo) without ever raising."""
+        if self.backend is None:
+            return
+        try:
+            self.backend.zero()
+        except Exception as e:  # noqa: BLE001
+            self.get_logger().error(f"backend {self.backend.name}: zero failed: {type(e).__name__}: {e}")
+        if pause:
+            try:
+                self.backend.pause()
+            except Exception as e:  # noqa: BLE001
+                self.get_logger().error(f"backend {self.backend.name}: pause failed: {type(e).__name__}: {e}")
 
     def _control_loop(self) -> None:
         next_t = time.monotonic()
@@ -323,6 +502,7 @@ class CommandNode(LifecycleNode):
         return super().destroy_node()
 
     def _teardown(self) -> None:
+        self._configured = False
         self._stop_loop()
         for t in self._timers:
             self.destroy_timer(t)
@@ -339,11 +519,15 @@ class CommandNode(LifecycleNode):
         self._last_image_stamp = _stamp_from_raw_header(data)
 
     def _on_ee_pose(self, msg: PoseStamped) -> None:
-        self._ee_pose = msg
+        self._ee_pose, self._ee_pose_arrival = msg, self.now()
 
     def _on_joints(self, msg: JointState) -> None:
+        if len(msg.position) != len(msg.name):
+            return     # malformed: names and positions cannot be paired
+        now = self.now()
         for n, pos in zip(msg.name, msg.position):
-            self._joint_pos[n] = pos
+            self._joint_pos[n] = float(pos)
+            self._joint_arrival[n] = now
 
     def _on_chunk(self, msg: ActionChunk) -> None:
         try:
@@ -362,16 +546,24 @@ class CommandNode(LifecycleNode):
             self._tick()
             return
         with self._lock:
-            self._reject_reason = ""
-            self.scheduler.push(TimedChunk(ch.actions.astype(np.float64), ch.t0, ch.dt, ch.action_space,
-                                           ch.model_id, received=self.now()))
+            now = self.now()
+            refused = self.scheduler.push(TimedChunk(ch.actions.astype(np.float64), ch.t0, ch.dt,
+                                                     ch.action_space, ch.model_id, received=now), now)
+            if refused:
+                self.rejected_chunks += 1
+                self._reject_reason = f"rejected chunk: {refused}"
+                self.scheduler.clear()
+            else:
+                self._reject_reason = ""
+        if refused:
+            self.get_logger().error(f"{self._reject_reason} (model {msg.model_id or '?'}); zero motion")
+            self._tick()
 
     # ---------------------------------------------------------------- e-stop
     def _on_estop(self, request, response):
         with self._lock:
             self._estop = True
-            if self.backend is not None:
-                self.backend.zero()
+            self._safe_zero(pause=True)
             if hasattr(self, "scheduler"):
                 self.scheduler.clear()
             self._set_status(ESTOP, False, "e-stop")
@@ -397,6 +589,14 @@ class CommandNode(LifecycleNode):
                 return
             now = self.now()
             obs_age = float("nan")
+            jump = self.scheduler.observe_clock(now)
+            if jump:
+                # arrival times of the old timeline say nothing on the new one
+                self._last_image_arrival = self._ee_pose_arrival = self._ee_pose = None
+                self._joint_arrival.clear()
+                self._joint_pos.clear()
+                self._reject_reason = ""
+                self.get_logger().warning(f"{self.scheduler.hold_reason}; zero motion")
             if self._estop:
                 state, reason = ESTOP, "e-stop"
             elif self._disarmed_after_estop:
@@ -422,9 +622,17 @@ class CommandNode(LifecycleNode):
                         scale, rot_scale, limit, n_joints = self._conv
                         cmd = action_to_command(action, self.action_space, scale, rot_scale, limit,
                                                 num_joints=n_joints)
-                        ee = self._ee_pose.pose.position if self._ee_pose is not None else None
-                        self.limits.apply(cmd, np.array([ee.x, ee.y, ee.z]) if ee is not None else None,
-                                          self._joint_positions())
+                        ee = None
+                        if self._needs_pose:
+                            ee, why = self._ee_position()
+                            if ee is None:
+                                raise ValueError(why)
+                        joints = None
+                        if cmd.joints is not None:
+                            joints, why = self._joint_state()
+                            if joints is None:
+                                raise ValueError(why)
+                        self.limits.apply(cmd, ee, joints)
                         reason = "; ".join(cmd.notes)
                     except (ValueError, BackendError) as e:
                         cmd, state, reason = None, FAULT, f"unsafe command: {e}"
@@ -443,6 +651,12 @@ class CommandNode(LifecycleNode):
                     self.backend.zero()
                 except Exception:  # noqa: BLE001
                     pass
+            if cmd is None and state == ARMED:
+                state = FAULT
+            halt = self.backend.fault_reason()
+            if halt and state in (ARMED, FAULT) and not reason.startswith("backend"):
+                # the motion server halted the arm (e.g. Servo singularity / collision / joint bound)
+                state, reason = FAULT, halt
             moving = cmd is not None and cmd.moving
             self.tick_log.append(TickRecord(now, state, moving, reason, linear, obs_age))
             # under the lock: a transition (deactivate, e-stop) cannot be overwritten by a late tick
@@ -471,8 +685,8 @@ class CommandNode(LifecycleNode):
 
 
 def main(args=None) -> None:
-    """`ros2 run lara_policy command_node`: configures and activates itself unless
-    `--ros-args -p autostart:=false` (then arm it through the lifecycle services)."""
+    """`ros2 run lara_policy command_node`: waits unarmed for the lifecycle transitions
+    (`ros2 lifecycle set /command_node configure`, then `activate`) unless `-p autostart:=true`."""
     # Own signal handling: on Ctrl-C / SIGTERM the node must still command zero motion, which
     # is impossible once rclpy's handler has shut the context down.
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
@@ -482,13 +696,22 @@ def main(args=None) -> None:
 
     signal.signal(signal.SIGTERM, _term)
     node = CommandNode()
-    node.declare_parameter("autostart", True, ParameterDescriptor(
-        description="Configure and activate at start (else wait for lifecycle transitions)."))
     if node.get_parameter("autostart").value:
         node.trigger_configure()
-        node.trigger_activate()
+        if node._state_machine.current_state[1] == "inactive":
+            node.trigger_activate()
+        else:
+            node.get_logger().error(f"autostart: not armed ({node.reason}); fix the parameters, then "
+                                    "configure + activate through the lifecycle services")
+    else:
+        node.get_logger().info("waiting for lifecycle transitions (configure, activate); autostart is off")
+    executor = rclpy.executors.SingleThreadedExecutor()
+    executor.add_node(node)
     try:
-        rclpy.spin(node)
+        # spin_once with a timeout: the wait returns regularly, so Ctrl-C / SIGTERM are handled
+        # in every lifecycle state (an unconfigured node has no timer to wake the wait)
+        while rclpy.ok():
+            executor.spin_once(timeout_sec=0.25)
     except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
         pass
     finally:

@@ -44,33 +44,72 @@ class TimedChunk:
 
 class ChunkScheduler:
     """Picks the action for `now` by timestamp and cross-fades a newer overlapping chunk into
-    the current one over `blend_steps` control ticks (linear weights 1/(n+1) .. n/(n+1))."""
+    the current one over `blend_steps` control ticks (linear weights 1/(n+1) .. n/(n+1)).
 
-    def __init__(self, blend_steps: int = 3, max_chunk_age_s: float = 1.0):
+    Time sanity (a chunk's t0 must lie in this node's past):
+    - a chunk stamped more than `max_future_s` ahead of `now` is refused by `push` (the caller
+      faults with the returned reason: clocks of the hosts disagree, or the sim clock jumped
+      back under a running policy), and a held chunk that ends up in the future is not executed;
+    - the node clock going backwards by more than `clock_jump_tolerance_s` (sim reset, a looped
+      bag's /clock, an NTP step) drops every held chunk: they belong to the old timeline. The
+      reason stays until the next chunk is accepted (fresh data clears it by itself)."""
+
+    def __init__(self, blend_steps: int = 3, max_chunk_age_s: float = 1.0, max_future_s: float = 0.1,
+                 clock_jump_tolerance_s: float = 0.05):
         self.blend_steps = max(int(blend_steps), 0)
         self.max_chunk_age_s = float(max_chunk_age_s)
+        self.max_future_s = float(max_future_s)
+        self.clock_jump_tolerance_s = float(clock_jump_tolerance_s)
         self.current: TimedChunk | None = None
         self.previous: TimedChunk | None = None
         self._ticks_since_new = 0
+        self._last_now: float | None = None
+        self.hold_reason = ""     # why there is nothing to execute after a clock jump
 
     def clear(self) -> None:
         self.current = self.previous = None
         self._ticks_since_new = 0
 
-    def push(self, chunk: TimedChunk) -> None:
+    def observe_clock(self, now: float) -> float:
+        """Record `now`; when the clock went back by more than the tolerance, drop every held
+        chunk and return the size of the jump (s), else 0."""
+        last, self._last_now = self._last_now, now
+        if last is not None and now < last - self.clock_jump_tolerance_s:
+            self.clear()
+            self.hold_reason = (f"clock jumped back {last - now:.3f} s (sim reset, looped bag or clock step): "
+                                "held chunks dropped, waiting for a chunk stamped on the new clock")
+            return last - now
+        return 0.0
+
+    def push(self, chunk: TimedChunk, now: float | None = None) -> str:
+        """Hold `chunk` for execution. Returns "" when accepted (or silently ignored as out of
+        order), else the reason it was refused (a chunk stamped in the future)."""
+        if now is not None:
+            self.observe_clock(now)
+            ahead = chunk.t0 - now
+            if ahead > self.max_future_s:
+                return (f"chunk stamped {ahead:.3f} s in the future (> {self.max_future_s:.3f} s): the "
+                        "policy's clock is ahead of this node's (clock skew between hosts, or the sim "
+                        "clock jumped back)")
         if self.current is not None and chunk.t0 < self.current.t0:
-            return  # out of order: an older observation's chunk never replaces a newer one
+            return ""  # out of order: an older observation's chunk never replaces a newer one
         self.previous, self.current = self.current, chunk
         self._ticks_since_new = 0
+        self.hold_reason = ""
+        return ""
 
     def action(self, now: float) -> tuple[np.ndarray | None, str]:
         """(action, "") or (None, reason) when there is nothing fresh to execute."""
+        self.observe_clock(now)
         cur = self.current
         if cur is None:
-            return None, "stale chunk: no chunk received"
+            return None, self.hold_reason or "stale chunk: no chunk received"
         age = now - cur.t0
         if age > self.max_chunk_age_s:
             return None, f"stale chunk: age {age:.3f} s > {self.max_chunk_age_s:.3f} s"
+        if -age > self.max_future_s:
+            return None, (f"chunk stamped {-age:.3f} s in the future (> {self.max_future_s:.3f} s): "
+                          "not executed")
         a_new = cur.action_at(now)
         if a_new is None:
             return None, f"stale chunk: ran out {now - cur.end:.3f} s ago"
@@ -136,6 +175,24 @@ class SafetyLimits:
     workspace_min: np.ndarray | None = None    # (3,) m, base frame; None = no box
     workspace_max: np.ndarray | None = None
 
+    def __post_init__(self):
+        """Refuse limits that would invert or disable motion limiting (negative, zero, NaN,
+        swapped box): every one of them is a configuration error, never clipped silently."""
+        for name in ("period", "max_linear_speed", "max_angular_speed", "max_linear_step", "max_joint_step"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
+        if (self.workspace_min is None) != (self.workspace_max is None):
+            raise ValueError("workspace box needs both workspace_min and workspace_max")
+        if self.workspace_min is not None:
+            lo = np.asarray(self.workspace_min, dtype=np.float64)
+            hi = np.asarray(self.workspace_max, dtype=np.float64)
+            if lo.shape != (3,) or hi.shape != (3,) or not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))) \
+                    or np.any(lo >= hi):
+                raise ValueError(f"workspace_min/max must be 3 finite values each with min < max, "
+                                 f"got {list(lo)} {list(hi)}")
+            self.workspace_min, self.workspace_max = lo, hi
+
     def apply(self, cmd: MotionCommand, ee_position: np.ndarray | None,
               joint_positions: np.ndarray | None) -> MotionCommand:
         """Clip a command in place to the limits; records what it changed in cmd.notes.
@@ -150,6 +207,8 @@ class SafetyLimits:
             if self.workspace_min is not None:
                 if ee_position is None:
                     raise ValueError("no end-effector pose for the workspace check")
+                if not np.all(np.isfinite(ee_position)):
+                    raise ValueError(f"end-effector pose is NaN/inf {list(ee_position)}: no workspace check possible")
                 target = ee_position + step
                 for i, axis in enumerate("xyz"):
                     if (target[i] < self.workspace_min[i] and step[i] < 0) or \
@@ -168,6 +227,8 @@ class SafetyLimits:
         if cmd.joints is not None:
             if joint_positions is None or joint_positions.shape != cmd.joints.shape:
                 raise ValueError("no joint state for the joint step limit")
+            if not np.all(np.isfinite(joint_positions)):
+                raise ValueError(f"joint state is NaN/inf {list(joint_positions)}")
             delta = cmd.joints - joint_positions
             clipped = np.clip(delta, -self.max_joint_step, self.max_joint_step)
             if np.any(clipped != delta):

@@ -32,6 +32,19 @@ class Backend:
         """Command zero motion (gripper unchanged)."""
         raise NotImplementedError
 
+    def activate(self) -> None:
+        """Called when command_node arms (e.g. start / unpause MoveIt Servo). Raises
+        BackendError with the reason when the motion server cannot be made to accept commands."""
+
+    def pause(self) -> None:
+        """Called on deactivate and e-stop after zero(): stop the motion server from executing
+        anything else (e.g. pause Servo so no other twist source moves the arm). Never blocks long."""
+
+    def fault_reason(self) -> str:
+        """Non-empty while the motion server reports that it halted the arm (command_node then
+        faults with this reason, zero motion)."""
+        return ""
+
     def send_gripper(self, value: float | None) -> None:
         if value is not None and self._gripper_pub is not None:
             self._gripper_pub.publish(Float64(data=float(value)))
