@@ -27,10 +27,11 @@ import math
 import os
 import shutil
 import sys
+import time
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -124,7 +125,8 @@ class _VideoFileWriter:
                  g: int | None, pix_fmt: str):
         import av
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.path, self.fps, self.frames, self.bytes = path, fps, 0, 0
+        self.path, self.fps, self.frames, self.bytes, self.packets = path, fps, 0, 0, 0
+        self.raw_frame = size[0] * size[1] * 3
         opts = {}
         if g is not None:
             opts["g"] = str(g)
@@ -142,7 +144,14 @@ class _VideoFileWriter:
     def _mux(self, packets) -> None:
         for p in packets:
             self.bytes += p.size
+            self.packets += 1
             self._c.mux(p)
+
+    def frame_mb(self) -> float:
+        """Encoded MB per frame so far; before the encoder's first output (it looks ahead), a
+        conservative guess of 1/30 of the raw frame."""
+        per = self.bytes / self.packets if self.packets else self.raw_frame / 30
+        return per / 2 ** 20
 
     def add(self, frames: np.ndarray) -> tuple[float, float]:
         """Append (T, H, W, 3) uint8 frames; returns (from_timestamp, to_timestamp) in the file."""
@@ -260,196 +269,208 @@ class _Cursor:
         self.size = 0.0
 
 
-def write_lerobot(store: EpisodeStore | str | Path, out: str | Path, *, vcodec: str = "libsvtav1",
-                  crf: int | None = 30, g: int | None = 2, pix_fmt: str = "yuv420p",
-                  chunks_size: int = 1000, data_files_size_in_mb: float = 100,
-                  video_files_size_in_mb: float = 200, overwrite: bool = False, progress: bool = False) -> dict:
-    """Write every episode of `store` as a LeRobot v3.0 dataset in directory `out`.
-
-    Cameras become `observation.images.<camera>` videos (PyAV; LeRobot's defaults: AV1 via
-    libsvtav1, yuv420p, crf 30, a keyframe every 2 frames); episodes are appended to the current
-    data / video file until it would pass data_files_size_in_mb / video_files_size_in_mb, then
-    the next file (chunks_size files per chunk directory) starts, as LeRobot does.
-    Returns a summary dict (episodes, frames, files, seconds)."""
-    pa, pq = _pa()
-    if vcodec not in VCODECS:
-        raise LeRobotError(f"--vcodec {vcodec!r}: LeRobot reads {', '.join(VCODECS)}")
+def write_lerobot(store: EpisodeStore | str | Path, out: str | Path, **options) -> dict:
+    """Write every episode of an episode store (an open EpisodeStore or a path) as a LeRobot
+    v3.0 dataset in directory `out`; options as write_episodes."""
     own = not isinstance(store, EpisodeStore)
     src = EpisodeStore(store) if own else store
-    out = Path(out)
     try:
-        if out.exists():
-            if not overwrite:
-                raise LeRobotError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
-            if out.is_dir() and not (out / "meta" / "info.json").is_file() and any(out.iterdir()):
-                raise LeRobotError(f"{out} is a non-empty directory that is not a LeRobot dataset; refusing to replace it")
-            shutil.rmtree(out) if out.is_dir() else out.unlink()
-        return _write(src, out, vcodec, crf, g, pix_fmt, chunks_size, data_files_size_in_mb,
-                      video_files_size_in_mb, progress, pa, pq)
+        return write_episodes(out, src.meta, iter(src), source=str(src.path), **options)
     finally:
         if own:
             src.close()
 
 
-def _write(src: EpisodeStore, out: Path, vcodec, crf, g, pix_fmt, chunks_size, data_mb, video_mb, progress, pa, pq):
-    import time
+def write_episodes(out: str | Path, meta: StoreMeta, episodes: Iterable[Episode], *, source: str = "",
+                   vcodec: str = "libsvtav1", crf: int | None = 30, g: int | None = 2,
+                   pix_fmt: str = "yuv420p", chunks_size: int = 1000, data_files_size_in_mb: float = 100,
+                   video_files_size_in_mb: float = 200, overwrite: bool = False, progress: bool = False) -> dict:
+    """Write episodes (with the store metadata `meta`) as a LeRobot v3.0 dataset in directory `out`.
+
+    Cameras become `observation.images.<camera>` videos, encoded with PyAV with LeRobot's
+    defaults (AV1 via libsvtav1, yuv420p, crf 30, a keyframe every 2 frames). Episodes are
+    appended to the current data / video file until it would pass data_files_size_in_mb /
+    video_files_size_in_mb; then the next file starts (chunks_size files per chunk folder), as
+    LeRobot does. Images are streamed to the encoders; states/actions are kept until the end
+    (a few bytes per frame) so the schema can follow what the episodes hold (an `action` column
+    unless every episode is action-free; `next.success` if every episode has step_success).
+    Returns a summary dict (episodes, frames, tasks, data/video files, seconds)."""
+    pa, pq = _pa()
     t0 = time.time()
-    m = src.meta
-    n_eps = len(src)
-    if n_eps == 0:
-        raise LeRobotError(f"{src.path} holds no episodes")
+    if vcodec not in VCODECS:
+        raise LeRobotError(f"video codec {vcodec!r}: LeRobot reads {', '.join(VCODECS)}")
+    out = Path(out)
+    if out.exists():
+        if not overwrite:
+            raise LeRobotError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
+        if not out.is_dir() or (any(out.iterdir()) and not is_lerobot_dir(out)):
+            raise LeRobotError(f"{out} exists and is not a LeRobot dataset folder; refusing to replace it")
+        shutil.rmtree(out)
+    m = meta
     fps = int(round(1.0 / m.dt))
     if abs(fps * m.dt - 1.0) > 1e-3:
-        print(f"lara convert: dt {m.dt} s is not 1/integer fps; info.json says fps {fps} "
+        print(f"lara: dt {m.dt} s is not 1/integer; info.json says fps {fps} "
               f"(the exact dt is kept in {SIDECAR})", file=sys.stderr)
-    attrs = [src.episode_attrs(i) for i in range(n_eps)]
-    free = [a["action_free"] for a in attrs]
-    has_action = not all(free)
-    if has_action and any(free):
-        print(f"lara convert: {sum(free)} of {n_eps} episodes are action-free; their `action` rows are "
-              f"zeros in the v3 data (marked action_free in {SIDECAR}, restored as action-free on reading)",
-              file=sys.stderr)
     h, w = m.image_size
     if m.cameras and (h % 2 or w % 2) and pix_fmt == "yuv420p":
-        raise LeRobotError(f"{src.path}: image size {h}x{w} is odd; yuv420p video needs even sizes")
-    has_success = all("step_success" in src._f["episodes"][name] for name in src._names)
+        raise LeRobotError(f"image size {h}x{w} is odd; {pix_fmt} video needs even sizes")
+    try:
+        return _write(out, m, episodes, source, fps, vcodec, crf, g, pix_fmt, chunks_size,
+                      data_files_size_in_mb, video_files_size_in_mb, progress, pa, pq, t0)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)           # never leave half a dataset behind
+        raise
 
-    tasks: list[str] = []
-    for a in attrs:
-        if a["instruction"] not in tasks:
-            tasks.append(a["instruction"])
-    task_index = {t: i for i, t in enumerate(tasks)}
 
-    # features, in LeRobot's order: user features, then the index features
+def _write(out, m, episodes, source, fps, vcodec, crf, g, pix_fmt, chunks_size, data_mb, video_mb,
+           progress, pa, pq, t0):
+    h, w = m.image_size
+    vid_cur = {cam: _Cursor() for cam in m.cameras}
+    vid_writer: dict[str, _VideoFileWriter | None] = {cam: None for cam in m.cameras}
+    n_video = 0
+    eps: list[dict] = []               # per episode: rows of episode metadata + arrays for the data
+    tasks: dict[str, int] = {}
+    total = 0
+    for i, ep in enumerate(episodes):
+        if set(ep.images) != set(m.cameras):
+            raise LeRobotError(f"episode {i}: cameras {sorted(ep.images)} != {m.cameras}")
+        t = ep.num_steps
+        tasks.setdefault(ep.instruction, len(tasks))
+        row = {"episode_index": i, "tasks": [ep.instruction], "length": t}
+        stats = {}
+        for cam in m.cameras:
+            img = ep.images[cam]
+            if img.shape[1:] != (h, w, 3) or img.dtype != np.uint8:
+                raise LeRobotError(f"episode {i} camera {cam}: images {img.shape} {img.dtype}, expected (T, {h}, {w}, 3) uint8")
+            vw, cur = vid_writer[cam], vid_cur[cam]
+            if vw is not None and vw.frame_mb() * (vw.frames + t) >= video_mb:
+                vw.close()
+                vid_writer[cam] = vw = None
+                cur.next(chunks_size)
+            if vw is None:
+                path = out / VIDEO_PATH.format(video_key=camera_key(cam), chunk_index=cur.chunk, file_index=cur.file)
+                vid_writer[cam] = vw = _VideoFileWriter(path, fps, (h, w), vcodec, crf, g, pix_fmt)
+                n_video += 1
+            f_ts, t_ts = vw.add(img)
+            key = camera_key(cam)
+            row.update({f"videos/{key}/chunk_index": cur.chunk, f"videos/{key}/file_index": cur.file,
+                        f"videos/{key}/from_timestamp": f_ts, f"videos/{key}/to_timestamp": t_ts})
+            stats[key] = _image_stats(img)
+        eps.append({"row": row, "img_stats": stats, "state": ep.state.astype(np.float32),
+                    "actions": None if ep.actions is None else ep.actions.astype(np.float32),
+                    "step_success": None if ep.step_success is None else np.asarray(ep.step_success, bool),
+                    "lara": {"episode_index": i, "task": ep.task, "seed": int(ep.seed), "success": bool(ep.success),
+                             "source": ep.source, "action_free": ep.actions is None, "extra": ep.extra}})
+        total += t
+        if progress:
+            print(f"\r  episode {i + 1}", end="", file=sys.stderr, flush=True)
+    if progress:
+        print(file=sys.stderr)
+    for vw in vid_writer.values():
+        if vw is not None:
+            vw.close()
+    if not eps:
+        raise LeRobotError("no episode to write")
+
+    free = [e["actions"] is None for e in eps]
+    has_action = not all(free)
+    if has_action and any(free):
+        print(f"lara: {sum(free)} of {len(eps)} episodes are action-free; their `action` rows are zeros "
+              f"in the v3 data (marked action_free in {SIDECAR}, restored as action-free on reading)",
+              file=sys.stderr)
+    has_success = all(e["step_success"] is not None for e in eps)
+
+    # features, in LeRobot's order: the data features, then the index features
     features: dict[str, dict] = {STATE_KEY: {"dtype": "float32", "shape": [m.state_dim],
                                              "names": list(m.state_names) or None}}
-    action_names = m.extra.get("action_names") or [f"{m.action_space}_{i}" for i in range(m.action_dim)]
     if has_action:
-        features[ACTION_KEY] = {"dtype": "float32", "shape": [m.action_dim], "names": list(action_names)}
+        names = m.extra.get("action_names") or [f"{m.action_space}_{k}" for k in range(m.action_dim)]
+        features[ACTION_KEY] = {"dtype": "float32", "shape": [m.action_dim], "names": list(names)}
     for cam in m.cameras:
-        features[camera_key(cam)] = {"dtype": "video", "shape": [h, w, 3], "names": ["height", "width", "channels"]}
+        features[camera_key(cam)] = {"dtype": "video", "shape": [h, w, 3], "names": ["height", "width", "channels"],
+                                     "info": video_info(out / VIDEO_PATH.format(video_key=camera_key(cam),
+                                                                                chunk_index=0, file_index=0))}
     if has_success:
         features[SUCCESS_KEY] = {"dtype": "bool", "shape": [1], "names": None}
     features.update({"timestamp": {"dtype": "float32", "shape": [1], "names": None},
                      **{k: {"dtype": "int64", "shape": [1], "names": None} for k in INDEX_FEATURES[1:]}})
 
-    data_cur, data_writer, data_path = _Cursor(), None, None
-    vid_cur = {cam: _Cursor() for cam in m.cameras}
-    vid_writer: dict[str, _VideoFileWriter | None] = {cam: None for cam in m.cameras}
-    rows: list[dict] = []
-    ep_stats: list[dict] = []
-    sidecar_eps = []
-    n_files = {"data": 0, "video": 0}
-    total = 0
-    for i in range(n_eps):
-        ep = src.episode(i)
-        t = ep.num_steps
-        ti = task_index[ep.instruction]
+    # data files
+    cur, writer, n_data, start = _Cursor(), None, 0, 0
+    ep_stats = []
+    for i, e in enumerate(eps):
+        t = len(e["state"])
+        ti = tasks[e["row"]["tasks"][0]]
         frame = np.arange(t, dtype=np.int64)
-        cols = {STATE_KEY: _fixed(ep.state.astype(np.float32), pa.float32())}
-        acts = None
-        if has_action:
-            acts = ep.actions.astype(np.float32) if ep.actions is not None else np.zeros((t, m.action_dim), np.float32)
-            cols[ACTION_KEY] = _fixed(acts, pa.float32())
-        if has_success:
-            cols[SUCCESS_KEY] = pa.array(np.asarray(ep.step_success, bool))
         ts = (frame / fps).astype(np.float32)
+        cols = {STATE_KEY: _fixed(e["state"], pa.float32())}
+        stats = {STATE_KEY: _feature_stats(e["state"])}
+        if has_action:
+            acts = e["actions"] if e["actions"] is not None else np.zeros((t, m.action_dim), np.float32)
+            cols[ACTION_KEY] = _fixed(acts, pa.float32())
+            stats[ACTION_KEY] = _feature_stats(acts)
+        stats.update(e["img_stats"])
+        if has_success:
+            cols[SUCCESS_KEY] = pa.array(e["step_success"])
+            stats[SUCCESS_KEY] = _feature_stats(e["step_success"])
+        index = np.arange(start, start + t, dtype=np.int64)
         cols.update({"timestamp": pa.array(ts, pa.float32()), "frame_index": pa.array(frame),
-                     "episode_index": pa.array(np.full(t, i, np.int64)),
-                     "index": pa.array(np.arange(total, total + t, dtype=np.int64)),
+                     "episode_index": pa.array(np.full(t, i, np.int64)), "index": pa.array(index),
                      "task_index": pa.array(np.full(t, ti, np.int64))})
+        stats.update({"timestamp": _feature_stats(ts), "frame_index": _feature_stats(frame),
+                      "episode_index": _feature_stats(np.full(t, i)), "index": _feature_stats(index),
+                      "task_index": _feature_stats(np.full(t, ti))})
         table = pa.table(cols)
         est = table.nbytes / 2 ** 20
-        if data_writer is not None and data_cur.size + est >= data_mb:
-            data_writer.close()
-            data_writer = None
-            data_cur.next(chunks_size)
-        if data_writer is None:
-            data_path = out / DATA_PATH.format(chunk_index=data_cur.chunk, file_index=data_cur.file)
-            data_path.parent.mkdir(parents=True, exist_ok=True)
-            data_writer = pq.ParquetWriter(data_path, table.schema, compression="snappy")
-            n_files["data"] += 1
-        data_writer.write_table(table)
-        data_cur.size += est
-        row = {"episode_index": i, "tasks": [ep.instruction], "length": t,
-               "data/chunk_index": data_cur.chunk, "data/file_index": data_cur.file,
-               "dataset_from_index": total, "dataset_to_index": total + t}
-        stats = {STATE_KEY: _feature_stats(ep.state)}
-        if has_action:
-            stats[ACTION_KEY] = _feature_stats(acts)
-        for cam in m.cameras:
-            vw = vid_writer[cam]
-            cur = vid_cur[cam]
-            if vw is not None:
-                per_frame = vw.bytes / max(vw.frames, 1) / 2 ** 20
-                if cur.size + per_frame * t >= video_mb:
-                    vw.close()
-                    vid_writer[cam] = vw = None
-                    cur.next(chunks_size)
-            if vw is None:
-                path = out / VIDEO_PATH.format(video_key=camera_key(cam), chunk_index=cur.chunk, file_index=cur.file)
-                vid_writer[cam] = vw = _VideoFileWriter(path, fps, (h, w), vcodec, crf, g, pix_fmt)
-                n_files["video"] += 1
-            f_ts, t_ts = vw.add(ep.images[cam])
-            cur.size = vw.bytes / 2 ** 20
-            row.update({f"videos/{camera_key(cam)}/chunk_index": cur.chunk,
-                        f"videos/{camera_key(cam)}/file_index": cur.file,
-                        f"videos/{camera_key(cam)}/from_timestamp": f_ts,
-                        f"videos/{camera_key(cam)}/to_timestamp": t_ts})
-            stats[camera_key(cam)] = _image_stats(ep.images[cam])
-        if has_success:
-            stats[SUCCESS_KEY] = _feature_stats(np.asarray(ep.step_success, np.float64))
-        stats["timestamp"] = _feature_stats(ts)
-        stats["frame_index"] = _feature_stats(frame)
-        stats["episode_index"] = _feature_stats(np.full(t, i))
-        stats["index"] = _feature_stats(np.arange(total, total + t))
-        stats["task_index"] = _feature_stats(np.full(t, ti))
+        if writer is not None and cur.size + est >= data_mb:
+            writer.close()
+            writer = None
+            cur.next(chunks_size)
+        if writer is None:
+            path = out / DATA_PATH.format(chunk_index=cur.chunk, file_index=cur.file)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            writer = pq.ParquetWriter(path, table.schema, compression="snappy")
+            n_data += 1
+        writer.write_table(table)
+        cur.size += est
+        row = dict(e["row"])
+        row_data = {"data/chunk_index": cur.chunk, "data/file_index": cur.file,
+                    "dataset_from_index": start, "dataset_to_index": start + t}
+        row = {**{k: row[k] for k in ("episode_index", "tasks", "length")}, **row_data,
+               **{k: v for k, v in row.items() if k.startswith("videos/")}}
         for feat, s in stats.items():
             for k, v in s.items():
                 row[f"stats/{feat}/{k}"] = v
         row.update({"meta/episodes/chunk_index": 0, "meta/episodes/file_index": 0})
-        rows.append(row)
+        e["row"] = row
         ep_stats.append(stats)
-        sidecar_eps.append({"episode_index": i, "task": ep.task, "seed": int(ep.seed), "success": bool(ep.success),
-                            "source": ep.source, "action_free": ep.actions is None, "extra": ep.extra})
-        total += t
-        if progress:
-            print(f"\r  episode {i + 1}/{n_eps}", end="", file=sys.stderr, flush=True)
-    if progress:
-        print(file=sys.stderr)
-    if data_writer is not None:
-        data_writer.close()
-    for cam, vw in vid_writer.items():
-        if vw is not None:
-            vw.close()
-        first = out / VIDEO_PATH.format(video_key=camera_key(cam), chunk_index=0, file_index=0)
-        features[camera_key(cam)]["info"] = video_info(first)
+        start += t
+    writer.close()
 
-    ep_table = pa.Table.from_pylist(rows)
     ep_path = out / EPISODES_PATH.format(chunk_index=0, file_index=0)
     ep_path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(ep_table, ep_path, compression="snappy")
-    pq.write_table(_tasks_table(tasks), out / "meta" / "tasks.parquet")
+    pq.write_table(pa.Table.from_pylist([e["row"] for e in eps]), ep_path, compression="snappy")
+    pq.write_table(_tasks_table(list(tasks)), out / "meta" / "tasks.parquet")
     stats_all = {feat: _aggregate([s[feat] for s in ep_stats]) for feat in ep_stats[0]}
     (out / "meta" / "stats.json").write_text(json.dumps(stats_all, indent=4))
     info = {
         "codebase_version": CODEBASE_VERSION,
         "robot_type": m.extra.get("robot_type") or m.env,
-        "total_episodes": n_eps, "total_frames": total, "total_tasks": len(tasks),
+        "total_episodes": len(eps), "total_frames": total, "total_tasks": len(tasks),
         "chunks_size": chunks_size, "data_files_size_in_mb": data_mb, "video_files_size_in_mb": video_mb,
-        "fps": fps, "splits": {"train": f"0:{n_eps}"},
+        "fps": fps, "splits": {"train": f"0:{len(eps)}"},
         "data_path": DATA_PATH, "video_path": VIDEO_PATH if m.cameras else None,
         "features": features,
     }
     (out / "meta" / "info.json").write_text(json.dumps(info, indent=4))
     sidecar = {"format": "lara-episodes", "version": 1, "written_by": "lara_policy.data.lerobot_v3",
-               "source_store": str(src.path), "env": m.env, "action_space": m.action_space,
-               "action_dim": m.action_dim, "state_names": list(m.state_names), "cameras": list(m.cameras),
-               "image_size": list(m.image_size), "dt": m.dt, "phrasings": m.phrasings,
-               "created_by": m.created_by, "extra": m.extra, "episodes": sidecar_eps}
+               "source": source, "env": m.env, "action_space": m.action_space, "action_dim": m.action_dim,
+               "state_names": list(m.state_names), "cameras": list(m.cameras), "image_size": [h, w],
+               "dt": m.dt, "phrasings": m.phrasings, "created_by": m.created_by, "extra": m.extra,
+               "episodes": [e["lara"] for e in eps]}
     (out / SIDECAR).write_text(json.dumps(sidecar, indent=1))
-    return {"episodes": n_eps, "frames": total, "tasks": len(tasks), "data_files": n_files["data"],
-            "video_files": n_files["video"], "seconds": round(time.time() - t0, 2), "out": str(out)}
+    return {"episodes": len(eps), "frames": total, "tasks": len(tasks), "data_files": n_data,
+            "video_files": n_video, "seconds": round(time.time() - t0, 2), "out": str(out)}
 
 
 # ----------------------------------------------------------------------------------------
@@ -739,7 +760,6 @@ class LeRobotV3Source:
 
 def read_lerobot(src: str | Path, out: str | Path, overwrite: bool = False, progress: bool = False) -> dict:
     """Convert a LeRobot v3 dataset directory into an episode store (HDF5)."""
-    import time
     t0 = time.time()
     with LeRobotV3Source(src) as ds:
         meta = StoreMeta(**{**ds.meta.__dict__, "created_by": f"lara convert (from {ds.meta.created_by})"})
