@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "core"))
+sys.path.insert(0, str(Path(__file__).parent))
 from synthetic import draw, make_episode, make_store, tiny_model_config  # noqa: E402
 
 from lara_policy.data.lerobot_v3 import (LeRobotError, LeRobotV3Source, read_lerobot,  # noqa: E402
@@ -488,3 +489,50 @@ def test_episode_api_matches_store(store, written):
         assert a.tasks() == b.tasks() and a.summary() == b.summary()
         assert a.episode_attrs(2) == b.episode_attrs(2)
         assert isinstance(b.episode(0), Episode)
+
+
+# ------------------------------------------------------------------------------------------
+# lara convert
+
+
+def test_lara_convert_both_ways(store, tmp_path, capsys):
+    from lara_policy.cli import main
+    assert main(["convert", str(store), "--to", "lerobot", "--out", str(tmp_path / "v3")]) == 0
+    assert main(["convert", str(tmp_path / "v3"), "--out", str(tmp_path / "back.hdf5")]) == 0
+    out = capsys.readouterr().out
+    assert "lara-hdf5 -> lerobot" in out and "lerobot -> lara-hdf5" in out
+    with EpisodeStore(store) as a, EpisodeStore(tmp_path / "back.hdf5") as b:
+        assert len(a) == len(b) and a.meta.phrasings == b.meta.phrasings
+        for x, y in zip(a, b):
+            np.testing.assert_array_equal(x.actions, y.actions)
+            assert x.instruction == y.instruction
+    # bad input: exit 2, the file named on stderr, no traceback
+    (tmp_path / "old/meta").mkdir(parents=True)
+    (tmp_path / "old/meta/info.json").write_text(json.dumps({"codebase_version": "v2.1", "fps": 10}))
+    assert main(["convert", str(tmp_path / "old"), "--out", str(tmp_path / "x.hdf5")]) == 2
+    err = capsys.readouterr().err
+    assert "old/meta/info.json" in err and "v2.1" in err and "Traceback" not in err
+    assert main(["convert", str(store), "--to", "lerobot", "--out", str(tmp_path / "v3")]) == 2
+    assert "exists" in capsys.readouterr().err
+
+
+def test_bag_to_v3(tmp_path):
+    pytest.importorskip("rosbags")
+    pytest.importorskip("lara_msgs.msg")
+    from bagmaker import recorder_episode
+
+    from lara_policy.cli import main
+    rec = tmp_path / "rec"
+    for i in range(2):
+        recorder_episode(rec, f"episode_{i}", steps=20, seed=i, t0=1000.0 + 100 * i)
+    assert main(["convert", str(rec), "--out", str(tmp_path / "direct.hdf5")]) == 0
+    assert main(["convert", str(rec), "--to", "lerobot", "--out", str(tmp_path / "v3")]) == 0
+    independent_read(tmp_path / "v3")
+    with EpisodeStore(tmp_path / "direct.hdf5") as a, LeRobotV3Source(tmp_path / "v3") as b:
+        assert a.meta.cameras == b.meta.cameras and a.meta.dt == pytest.approx(b.meta.dt)
+        for x, y in zip(a, b):
+            np.testing.assert_array_equal(x.state, y.state)
+            np.testing.assert_array_equal(x.actions, y.actions)
+            assert x.instruction == y.instruction and x.num_steps == y.num_steps
+            cam = a.meta.cameras[0]
+            assert psnr(x.images[cam], y.images[cam]) > MIN_EPISODE_PSNR

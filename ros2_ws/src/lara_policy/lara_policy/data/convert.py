@@ -37,6 +37,7 @@ from typing import Callable, Iterable, Iterator
 
 from lara_policy.data.rosbag_convert import ConvertError, idle_mask, trim_range
 from lara_policy.data.store import Episode, EpisodeStore, StoreError, StoreMeta
+from lara_policy.data import lerobot_v3
 
 
 @dataclass
@@ -175,6 +176,8 @@ register(Format("rosbag2", detect=_rosbag_detect, read=_read_rosbag,
                 help="rosbag2 MCAP/sqlite3: recorder episodes (no mapping needed) or any bag with --mapping"))
 register(Format("lara-hdf5", detect=_detect_hdf5, read=_read_hdf5, write=_write_hdf5,
                 extensions=(".hdf5", ".h5"), help="LARA episode store (HDF5)"))
+register(Format("lerobot", detect=lerobot_v3.detect, read=lerobot_v3.read, write=lerobot_v3.write,
+                help="LeRobotDataset v3.0 folder: parquet + mp4 (docs/lerobot_v3.md); write with --to lerobot"))
 
 
 # ------------------------------------------------------------------------------ CLI

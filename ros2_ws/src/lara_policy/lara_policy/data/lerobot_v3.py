@@ -778,3 +778,40 @@ def read_lerobot(src: str | Path, out: str | Path, overwrite: bool = False, prog
 
 def is_lerobot_dir(path: str | Path) -> bool:
     return (Path(path) / "meta" / "info.json").is_file()
+
+
+# ----------------------------------------------------------------------------------------
+# `lara convert` format hooks (registered as "lerobot" in lara_policy.data.convert)
+
+
+def detect(path: Path) -> bool:
+    """A LeRobot dataset folder: a directory with meta/info.json."""
+    return Path(path).is_dir() and is_lerobot_dir(path)
+
+
+def read(sources: list[Path], args) -> tuple[StoreMeta, Iterator[Episode]]:
+    """One or more v3 folders -> (StoreMeta, episodes); --action-free / --trim-idle applied."""
+    if getattr(args, "mapping", None):
+        raise LeRobotError("--mapping applies to rosbag2 sources only")
+    with LeRobotV3Source(sources[0]) as first:
+        meta = first.meta
+
+    def gen() -> Iterator[Episode]:
+        for src in sources:
+            with LeRobotV3Source(src) as ds:
+                m = ds.meta
+                if (m.cameras, m.state_dim, m.action_dim, tuple(m.image_size)) != \
+                        (meta.cameras, meta.state_dim, meta.action_dim, tuple(meta.image_size)):
+                    raise LeRobotError(f"{src}: cameras/state/action/image size differ from {sources[0]}")
+                for t, v in m.phrasings.items():
+                    meta.phrasings.setdefault(t, list(v))
+                yield from ds
+    from lara_policy.data.convert import postprocess
+    return postprocess(meta, gen(), getattr(args, "action_free", False), getattr(args, "trim_idle", False))
+
+
+def write(dst: Path, meta: StoreMeta, episodes: Iterable[Episode], args) -> dict:
+    """`lara convert SRC --to lerobot --out DIR`: LeRobot's default encoding (AV1, crf 30)."""
+    summary = write_episodes(dst, meta, episodes, overwrite=getattr(args, "overwrite", False),
+                             source=" ".join(str(s) for s in getattr(args, "sources", [])))
+    return {**summary, "steps": summary["frames"]}
