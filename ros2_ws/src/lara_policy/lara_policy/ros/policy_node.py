@@ -16,7 +16,9 @@ have passed since the last chunk it snapshots the latest synchronized observatio
 
 Bad input is rejected with a log line (throttled per cause) and nothing is published:
 unsupported image encoding or wrong size, empty instruction, missing / stale / NaN state,
-a policy that raises ValueError or returns non-finite actions.
+an image stamped in the future (clocks disagree), a policy that raises ValueError or returns
+non-finite actions. Joint states are merged by joint name (arm and gripper drivers may
+publish separate JointState messages on the same topic).
 """
 from __future__ import annotations
 
@@ -98,6 +100,8 @@ class PolicyNode(Node):
           min_value=0.0, max_value=60.0)
         p("max_image_age_s", 1.0, "images older than this (vs. the node clock) are not used",
           min_value=0.0, max_value=60.0)
+        p("max_future_stamp_s", 0.1, "images stamped more than this ahead of the node clock are not used "
+          "(camera and policy clocks must agree: chrony/PTP between hosts)", min_value=0.0, max_value=60.0)
         p("expected_image_width", 0, "reject images of another width (0 = any)", min_value=0)
         p("expected_image_height", 0, "reject images of another height (0 = any)", min_value=0)
         p("camera_name", "", "policy camera the image topic feeds ('' = the policy's first)",
@@ -140,7 +144,7 @@ class PolicyNode(Node):
         self._image = None            # (rgb, stamp_s)
         self._ee = None               # (xyz, stamp_s)
         self._goal = None             # (xyz, stamp_s)
-        self._joints = None           # ({name: pos}, stamp_s)
+        self._joints: dict = {}       # {name: (pos, stamp_s)}, merged over JointState messages
         self._instruction = str(self.get_parameter("instruction").value).strip()
         self._prev = None             # (predicted_latent, image) of the last published chunk
         self._new_image = threading.Event()
@@ -214,9 +218,12 @@ class PolicyNode(Node):
             self._reject("joint_states", f"joint_states has {len(msg.name)} names but "
                          f"{len(msg.position)} positions")
             return
+        stamp = stamp_to_sec(msg.header.stamp)
         with self._lock:
-            self._joints = (dict(zip(msg.name, (float(v) for v in msg.position))),
-                            stamp_to_sec(msg.header.stamp))
+            # merged by name: the arm's broadcaster and a separate gripper driver usually publish
+            # different joints on the same topic
+            for name, v in zip(msg.name, msg.position):
+                self._joints[name] = (float(v), stamp)
 
     def set_instruction(self, text: str) -> tuple[bool, str]:
         text = (text or "").strip()
@@ -241,7 +248,8 @@ class PolicyNode(Node):
         """Forget per-episode state: policy memory, buffered frame/state, surprise reference."""
         with self._lock:
             self._epoch += 1
-            self._image = self._ee = self._goal = self._joints = None
+            self._image = self._ee = self._goal = None
+            self._joints = {}
             self._prev = None
         try:
             self.policy.reset()
@@ -261,7 +269,7 @@ class PolicyNode(Node):
     def snapshot(self) -> tuple[Observation | None, str, str]:
         """(observation, "", "") or (None, cause key, message)."""
         with self._lock:
-            image, ee, goal, joints, instr = self._image, self._ee, self._goal, self._joints, self._instruction
+            image, ee, goal, joints, instr = self._image, self._ee, self._goal, dict(self._joints), self._instruction
         if not instr:
             return None, "no_instruction", "no instruction yet (topic or service)"
         if image is None:
@@ -271,6 +279,12 @@ class PolicyNode(Node):
         max_age = float(self.get_parameter("max_image_age_s").value)
         if max_age > 0 and now - t_img > max_age:
             return None, "stale_image", f"latest image is {now - t_img:.2f} s old (> {max_age:.2f} s)"
+        max_future = float(self.get_parameter("max_future_stamp_s").value)
+        if t_img - now > max_future:
+            return None, "future_image", (
+                f"latest image on {self.topics['image_topic']} is stamped {t_img - now:.2f} s in the future "
+                f"(> {max_future:.2f} s): the camera's clock is ahead of this node's (sync the hosts' clocks, "
+                "or the sim clock jumped back)")
         skew = float(self.get_parameter("max_state_skew_s").value)
         state = np.zeros(len(self.state_names), dtype=np.float64)
         for i, name in enumerate(self.state_names):
@@ -280,8 +294,9 @@ class PolicyNode(Node):
                 src, what, value = goal, self.topics["goal_topic"], None if goal is None else goal[0][GOAL_NAMES[name]]
             else:
                 key = self.gripper_joint_name if name == "gripper" else name
-                src, what = joints, f"{self.topics['joint_states_topic']}[{key}]"
-                value = None if joints is None else joints[0].get(key)
+                what = f"{self.topics['joint_states_topic']}[{key}]"
+                src = joints.get(key)
+                value = None if src is None else src[0]
             if src is None or value is None:
                 return None, f"missing_state:{name}", f"state '{name}' missing (no message on {what})"
             if skew > 0 and abs(src[1] - t_img) > skew:
