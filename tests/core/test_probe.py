@@ -3,13 +3,21 @@ from __future__ import annotations
 
 import json
 
-from synthetic import tiny_train_config
+from synthetic import make_store, tiny_train_config
 from lara_policy.cli import main as lara_main
-from lara_policy.core.probe import probe, r2_score
+from lara_policy.core.probe import TrainSeedOverlap, probe, r2_score
 from lara_policy.core.train import train
 
 import numpy as np
+import pytest
 import torch
+
+
+@pytest.fixture(scope="module")
+def heldout(tmp_path_factory):
+    """Same tasks and look as the training store, layouts (seeds) the models never saw."""
+    d = tmp_path_factory.mktemp("heldout")
+    return make_store(d / "heldout.hdf5", episodes=6, steps=30, size=40, seed=11)
 
 
 def test_r2_score():
@@ -18,25 +26,41 @@ def test_r2_score():
     assert abs(r2_score(y, np.tile(y.mean(0), (50, 1)))) < 1e-9
 
 
-def test_probe_reads_actions_from_lam_latents(stores, tmp_path):
+def test_probe_reads_actions_from_lam_latents(stores, heldout, tmp_path, capsys):
     final = train(tiny_train_config(tmp_path / "lam", [stores["demos"]], paradigm="lam-pretrain", steps=120,
                                     video=[str(stores["video"])]))
-    result = probe(final, [str(stores["demos"])], kind="linear", holdout=0.34)
+    # the training store is refused (evaluation leak), with a clear message and exit code 2
+    with pytest.raises(TrainSeedOverlap, match="train_seeds"):
+        probe(final, [str(stores["demos"])])
+    capsys.readouterr()
+    assert lara_main(["probe", "--lam", str(final), "--data", str(stores["demos"]), "--threads", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "trained on" in err and "--allow-train-seeds" in err and "Traceback" not in err
+    # ... unless asked for explicitly
+    assert probe(final, [str(stores["demos"])], holdout=0.34, allow_train_seeds=True)["test_samples"] > 0
+    result = probe(final, [str(heldout)], kind="linear", holdout=0.34)
     assert result["test_samples"] > 0 and result["latent_size"] == 4 * 8
     # the square's motion is in the frame pair: the latent must carry it; shuffled targets must not
     assert result["r2"] > 0.15, result
     assert result["r2"] - result["r2_shuffled_control"] > 0.15, result
     out = tmp_path / "probe.json"
-    assert lara_main(["probe", "--lam", str(final), "--data", str(stores["demos"]), "--holdout", "0.34",
+    assert lara_main(["probe", "--lam", str(final), "--data", str(heldout), "--holdout", "0.34",
                       "--kind", "mlp", "--threads", "1", "--out", str(out)]) == 0
     assert json.loads(out.read_text())["kind"] == "mlp"
 
 
-def test_alignment_diagnostic_flags_a_constant_latent(stores, trained_run, tmp_path, monkeypatch):
+def test_alignment_diagnostic_flags_a_constant_latent(stores, heldout, trained_run, tmp_path, monkeypatch, capsys):
     from lara_policy.core import probe as probe_mod
     from lara_policy.core.modeling import LatentActionModel
 
-    r = probe_mod.alignment(trained_run, [str(stores["demos"])], holdout=0.34, limit=64)
+    # trained_run saw demos AND the action-free video: both are refused
+    for store in ("demos", "video"):
+        with pytest.raises(TrainSeedOverlap):
+            probe_mod.alignment(trained_run, [str(stores[store])], limit=8)
+    assert lara_main(["probe", "--alignment", "--lam", str(trained_run), "--data", str(stores["demos"]),
+                      "--threads", "1"]) == 2
+    assert "trained on" in capsys.readouterr().err
+    r = probe_mod.alignment(trained_run, [str(heldout)], holdout=0.34, limit=64)
     keys = ("l_lara", "l_lara_shuffled_targets", "l_lara_tau0", "l_lara_constant", "future_sensitivity")
     assert 0 < r["samples"] <= 64 and all(0.0 <= r[k] <= 2.0 for k in keys), r
     assert 1.0 <= r["latent_dims"] <= 8, r     # tiny LAM: d_z = 8
@@ -47,11 +71,11 @@ def test_alignment_diagnostic_flags_a_constant_latent(stores, trained_run, tmp_p
     real_encode = LatentActionModel.encode
     monkeypatch.setattr(LatentActionModel, "encode",
                         lambda self, a, b: torch.ones_like(real_encode(self, a, b)))
-    c = probe_mod.alignment(trained_run, [str(stores["demos"])], holdout=0.34, limit=32)
+    c = probe_mod.alignment(trained_run, [str(heldout)], holdout=0.34, limit=32)
     assert c["l_lara_constant"] < 1e-6 and c["future_sensitivity"] < 1e-6, c
     out = tmp_path / "align.json"
     monkeypatch.undo()
-    assert lara_main(["probe", "--alignment", "--lam", str(trained_run), "--data", str(stores["demos"]),
+    assert lara_main(["probe", "--alignment", "--lam", str(trained_run), "--data", str(heldout),
                       "--holdout", "0.34", "--threads", "1", "--out", str(out)]) == 0
     assert json.loads(out.read_text())["variant"] == "lara"
 
@@ -63,3 +87,33 @@ def test_effective_dims_sees_dimensional_collapse():
     line = torch.randn(2000, 4, 1, generator=g) * torch.randn(1, 4, 16, generator=g)   # each token on a line
     assert VectorQuantizer.effective_dims(iso) > 14
     assert VectorQuantizer.effective_dims(line) < 1.01
+
+
+def test_probe_reads_the_checkpoints_lam_camera(stores, tmp_path, capsys):
+    """A store with several cameras: the probe feeds the LAM the camera it was trained on
+    (the checkpoint's first), not the store's first; a store without it is refused."""
+    from lara_policy.core.checkpoint import save_checkpoint
+    from lara_policy.core.modeling import LaraModel
+    from lara_policy.core.probe import latent_dataset, load_lam
+    from lara_policy.core.processing import ChunkDataset, NormStats
+    from synthetic import tiny_model_config
+
+    cfg = tiny_model_config()
+    cfg.components, cfg.vla.cameras = ["lam"], ["gripperPOV"]          # the store's SECOND camera
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(tmp_path / "lam_wrist", LaraModel(cfg).eval(), cfg)
+    model, config = load_lam(ckpt)
+    xtr, _, xte, _ = latent_dataset(model, config, [str(stores["two_cams"])], holdout=0.5)
+    c = config.offset
+    ds = ChunkDataset([str(stores["two_cams"])], cameras=["gripperPOV"], image_size=16, horizon=c, offset=c)
+    ds.attach_text(np.zeros((len(ds.instructions), 1, 1), np.float32), np.ones((len(ds.instructions), 1), bool))
+    idx = np.flatnonzero(np.arange(len(ds)) + c <= ds.ep_end)
+    b = ds.batch(idx, NormStats([0.0] * 4, [1.0] * 4, [0.0] * 7, [1.0] * 7))
+    with torch.no_grad():
+        want = model.lam.encode(b["image_t"], b["image_tc"]).flatten(1).numpy()
+    np.testing.assert_allclose(np.concatenate([xtr, xte]), want, rtol=1e-5, atol=1e-6)
+    # a store without the LAM's camera: clear error, exit 2
+    capsys.readouterr()
+    assert lara_main(["probe", "--lam", str(ckpt), "--data", str(stores["demos"]), "--threads", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "gripperPOV" in err and "Traceback" not in err

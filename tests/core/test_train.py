@@ -48,20 +48,165 @@ def test_cli_paradigms_end_to_end(stores, tmp_path, capsys):
     assert (run / "checkpoints" / "step_0000010" / "optimizer.safetensors").exists()
     pre_cfg, _ = read_config(run / "final")
     assert pre_cfg.variant == "lara" and pre_cfg.action_space == "ee_delta_xyz_gripper"
-    # 3. post-training: same architecture, starting weights from the pretrained VLA
+    # 3. post-training: same architecture, starting weights from the pretrained VLA. With 0
+    #    steps the result IS the init (every weight loaded, EMA started from them)...
+    init = run / "final"
     assert lara_main(["train", "--paradigm", "posttrain", "--variant", "lara", "--data", demos,
-                      "--init", str(run / "final"), "--out", str(tmp_path / "post"), "--steps", "5", *TINY]) == 0
+                      "--init", str(init), "--out", str(tmp_path / "post0"), "--steps", "0", *TINY]) == 0
+    w_init, w_post0 = _weights(init), _weights(tmp_path / "post0" / "final")
+    assert set(w_init) == set(w_post0)
+    for k in w_init:
+        if k != "lam.latent_mean":               # re-estimated over the (same) data at the end
+            assert torch.equal(w_init[k], w_post0[k]), k
+    # ... and training moves it; the normalisation stays the init's
+    assert lara_main(["train", "--paradigm", "posttrain", "--variant", "lara", "--data", demos,
+                      "--init", str(init), "--out", str(tmp_path / "post"), "--steps", "5", *TINY]) == 0
+    w_post = _weights(tmp_path / "post" / "final")
+    assert not torch.equal(w_init["action_head.action_out.weight"], w_post["action_head.action_out.weight"])
+    assert json.loads((tmp_path / "post" / "final" / "stats.json").read_text()) == \
+        json.loads((init / "stats.json").read_text())
     policy = LaraPolicy.from_checkpoint(tmp_path / "post" / "final", device="cpu")
     assert policy.meta.horizon == 8
-    # 4. LAM refinement: joint objective, the LAM exported alone
-    assert lara_main(["train", "--paradigm", "lam-refine", "--data", demos, "--init", str(run / "final"),
+    # 4. LAM refinement: joint objective, the (changed) LAM exported alone
+    assert lara_main(["train", "--paradigm", "lam-refine", "--data", demos, "--init", str(init),
                       "--out", str(tmp_path / "refine"), "--steps", "5", *TINY]) == 0
     refined, _ = read_config(tmp_path / "refine" / "final")
     assert refined.components == ["lam"]
+    w_ref = _weights(tmp_path / "refine" / "final")
+    assert set(w_ref) == {k for k in w_init if k.startswith("lam.")}
+    assert not torch.equal(w_ref["lam.idm_encoder.net.0.weight"], w_init["lam.idm_encoder.net.0.weight"])
     # posttrain without --init is refused with a clear message
+    capsys.readouterr()
     assert lara_main(["train", "--paradigm", "posttrain", "--data", demos, "--out", str(tmp_path / "x"),
                       "--steps", "1", *TINY]) == 2
-    assert "--init" in capsys.readouterr().out
+    assert "--init" in capsys.readouterr().err
+
+
+def _weights(ckpt) -> dict:
+    from safetensors.torch import load_file
+    return load_file(str(Path(ckpt) / "model.safetensors"))
+
+
+def _store_like(path, cameras=("corner4",), state_names=None, action_space="ee_delta_xyz_gripper", seed=5):
+    """A tiny synthetic store whose cameras / state names / action space can differ."""
+    from synthetic import STATE_NAMES, TASKS, make_episode
+    from lara_policy.data.store import EpisodeStore, StoreMeta
+    meta = StoreMeta(env="synthetic-square", action_space=action_space, action_dim=4, state_dim=7,
+                     cameras=list(cameras), image_size=(40, 40), dt=0.0125,
+                     state_names=list(state_names or STATE_NAMES), phrasings={k: [v] for k, v in TASKS.items()})
+    rng = np.random.default_rng(seed)
+    with EpisodeStore.create(path, meta, overwrite=True) as store:
+        for task in TASKS:
+            store.append(make_episode(rng, task, 20, 40, False, list(cameras)))
+    return str(path)
+
+
+def test_posttrain_refuses_data_that_does_not_fit_the_init(stores, trained_run, tmp_path, capsys):
+    """Cameras, state names and action space of the store must be the init checkpoint's; a LAM
+    trained on another frame offset C is refused; every refusal is exit 2 with the reason on stderr."""
+    from synthetic import STATE_NAMES
+    cases = {
+        "wrist": (_store_like(tmp_path / "wrist.hdf5", cameras=("wrist",)), "corner4"),
+        "state": (_store_like(tmp_path / "state.hdf5", state_names=["q%d" % i for i in range(7)]), "state names"),
+        "space": (_store_like(tmp_path / "space.hdf5", action_space="joint_delta"), "action space"),
+    }
+    for paradigm in ("posttrain", "lam-refine"):
+        for name, (store, why) in cases.items():
+            capsys.readouterr()
+            assert lara_main(["train", "--paradigm", paradigm, "--data", store, "--init", str(trained_run),
+                              "--out", str(tmp_path / f"{paradigm}-{name}"), "--steps", "1", *TINY]) == 2, name
+            err = capsys.readouterr().err
+            assert why in err and "Traceback" not in err, (paradigm, name, err)
+    # a two-camera store that HAS the init's camera: the model reads exactly the init's camera set
+    from lara_policy.core.train import train
+    final = train(tiny_train_config(tmp_path / "two", [stores["two_cams"]], paradigm="posttrain",
+                                    init=str(trained_run), steps=1))
+    assert read_config(final)[0].vla.cameras == ["corner4"]
+    assert STATE_NAMES == read_config(final)[0].state_names
+    # --lam from a run with another C (horizon 8 -> C = 8) under a horizon-4 run
+    capsys.readouterr()
+    assert lara_main(["train", "--paradigm", "pretrain", "--data", str(stores["demos"]), "--lam", str(trained_run),
+                      "--out", str(tmp_path / "c4"), "--steps", "1", *TINY, "--horizon", "4"]) == 2
+    assert "C=8" in capsys.readouterr().err
+    # a post-trained checkpoint also refuses the layouts its init was trained on
+    seeds = json.loads((final / "train_seeds.json").read_text())
+    init_seeds = json.loads((trained_run / "train_seeds.json").read_text())
+    assert all(set(v) <= set(seeds[t]) for t, v in init_seeds.items())
+
+
+def test_config_validation(stores, tmp_path, capsys):
+    """--depth 2 (align_block -1 -> block 0) is a clear error, not a crash in the DiT."""
+    from lara_policy.core.configuration import ModelConfig
+    assert lara_main(["train", "--data", str(stores["demos"]), "--out", str(tmp_path / "d2"), "--steps", "1",
+                      *TINY, "--depth", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "align" in err and "depth" in err and "Traceback" not in err
+    cfg = ModelConfig()
+    cfg.vla.depth, cfg.vla.align_block = 2, 1
+    LaraModel(cfg)                                   # an explicit block works
+    cfg.vla.align_block = 3
+    with pytest.raises(ValueError, match="align"):
+        LaraModel(cfg)
+    cfg.vla.align_block, cfg.components = 0, ["vla", "lam"]
+    cfg.variant = "dit_only"                          # no alignment: any depth
+    LaraModel(cfg)
+
+
+def test_frozen_lam_training_leaves_the_lam_bit_identical(stores, tmp_path):
+    """frozen_lam through train(): every LAM tensor of the --lam checkpoint, latent_mean
+    included, comes out unchanged (the VLA trains)."""
+    from lara_policy.core.train import train
+    lam = train(tiny_train_config(tmp_path / "lam", [stores["demos"]], paradigm="lam-pretrain", steps=10))
+    final = train(tiny_train_config(tmp_path / "frozen", [stores["demos"]], variant="frozen_lam", lam=str(lam),
+                                    steps=6, lr=1e-2))
+    before, after = _weights(lam), _weights(final)
+    for k, v in before.items():
+        assert torch.equal(v, after[k]), k
+    assert any(k.startswith("action_head.") for k in after)
+
+
+def test_frozen_targets_equal_the_lam_forward(stores):
+    """LatentActionModel.frozen_targets (encode only, no FDM) gives forward()'s z and codes."""
+    from synthetic import tiny_model_config
+    torch.manual_seed(0)
+    lam = LaraModel(tiny_model_config()).lam.eval()
+    ds = ChunkDataset([str(stores["demos"])], image_size=32, horizon=8, offset=8)
+    ds.attach_text(*instruction_embeddings(ds.instructions, 16))
+    b = ds.batch(np.arange(0, 60, 5), ds.fit_stats())
+    with torch.no_grad():
+        full = lam(b["image_t"], b["image_tc"])
+    fast = lam.frozen_targets(b["image_t"], b["image_tc"])
+    assert torch.equal(full["z"], fast["z"]) and torch.equal(full["indices"], fast["indices"])
+
+
+def test_resume_equals_an_uninterrupted_run(stores, tmp_path):
+    """15 steps straight == 10 steps, stop, resume to 15 (same batches): same final weights.
+    And a checkpoint without ema.safetensors restarts the EMA from the RESUMED weights."""
+    import shutil
+    from lara_policy.core.train import train
+    straight = tmp_path / "straight"
+    train(tiny_train_config(straight, [stores["demos"]], steps=15, save_every=5))
+    resumed = tmp_path / "resumed"
+    (resumed / "checkpoints").mkdir(parents=True)
+    shutil.copytree(straight / "checkpoints" / "step_0000010", resumed / "checkpoints" / "step_0000010")
+    (resumed / "checkpoints" / "latest.json").write_text(json.dumps({"path": "checkpoints/step_0000010", "step": 10}))
+    train(tiny_train_config(resumed, [stores["demos"]], steps=15, save_every=5, resume=True))
+    for which in ("checkpoints/step_0000015", "final"):
+        a, b = _weights(straight / which), _weights(resumed / which)
+        for k in a:
+            assert torch.equal(a[k], b[k]), (which, k)
+    # no EMA file: the EMA must start from the step-10 weights, not from a fresh initialisation
+    noema = tmp_path / "noema"
+    (noema / "checkpoints").mkdir(parents=True)
+    shutil.copytree(straight / "checkpoints" / "step_0000010", noema / "checkpoints" / "step_0000010")
+    (noema / "checkpoints" / "step_0000010" / "ema.safetensors").unlink()
+    raw10 = _weights(noema / "checkpoints" / "step_0000010")
+    (noema / "checkpoints" / "latest.json").write_text(json.dumps({"path": "checkpoints/step_0000010", "step": 10}))
+    train(tiny_train_config(noema, [stores["demos"]], steps=10, resume=True))     # 0 more steps
+    final = _weights(noema / "final")
+    for k in raw10:
+        if k != "lam.latent_mean":
+            assert torch.equal(raw10[k], final[k]), k
 
 
 def test_resume_continues_from_checkpoint(stores, tmp_path):

@@ -173,6 +173,27 @@ def load_text(path: str | Path) -> tuple[list[str], np.ndarray, np.ndarray]:
     return instructions, t["embeddings"], t["mask"].astype(bool)
 
 
+def load_train_seeds(path: str | Path) -> dict[str, set[int]] | None:
+    """{task: seeds} from the checkpoint's train_seeds.json (every layout its training saw,
+    written by `lara train`), or None when the checkpoint has none (older checkpoints)."""
+    file = Path(path) / "train_seeds.json"
+    if not file.exists():
+        return None
+    raw = _read_json(file, "the training seeds")
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{file}: expected a JSON object {{task: [seeds]}}, got {type(raw).__name__}")
+    try:
+        return {str(t): {int(s) for s in v} for t, v in raw.items()}
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{file}: invalid seed list ({exc})") from exc
+
+
+def seed_overlap(train_seeds: dict[str, set[int]], store_seeds: dict[str, set[int]]) -> dict[str, list[int]]:
+    """{task: sorted seeds present in both} (empty when the layouts are disjoint)."""
+    out = {t: sorted(v & train_seeds.get(t, set())) for t, v in store_seeds.items()}
+    return {t: v for t, v in out.items() if v}
+
+
 # -- optimizer state, flattened into safetensors + JSON (no pickle) ------------------------
 
 def _save_optimizer(path: Path, optimizer: torch.optim.Optimizer) -> None:

@@ -97,6 +97,41 @@ class ModelConfig:
     def has_vla(self) -> bool:
         return "vla" in self.components
 
+    def validate(self) -> "ModelConfig":
+        """Raise ValueError naming the field when the sizes cannot build a working model
+        (called before a model is built; a bad config.json fails here, not deep in torch)."""
+        v, lam = self.vla, self.lam
+        problems = []
+        if self.has_vla:
+            if v.depth < 1:
+                problems.append(f"vla.depth={v.depth} must be >= 1")
+            if v.horizon < 1:
+                problems.append(f"vla.horizon={v.horizon} must be >= 1")
+            if v.width % v.heads:
+                problems.append(f"vla.width={v.width} is not divisible by vla.heads={v.heads}")
+            if not v.cameras:
+                problems.append("vla.cameras is empty")
+            if v.euler_steps < 1:
+                problems.append(f"vla.euler_steps={v.euler_steps} must be >= 1")
+            if self.has_lam and v.depth >= 1 and not 1 <= self.align_after <= v.depth:
+                problems.append(
+                    f"the alignment reads the DiT hidden state after block {self.align_after} "
+                    f"(align_block={v.align_block}{' -> depth - 2' if v.align_block < 0 else ''}), which must be "
+                    f"1..depth={v.depth}: use depth >= 3 (the paper's block L-2) or set align_block "
+                    f"(--align-block) to 1..{v.depth}")
+        if self.has_lam:
+            if lam.width % lam.heads:
+                problems.append(f"lam.width={lam.width} is not divisible by lam.heads={lam.heads}")
+            if lam.image_size % lam.patch_size:
+                problems.append(f"lam.image_size={lam.image_size} is not a multiple of lam.patch_size={lam.patch_size}")
+            if min(lam.num_queries, lam.latent_dim, lam.codebook_size) < 1:
+                problems.append("lam.num_queries, lam.latent_dim and lam.codebook_size must be >= 1")
+        if self.chunk_offset == 0 or self.chunk_offset < -1:
+            problems.append(f"chunk_offset={self.chunk_offset} must be >= 1 (or -1 = horizon)")
+        if problems:
+            raise ValueError("invalid model config: " + "; ".join(problems))
+        return self
+
     @property
     def has_lam(self) -> bool:
         return "lam" in self.components and (self.variant != "dit_only" or not self.has_vla)

@@ -259,6 +259,14 @@ class LatentActionModel(nn.Module):
         return (stats[:-1] / stats[-1]).view(raw.shape[1:])
 
     @torch.no_grad()
+    def frozen_targets(self, image_t, image_tc) -> dict:
+        """The frozen LAM's alignment target for `frozen_lam`: the IDM latent z and its code
+        indices, detached, WITHOUT the FDM decode that forward() runs for L_LAM (nothing of the
+        LAM trains): {"z": (B, M, d_z), "indices": (B, M)}; z and indices equal forward()'s."""
+        z = self.encode(image_t, image_tc)
+        return {"z": z, "indices": self.quantizer.lookup(z)[2]}
+
+    @torch.no_grad()
     def maintain(self) -> None:
         """Called by the training loop after each optimizer step: update the running latent
         mean, then the codebook's collapse guard."""
@@ -405,7 +413,7 @@ class DiTActionHead(nn.Module):
 class LaraModel(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
-        self.config = config
+        self.config = config.validate()
         if config.has_vla:
             self.observation_encoder = ObservationEncoder(config.vla)
             self.action_head = DiTActionHead(config.vla)

@@ -11,20 +11,77 @@ shuffled across samples, with tau = 0 (pure noise: no action information in the 
 and the loss of the best CONSTANT prediction (the mean latent direction). If the constant does
 as well as f_psi, z is (nearly) one direction and the alignment is trivial; `future_sensitivity`
 (1 - cos between z(I_t, I_{t+C}) and z(I_t, I_t)) near 0 means z ignores the future frame.
+
+`--dynamics-check` (joint checkpoints) measures the run-time LAM dynamics check offline: on
+held-out demonstrations, does its score rank the expert's chunk above corrupted ones (opposite
+motion, no motion, shifted in time, another task's chunk, noise)? And does surprise rank a
+transition where the arm was blocked above the one that was executed? ROC-AUC per corruption
+(0.5 = chance), for the shipped score and the candidate scores beside it.
+
+Every mode refuses a store holding layouts (seeds) the checkpoint trained on (its
+train_seeds.json): through L_LARA a joint LAM saw those steps' actions, so figures on them
+are training-set figures. `--allow-train-seeds` measures on them anyway, knowingly.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from lara_policy.core.checkpoint import CheckpointError, load_stats, load_text, load_weights, read_config
+from lara_policy.core.checkpoint import (CheckpointError, load_stats, load_text, load_train_seeds, load_weights,
+                                         read_config, seed_overlap)
 from lara_policy.core.configuration import ModelConfig
 from lara_policy.core.modeling import LaraModel, VectorQuantizer
 from lara_policy.core.processing import ChunkDataset, NormStats
+from lara_policy.data.store import StoreError, open_episode_source
+
+
+class TrainSeedOverlap(ValueError):
+    """The evaluation store holds layouts the checkpoint was trained on."""
+
+
+def _ranges(v: list[int]) -> str:
+    out, start, prev = [], v[0], v[0]
+    for x in v[1:] + [None]:
+        if x is not None and x == prev + 1:
+            prev = x
+            continue
+        out.append(f"{start}" if start == prev else f"{start}..{prev}")
+        if x is not None:
+            start = prev = x
+    return ", ".join(out[:6]) + (" ..." if len(out) > 6 else "")
+
+
+def check_heldout(checkpoint: str | Path, data: list[str], allow_train_seeds: bool = False) -> list[str]:
+    """Raise TrainSeedOverlap when a store in `data` holds seeds (layouts) listed in the
+    checkpoint's train_seeds.json, unless `allow_train_seeds`. Returns warnings to show."""
+    seeds = load_train_seeds(checkpoint)
+    if seeds is None:
+        return [f"warning: {checkpoint} has no train_seeds.json; cannot verify that {list(data)} is held out"]
+    warnings = []
+    for p in data:
+        with open_episode_source(p) as store:
+            bad = seed_overlap(seeds, store.used_seeds())
+        if not bad:
+            continue
+        desc = "; ".join(f"{t}: {len(v)} seeds ({_ranges(v)})" for t, v in sorted(bad.items()))
+        msg = (f"{p} holds layouts the checkpoint {checkpoint} was trained on (its train_seeds.json) -> {desc}. "
+               "Through L_LARA its LAM saw those steps' actions, so these would be training-set figures")
+        if not allow_train_seeds:
+            raise TrainSeedOverlap(f"{msg}. Measure on a store generated with disjoint seeds (e.g. `lara demos "
+                                   "... --seed-start 90000`), or pass --allow-train-seeds to do it knowingly")
+        warnings.append(f"warning: {msg} (--allow-train-seeds)")
+    return warnings
+
+
+def lam_camera(config: ModelConfig) -> str:
+    """The camera the checkpoint's LAM watches: the first of its cameras (the store's first at
+    training time, or the --init checkpoint's)."""
+    return config.vla.cameras[0]
 
 
 def r2_score(y: np.ndarray, pred: np.ndarray) -> float:
@@ -59,7 +116,7 @@ def latent_dataset(model: LaraModel, config: ModelConfig, data: list[str], quant
     """(X_train, Y_train, X_test, Y_test): latents and flattened action chunks of length C,
     for every step whose chunk and future frame lie inside the episode."""
     c = config.offset
-    ds = ChunkDataset(data, image_size=config.lam.image_size, horizon=c, offset=c)
+    ds = ChunkDataset(data, cameras=[lam_camera(config)], image_size=config.lam.image_size, horizon=c, offset=c)
     if ds.num_labelled == 0:
         raise ValueError("the probe needs action-labelled episodes")
     ds.attach_text(np.zeros((len(ds.instructions), 1, 1), np.float32), np.ones((len(ds.instructions), 1), bool))
@@ -117,8 +174,11 @@ def fit_mlp(x, y, hidden: int = 128, epochs: int = 300, seed: int = 0):
 
 
 def probe(lam: str | Path, data: list[str], kind: str = "linear", holdout: float = 0.25, quantized: bool = False,
-          seed: int = 0) -> dict:
-    """R^2 of a probe from LAM latents to action chunks on held-out episodes (+ a shuffled control)."""
+          seed: int = 0, allow_train_seeds: bool = False) -> dict:
+    """R^2 of a probe from LAM latents to action chunks on held-out episodes (+ a shuffled control).
+    Refuses stores the checkpoint trained on (see check_heldout)."""
+    for w in check_heldout(lam, data, allow_train_seeds):
+        print(w, file=sys.stderr)
     model, config = load_lam(lam)
     xtr, ytr, xte, yte = latent_dataset(model, config, data, quantized, holdout)
     fit = fit_linear if kind == "linear" else fit_mlp
@@ -150,10 +210,12 @@ def _one_minus_cos(pred: torch.Tensor, target: torch.Tensor) -> float:
 
 @torch.no_grad()
 def alignment(path: str | Path, data: list[str], holdout: float = 0.25, limit: int = 1024, seed: int = 0,
-              batch: int = 128) -> dict:
+              batch: int = 128, allow_train_seeds: bool = False) -> dict:
     """Is the checkpoint's L_LARA informative? (see the module docstring)."""
     from lara_policy.core.train import instruction_embeddings
 
+    for w in check_heldout(path, data, allow_train_seeds):
+        print(w, file=sys.stderr)
     model, config = load_lam(path)
     if not config.has_vla:
         raise CheckpointError(f"{path}: --alignment needs a joint VLA + LAM checkpoint (variant lara or "
@@ -196,7 +258,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--alignment", action="store_true",
                         help="instead of the action probe: is L_LARA informative? (joint checkpoints; "
                              "compares f_psi with shuffled targets, tau=0 and a constant prediction)")
-    parser.add_argument("--data", nargs="+", required=True, help="action-labelled episode store(s)")
+    parser.add_argument("--data", nargs="+", required=True,
+                        help="action-labelled episode store(s) with layouts (seeds) the checkpoint never trained on")
+    parser.add_argument("--allow-train-seeds", action="store_true",
+                        help="measure even on a store that overlaps the checkpoint's train_seeds.json (training-set "
+                             "figures; refused by default)")
     parser.add_argument("--kind", choices=["linear", "mlp"], default="linear")
     parser.add_argument("--holdout", type=float, default=0.25, help="fraction of episodes held out")
     parser.add_argument("--quantized", action="store_true", help="probe the quantised latent instead of z")
@@ -208,11 +274,12 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     try:
         if args.alignment:
-            result = alignment(args.lam, list(args.data), args.holdout)
+            result = alignment(args.lam, list(args.data), args.holdout, allow_train_seeds=args.allow_train_seeds)
         else:
-            result = probe(args.lam, list(args.data), args.kind, args.holdout, args.quantized)
-    except (CheckpointError, ValueError) as exc:
-        print(f"lara probe: {exc}")
+            result = probe(args.lam, list(args.data), args.kind, args.holdout, args.quantized,
+                           allow_train_seeds=args.allow_train_seeds)
+    except (CheckpointError, StoreError, ValueError) as exc:
+        print(f"lara probe: {exc}", file=sys.stderr)
         return 2
     if args.alignment:
         r = result

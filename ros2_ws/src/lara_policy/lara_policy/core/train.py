@@ -21,6 +21,7 @@ import dataclasses
 import json
 import math
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -35,7 +36,7 @@ from lara_policy.core.checkpoint import (CheckpointError, load_optimizer, load_s
 from lara_policy.core.configuration import PARADIGMS, VARIANTS, ModelConfig, TrainConfig
 from lara_policy.core.modeling import LaraModel, VectorQuantizer, count_parameters
 from lara_policy.core.processing import ChunkDataset, NormStats, TextEmbedder
-from lara_policy.data.store import write_train_seeds
+from lara_policy.data.store import StoreError, write_train_seeds
 
 
 # ----------------------------------------------------------------------------------------
@@ -76,11 +77,8 @@ def build_model_config(cfg: TrainConfig, data: ChunkDataset) -> tuple[ModelConfi
     if cfg.init:
         base, _ = read_config(cfg.init)
         sources["init"] = cfg.init
-        if base.has_vla and (base.vla.action_dim, base.vla.state_dim) != (info.action_dim, info.state_dim):
-            raise CheckpointError(
-                f"{Path(cfg.init) / 'config.json'}: checkpoint has action_dim={base.vla.action_dim}, "
-                f"state_dim={base.vla.state_dim} but the data has {info.action_dim}, {info.state_dim}; "
-                "post-training cannot change the architecture, pretrain a new model instead")
+        if base.has_vla:
+            check_data_fits(base, info, Path(cfg.init) / "config.json", cfg.data)
         config = dataclasses.replace(base)
     else:
         config = dataclasses.replace(cfg.model, vla=dataclasses.replace(cfg.model.vla), lam=dataclasses.replace(cfg.model.lam))
@@ -90,6 +88,16 @@ def build_model_config(cfg: TrainConfig, data: ChunkDataset) -> tuple[ModelConfi
         lam_cfg, _ = read_config(cfg.lam)
         if not lam_cfg.has_lam:
             raise CheckpointError(f"{cfg.lam} holds no LAM (components={lam_cfg.components})")
+        if lam_cfg.offset != config.offset:
+            raise CheckpointError(
+                f"{Path(cfg.lam) / 'config.json'}: its LAM was trained on frame pairs C={lam_cfg.offset} steps apart "
+                f"(chunk_offset={lam_cfg.chunk_offset}, horizon={lam_cfg.vla.horizon}) but this run uses "
+                f"C={config.offset} (horizon={config.vla.horizon}); its latents would describe another transition. "
+                f"Use --horizon {lam_cfg.offset} or a LAM trained with this run's C")
+        if lam_cfg.vla.cameras and config.vla.cameras and lam_cfg.vla.cameras[0] != config.vla.cameras[0]:
+            import sys
+            print(f"warning: the LAM of {cfg.lam} was trained on camera '{lam_cfg.vla.cameras[0]}' but this run's "
+                  f"LAM camera (the first) is '{config.vla.cameras[0]}'", file=sys.stderr)
         config.lam = lam_cfg.lam
         sources["lam"] = cfg.lam
     if cfg.paradigm == "lam-pretrain":
@@ -116,7 +124,39 @@ def build_model_config(cfg: TrainConfig, data: ChunkDataset) -> tuple[ModelConfi
                 raise ValueError("the data holds no action-labelled episodes; a VLA needs some (use lam-pretrain "
                                  "for action-free video)")
             stats = data.fit_stats()
+    config.validate()
     return config, stats, sources
+
+
+def check_data_fits(base: ModelConfig, info, where: Path, data: list[str]) -> None:
+    """posttrain / lam-refine: the stores must give the init checkpoint exactly the inputs and
+    the action space it was trained on (a camera embedding would otherwise broadcast silently
+    over another camera set, and actions of another space would be learned under the old stats)."""
+    problems = []
+    if list(info.cameras) != list(base.vla.cameras):
+        problems.append(f"cameras {list(info.cameras)} vs the checkpoint's {list(base.vla.cameras)}")
+    if info.action_space != base.action_space:
+        problems.append(f"action space '{info.action_space}' vs the checkpoint's '{base.action_space}'")
+    if (info.action_dim, info.state_dim) != (base.vla.action_dim, base.vla.state_dim):
+        problems.append(f"action_dim={info.action_dim}, state_dim={info.state_dim} vs the checkpoint's "
+                        f"{base.vla.action_dim}, {base.vla.state_dim}")
+    if base.state_names and list(info.state_names) != list(base.state_names):
+        problems.append(f"state names {list(info.state_names)} vs the checkpoint's {list(base.state_names)}")
+    if problems:
+        raise CheckpointError(f"the data {list(data)} does not fit {where}: " + "; ".join(problems) +
+                              ". Post-training cannot change a model's inputs or action space; pretrain a new "
+                              "model, or convert the data")
+
+
+def inherit_train_seeds(final: Path, parents: list[str]) -> None:
+    """Add the train_seeds.json of the checkpoints a run started from (--init, --lam): their
+    weights carry those layouts too, so evaluation and the probe must refuse them as well."""
+    from lara_policy.core.checkpoint import load_train_seeds
+    merged = load_train_seeds(final) or {}
+    for p in parents:
+        for t, v in ((load_train_seeds(p) if p else None) or {}).items():
+            merged.setdefault(t, set()).update(v)
+    (Path(final) / "train_seeds.json").write_text(json.dumps({t: sorted(v) for t, v in sorted(merged.items())}))
 
 
 def load_initial_weights(model: LaraModel, cfg: TrainConfig) -> None:
@@ -182,8 +222,9 @@ def make_batch(data: ChunkDataset, stats: NormStats | None, plan: dict, cfg: Tra
 
 @torch.no_grad()
 def calibrate_null_effect(model: LaraModel, data: ChunkDataset, stats: NormStats | None, device,
-                          batches: int = 4, fraction: float = 0.25) -> float:
-    """Re-estimate the LAM's latent mean exactly, then return the threshold on the dynamics
+                          batches: int = 4, fraction: float = 0.25, refit_mean: bool = True) -> float:
+    """Re-estimate the LAM's latent mean exactly (unless `refit_mean` is False: a frozen LAM
+    keeps the mean its targets were computed with), then return the threshold on the dynamics
     check's predicted effect below which a chunk counts as null:
     `fraction` x the median effect of the latents of real transitions (IDM on (I_t, I_{t+C}));
     a null latent has effect 0 by construction (see LaraModel.predicted_effect)."""
@@ -191,12 +232,13 @@ def calibrate_null_effect(model: LaraModel, data: ChunkDataset, stats: NormStats
     g = torch.Generator().manual_seed(1234)
     # exact mean of the raw IDM latent over the data (the running mean lags the training)
     raw_means = []
-    for _ in range(batches):
+    for _ in range(batches if refit_mean else 0):
         idx = torch.randint(0, len(data), (64,), generator=g).numpy()
         b = data.batch(idx, stats if stats is not None else identity_stats(data))
         raw_means.append((model.lam.encode(b["image_t"].to(device), b["image_tc"].to(device))
                           + model.lam.latent_mean).mean(0))
-    model.lam.latent_mean.copy_(torch.stack(raw_means).mean(0))
+    if refit_mean:
+        model.lam.latent_mean.copy_(torch.stack(raw_means).mean(0))
     effects = []
     for _ in range(batches):
         idx = torch.randint(0, len(data), (64,), generator=g).numpy()
@@ -248,7 +290,15 @@ def train(cfg: TrainConfig) -> Path:
     ckpt_dir = out / "checkpoints"
     lam_only = cfg.paradigm == "lam-pretrain"
 
-    data = ChunkDataset(cfg.data, cfg.video, cfg.cameras or None, image_size=cfg.model.vla.image_size
+    cameras = list(cfg.cameras) or None
+    init_cfg = read_config(cfg.init)[0] if cfg.init else None
+    if init_cfg is not None and init_cfg.has_vla:
+        # the model reads exactly the init's cameras, in its order (check_data_fits checks the stores)
+        if cameras and cameras != list(init_cfg.vla.cameras):
+            raise ValueError(f"--cameras {cameras} differ from the cameras of --init {cfg.init} "
+                             f"({list(init_cfg.vla.cameras)}); post-training cannot change the camera set")
+        cameras = list(init_cfg.vla.cameras)
+    data = ChunkDataset(cfg.data, cfg.video, cameras, image_size=cfg.model.vla.image_size
                         if not cfg.init else read_config(cfg.init)[0].vla.image_size,
                         horizon=cfg.model.vla.horizon if not cfg.init else read_config(cfg.init)[0].vla.horizon,
                         offset=(cfg.model if not cfg.init else read_config(cfg.init)[0]).offset)
@@ -268,14 +318,16 @@ def train(cfg: TrainConfig) -> Path:
         model.lam.requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    ema = copy.deepcopy(model).eval().requires_grad_(False) if cfg.ema_decay > 0 else None
 
     start = 0
     latest = ckpt_dir / "latest.json"
-    if cfg.resume and latest.exists():
-        resume_dir = out / json.loads(latest.read_text())["path"]
+    resume_dir = out / json.loads(latest.read_text())["path"] if cfg.resume and latest.exists() else None
+    if resume_dir is not None:
         load_weights(resume_dir, model)
         load_optimizer(resume_dir, optimizer)
+    # the EMA starts from the weights training continues from (the resumed ones, when resuming)
+    ema = copy.deepcopy(model).eval().requires_grad_(False) if cfg.ema_decay > 0 else None
+    if resume_dir is not None:
         if ema is not None and (resume_dir / "ema.safetensors").exists():
             try:
                 ema.load_state_dict(load_file(str(resume_dir / "ema.safetensors")), strict=True)
@@ -389,13 +441,15 @@ def train(cfg: TrainConfig) -> Path:
         (ckpt_dir / "latest.json").write_text(json.dumps({"path": f"checkpoints/{name}", "step": cfg.steps}))
         deployed = ema if ema is not None else model
         if config.has_lam:
-            config.null_effect_threshold = calibrate_null_effect(deployed, data, stats, device)
+            config.null_effect_threshold = calibrate_null_effect(deployed, data, stats, device,
+                                                                 refit_mean=variant != "frozen_lam")
         if cfg.paradigm == "lam-refine":
             export_lam(deployed, config, final, extra={"sources": sources, "refined_from_step": cfg.steps})
         else:
             save(cfg.steps, final, with_optimizer=False, weights=deployed)
         # every seed whose layout training saw: `lara eval sim` refuses to evaluate on them
         write_train_seeds(final, [*cfg.data, *cfg.video])
+        inherit_train_seeds(final, [cfg.init, cfg.lam])
         metrics_file.close()
         if tb is not None:
             tb.close()
@@ -492,12 +546,12 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def run(args: argparse.Namespace) -> int:
     if not args.data:
-        print("lara train: give at least one --data STORE.hdf5")
+        print("lara train: give at least one --data STORE.hdf5", file=sys.stderr)
         return 2
     try:
         final = train(config_from_args(args))
-    except (CheckpointError, ValueError) as exc:
-        print(f"lara train: {exc}")
+    except (CheckpointError, StoreError, ValueError) as exc:
+        print(f"lara train: {exc}", file=sys.stderr)
         return 2
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"final checkpoint: {final}")
