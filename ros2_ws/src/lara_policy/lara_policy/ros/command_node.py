@@ -636,6 +636,12 @@ class CommandNode(LifecycleNode):
                         reason = "; ".join(cmd.notes)
                     except (ValueError, BackendError) as e:
                         cmd, state, reason = None, FAULT, f"unsafe command: {e}"
+            if state == ARMED:
+                halt = self.backend.fault_reason()
+                if halt:
+                    # the motion server halted the arm (Servo: singularity, collision, joint bound):
+                    # command zero, say why; clears when it reports normal operation again
+                    cmd, state, reason = None, FAULT, halt
             linear = (0.0, 0.0, 0.0)
             try:
                 if cmd is not None:
@@ -651,12 +657,7 @@ class CommandNode(LifecycleNode):
                     self.backend.zero()
                 except Exception:  # noqa: BLE001
                     pass
-            if cmd is None and state == ARMED:
-                state = FAULT
-            halt = self.backend.fault_reason()
-            if halt and state in (ARMED, FAULT) and not reason.startswith("backend"):
-                # the motion server halted the arm (e.g. Servo singularity / collision / joint bound)
-                state, reason = FAULT, halt
+
             moving = cmd is not None and cmd.moving
             self.tick_log.append(TickRecord(now, state, moving, reason, linear, obs_age))
             # under the lock: a transition (deactivate, e-stop) cannot be overwritten by a late tick
