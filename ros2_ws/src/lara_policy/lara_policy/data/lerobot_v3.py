@@ -48,6 +48,8 @@ IMAGE_PREFIX = "observation.images."
 INDEX_FEATURES = ("timestamp", "frame_index", "episode_index", "index", "task_index")
 QUANTILES = (0.01, 0.10, 0.50, 0.90, 0.99)
 VCODECS = ("libsvtav1", "h264", "hevc")          # what LeRobot's encoder accepts
+# names for the action vector of known action spaces (else "<action_space>_<i>")
+ACTION_NAMES = {("ee_delta_xyz_gripper", 4): ["delta_x", "delta_y", "delta_z", "gripper"]}
 
 
 class LeRobotError(StoreError):
@@ -384,7 +386,8 @@ def _write(out, m, episodes, source, fps, vcodec, crf, g, pix_fmt, chunks_size, 
     features: dict[str, dict] = {STATE_KEY: {"dtype": "float32", "shape": [m.state_dim],
                                              "names": list(m.state_names) or None}}
     if has_action:
-        names = m.extra.get("action_names") or [f"{m.action_space}_{k}" for k in range(m.action_dim)]
+        names = m.extra.get("action_names") or ACTION_NAMES.get((m.action_space, m.action_dim)) \
+            or [f"{m.action_space}_{k}" for k in range(m.action_dim)]
         features[ACTION_KEY] = {"dtype": "float32", "shape": [m.action_dim], "names": list(names)}
     for cam in m.cameras:
         features[camera_key(cam)] = {"dtype": "video", "shape": [h, w, 3], "names": ["height", "width", "channels"],
