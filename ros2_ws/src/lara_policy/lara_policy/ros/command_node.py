@@ -62,6 +62,7 @@ from lara_policy.ros import topics
 from lara_policy.ros.backends import (Backend, BackendError, JointTrajectoryBackend, MoveItPyBackend,
                                       ServoBackend, backend_class)
 from lara_policy.ros.codec import msg_to_chunk
+from lara_policy.ros.ee_pose import FrameMap, TfPoseRelay
 from lara_policy.ros.safety import (ACTION_SPACES, ChunkScheduler, SafetyLimits, TimedChunk,
                                     action_dim_for, action_to_command)
 
@@ -124,7 +125,13 @@ _PARAMS = [
     ("safety_status_topic", topics.SAFETY_STATUS, "lara_msgs/SafetyStatus output."),
     ("estop_service", topics.ESTOP, "std_srvs/Trigger: latch the e-stop."),
     ("estop_reset_service", topics.ESTOP_RESET, "std_srvs/Trigger: clear the e-stop (stays disarmed)."),
-    ("frame_id", "base", "Frame of the commanded twist."),
+    ("frame_id", "base", "Robot base frame: of the commanded twist, the workspace box and the EE pose "
+                         "(a pose in another frame faults)."),
+    ("ee_pose_source", "topic", "End-effector pose from 'topic' (ee_pose_topic, PoseStamped) or 'tf' "
+                                "(tf2 lookup frame_id -> ee_link)."),
+    ("ee_link", "tool0", "End-effector link looked up in tf (ee_pose_source 'tf')."),
+    ("policy_axes_in_base", ["x", "y", "z"], "Base-frame direction of the policy's +x, +y, +z action axes, "
+                                              "e.g. ['-y', 'x', 'z'] (same value as policy_node's)."),
     ("ee_delta_scale_m", 0.01, "Metres per unit of an ee_delta action (Meta-World action_scale)."),
     ("ee_rot_scale_rad", 0.05, "Radians per unit of an ee_delta_6d rotation action."),
     ("action_limit", 1.0, "ee_delta actions are clipped to [-action_limit, action_limit]."),
@@ -198,7 +205,7 @@ def build_live_limits(values: dict, period: float) -> LiveLimits:
 class CommandNode(LifecycleNode):
     """See the module docstring. `moveit_factory` (tests only) replaces moveit_py's MoveItPy."""
 
-    def __init__(self, node_name: str = "command_node", *, moveit_factory=None, **kwargs):
+    def __init__(self, node_name: str = "command_node", *, moveit_factory=None, tf_factory=None, **kwargs):
         super().__init__(node_name, **kwargs)
         for name, default, desc in _PARAMS:
             if isinstance(default, Parameter.Type):
@@ -207,6 +214,8 @@ class CommandNode(LifecycleNode):
             else:
                 self.declare_parameter(name, default, ParameterDescriptor(description=desc))
         self._moveit_factory = moveit_factory
+        self._tf_factory = tf_factory      # tests: a double of tf2_ros (Buffer, TransformListener)
+        self._tf_relay = None
         self._lock = threading.RLock()
         self.tick_log: deque[TickRecord] = deque(maxlen=4000)
         self.rejected_chunks = 0
@@ -366,6 +375,7 @@ class CommandNode(LifecycleNode):
         self.scheduler = ChunkScheduler(blend, live.max_chunk_age, live.max_chunk_future)
         self._apply_live(live)
         self._needs_pose = live.limits.workspace_min is not None or cls is MoveItPyBackend
+        self._frame_map = FrameMap(list(self.p("policy_axes_in_base") or ["x", "y", "z"]))
 
         if self._status_pub is None:    # kept across cleanup/configure (it reports configure errors)
             self._status_pub = self.create_publisher(SafetyStatus, self.p("safety_status_topic"), 10)
@@ -383,7 +393,14 @@ class CommandNode(LifecycleNode):
                                            lambda: self._ee_pose, moveit_factory=self._moveit_factory)
 
         self._subs.append(self.create_subscription(ActionChunk, self.p("chunk_topic"), self._on_chunk, 10))
-        self._subs.append(self.create_subscription(PoseStamped, self.p("ee_pose_topic"), self._on_ee_pose, 10))
+        source = str(self.p("ee_pose_source"))
+        if source == "tf":
+            self._tf_relay = TfPoseRelay(self, str(self.p("frame_id")), str(self.p("ee_link")), self._on_ee_pose,
+                                         rate_hz=max(rate, 30.0), tf_factory=self._tf_factory)
+        elif source == "topic":
+            self._subs.append(self.create_subscription(PoseStamped, self.p("ee_pose_topic"), self._on_ee_pose, 10))
+        else:
+            raise ValueError(f"parameter ee_pose_source must be 'topic' or 'tf', got '{source}'")
         self._subs.append(self.create_subscription(JointState, self.p("joint_states_topic"), self._on_joints, 10))
         if self.p("image_topic"):
             qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
@@ -512,6 +529,9 @@ class CommandNode(LifecycleNode):
         if self.backend is not None:
             self.backend.close()
             self.backend = None
+        if self._tf_relay is not None:
+            self._tf_relay.close()
+            self._tf_relay = None
 
     # ---------------------------------------------------------------- inputs
     def _on_image(self, data: bytes) -> None:
@@ -622,6 +642,11 @@ class CommandNode(LifecycleNode):
                         scale, rot_scale, limit, n_joints = self._conv
                         cmd = action_to_command(action, self.action_space, scale, rot_scale, limit,
                                                 num_joints=n_joints)
+                        if not self._frame_map.identity:      # policy axes -> robot base frame
+                            if cmd.linear_step is not None:
+                                cmd.linear_step = self._frame_map.delta_to_base(cmd.linear_step)
+                            if cmd.angular_step is not None:
+                                cmd.angular_step = self._frame_map.delta_to_base(cmd.angular_step)
                         ee = None
                         if self._needs_pose:
                             ee, why = self._ee_position()

@@ -44,6 +44,7 @@ from lara_policy.core.api import Observation
 from lara_policy.ros import topics
 from lara_policy.ros.codec import (ImageConversionError, check_to_msg, chunk_to_msg,
                                    image_msg_to_rgb, stamp_to_sec)
+from lara_policy.ros.ee_pose import FrameMap, TfPoseRelay
 from lara_policy.ros.params import declare, qos_from_params, resolve_path
 from lara_policy.ros.node_main import spin_node
 
@@ -74,7 +75,7 @@ def load_policy(checkpoint: str, device: str = "", threads: int = 0):
 
 
 class PolicyNode(Node):
-    def __init__(self, node_name: str = "policy_node", policy=None, **kwargs):
+    def __init__(self, node_name: str = "policy_node", policy=None, tf_factory=None, **kwargs):
         super().__init__(node_name, **kwargs)
         p = lambda *a, **k: declare(self, *a, **k)  # noqa: E731
         self.checkpoint = p("checkpoint", "", "LARA checkpoint directory", read_only=True)
@@ -108,7 +109,22 @@ class PolicyNode(Node):
           read_only=True)
         self.gripper_joint_name = p("gripper_joint_name", "gripper",
                                     "joint in joint_states holding the gripper state", read_only=True)
-        self.frame_id = p("frame_id", "base", "frame_id of published chunks", read_only=True)
+        self.frame_id = p("frame_id", "base", "frame_id of published chunks (the robot base frame)",
+                          read_only=True)
+        ee_source = p("ee_pose_source", "topic", "end-effector pose from 'topic' (ee_pose_topic) or 'tf' "
+                      "(tf2 lookup frame_id -> ee_link)", read_only=True)
+        ee_link = p("ee_link", "tool0", "end-effector link for ee_pose_source 'tf'", read_only=True)
+        axes = p("policy_axes_in_base", ["x", "y", "z"], "base-frame direction of the policy's +x, +y, +z "
+                 "(e.g. ['-y', 'x', 'z']); same value as command_node's", read_only=True)
+        origin = p("policy_origin_in_base", [0.0, 0.0, 0.0], "policy frame origin in the base frame (m): "
+                   "hand/goal state = R^T (position - origin)", read_only=True)
+        self.frame_map = FrameMap(list(axes), list(origin))
+        self.gripper_open = p("gripper_open_position", 1.0, "gripper joint position when open (driver units: "
+                              "m, rad, ...); mapped to the policy's 1", read_only=True)
+        self.gripper_closed = p("gripper_closed_position", 0.0, "gripper joint position when closed; mapped "
+                                "to the policy's 0", read_only=True)
+        if not math.isfinite(self.gripper_open - self.gripper_closed) or self.gripper_open == self.gripper_closed:
+            raise ValueError("policy_node: gripper_open_position and gripper_closed_position must differ")
         self.log_throttle_s = p("log_throttle_s", 2.0, "min seconds between repeated rejection logs",
                                 min_value=0.0)
         qos_rel = p("camera_qos_reliability", "reliable", "camera QoS: reliable | best_effort",
@@ -163,7 +179,13 @@ class PolicyNode(Node):
         self.check_pub = self.create_publisher(DynamicsCheck, t["dynamics_check_topic"], 10)
         self.create_subscription(Image, t["image_topic"], self._on_image, qos_from_params(qos_rel, qos_depth))
         self.create_subscription(String, t["instruction_topic"], self._on_instruction_msg, 10)
-        self.create_subscription(PoseStamped, t["ee_pose_topic"], self._on_ee, 10)
+        self._tf_relay = None
+        if ee_source == "tf":
+            self._tf_relay = TfPoseRelay(self, self.frame_id, ee_link, self._on_ee, tf_factory=tf_factory)
+        elif ee_source == "topic":
+            self.create_subscription(PoseStamped, t["ee_pose_topic"], self._on_ee, 10)
+        else:
+            raise ValueError(f"policy_node: ee_pose_source must be 'topic' or 'tf', got '{ee_source}'")
         self.create_subscription(PointStamped, t["goal_topic"], self._on_goal, 10)
         self.create_subscription(JointState, t["joint_states_topic"], self._on_joints, 10)
         self.create_service(SetInstruction, t["set_instruction_service"], self._on_set_instruction)
@@ -204,6 +226,13 @@ class PolicyNode(Node):
         self._new_image.set()
 
     def _on_ee(self, msg: PoseStamped) -> None:
+        frame = msg.header.frame_id
+        if frame and frame.lstrip("/") != str(self.frame_id).lstrip("/"):
+            with self._lock:
+                self._ee = None
+            self._reject("ee_frame", f"end-effector pose on {self.topics['ee_pose_topic']} is in frame '{frame}', "
+                                     f"not frame_id '{self.frame_id}' (publish it in the base frame)")
+            return
         p = msg.pose.position
         with self._lock:
             self._ee = (np.array([p.x, p.y, p.z], dtype=np.float64), stamp_to_sec(msg.header.stamp))
@@ -289,14 +318,18 @@ class PolicyNode(Node):
         state = np.zeros(len(self.state_names), dtype=np.float64)
         for i, name in enumerate(self.state_names):
             if name in EE_NAMES:
-                src, what, value = ee, self.topics["ee_pose_topic"], None if ee is None else ee[0][EE_NAMES[name]]
+                src, what = ee, self.topics["ee_pose_topic"]
+                value = None if ee is None else self.frame_map.position_to_policy(ee[0])[EE_NAMES[name]]
             elif name in GOAL_NAMES:
-                src, what, value = goal, self.topics["goal_topic"], None if goal is None else goal[0][GOAL_NAMES[name]]
+                src, what = goal, self.topics["goal_topic"]
+                value = None if goal is None else self.frame_map.position_to_policy(goal[0])[GOAL_NAMES[name]]
             else:
                 key = self.gripper_joint_name if name == "gripper" else name
                 what = f"{self.topics['joint_states_topic']}[{key}]"
                 src = joints.get(key)
                 value = None if src is None else src[0]
+                if name == "gripper" and value is not None:    # driver units -> 0 closed .. 1 open
+                    value = (value - self.gripper_closed) / (self.gripper_open - self.gripper_closed)
             if src is None or value is None:
                 return None, f"missing_state:{name}", f"state '{name}' missing (no message on {what})"
             if skew > 0 and abs(src[1] - t_img) > skew:
