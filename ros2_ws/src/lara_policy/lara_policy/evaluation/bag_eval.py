@@ -57,6 +57,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-trim", action="store_true", help="keep the idle lead-in/tail (steps with nothing executed)")
     p.add_argument("--device", default="", help="torch device (default: cuda when present, else cpu)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for inference")
+    p.add_argument("--chunks-from", metavar="EPISODE", help="score the chunks policy_node published during a "
+                   "replay (an offline_eval recording: /lara/eval/action_chunk; a folder: its newest episode) "
+                   "instead of predicting them here")
     p.add_argument("--no-plots", action="store_true")
 
 
@@ -116,9 +119,46 @@ def episodes_for_policy(bags: list[Path], meta, mapping_path: str | None, rate: 
     return out
 
 
+def recorded_chunks(path: Path) -> list[dict]:
+    """Chunks (and their dynamics checks) recorded by policy_node in a bag: what `lara bringup
+    offline_eval.yaml` / offline_eval.launch.py record (topics /lara/eval/*), or a live run's
+    /lara/action_chunk. A folder of episodes: the newest. [{t0, actions, flagged, surprise}]"""
+    from lara_policy.data.rosbag_convert import ConvertError, expand_sources
+    from lara_policy.ros.bag_tools import iter_messages
+    bags = expand_sources([Path(path)])
+    bag = max(bags, key=lambda b: b.stat().st_mtime)
+    if bag.is_dir() and not (bag / "metadata.yaml").is_file():
+        raise ConvertError(f"{bag}: nothing was recorded (no closed segment): policy_node published no chunk "
+                           "during the replay (see its log for why)")
+    chunks, checks = [], {}
+    topics = None
+    for topic, _, _, m in iter_messages(bag, ["/lara/eval/action_chunk", "/lara/eval/dynamics_check",
+                                              "/lara/action_chunk", "/lara/dynamics_check"]):
+        t0 = int(m.header.stamp.sec) + int(m.header.stamp.nanosec) * 1e-9
+        if topics is None and topic.endswith("action_chunk"):
+            topics = topic.rsplit("/", 1)[0]
+        if topics is not None and not topic.startswith(topics + "/"):
+            continue
+        if topic.endswith("action_chunk"):
+            chunks.append({"t0": t0, "actions": np.asarray(m.actions, np.float32).reshape(int(m.horizon),
+                                                                                          int(m.action_dim))})
+        else:
+            checks[round(t0, 6)] = (not bool(m.accepted), float(m.surprise), int(m.num_candidates))
+    if not chunks:
+        raise ConvertError(f"{bag}: no recorded action chunks (/lara/eval/action_chunk or /lara/action_chunk)")
+    for c in chunks:
+        flagged, sur, n = checks.get(round(c["t0"], 6), (None, float("nan"), 1))
+        c["flagged"] = flagged if n > 1 else None
+        c["surprise"] = sur
+    return chunks
+
+
 def evaluate_bags(policy, episodes, *, seed: int = 0, num_candidates: int = 1, replan_steps: int = 8,
-                  live_chunks: dict | None = None) -> dict:
-    """Open-loop replay of [(BagEpisode, bag)] through a Policy; returns the results dict."""
+                  live_chunks: dict | None = None, recorded: list[dict] | None = None) -> dict:
+    """Open-loop replay of [(BagEpisode, bag)] through a Policy; returns the results dict.
+    With `recorded` (recorded_chunks()), the chunks policy_node published during a replay are
+    scored instead of predicting here (same metrics; the chunk at observation stamp t0 is
+    compared with the actions executed from the control step of t0)."""
     from lara_policy.core.api import Observation
     meta = policy.meta
     cam = meta.cameras[0]
@@ -138,7 +178,30 @@ def evaluate_bags(policy, episodes, *, seed: int = 0, num_candidates: int = 1, r
         policy.reset()
         T = ep.num_steps
         chunks, surprise, prev = [], [], None
-        for k in range(0, T, replan_steps):
+        if recorded is not None:
+            half = 0.5 * float(np.median(np.diff(be.times))) if T > 1 else 0.02
+            steps = []
+            for c in recorded:
+                k = int(np.argmin(np.abs(be.times - c["t0"])))
+                if abs(be.times[k] - c["t0"]) <= half:
+                    steps.append((k, c))
+        else:
+            steps = [(k, None) for k in range(0, T, replan_steps)]
+        for k, rec in steps:
+            if rec is not None:
+                act = rec["actions"]
+                n = min(act.shape[0], T - k)
+                err = act[:n] - A[k:k + n]
+                all_err.append(err)
+                first_err.append(err[0])
+                if rec["flagged"] is not None:
+                    n_checked += 1
+                    flags += int(rec["flagged"])
+                surprise.append({"step": k, "t": float(be.times[k] - be.times[0]), "surprise": rec["surprise"]})
+                chunks.append({"step": k, "pred": act.tolist(), "n": n, "chunk_mae": float(np.mean(np.abs(err))),
+                               "first_mae": float(np.mean(np.abs(err[0]))), "flagged": rec["flagged"],
+                               "live_mae": None})
+                continue
             obs = Observation(images={cam: ep.images[cam][k]}, state=ep.state[k], instruction=ep.instruction,
                               stamp=float(be.times[k]))
             pred = policy.predict_chunk(obs, num_candidates=num_candidates, seed=seed + call)
@@ -173,6 +236,8 @@ def evaluate_bags(policy, episodes, *, seed: int = 0, num_candidates: int = 1, r
                         live_diffs.append(live)
             chunks.append({"step": k, "pred": act.tolist(), "n": n, "chunk_mae": float(np.mean(np.abs(err))),
                            "first_mae": float(np.mean(np.abs(err[0]))), "flagged": flagged, "live_mae": live})
+        if not chunks:
+            continue
         e = np.concatenate([np.asarray(c["pred"])[:c["n"]] - A[c["step"]:c["step"] + c["n"]] for c in chunks])
         sur = [x["surprise"] for x in surprise if np.isfinite(x["surprise"])]
         per_ep.append({
@@ -186,13 +251,15 @@ def evaluate_bags(policy, episodes, *, seed: int = 0, num_candidates: int = 1, r
             "surprise": surprise, "executed": A.tolist(), "chunk_records": chunks,
         })
     if not per_ep:
-        raise ValueError("no episode with executed actions to compare with")
+        raise ValueError("no episode with executed actions to compare with"
+                         + (" (no recorded chunk stamped inside an executed episode)" if recorded is not None else ""))
     E = np.concatenate(all_err)
     F = np.stack(first_err)
     dims = list(episodes[0][0].action_dims) or [f"a{j}" for j in range(E.shape[1])]
     lat_a = np.asarray([x for x in lat if np.isfinite(x)])
     return {
         "kind": "open-loop proxy", "note": PROXY_NOTE,
+        "chunks_from": "recorded replay (policy_node)" if recorded is not None else "predicted offline",
         "policy": {"model_id": meta.model_id, "action_space": meta.action_space, "horizon": H,
                    "state_names": list(meta.state_names), "cameras": list(meta.cameras)},
         "config": {"seed": seed, "num_candidates": num_candidates, "replan_steps": replan_steps},
@@ -222,6 +289,7 @@ def markdown(res: dict) -> str:
     dims = res["action_dims"]
     f = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
     lines = [f"# lara eval bag: {res['policy']['model_id']}", "", f"**{res['note']}**", "",
+             f"Chunks: {res.get('chunks_from', 'predicted offline')}.", "",
              f"{res['episodes']} episode(s), {res['chunks']} chunks (H={res['policy']['horizon']}, replan every "
              f"{res['config']['replan_steps']} steps, N={res['config']['num_candidates']}, seed "
              f"{res['config']['seed']}); errors in the policy's action units ({res['policy']['action_space']}).", "",
@@ -300,6 +368,20 @@ def plots(res: dict, out: Path, max_episodes: int = 4) -> list[str]:
     return files
 
 
+def write_outputs(res: dict, out: Path, with_plots: bool = True) -> None:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if with_plots:
+        res["plots"] = plots(res, out)
+    (out / "results.json").write_text(json.dumps(res, indent=1))
+    (out / "results.md").write_text(markdown(res))
+
+
+def summary_line(res: dict) -> str:
+    return (f"{res['episodes']} episodes, {res['chunks']} chunks: chunk MAE {res['chunk_mae']:.4f}, first-step MAE "
+            f"{res['first_step_mae']:.4f}; flagged {res['dynamics_check']['flagged']}/{res['dynamics_check']['checked']}")
+
+
 def run(args: argparse.Namespace) -> int:
     from lara_policy.data.rosbag_convert import ConvertError
     t0 = time.monotonic()
@@ -320,24 +402,22 @@ def run(args: argparse.Namespace) -> int:
         eps = episodes_for_policy([Path(b) for b in args.bags], policy.meta, args.mapping, args.rate,
                                   trim=not args.no_trim, ee_delta_scale_m=args.ee_delta_scale_m)
         live = {bag: _live_chunks(bag) for _, bag in eps}
+        rec = recorded_chunks(Path(args.chunks_from)) if getattr(args, "chunks_from", None) else None
         res = evaluate_bags(policy, eps, seed=args.seed, num_candidates=args.num_candidates,
-                            replan_steps=args.replan_steps, live_chunks=live)
+                            replan_steps=args.replan_steps, live_chunks=None if rec else live, recorded=rec)
     except (ConvertError, ValueError) as exc:
         print(f"lara eval bag: {exc}", file=sys.stderr)
         return 2
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     res["wall_s"] = time.monotonic() - t0
     res["bags"] = [str(b) for b in args.bags]
-    (out / "results.json").write_text(json.dumps(res, indent=1))
-    (out / "results.md").write_text(markdown(res))
-    if not args.no_plots:
-        res["plots"] = plots(res, out)
+    write_outputs(res, out, with_plots=not args.no_plots)
     print(f"lara eval bag [open-loop proxy]: {res['episodes']} episodes, {res['chunks']} chunks: chunk MAE "
           f"{res['chunk_mae']:.4f}, first-step MAE {res['first_step_mae']:.4f}, per dim "
           + ", ".join(f"{d} {v:.3f}" for d, v in res["mae_per_dim"].items())
           + (f"; flagged {res['dynamics_check']['flagged']}/{res['dynamics_check']['checked']}"
              if res["dynamics_check"]["checked"] else "")
           + f"; surprise mean {res['surprise_mean'] if res['surprise_mean'] is None else round(res['surprise_mean'], 4)}"
-          f"; latency p50/p95 {res['latency_ms']['p50']:.1f}/{res['latency_ms']['p95']:.1f} ms -> {out}/results.md")
+          + (f"; latency p50/p95 {res['latency_ms']['p50']:.1f}/{res['latency_ms']['p95']:.1f} ms"
+             if res["latency_ms"]["n"] else "") + f" -> {out}/results.md")
     return 0

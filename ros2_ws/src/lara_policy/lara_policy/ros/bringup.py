@@ -369,6 +369,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--control-priority", choices=CONTROL_PRIORITIES, default="normal",
                         help="scheduling priority of the control (command_node) thread, where permitted")
     parser.add_argument("--json", metavar="FILE", help="also write the episode results as JSON")
+    parser.add_argument("--bag", nargs="+", help="offline_eval: recorded episode(s) whose observation topics are "
+                        "replayed into policy_node, then scored (lara eval bag metrics); default bringup.bag")
+    parser.add_argument("--rate", type=float, default=1.0, help="offline_eval: replay rate")
+    parser.add_argument("--out", default="runs/offline_eval", help="offline_eval: where the scores are written")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -413,6 +417,13 @@ def run(args: argparse.Namespace) -> int:
                       + (f" [{r.message}]" if r.message else ""), flush=True)
             n_ok = sum(r.success for r in results)
             print(f"lara bringup: {n_ok}/{len(results)} episodes succeeded on {task}", flush=True)
+        elif getattr(args, "bag", None) or bring.get("bag"):
+            from lara_policy.evaluation.bag_eval import summary_line
+            from lara_policy.ros.bag_tools import run_offline_eval
+            bags = args.bag or [resolve_path(str(bring.get("bag")))]
+            res = run_offline_eval(graph, bags, args.out, rate=args.rate, topics=bring.get("observation_topics"))
+            print(f"lara bringup: offline_eval [open-loop proxy]: {summary_line(res)} -> {args.out}/results.md",
+                  flush=True)
         else:
             if args.arm:
                 graph.arm()

@@ -180,6 +180,10 @@ _PARAMS = [
     ("action_chunk_topic", T.ACTION_CHUNK, "ActionChunk topic read for model_id."),
     ("dynamics_check_topic", T.DYNAMICS_CHECK, "DynamicsCheck topic whose not-accepted count is stored."),
     ("start_service", T.RECORDER_START, "lara_msgs/srv/StartEpisode service name."),
+    ("autostart", False, "Start an episode at start-up (offline_eval: nobody calls the start service); "
+                         "it is closed at shut-down or by the stop service."),
+    ("autostart_instruction", "", "Instruction stored for the autostarted episode."),
+    ("autostart_task", "", "Task stored for the autostarted episode."),
     ("stop_service", T.RECORDER_STOP, "lara_msgs/srv/StopEpisode service name."),
 ]
 
@@ -222,6 +226,11 @@ class RecorderNode(Node):
         self._discover()
         self.create_timer(float(self.p("discovery_period_s")), self._discover)
         self.get_logger().info(f"recording {len(self._wanted)} topics to {self.out_dir}")
+        if self.p("autostart"):
+            r = self._on_start(StartEpisode.Request(instruction=str(self.p("autostart_instruction")),
+                                                    task=str(self.p("autostart_task"))), StartEpisode.Response())
+            if not r.success:
+                raise RuntimeError(f"recorder_node autostart: {r.message}")
 
     def p(self, name):
         return self.get_parameter(name).value
