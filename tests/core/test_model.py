@@ -49,9 +49,11 @@ def test_multi_camera_tokens(stores):
     model = LaraModel(cfg)
     b = ds.batch(np.arange(4), ds.fit_stats())
     assert b["images"].shape[1] == 2
-    cond, mask = model.observation_encoder(b["images"], b["state"], b["text"], b["text_mask"])
+    cond, mask, _ = model.observation_encoder(b["images"], b["state"], b["text"], b["text_mask"])
     n_vis = model.observation_encoder.vision.num_tokens
-    assert cond.shape[1] == 2 * n_vis + 1 + 16 and mask.shape == cond.shape[:2]
+    # vision tokens of both cameras, state, one keypoint token (both cameras' keypoints), text
+    assert model.observation_encoder.keypoints > 0
+    assert cond.shape[1] == 2 * n_vis + 1 + 1 + 16 and mask.shape == cond.shape[:2]
 
 
 def _grad_norms(variant, stores):

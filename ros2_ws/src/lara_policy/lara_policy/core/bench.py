@@ -8,6 +8,7 @@ Targets on the 2-core development CPU (DESIGN.md quality bars): N=1 p50 <= 25 ms
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import tempfile
 import time
@@ -81,39 +82,37 @@ def _synthetic_store(path: Path, config: ModelConfig, episodes: int = 16, steps:
 
 
 def bench_training(config: ModelConfig, batch_size: int, rounds: int, steps_per_round: int) -> dict:
-    """Median time of a full training step (batch assembly from the in-memory dataset with
-    augmentation, forward, backward, AdamW, codebook maintenance) per variant. Steps of the
-    two variants alternate, so load from other processes on a shared CPU hits both alike."""
+    """Median time of `lara train`'s own step (lara_policy.core.train.train_step: batch assembly
+    from the in-memory dataset with augmentation, forward, backward, clipping, AdamW, codebook
+    maintenance, EMA) per variant, on a synthetic store with the default action-free share.
+    Steps of the two variants alternate, so load from other processes hits both alike."""
     from lara_policy.core.configuration import TrainConfig
     from lara_policy.core.processing import ChunkDataset
-    from lara_policy.core.train import global_batch_plan, make_batch
+    from lara_policy.core.train import global_batch_plan, make_batch, train_step
     v = config.vla
     with tempfile.TemporaryDirectory() as tmp:
-        data = ChunkDataset([str(_synthetic_store(Path(tmp) / "bench.hdf5", config))], image_size=v.image_size,
-                            horizon=v.horizon, offset=config.offset)
+        data = ChunkDataset([str(_synthetic_store(Path(tmp) / "bench.hdf5", config))],
+                            [str(_synthetic_store(Path(tmp) / "video.hdf5", config, episodes=8))],
+                            image_size=v.image_size, horizon=v.horizon, offset=config.offset)
     rng = np.random.default_rng(0)
     data.attach_text(rng.normal(size=(1, v.text_tokens, v.text_dim)).astype(np.float32), np.ones((1, v.text_tokens), bool))
     stats = data.fit_stats()
-    tcfg = TrainConfig(batch_size=batch_size)
+    tcfg = TrainConfig(batch_size=batch_size, steps=10_000)
     setups = {}
     for variant in ("lara", "dit_only"):
         torch.manual_seed(0)
         cfg = ModelConfig.from_dict({**config.to_dict(), "variant": variant})
         model = LaraModel(cfg).train()
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-        setups[variant] = (model, opt, [])
+        params = list(model.parameters())
+        opt = torch.optim.AdamW(params, lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+        ema = copy.deepcopy(model).eval().requires_grad_(False)
+        setups[variant] = (model, opt, [], params, ema)
 
     def step(variant, k):
-        model, opt, _ = setups[variant]
-        plan = global_batch_plan(k, tcfg, len(data), v.horizon, v.action_dim)
+        model, opt, _, params, ema = setups[variant]
+        plan = global_batch_plan(k, tcfg, len(data), v.horizon, v.action_dim, data.has_action > 0)
         batch = make_batch(data, stats, plan, tcfg, 0, 1, torch.device("cpu"))
-        loss = model(batch, variant, 0.01, 0.01)["loss"]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        if hasattr(model, "lam"):
-            model.lam.maintain()
+        train_step(model, model, opt, params, ema, batch, tcfg, variant, False, k)
 
     for k in range(3):
         for variant in setups:
@@ -138,8 +137,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="", help="write the figures as JSON to this file")
     parser.add_argument("--repeats", type=int, default=100, help="timed inference calls per N")
     parser.add_argument("--threads", type=int, default=1, help="torch threads for inference (LaraPolicy default)")
-    parser.add_argument("--train-threads", type=int, default=1,
-                        help="torch threads for the training steps (1: on a shared 2-core CPU, 2 threads contend)")
+    parser.add_argument("--train-threads", type=int, default=2,
+                        help="torch threads for the training steps (2 = `lara train`'s default)")
     parser.add_argument("--batch-size", type=int, default=64, help="training batch for the step-time ratio")
     parser.add_argument("--rounds", type=int, default=6, help="training rounds (x steps-per-round alternating steps)")
     parser.add_argument("--steps-per-round", type=int, default=5)
@@ -169,7 +168,8 @@ def run(args: argparse.Namespace) -> int:
             ("train step lara / dit_only ms", f"{result['train_step_ms_lara']:.0f} / {result['train_step_ms_dit_only']:.0f}", ""),
             ("train step ratio lara/dit_only (p50)", f"{result['train_step_ratio']:.2f}", "<= 1.3"),
             ("  (ratio of min step times)", f"{result['train_step_ratio_min']:.2f}", ""),
-            ("train samples/s lara", f"{result['train_samples_per_s_lara']:.0f}", ""),
+            ("train samples/s lara / dit_only", f"{result['train_samples_per_s_lara']:.0f} / "
+                                                f"{result['train_samples_per_s_dit_only']:.0f}", ">= 550 dit_only"),
             ("params VLA / LAM", f"{result['params_vla']:,} / {result['params_lam']:,}", "")]
     print(f"lara bench model (inference threads={args.threads}, training threads={args.train_threads}, "
           f"batch={args.batch_size})")

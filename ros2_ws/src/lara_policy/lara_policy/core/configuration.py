@@ -20,7 +20,7 @@ def _from_dict(cls, data: dict[str, Any]):
     unknown = set(data) - set(known)
     if unknown:
         raise ValueError(f"{cls.__name__}: unknown config keys {sorted(unknown)}")
-    kwargs = {}
+    kwargs = {name: value for (owner, name), value in _LEGACY.items() if owner == cls.__name__ and name not in data}
     for name, value in data.items():
         sub = _NESTED.get((cls.__name__, name))
         if sub is not None and isinstance(value, dict):
@@ -66,7 +66,12 @@ class VLAConfig:
     depth: int = 4                    # L DiT blocks (self-attn + cross-attn + MLP each)
     heads: int = 4
     mlp_ratio: float = 2.0
-    vision_channels: list[int] = field(default_factory=lambda: [32, 64, 96, 128])
+    vision_channels: list[int] = field(default_factory=lambda: [32, 64, 128])   # stride-2 stages:
+                                      # 64 px -> 8x8 tokens (8x8 px each; four stages gave 4x4 and lost the puck)
+    vision_stem: int = 0              # stride-1 conv stem channels before the stages (0 = none; 32 cost
+                                      # ~3x the encoder step time on CPU for no measured gain here)
+    vision_keypoints: int = 32        # spatial-softmax keypoints at the first stage's resolution (0 = none)
+    film: bool = True                 # pooled observation (state, text, keypoints) modulates every DiT block
     vision_backbone: str = "conv"     # name in lara_policy.core.modeling.VISION_BACKBONES
     text_dim: int = 384               # all-MiniLM-L6-v2 token embedding size
     text_tokens: int = 16             # instruction tokens kept (padded/truncated)
@@ -92,10 +97,6 @@ class ModelConfig:
     def __post_init__(self):
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
-
-    @property
-    def has_vla(self) -> bool:
-        return "vla" in self.components
 
     def validate(self) -> "ModelConfig":
         """Raise ValueError naming the field when the sizes cannot build a working model
@@ -133,6 +134,10 @@ class ModelConfig:
         return self
 
     @property
+    def has_vla(self) -> bool:
+        return "vla" in self.components
+
+    @property
     def has_lam(self) -> bool:
         return "lam" in self.components and (self.variant != "dit_only" or not self.has_vla)
 
@@ -157,6 +162,9 @@ class TrainConfig:
     paradigm: str = "pretrain"
     data: list[str] = field(default_factory=list)       # action-labelled (or mixed) stores
     video: list[str] = field(default_factory=list)      # extra stores used action-free
+    val: list[str] = field(default_factory=list)        # held-out labelled stores: val_loss_act in metrics.csv
+    val_every: int = 250
+    video_fraction: float = 0.25      # share of a batch from action-free samples; -1 = by their number
     out: str = "runs/lara"
     variant: str = "lara"
     steps: int = 2000
@@ -195,6 +203,9 @@ class TrainConfig:
     def from_dict(cls, data: dict) -> "TrainConfig":
         return _from_dict(cls, data)
 
+
+# Keys a config.json written before they existed lacks: the architecture it was trained with.
+_LEGACY = {("VLAConfig", "vision_stem"): 0, ("VLAConfig", "vision_keypoints"): 0, ("VLAConfig", "film"): False}
 
 _NESTED = {("ModelConfig", "vla"): VLAConfig, ("ModelConfig", "lam"): LAMConfig,
            ("TrainConfig", "model"): ModelConfig}

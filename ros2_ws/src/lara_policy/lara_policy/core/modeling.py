@@ -64,11 +64,18 @@ class TransformerLayer(nn.Module):
 
 
 class ConvEncoder(nn.Module):
-    """Stride-2 conv stages (GroupNorm + SiLU) -> a grid of tokens (B, h*w, width)."""
+    """Optional stride-1 stem, then stride-2 conv stages (GroupNorm + SiLU) -> a grid of tokens
+    (B, h*w, width). With `keypoints` > 0 it also returns spatial-softmax keypoints taken at the
+    FIRST stage's resolution (32x32 at 64 px): expected (x, y) of K learned feature maps, which
+    locate a 2-px object to sub-pixel precision where the coarse token grid cannot."""
 
-    def __init__(self, in_channels: int, channels: list[int], image_size: int, width: int):
+    def __init__(self, in_channels: int, channels: list[int], image_size: int, width: int,
+                 stem: int = 0, keypoints: int = 0):
         super().__init__()
         layers, c = [], in_channels
+        if stem > 0:
+            layers += [nn.Conv2d(c, stem, 3, stride=1, padding=1), nn.GroupNorm(min(8, stem), stem), nn.SiLU()]
+            c = stem
         for out in channels:
             layers += [nn.Conv2d(c, out, 3, stride=2, padding=1), nn.GroupNorm(min(8, out), out), nn.SiLU()]
             c = out
@@ -77,16 +84,33 @@ class ConvEncoder(nn.Module):
         self.to_tokens = nn.Linear(c, width)
         self.pos = nn.Parameter(torch.randn(1, self.grid * self.grid, width) * 0.02)
         self.num_tokens = self.grid * self.grid
+        self.keypoints = keypoints
+        self.split = 3 * (1 if stem > 0 else 0) + 3          # layers up to the end of the first stage
+        if keypoints > 0:
+            self.keypoint_maps = nn.Conv2d(channels[0], keypoints, 1)
+            self.keypoint_temperature = nn.Parameter(torch.zeros(()))   # log inverse temperature
+            side = image_size // 2
+            lin = torch.linspace(-1.0, 1.0, side)
+            self.register_buffer("grid_xy", torch.stack(torch.meshgrid(lin, lin, indexing="xy"), -1).view(-1, 2),
+                                 persistent=False)
 
-    def forward(self, x):
-        f = self.net(x)                                   # (B, C, g, g)
-        return self.to_tokens(f.flatten(2).transpose(1, 2)) + self.pos
+    def forward(self, x, with_keypoints: bool = False):
+        if self.keypoints > 0:
+            f = self.net[:self.split](x)                                                     # first stage
+            logits = self.keypoint_maps(f).flatten(2) * self.keypoint_temperature.exp()      # (B, K, hw)
+            kp = (logits.softmax(-1) @ self.grid_xy).flatten(1)                              # (B, 2K)
+            f = self.net[self.split:](f)
+        else:
+            f, kp = self.net(x), None
+        tokens = self.to_tokens(f.flatten(2).transpose(1, 2)) + self.pos
+        return (tokens, kp) if with_keypoints else tokens
 
 
 # A vision backbone maps (B, 3, S, S) images in [0, 1] to (B, n_tokens, width) tokens and
 # exposes `num_tokens`. Register a pretrained one with `register_backbone`.
 VISION_BACKBONES: dict[str, Callable[[VLAConfig], nn.Module]] = {
-    "conv": lambda c: ConvEncoder(3, list(c.vision_channels), c.image_size, c.width),
+    "conv": lambda c: ConvEncoder(3, list(c.vision_channels), c.image_size, c.width, c.vision_stem,
+                                  c.vision_keypoints),
 }
 
 
@@ -362,25 +386,54 @@ class DiTBlock(nn.Module):
 
 
 class ObservationEncoder(nn.Module):
-    """Cameras + proprio state + cached MiniLM token embeddings -> condition tokens."""
+    """Cameras + proprio state + cached MiniLM token embeddings -> condition tokens for the
+    DiT's cross-attention, and (with `film`) one pooled observation vector (state, text and
+    the vision keypoints) that modulates every DiT block beside the flow time (FiLM/adaLN):
+    cross-attention alone left the hand state and a small object's position weakly coupled
+    (docs/model.md, "Vision pathway")."""
 
     def __init__(self, c: VLAConfig):
         super().__init__()
+        self.config = c
         self.vision = VISION_BACKBONES[c.vision_backbone](c)
         self.camera_embed = nn.Parameter(torch.zeros(len(c.cameras), 1, c.width))
         self.state_in = nn.Sequential(nn.Linear(c.state_dim, c.width), nn.SiLU(), nn.Linear(c.width, c.width))
         self.text_in = nn.Linear(c.text_dim, c.width)
         self.norm = nn.LayerNorm(c.width)
+        self.keypoints = getattr(self.vision, "keypoints", 0)
+        if self.keypoints > 0:
+            self.keypoint_in = nn.Sequential(nn.Linear(2 * self.keypoints * len(c.cameras), c.width), nn.SiLU(),
+                                             nn.Linear(c.width, c.width))
+        if c.film:
+            self.film_out = nn.Sequential(nn.SiLU(), nn.Linear(c.width, c.width))
 
     def forward(self, images, state, text, text_mask):
-        """images (B, n_cam, 3, S, S); state (B, s); text (B, T, 384); text_mask (B, T) bool."""
+        """images (B, n_cam, 3, S, S); state (B, s); text (B, T, 384); text_mask (B, T) bool.
+        Returns condition tokens (B, n, w), their mask (B, n) and the pooled vector (B, w) or None."""
         b, n_cam = images.shape[:2]
-        vis = self.vision(images.flatten(0, 1))                      # (B*n_cam, n, w)
+        if self.keypoints > 0:
+            vis, kp = self.vision(images.flatten(0, 1), with_keypoints=True)      # (B*n_cam, n, w), (B*n_cam, 2K)
+        else:
+            vis, kp = self.vision(images.flatten(0, 1)), None
         vis = vis.view(b, n_cam, *vis.shape[1:]) + self.camera_embed[None, :, 0, None]
         vis = vis.flatten(1, 2)
-        tokens = torch.cat([vis, self.state_in(state)[:, None], self.text_in(text)], dim=1)
-        mask = torch.cat([torch.ones(b, vis.shape[1] + 1, dtype=torch.bool, device=state.device), text_mask], 1)
-        return self.norm(tokens), mask
+        state_tok, text_tok = self.state_in(state), self.text_in(text)
+        tokens = [vis, state_tok[:, None], text_tok]
+        n_fixed = vis.shape[1] + 1
+        if kp is not None:
+            kp_tok = self.keypoint_in(kp.view(b, -1))
+            tokens.insert(2, kp_tok[:, None])
+            n_fixed += 1
+        tokens = torch.cat(tokens, dim=1)
+        mask = torch.cat([torch.ones(b, n_fixed, dtype=torch.bool, device=state.device), text_mask], 1)
+        pooled = None
+        if self.config.film:
+            m = text_mask.float()[..., None]
+            pooled = state_tok + (text_tok * m).sum(1) / m.sum(1).clamp(min=1)
+            if kp is not None:
+                pooled = pooled + kp_tok
+            pooled = self.film_out(pooled)
+        return self.norm(tokens), mask, pooled
 
 
 class DiTActionHead(nn.Module):
@@ -394,9 +447,12 @@ class DiTActionHead(nn.Module):
         self.norm_out = nn.LayerNorm(c.width)
         self.action_out = nn.Linear(c.width, c.action_dim)
 
-    def forward(self, noisy_actions, tau, cond, cond_mask, align_after: int):
-        """Velocity (B, H, D) and the hidden state after `align_after` blocks at the LAST action token."""
+    def forward(self, noisy_actions, tau, cond, cond_mask, align_after: int, pooled=None):
+        """Velocity (B, H, D) and the hidden state after `align_after` blocks at the LAST action
+        token. `pooled` (B, w): the observation vector added to the flow-time embedding (FiLM)."""
         t_emb = self.time_mlp(timestep_embedding(tau, self.config.width))
+        if pooled is not None:
+            t_emb = t_emb + pooled
         x = self.action_in(noisy_actions) + self.pos
         hidden = None
         for i, block in enumerate(self.blocks):
@@ -433,8 +489,8 @@ class LaraModel(nn.Module):
         lam = self.config.lam
         return self.align_proj(hidden).view(-1, lam.num_queries, lam.latent_dim)
 
-    def velocity(self, noisy_actions, tau, cond, cond_mask):
-        return self.action_head(noisy_actions, tau, cond, cond_mask, self.config.align_after)
+    def velocity(self, noisy_actions, tau, cond, cond_mask, pooled=None):
+        return self.action_head(noisy_actions, tau, cond, cond_mask, self.config.align_after, pooled)
 
     # -- training -----------------------------------------------------------------------
     def compute_losses(self, batch: dict, variant: str, w_lara: float, w_lam: float,
@@ -466,23 +522,45 @@ class LaraModel(nn.Module):
             out["loss"] = lam_out["loss"]
             return out
 
-        actions, has_action = batch["actions"], batch["has_action"]
+        # The VLA sees only the action-labelled samples: action-free video feeds L_LAM alone,
+        # so running it through the VLA would cost ~40% of a step for a zero-weighted loss.
+        labelled = batch["has_action"] > 0
+        rows = labelled.nonzero().flatten()
+        sub = {k: batch[k].index_select(0, rows) for k in ("images", "state", "text", "text_mask", "actions",
+                                                          "action_mask") }
+        actions = sub["actions"]
         b = actions.shape[0]
-        cond, cond_mask = self.observation_encoder(batch["images"], batch["state"], batch["text"], batch["text_mask"])
-        noise = batch["noise"] if "noise" in batch else torch.randn_like(actions)
-        tau = batch["tau"] if "tau" in batch else torch.rand(b, device=actions.device)
-        noisy = tau[:, None, None] * actions + (1 - tau[:, None, None]) * noise
-        velocity, hidden = self.velocity(noisy, tau, cond, cond_mask)
-        mask = batch["action_mask"].float()[..., None]
-        per_sample = ((velocity - (actions - noise)) ** 2 * mask).sum((1, 2)) / (mask.sum((1, 2)) * actions.shape[-1]).clamp(min=1)
-        n_act = has_action.sum().clamp(min=1)
-        out["loss_act"] = (per_sample * has_action).sum() / n_act
+        noise = batch["noise"].index_select(0, rows) if "noise" in batch else torch.randn_like(actions)
+        tau = batch["tau"].index_select(0, rows) if "tau" in batch else torch.rand(b, device=actions.device)
+        # Normalise by the labelled count of the GLOBAL batch, times the world size, so that DDP's
+        # gradient average over ranks equals one process on the whole batch whatever each rank drew.
+        n_act, world = labelled.sum().float(), 1
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            world = torch.distributed.get_world_size()
+            n_act = n_act.clone()
+            torch.distributed.all_reduce(n_act)
+        norm = n_act.clamp(min=1) / world
+        if b > 0:
+            cond, cond_mask, pooled = self.observation_encoder(sub["images"], sub["state"], sub["text"],
+                                                               sub["text_mask"])
+            noisy = tau[:, None, None] * actions + (1 - tau[:, None, None]) * noise
+            velocity, hidden = self.velocity(noisy, tau, cond, cond_mask, pooled)
+            mask = sub["action_mask"].float()[..., None]
+            per_sample = (((velocity - (actions - noise)) ** 2 * mask).sum((1, 2))
+                          / (mask.sum((1, 2)) * actions.shape[-1]).clamp(min=1))
+            out["loss_act"] = per_sample.sum() / norm
+        else:   # a rank drew no labelled sample: zero loss that still touches every VLA parameter (DDP)
+            out["loss_act"] = sum(p.sum() * 0.0 for n, p in self.named_parameters()
+                                  if n.startswith(("observation_encoder.", "action_head.")))
         total = total + out["loss_act"]
         if use_lam:
-            pred_z = self.project(hidden)
-            target = lam_out["z"]          # NO stop-gradient in `lara`; detached for frozen_lam
-            cos = F.cosine_similarity(pred_z, target, dim=-1).mean(-1)      # (B,)
-            out["loss_lara"] = ((1 - cos) * has_action).sum() / n_act
+            if b > 0:
+                pred_z = self.project(hidden)
+                target = lam_out["z"].index_select(0, rows)   # NO stop-gradient in `lara`; detached for frozen_lam
+                cos = F.cosine_similarity(pred_z, target, dim=-1).mean(-1)      # (b,)
+                out["loss_lara"] = (1 - cos).sum() / norm
+            else:
+                out["loss_lara"] = self.align_proj.weight.sum() * 0.0
             total = total + w_lara * out["loss_lara"]
             if variant == "lara":
                 total = total + w_lam * lam_out["loss"]
@@ -494,27 +572,31 @@ class LaraModel(nn.Module):
     def sample(self, images, state, text, text_mask, noise, steps: int):
         """Euler-integrate the flow from noise (tau=0) to actions (tau=1).
         images etc. have batch 1 or N; noise (N, H, D). Returns (actions (N, H, D), hidden (N, w))."""
-        cond, cond_mask = self.observation_encoder(images, state, text, text_mask)
+        cond, cond_mask, pooled = self.observation_encoder(images, state, text, text_mask)
         n = noise.shape[0]
         if cond.shape[0] != n:
             cond, cond_mask = cond.expand(n, -1, -1), cond_mask.expand(n, -1)
+            pooled = None if pooled is None else pooled.expand(n, -1)
         x, dt = noise, 1.0 / steps
         hidden = None
         for k in range(steps):
             tau = torch.full((n,), k * dt, device=noise.device)
-            v, hidden = self.velocity(x, tau, cond, cond_mask)
+            v, hidden = self.velocity(x, tau, cond, cond_mask, pooled)
             x = x + dt * v
         return x, hidden
 
     @torch.no_grad()
-    def predicted_effect(self, image_t, z):
+    def predicted_effect(self, image_t, z, quantized: bool = True):
         """How much the FDM's predicted future under latent z differs from its prediction under
         the NULL latent (the IDM's latent of (I_t, I_t): "nothing happens"), in the LAM's
-        patch-feature space. image_t (1 or B, 3, S, S); z (B, M, d) -> (B,) >= 0."""
+        patch-feature space. image_t (1 or B, 3, S, S); z (B, M, d) -> (B,) >= 0.
+        quantized=False decodes the l2-normalised continuous latent instead of its nearest codes
+        (same scale as the codes; no ties between candidates that share codes)."""
         lam = self.lam
-        q = lam.quantizer.lookup(z)[1]
+        to_fdm = (lambda x: lam.quantizer.lookup(x)[1]) if quantized else (lambda x: F.normalize(x, dim=-1))
+        q = to_fdm(z)
         now = image_t.expand(z.shape[0], -1, -1, -1)
-        null = lam.quantizer.lookup(lam.encode(image_t, image_t))[1]
+        null = to_fdm(lam.encode(image_t, image_t))
         future = lam.image_features(lam.predict_future(now, q))
         future_null = lam.image_features(lam.predict_future(image_t, null))
         return (future - future_null).abs().mean((1, 2))

@@ -112,6 +112,8 @@ def random_shift(images: torch.Tensor, pad: int, shifts: torch.Tensor | None = N
     x = F.pad(images.flatten(0, 1), (pad, pad, pad, pad), mode="replicate").view(b, n, c, h + 2 * pad, w + 2 * pad)
     if shifts is None:
         shifts = torch.randint(0, 2 * pad + 1, (b, 2))
+    # B slice copies: measured faster on CPU than one gather/take over the batch (8-14 vs 26-38 ms
+    # at B=64); the training loop assembles batches on a prefetch thread anyway
     return torch.stack([x[i, :, :, sy:sy + h, sx:sx + w] for i, (sy, sx) in enumerate(shifts.tolist())])
 
 
@@ -187,7 +189,9 @@ class ChunkDataset:
     def fit_stats(self) -> NormStats:
         lab = self.has_action > 0
         acts = self.actions[lab] if lab.any() else np.zeros((1, self.info.action_dim), np.float32)
-        return NormStats.fit(acts, self.states)
+        # state statistics from the labelled frames only: action-free video may come from other
+        # tasks or carry placeholder states, and the policy only ever sees labelled-like states
+        return NormStats.fit(acts, self.states[lab] if lab.any() else self.states)
 
     def attach_text(self, embeddings: np.ndarray, mask: np.ndarray) -> None:
         """embeddings (n_instructions, T, 384) in the order of self.instructions."""

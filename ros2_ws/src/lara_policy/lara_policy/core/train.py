@@ -194,11 +194,23 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def global_batch_plan(step: int, cfg: TrainConfig, num_samples: int, horizon: int, action_dim: int) -> dict:
-    """Random choices of one global batch, identical on every rank."""
+def global_batch_plan(step: int, cfg: TrainConfig, num_samples: int, horizon: int, action_dim: int,
+                      labelled: np.ndarray | None = None) -> dict:
+    """Random choices of one global batch, identical on every rank. With `labelled` (bool per
+    sample) and cfg.video_fraction >= 0, that fraction of the batch is drawn from the action-free
+    samples and the rest from the labelled ones (else uniform over all samples, i.e. in
+    proportion to their number)."""
     g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
     b = cfg.batch_size
-    return {"index": torch.randint(0, num_samples, (b,), generator=g).numpy(),
+    if labelled is not None and cfg.video_fraction >= 0 and 0 < labelled.sum() < len(labelled):
+        lab, free = np.flatnonzero(labelled), np.flatnonzero(~labelled)
+        n_free = int(round(cfg.video_fraction * b))
+        index = np.concatenate([free[torch.randint(0, len(free), (n_free,), generator=g).numpy()],
+                                lab[torch.randint(0, len(lab), (b - n_free,), generator=g).numpy()]])
+        index = index[torch.randperm(b, generator=g).numpy()]      # mixed across the ranks' slices
+    else:
+        index = torch.randint(0, num_samples, (b,), generator=g).numpy()
+    return {"index": index,
             "shifts": torch.randint(0, 2 * cfg.aug_shift + 1, (b, 2), generator=g),
             "noise": torch.randn(b, horizon, action_dim, generator=g),
             "tau": torch.rand(b, generator=g)}
@@ -248,6 +260,69 @@ def calibrate_null_effect(model: LaraModel, data: ChunkDataset, stats: NormStats
     return float(fraction * torch.cat(effects).median())
 
 
+def train_step(forward, model: LaraModel, optimizer: torch.optim.Optimizer, params: list, ema, batch: dict,
+               cfg: TrainConfig, variant: str, lam_only: bool, step: int, world: int = 1) -> dict:
+    """One optimisation step exactly as `lara train` takes it (lr schedule, loss, clipping, LAM
+    maintenance, EMA); `lara bench model` times this same function."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr_at(step, cfg)
+    losses = forward(batch, variant, cfg.w_lara, cfg.w_lam, lam_only)
+    optimizer.zero_grad(set_to_none=True)
+    losses["loss"].backward()
+    if cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+    optimizer.step()
+    if hasattr(model, "lam") and variant != "frozen_lam" or lam_only:
+        model.lam.maintain()
+    if ema is not None:
+        update_ema(ema, model, min(cfg.ema_decay, (1 + step) / (10 + step)))
+    if world > 1 and hasattr(model, "lam"):
+        dist.broadcast(model.lam.quantizer.codebook.data, 0)   # dead-code re-seeding is rank-local
+    return losses
+
+
+class BatchPrefetcher:
+    """Assembles the batch of step k+1 on a worker thread while step k trains (the batch is a
+    pure function of (seed, step), so the order of work does not change the run)."""
+
+    def __init__(self, assemble, start: int, stop: int):
+        from concurrent.futures import ThreadPoolExecutor
+        self.assemble, self.stop = assemble, stop
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="lara-batch")
+        self.pending = self.pool.submit(assemble, start) if start < stop else None
+
+    def get(self, step: int) -> dict:
+        batch = self.pending.result()
+        self.pending = self.pool.submit(self.assemble, step + 1) if step + 1 < self.stop else None
+        return batch
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+@torch.no_grad()
+def validation_loss(model: LaraModel, val: ChunkDataset, stats: NormStats, device, samples: int = 512,
+                    batch: int = 128) -> float:
+    """Flow-matching action loss on held-out episodes, with fixed samples, noise and flow times
+    so successive evaluations differ only by the weights (no augmentation)."""
+    g = torch.Generator().manual_seed(4321)
+    labelled = np.flatnonzero(val.has_action > 0)
+    pick = labelled[torch.randperm(len(labelled), generator=g)[:samples].numpy()]
+    modes = [m.training for m in model.modules()]        # restored exactly (frozen_lam keeps its LAM in eval)
+    model.eval()
+    total, n = 0.0, 0
+    for i in range(0, len(pick), batch):
+        b = val.batch(pick[i:i + batch], stats)
+        b["noise"] = torch.randn(b["actions"].shape, generator=g)
+        b["tau"] = torch.rand(len(b["actions"]), generator=g)
+        b = {k: v.to(device) for k, v in b.items()}
+        total += float(model.compute_losses(b, "dit_only", 0.0, 0.0)["loss_act"]) * len(b["actions"])
+        n += len(b["actions"])
+    for m, mode in zip(model.modules(), modes):
+        m.training = mode
+    return total / max(1, n)
+
+
 def plot_metrics(csv_path: Path, png_path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -260,7 +335,12 @@ def plot_metrics(csv_path: Path, png_path: Path) -> None:
     fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3), squeeze=False)
     steps = [int(r["step"]) for r in rows]
     for ax, k in zip(axes[0], keys):
-        ax.plot(steps, [float(r[k]) for r in rows])
+        ax.plot(steps, [float(r[k]) for r in rows], label="train")
+        if k == "loss_act" and any(r.get("val_loss_act") for r in rows):
+            val_rows = [r for r in rows if r.get("val_loss_act")]
+            ax.plot([int(r["step"]) for r in val_rows], [float(r["val_loss_act"]) for r in val_rows], "o-",
+                    label="held-out (EMA)")
+            ax.legend()
         ax.set_title(k if k != "latent_dims" else "latent_dims (1 = collapsed)")
         ax.set_xlabel("step")
         if k.startswith(("loss", "lam_")):
@@ -309,6 +389,13 @@ def train(cfg: TrainConfig) -> Path:
         known_text = (emb, mask)
     text = instruction_embeddings(data.instructions, config.vla.text_tokens, known, known_text)
     data.attach_text(*text)
+    val = None
+    if cfg.val and not lam_only and config.has_vla:
+        val = ChunkDataset(cfg.val, [], data.info.cameras, image_size=config.vla.image_size,
+                           horizon=config.vla.horizon, offset=config.offset)
+        val.attach_text(*instruction_embeddings(val.instructions, config.vla.text_tokens, data.instructions, text))
+        if val.num_labelled == 0:
+            raise ValueError(f"--val {cfg.val}: no action-labelled episodes to validate on")
 
     torch.manual_seed(cfg.seed)           # identical initial weights on every rank
     model = LaraModel(config).to(device)
@@ -351,7 +438,7 @@ def train(cfg: TrainConfig) -> Path:
 
     metrics_path = out / "metrics.csv"
     fields = ["step", "loss", "loss_act", "loss_lara", "loss_lam", "lam_recon", "lam_vq", "code_perplexity",
-              "code_usage", "latent_dims", "lr", "samples_per_s"]
+              "code_usage", "latent_dims", "val_loss_act", "lr", "samples_per_s"]
     writer, metrics_file = None, None
     if rank == 0:
         new_file = not (cfg.resume and metrics_path.exists())
@@ -387,27 +474,23 @@ def train(cfg: TrainConfig) -> Path:
     if variant == "frozen_lam" and hasattr(model, "lam"):
         model.lam.eval()
     t_last, n_since = time.perf_counter(), 0
+
+    def assemble(k: int) -> dict:
+        plan = global_batch_plan(k, cfg, len(data), config.vla.horizon, config.vla.action_dim, data.has_action > 0)
+        return make_batch(data, stats, plan, cfg, rank, world, device)
+
+    prefetch = BatchPrefetcher(assemble, start, cfg.steps)
+    last_val = start // max(1, cfg.val_every)
     for step in range(start, cfg.steps):
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, cfg)
-        plan = global_batch_plan(step, cfg, len(data), config.vla.horizon, config.vla.action_dim)
-        batch = make_batch(data, stats, plan, cfg, rank, world, device)
-        losses = forward(batch, variant, cfg.w_lara, cfg.w_lam, lam_only)
-        optimizer.zero_grad(set_to_none=True)
-        losses["loss"].backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        optimizer.step()
-        if hasattr(model, "lam") and variant != "frozen_lam" or lam_only:
-            model.lam.maintain()
-        if ema is not None:
-            update_ema(ema, model, min(cfg.ema_decay, (1 + step) / (10 + step)))
-        if world > 1 and hasattr(model, "lam"):
-            dist.broadcast(model.lam.quantizer.codebook.data, 0)   # dead-code re-seeding is rank-local
+        batch = prefetch.get(step)
+        losses = train_step(forward, model, optimizer, params, ema, batch, cfg, variant, lam_only, step, world)
         n_since += cfg.batch_size
         if rank == 0 and ((step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps):
             now = time.perf_counter()
             row = {"step": step + 1, "lr": f"{lr_at(step, cfg):.3g}", "samples_per_s": f"{n_since / (now - t_last):.1f}"}
+            if val is not None and ((step + 1) // cfg.val_every > last_val or step + 1 == cfg.steps):
+                last_val = (step + 1) // cfg.val_every
+                row["val_loss_act"] = f"{validation_loss(ema if ema is not None else model, val, stats, device):.6g}"
             for k in ("loss", "loss_act", "loss_lara", "loss_lam", "lam_recon", "lam_vq"):
                 if k in losses:
                     row[k] = f"{float(losses[k].detach()):.6g}"
@@ -423,7 +506,8 @@ def train(cfg: TrainConfig) -> Path:
                     if k != "step":
                         tb.add_scalar(k, float(v), step + 1)
             if progress is not None:
-                progress.set_postfix({k: row[k] for k in ("loss", "loss_act", "code_perplexity") if k in row})
+                progress.set_postfix({k: row[k] for k in ("loss", "loss_act", "val_loss_act", "code_perplexity")
+                                      if k in row})
             t_last, n_since = now, 0
         if progress is not None:
             progress.update(1)
@@ -431,6 +515,7 @@ def train(cfg: TrainConfig) -> Path:
             name = f"step_{step + 1:07d}"
             save(step + 1, ckpt_dir / name)
             (ckpt_dir / "latest.json").write_text(json.dumps({"path": f"checkpoints/{name}", "step": step + 1}))
+    prefetch.close()
     if progress is not None:
         progress.close()
 
@@ -492,6 +577,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--paradigm", choices=PARADIGMS, default=d.paradigm)
     parser.add_argument("--data", nargs="+", default=[], help="episode store(s) (HDF5)")
     parser.add_argument("--video", nargs="*", default=[], help="extra stores used action-free (LAM loss only)")
+    parser.add_argument("--val", nargs="*", default=[],
+                        help="held-out labelled store(s): their action loss (EMA weights) is logged as val_loss_act")
+    parser.add_argument("--val-every", type=int, default=d.val_every, help="steps between validation losses")
+    parser.add_argument("--video-fraction", type=float, default=d.video_fraction,
+                        help="share of each batch drawn from action-free samples (-1: in proportion to their number)")
     parser.add_argument("--out", required=True, help="run directory")
     parser.add_argument("--variant", choices=VARIANTS, default=d.variant)
     parser.add_argument("--steps", type=int, default=d.steps)
@@ -536,6 +626,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     model.lam.latent_dim, model.lam.codebook_size = args.latent_dim, args.codebook_size
     model.lam.spread_weight = args.lam_spread_weight
     return TrainConfig(paradigm=args.paradigm, data=list(args.data), video=list(args.video or []), out=args.out,
+                       val=list(args.val or []), val_every=args.val_every, video_fraction=args.video_fraction,
                        variant=args.variant, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                        w_lara=args.w_lara, w_lam=args.w_lam, seed=args.seed, init=args.init, lam=args.lam,
                        resume=args.resume, save_every=args.save_every, log_every=args.log_every,
