@@ -61,6 +61,7 @@ from lara_msgs.msg import ActionChunk, SafetyStatus
 from lara_policy.ros import topics
 from lara_policy.ros.backends import (Backend, BackendError, JointTrajectoryBackend, MoveItPyBackend,
                                       ServoBackend, backend_class)
+from lara_policy.ros.backends.gripper import GripperCommandOutput
 from lara_policy.ros.codec import msg_to_chunk
 from lara_policy.ros.ee_pose import FrameMap, TfPoseRelay
 from lara_policy.ros.safety import (ACTION_SPACES, ChunkScheduler, SafetyLimits, TimedChunk,
@@ -122,6 +123,15 @@ _PARAMS = [
     ("servo_wait_s", 5.0, "How long arming waits for Servo's services."),
     ("trajectory_topic", topics.JOINT_TRAJECTORY, "joint_trajectory backend output."),
     ("gripper_topic", topics.GRIPPER_COMMAND, "Gripper command output (std_msgs/Float64, -1 open .. +1 close)."),
+    ("gripper_interface", "float64", "float64 (gripper_topic) | gripper_command (control_msgs/action/"
+                                     "GripperCommand client on gripper_action)."),
+    ("gripper_action", "/gripper_controller/gripper_cmd", "GripperCommand action (ros2_controllers' "
+                                                           "gripper_action_controller: <controller>/gripper_cmd)."),
+    ("gripper_open_position", 0.08, "GripperCommand position for 'open' (driver units, e.g. m of gap)."),
+    ("gripper_closed_position", 0.0, "GripperCommand position for 'closed'."),
+    ("gripper_max_effort", 0.0, "GripperCommand max_effort (0 = the driver's default / no limit)."),
+    ("gripper_deadband", 0.05, "A new GripperCommand goal is sent only when the target moves by more than "
+                               "this fraction of the open-closed range."),
     ("safety_status_topic", topics.SAFETY_STATUS, "lara_msgs/SafetyStatus output."),
     ("estop_service", topics.ESTOP, "std_srvs/Trigger: latch the e-stop."),
     ("estop_reset_service", topics.ESTOP_RESET, "std_srvs/Trigger: clear the e-stop (stays disarmed)."),
@@ -379,7 +389,11 @@ class CommandNode(LifecycleNode):
 
         if self._status_pub is None:    # kept across cleanup/configure (it reports configure errors)
             self._status_pub = self.create_publisher(SafetyStatus, self.p("safety_status_topic"), 10)
-        grip = str(self.p("gripper_topic"))
+        gripper_interface = str(self.p("gripper_interface"))
+        if gripper_interface not in ("float64", "gripper_command"):
+            raise ValueError(f"parameter gripper_interface must be 'float64' or 'gripper_command', "
+                             f"got '{gripper_interface}'")
+        grip = str(self.p("gripper_topic")) if gripper_interface == "float64" else ""
         if cls is ServoBackend:
             self.backend = ServoBackend(self, grip, self.period, self.p("twist_topic"), self.p("frame_id"),
                                         activation=str(self.p("servo_activation")),
@@ -391,6 +405,11 @@ class CommandNode(LifecycleNode):
         else:
             self.backend = MoveItPyBackend(self, grip, self.period, self.p("planning_group"), self.p("pose_link"),
                                            lambda: self._ee_pose, moveit_factory=self._moveit_factory)
+        if gripper_interface == "gripper_command":
+            self.backend.gripper_out = GripperCommandOutput(
+                self, str(self.p("gripper_action")), float(self.p("gripper_open_position")),
+                float(self.p("gripper_closed_position")), float(self.p("gripper_max_effort")),
+                float(self.p("gripper_deadband")))
 
         self._subs.append(self.create_subscription(ActionChunk, self.p("chunk_topic"), self._on_chunk, 10))
         source = str(self.p("ee_pose_source"))

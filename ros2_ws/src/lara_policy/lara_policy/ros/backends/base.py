@@ -18,6 +18,7 @@ class Backend:
         self.node = node
         self.period = float(period)
         self._gripper_pub = node.create_publisher(Float64, gripper_topic, 10) if gripper_topic else None
+        self.gripper_out = None     # e.g. a GripperCommandOutput (control_msgs action) instead of the topic
 
     @classmethod
     def check_action_space(cls, action_space: str) -> None:
@@ -46,10 +47,17 @@ class Backend:
         return ""
 
     def send_gripper(self, value: float | None) -> None:
-        if value is not None and self._gripper_pub is not None:
+        if value is None:
+            return
+        if self.gripper_out is not None:
+            self.gripper_out.send(value)
+        elif self._gripper_pub is not None:
             self._gripper_pub.publish(Float64(data=float(value)))
 
     def close(self) -> None:
+        if self.gripper_out is not None:
+            self.gripper_out.close()
+            self.gripper_out = None
         for pub in self._publishers():
             self.node.destroy_publisher(pub)
 
