@@ -238,26 +238,28 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _step_inputs(stores_demos: str):
-    ds = ChunkDataset([stores_demos], image_size=32, horizon=8, offset=8)
+def _step_inputs(stores_demos: str, video: list[str] = ()):
+    ds = ChunkDataset([stores_demos], list(video), image_size=32, horizon=8, offset=8)
     ds.attach_text(*instruction_embeddings(ds.instructions, 16))
-    cfg = tiny_train_config(Path("/tmp"), [stores_demos], batch_size=16)
+    cfg = tiny_train_config(Path("/tmp"), [stores_demos], video=list(video), batch_size=16)
     return ds, ds.fit_stats(), cfg
 
 
-def _ddp_worker(rank: int, world: int, port: int, demos: str, text: tuple, out_dir: str):
+def _plan(ds, cfg, step: int = 3):
+    return global_batch_plan(step, cfg, len(ds), 8, 4, ds.has_action > 0)
+
+
+def _ddp_worker(rank: int, world: int, port: int, demos: str, video: list, step: int, text: tuple, out_dir: str):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        ds = ChunkDataset([demos], image_size=32, horizon=8, offset=8)
+        ds, stats, cfg = _step_inputs(demos, video)
         ds.attach_text(*text)
-        cfg = tiny_train_config(Path("/tmp"), [demos], batch_size=16)
         torch.manual_seed(0)
         model = LaraModel(tiny_model_config("lara"))
         ddp = torch.nn.parallel.DistributedDataParallel(model)
-        batch = make_batch(ds, ds.fit_stats(), global_batch_plan(3, cfg, len(ds), 8, 4), cfg, rank, world,
-                           torch.device("cpu"))
+        batch = make_batch(ds, stats, _plan(ds, cfg, step), cfg, rank, world, torch.device("cpu"))
         loss = ddp(batch, "lara", 0.01, 0.01)["loss"]
         loss.backward()                                   # DDP all-reduces (averages) the gradients
         global_loss = loss.detach().clone()
@@ -269,15 +271,25 @@ def _ddp_worker(rank: int, world: int, port: int, demos: str, text: tuple, out_d
         dist.destroy_process_group()
 
 
-def test_ddp_two_process_gloo_step_matches_single_process(stores, tmp_path):
+@pytest.mark.parametrize("mixed", [False, True], ids=["labelled", "labelled+action-free"])
+def test_ddp_two_process_gloo_step_matches_single_process(stores, tmp_path, mixed):
+    """A 2-rank gloo step equals one process on the same global batch, also when the ranks' slices
+    hold different numbers of labelled samples (L_ACT / L_LARA normalised by the global count)."""
     demos = str(stores["demos"])
-    ds, stats, cfg = _step_inputs(demos)
+    video = [str(stores["video"])] if mixed else []
+    ds, stats, cfg = _step_inputs(demos, video)
+    step = 3
+    if mixed:   # the case that broke rank-local normalisation: unequal labelled counts per rank
+        def labelled(k):
+            return ds.has_action[_plan(ds, cfg, k)["index"]] > 0
+        step = next(k for k in range(100) if labelled(k)[:8].sum() != labelled(k)[8:].sum())
+        assert 0 < labelled(step).sum() < 16
     text = ds.text[0].numpy(), ds.text[1].numpy()
-    mp.spawn(_ddp_worker, args=(2, _free_port(), demos, text, str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, _free_port(), demos, video, step, text, str(tmp_path)), nprocs=2, join=True)
     ddp = np.load(tmp_path / "ddp.npy")
     torch.manual_seed(0)
     model = LaraModel(tiny_model_config("lara"))
-    batch = make_batch(ds, stats, global_batch_plan(3, cfg, len(ds), 8, 4), cfg, 0, 1, torch.device("cpu"))
+    batch = make_batch(ds, stats, _plan(ds, cfg, step), cfg, 0, 1, torch.device("cpu"))
     loss = model(batch, "lara", 0.01, 0.01)["loss"]
     loss.backward()
     grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]).numpy()
