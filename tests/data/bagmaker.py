@@ -111,7 +111,8 @@ def recorder_episode(out_dir: Path, episode_id: str = "episode_test_0", *, steps
     ep_dir = seg.ep_dir
     meta = {"episode_id": episode_id, "instruction": instruction, "task": task, "success": success,
             "model_id": "test-model", "dynamics_checks": 0, "dynamics_not_accepted": 0,
-            "state": "recording" if kill_after_segments is not None else "closed", "stop_reason": ""}
+            "state": "recording" if kill_after_segments is not None else "closed", "stop_reason": "",
+            "notes": f"lara bringup episode 1 seed {1000 + seed} steps {steps}"}
     if kill_after_segments is None:
         seg.finish()
     else:

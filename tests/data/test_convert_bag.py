@@ -47,6 +47,7 @@ def test_recorder_episodes_convert_without_mapping(tmp_path, capsys):
         # state: hand position after the previous action (recorded pose) and the gripper joint
         np.testing.assert_allclose(np.diff(ep.state[:, :3], axis=0), want[:-1, :3] * SCALE, atol=1e-6)
         assert ep.instruction == "reach the red goal" and ep.task == "reach-v3"
+        assert ep.seed == 1000 and s.episode(1).seed == 1001         # from `lara bringup`'s recorder notes
         assert ep.success is True and s.episode(1).success is False          # from episode_meta.json
         assert ep.step_success is not None and ep.step_success[-1] and not ep.step_success[0]
         assert ep.extra["episode_id"] == "episode_0" and ep.extra["action_dims"] == ["dx", "dy", "dz", "gripper"]
@@ -195,3 +196,9 @@ def test_cli_exit_code_and_stderr_in_a_process(tmp_path):
     r = subprocess.run([sys.executable, "-m", "lara_policy.cli", "convert", str(tmp_path / "nope"),
                         "--out", str(tmp_path / "o.hdf5")], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "no such file or folder" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_refine_loop_auc():
+    from lara_policy.evaluation.refine_loop import auc
+    assert auc([3.0, 2.0], [1.0, 0.5]) == 1.0 and auc([0.1], [1.0, 2.0]) == 0.0
+    assert auc([1.0], [1.0]) == 0.5 and auc([], [1.0]) is None and auc([float("nan"), 2.0], [1.0]) == 1.0

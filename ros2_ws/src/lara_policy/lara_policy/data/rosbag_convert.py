@@ -886,14 +886,19 @@ def bag_episodes(path: Path, mapping: Mapping, action_free: bool = False, trim_i
         else:
             success = bool(ss.any()) if ss is not None else False
         extra = {"bag": str(path), "t_start": float(al.times[a]), "t_end": float(al.times[b - 1]),
+                 "rate_hz": mapping.rate_hz,
                  "action_dims": al.action_dims if acts is not None else []}
         for k in ("episode_id", "model_id", "dynamics_checks", "dynamics_not_accepted", "stop_reason", "notes"):
             if k in s.meta:
                 extra[k] = s.meta[k]
         if s.note:
             extra["recovered"] = s.note
+        # `lara bringup` writes "... seed N ..." into the recorder's notes: keep the layout seed, so
+        # the seed checks of training / evaluation see it (-1 = unknown)
+        m_seed = re.search(r"\bseed (\d+)\b", str(s.meta.get("notes", "")))
         ep = Episode(images={n: v[a:b] for n, v in al.images.items()}, state=al.state[a:b], actions=acts,
-                     instruction=instruction, task=task, seed=-1, success=success, source="rosbag",
+                     instruction=instruction, task=task, seed=int(m_seed.group(1)) if m_seed else -1,
+                     success=success, source="rosbag",
                      step_success=ss, extra=extra)
         out.append(BagEpisode(ep, al.times[a:b], al.action_dims, str(path)))
     return out, s

@@ -179,7 +179,7 @@ def evaluate_bags(policy, episodes, *, seed: int = 0, num_candidates: int = 1, r
         T = ep.num_steps
         chunks, surprise, prev = [], [], None
         if recorded is not None:
-            half = 0.5 * float(np.median(np.diff(be.times))) if T > 1 else 0.02
+            half = 0.5 / float(ep.extra.get("rate_hz", 30.0))
             steps = []
             for c in recorded:
                 k = int(np.argmin(np.abs(be.times - c["t0"])))
