@@ -61,25 +61,42 @@ def test_save_load_identical_chunks(trained_run, tmp_path, policy):
     assert not np.array_equal(a, c), "a different noise seed should give a different chunk"
 
 
-def test_dynamics_check_and_surprise(policy):
-    pred = policy.predict_chunk(_obs(), num_candidates=6, seed=1)
-    chk = pred.check
-    assert chk is not None and chk.num_candidates == 6 and 0 <= chk.chosen_index < 6
-    assert chk.predicted_effect.shape == (6,) and chk.plausibility.shape == (6,)
-    assert np.all(chk.predicted_effect >= 0) and np.all(chk.plausibility >= 0)
-    assert chk.predicted_latent.shape == (4, 8)
-    assert chk.accepted == (chk.reason == "")
-    # the chosen chunk is one of the candidates: same seed, same 6 noises -> same choice
-    again = policy.predict_chunk(_obs(), num_candidates=6, seed=1)
-    np.testing.assert_array_equal(pred.actions, again.actions)
-    # surprise: 0 when the observed transition is the predicted one, 2 for the opposite change
-    from lara_policy.core.policy import image_to_tensor
-    img_t, img_tc = draw(0.3, 0.3, 40), draw(0.45, 0.3, 40)
-    z = policy.model.lam.encode(image_to_tensor(img_t, 32)[None], image_to_tensor(img_tc, 32)[None])[0].detach().numpy()
-    assert policy.surprise(z, img_t, img_tc) < 1e-4
-    assert policy.surprise(-z, img_t, img_tc) > 1.999
-    s = policy.surprise(chk.predicted_latent, img_t, img_tc)
-    assert 0.0 <= s <= 2.0
+def test_dynamics_check_picks_the_candidate_the_others_agree_on(policy, monkeypatch):
+    """N candidates: the check publishes the one whose predicted latent f_psi(h) agrees most
+    with the other candidates'. An outlier loses even with the largest predicted visual change
+    (which the score before issue 9 picked), and the chunk returned is the chosen candidate's."""
+    from lara_policy.core.policy import latent_consensus
+    n = 5
+    base = torch.randn(4, 8, generator=torch.Generator().manual_seed(0))
+    pred_z = base + 0.3 * torch.randn(n, 4, 8, generator=torch.Generator().manual_seed(1))
+    pred_z[0] = -base                                                  # the outlier ...
+    effect = torch.tensor([5.0, 1.0, 1.0, 1.0, 1.0])                  # ... with the biggest effect
+    monkeypatch.setattr(policy.model, "dynamics_check", lambda image_t, hidden: (pred_z, effect, torch.zeros(n)))
+    pred = policy.predict_chunk(_obs(), num_candidates=n, seed=3)
+    chosen = pred.check.chosen_index
+    assert chosen == int(latent_consensus(pred_z).argmax()) and chosen != 0
+    np.testing.assert_allclose(pred.info["check_consensus"], latent_consensus(pred_z).numpy(), rtol=1e-6)
+    np.testing.assert_array_equal(pred.check.predicted_latent, pred_z[chosen].numpy())
+    # the published chunk is candidate `chosen` of the same noise draw
+    images, state, text, text_mask = policy._observation_tensors(_obs())
+    noise = torch.randn(n, 8, 4, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        cands, _ = policy.model.sample(images, state, text, text_mask, noise, policy.config.vla.euler_steps)
+    want = (cands[chosen] * policy._action_std + policy._action_mean).numpy()
+    np.testing.assert_allclose(pred.actions, want, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(pred.actions, (cands[0] * policy._action_std + policy._action_mean).numpy())
+    # the earlier score, kept for comparisons, takes the biggest predicted change
+    policy.check_score = "effect"
+    try:
+        assert policy.predict_chunk(_obs(), num_candidates=n, seed=3).check.chosen_index == 0
+    finally:
+        policy.check_score = "consensus"
+    # same seed, same candidates, same choice (real check)
+    monkeypatch.undo()
+    a, b = (policy.predict_chunk(_obs(), num_candidates=6, seed=1) for _ in range(2))
+    assert a.check.num_candidates == 6 and a.check.predicted_latent.shape == (4, 8)
+    np.testing.assert_array_equal(a.actions, b.actions)
+    assert a.info["predicted_latent"].shape == (4, 8)
 
 
 def test_all_null_flag(policy):

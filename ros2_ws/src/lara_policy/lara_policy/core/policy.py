@@ -2,7 +2,14 @@
 
     policy = LaraPolicy.from_checkpoint("runs/x/final")        # cuda if available, else cpu
     pred = policy.predict_chunk(obs, num_candidates=8, seed=0)  # (H, D) physical actions + check
-    s = policy.surprise(pred.check.predicted_latent, image_t, image_t_plus_C)
+    s = policy.surprise(pred.info["predicted_latent"], image_t, image_t_plus_C)   # any N, C steps later
+
+The dynamics check (N > 1) picks the candidate whose predicted latent action f_psi(h) agrees
+most with the other candidates' (`latent_consensus`): measured offline by `lara probe
+--dynamics-check`, this ranks the expert's chunk above reversed / zeroed / shifted /
+other-task / noise chunks, where the earlier score (predicted visual change minus code
+distance, `check_score="effect"`) was at chance. The step is flagged when every candidate's
+predicted effect is below the calibrated null threshold.
 
 Thread safety: predict_chunk/surprise hold a lock; `.meta` is an immutable-by-convention
 attribute set once at load time, so other threads may read it at any time.
@@ -41,14 +48,32 @@ def image_to_tensor(image: np.ndarray, size: int, what: str = "image") -> torch.
     return x[0] / 255.0
 
 
+def latent_consensus(pred_z: torch.Tensor) -> torch.Tensor:
+    """(N, M, d) predicted latents -> (N,) mean cosine of each with the OTHER candidates' (whole
+    M x d latent): high = the motion most candidates agree on; an outlier scores low."""
+    flat = F.normalize(pred_z.flatten(1).float(), dim=-1)
+    n = flat.shape[0]
+    if n < 2:
+        return torch.ones(n, device=pred_z.device)
+    sim = flat @ flat.t()
+    return (sim.sum(1) - sim.diagonal()) / (n - 1)
+
+
+CHECK_SCORES = ("consensus", "effect")
+
+
 class LaraPolicy:
     def __init__(self, model: LaraModel, config: ModelConfig, stats: NormStats, instructions: list[str],
-                 text: tuple[np.ndarray, np.ndarray], model_id: str, device: torch.device, threads: int = 1):
+                 text: tuple[np.ndarray, np.ndarray], model_id: str, device: torch.device, threads: int = 1,
+                 check_score: str = "consensus"):
         if not config.has_vla:
             raise CheckpointError(f"checkpoint {model_id} is a LAM-only checkpoint (components={config.components}); "
                                   "LaraPolicy needs a VLA checkpoint")
+        if check_score not in CHECK_SCORES:
+            raise ValueError(f"check_score must be one of {CHECK_SCORES}, got {check_score!r}")
         self.model = model.eval()
         self.config = config
+        self.check_score = check_score      # "effect": the score before issue 9 (for comparisons)
         self.device = device
         self._lock = threading.Lock()
         self._threads = threads
@@ -64,7 +89,7 @@ class LaraPolicy:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device | None = None,
-                        threads: int = 1) -> "LaraPolicy":
+                        threads: int = 1, check_score: str = "consensus") -> "LaraPolicy":
         """Load a checkpoint directory. On CPU, torch is limited to `threads` threads (1 by
         default: on a small shared CPU, 2 threads contend and give long latency tails)."""
         path = Path(path)
@@ -87,7 +112,7 @@ class LaraPolicy:
         if device.type == "cpu":
             torch.set_num_threads(max(1, min(threads, torch.get_num_threads())))
         return cls(model.to(device), config, stats, instructions, (emb, mask), meta.get("model_id", config.name),
-                   device, threads)
+                   device, threads, check_score)
 
     # -- Policy protocol --------------------------------------------------------------------
     def reset(self) -> None:
@@ -132,9 +157,9 @@ class LaraPolicy:
             g = torch.Generator().manual_seed(int(seed)) if seed is not None else None
             noise = torch.randn(n, v.horizon, v.action_dim, generator=g).to(self.device)
             actions, hidden = self.model.sample(images, state, text, text_mask, noise, v.euler_steps)
-            check, chosen, latent = None, 0, None
+            check, chosen, latent, consensus = None, 0, None, None
             if n > 1 and self.config.has_lam:
-                check = self._dynamics_check(images[:, 0], hidden)
+                check, consensus = self._dynamics_check(images[:, 0], hidden)
                 chosen = check.chosen_index
                 latent = check.predicted_latent
             elif self.config.has_lam:
@@ -148,15 +173,21 @@ class LaraPolicy:
         info = {"latency_ms": (time.perf_counter() - t0) * 1000.0, "num_candidates": n, "model_id": self.meta.model_id}
         if latent is not None:
             info["predicted_latent"] = latent      # (M, d_z) for surprise(), also when N = 1
+        if consensus is not None:
+            info["check_consensus"] = consensus    # (N,) the check's score per candidate
         if not self.config.has_lam:
             info["dynamics_check"] = "unavailable: this checkpoint has no LAM (variant dit_only)"
         return ChunkPrediction(actions=result, check=check, info=info)
 
-    def _dynamics_check(self, image_t: torch.Tensor, hidden: torch.Tensor) -> DynamicsCheckResult:
+    def _dynamics_check(self, image_t: torch.Tensor, hidden: torch.Tensor) -> tuple[DynamicsCheckResult, np.ndarray]:
         pred_z, effect, plaus = self.model.dynamics_check(image_t, hidden)
         threshold = self.config.null_effect_threshold
-        scale = threshold if threshold > 0 else float(effect.mean().clamp(min=1e-6))
-        score = effect / scale - self.config.plausibility_weight * plaus
+        consensus = latent_consensus(pred_z)
+        if self.check_score == "effect":   # before issue 9: ~argmax of predicted visual change
+            scale = threshold if threshold > 0 else float(effect.mean().clamp(min=1e-6))
+            score = effect / scale - self.config.plausibility_weight * plaus
+        else:
+            score = consensus
         chosen = int(torch.argmax(score))
         all_null = threshold > 0 and bool((effect < threshold).all())
         return DynamicsCheckResult(
@@ -165,7 +196,7 @@ class LaraPolicy:
             accepted=not all_null,
             reason=(f"all {effect.shape[0]} candidates are predicted to do nothing (max effect "
                     f"{float(effect.max()):.4g} < null threshold {threshold:.4g})") if all_null else "",
-            predicted_latent=pred_z[chosen].float().cpu().numpy())
+            predicted_latent=pred_z[chosen].float().cpu().numpy()), consensus.float().cpu().numpy()
 
     def surprise(self, predicted_latent: np.ndarray, image_t: np.ndarray, image_tC: np.ndarray) -> float:
         """1 - cos between the LAM latent of the OBSERVED transition (I_t, I_{t+C}) and the latent

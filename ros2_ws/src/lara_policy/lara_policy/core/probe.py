@@ -232,11 +232,11 @@ def alignment(path: str | Path, data: list[str], holdout: float = 0.25, limit: i
         b = ds.batch(sel[i:i + batch], stats)
         z_all.append(model.lam.encode(b["image_t"], b["image_tc"]))
         z_null.append(model.lam.encode(b["image_t"], b["image_t"]))
-        cond, cond_mask = model.observation_encoder(b["images"], b["state"], b["text"], b["text_mask"])
+        cond, cond_mask, pooled = model.observation_encoder(b["images"], b["state"], b["text"], b["text_mask"])
         noise = torch.randn(b["actions"].shape, generator=g)
         for taus, out in ((torch.rand(len(noise), generator=g), h_rand), (torch.zeros(len(noise)), h_zero)):
             noisy = taus[:, None, None] * b["actions"] + (1 - taus[:, None, None]) * noise
-            out.append(model.project(model.velocity(noisy, taus, cond, cond_mask)[1]))
+            out.append(model.project(model.velocity(noisy, taus, cond, cond_mask, pooled)[1]))
     z, zn = torch.cat(z_all), torch.cat(z_null)
     pred, pred0 = torch.cat(h_rand), torch.cat(h_zero)
     perm = torch.from_numpy(np.random.default_rng(seed).permutation(len(z)))
@@ -253,11 +253,255 @@ def alignment(path: str | Path, data: list[str], holdout: float = 0.25, limit: i
     }
 
 
+# -- the dynamics check, offline ------------------------------------------------------------
+
+CORRUPTIONS = ("reversed", "zeroed", "shifted", "other_task", "noise")
+SCORES = ("shipped", "effect_continuous", "consensus", "vla_denoise")
+
+
+def roc_auc(pos: np.ndarray, neg: np.ndarray) -> float:
+    """P(a positive scores above a negative), ties counting 1/2 (Mann-Whitney ROC-AUC)."""
+    pos, neg = np.asarray(pos, np.float64).ravel(), np.asarray(neg, np.float64).ravel()
+    allv = np.concatenate([pos, neg])
+    order = allv.argsort(kind="mergesort")
+    ranks = np.empty(len(allv))
+    sv = allv[order]
+    i = 0
+    while i < len(sv):                                     # average ranks over ties
+        j = i
+        while j + 1 < len(sv) and sv[j + 1] == sv[i]:
+            j += 1
+        ranks[order[i:j + 1]] = 0.5 * (i + j) + 1
+        i = j + 1
+    return float((ranks[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+def paired_auc(pos: np.ndarray, neg: np.ndarray) -> float:
+    """Per observation: does the positive beat its own negative? (ties 1/2), averaged."""
+    pos, neg = np.asarray(pos, np.float64), np.asarray(neg, np.float64)
+    return float(np.mean((pos > neg) + 0.5 * (pos == neg)))
+
+
+def _condition(model: LaraModel, b: dict):
+    """Condition tokens of a batch; the extra arguments velocity() takes with them."""
+    enc = model.observation_encoder(b["images"], b["state"], b["text"], b["text_mask"])
+    return enc[0], enc[1], tuple(enc[2:3]) if len(enc) > 2 and enc[2] is not None else ()
+
+
+def _repeat(x, n: int):
+    return x.repeat_interleave(n, 0)
+
+
+def _flat_cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.cosine_similarity(a.flatten(-2), b.flatten(-2), dim=-1)
+
+
+@torch.no_grad()
+def dynamics_check_auc(path: str | Path, data: list[str], limit: int = 256, samples: int = 8, seed: int = 0,
+                       batch: int = 32, shift: int = 8, allow_train_seeds: bool = False) -> dict:
+    """Does the LAM dynamics check rank the expert's chunk above corrupted ones, and does
+    surprise rank a blocked transition above the executed one? (ROC-AUC; see the module doc.)
+
+    Each candidate is scored as at run time: the DiT's hidden state at the last Euler step
+    (tau = (K-1)/K, the chunk plus a little noise), f_psi of it, then
+      shipped            effect of the quantised latent / null threshold - w * plausibility
+                         (policy.LaraPolicy's score until issue 9)
+      effect_continuous  effect of the continuous (l2-normalised) latent
+      consensus          mean cosine of its predicted latent with those of `samples` chunks the
+                         policy itself samples for the observation (agreement with the policy's mode)
+      vla_denoise        (reference, no LAM) minus the flow's reconstruction error of the chunk
+    Corruptions (physical units, then normalised): reversed (xyz motion negated), zeroed (no xyz
+    motion; gripper kept), shifted (the expert's chunk `shift` steps later), other_task (a chunk
+    of another task's episode), noise (N(0, 1) in normalised units).
+    Surprise: 1 - cos(z(I_t, I_t'), f_psi(h(expert chunk))) with I_t' = I_{t+C} (executed),
+    I_t (arm blocked from the start) or I_{t+C/2} (blocked half way)."""
+    from lara_policy.core.train import instruction_embeddings
+
+    for w in check_heldout(path, data, allow_train_seeds):
+        print(w, file=sys.stderr)
+    model, config = load_lam(path)
+    if not config.has_vla:
+        raise CheckpointError(f"{path}: --dynamics-check needs a joint VLA + LAM checkpoint, this one has "
+                              f"components={config.components}")
+    v, c = config.vla, config.offset
+    ds = ChunkDataset(data, cameras=list(v.cameras), image_size=v.image_size, horizon=v.horizon, offset=c)
+    known, emb, mask = load_text(path)
+    ds.attach_text(*instruction_embeddings(ds.instructions, v.text_tokens, known, (emb, mask)))
+    stats = load_stats(path)
+    tasks = []
+    for p in data:
+        with open_episode_source(p) as src:
+            for i in range(len(src)):
+                ep = src.episode(i)
+                tasks += [ep.task] * ep.num_steps
+    tasks = np.asarray(tasks)
+    if len(tasks) != len(ds):
+        raise ValueError(f"{data}: could not line up episodes and steps ({len(tasks)} vs {len(ds)})")
+    idx = np.arange(len(ds))
+    last = max(v.horizon, c) - 1
+    valid = np.flatnonzero((idx + last + shift <= ds.ep_end) & (ds.has_action > 0))
+    if len(valid) == 0:
+        raise ValueError(f"{data}: no labelled step with {last + shift + 1} steps left in its episode")
+    rng = np.random.default_rng(seed)
+    sel = np.sort(rng.choice(valid, min(limit, len(valid)), replace=False))
+    other = {t: valid[tasks[valid] != t] for t in np.unique(tasks)}
+    if any(len(o) == 0 for o in other.values()):
+        raise ValueError(f"{data}: the other_task corruption needs episodes of at least 2 tasks")
+    a_mean = torch.tensor(stats.action_mean, dtype=torch.float32)
+    a_std = torch.tensor(stats.action_std, dtype=torch.float32)
+    xyz = min(3, v.action_dim)
+    g = torch.Generator().manual_seed(seed)
+    k_steps = v.euler_steps
+    tau_last = (k_steps - 1) / k_steps
+    threshold = config.null_effect_threshold
+    scores = {s: {k: [] for k in ("expert", *CORRUPTIONS)} for s in SCORES}
+    surprise = {k: [] for k in ("executed", "blocked_start", "blocked_half")}
+    moving, chunk_sensitivity = [], []
+    null_flag = {"expert": [], "zeroed": []}          # shipped null test: effect below the threshold
+    chosen_err: dict[str, list] = {}                    # MSE to the expert's chunk of the sample each score picks
+
+    def physical(a):
+        return a * a_std + a_mean
+
+    def normalised(a):
+        return (a - a_mean) / a_std
+
+    for i in range(0, len(sel), batch):
+        ix = sel[i:i + batch]
+        b = ds.batch(ix, stats)
+        n = len(ix)
+        cond, cmask, extra = _condition(model, b)
+        expert = b["actions"]
+        phys = physical(expert)
+        rev, zero = phys.clone(), phys.clone()
+        rev[..., :xyz] *= -1
+        zero[..., :xyz] = 0
+        oth = np.array([rng.choice(other[t]) for t in tasks[ix]])
+        cands = {"expert": expert, "reversed": normalised(rev), "zeroed": normalised(zero),
+                 "shifted": ds.batch(ix + shift, stats)["actions"], "other_task": ds.batch(oth, stats)["actions"],
+                 "noise": torch.randn(expert.shape, generator=g)}
+        moving.append((phys[:, :c, :xyz].sum(1).norm(dim=-1)).numpy())
+        # the policy's own samples (consensus reference)
+        x = torch.randn(n * samples, v.horizon, v.action_dim, generator=g)
+        rc, rm, rx = _repeat(cond, samples), _repeat(cmask, samples), tuple(_repeat(e, samples) for e in extra)
+        hid = None
+        for k in range(k_steps):
+            vel, hid = model.velocity(x, torch.full((len(x),), k / k_steps), rc, rm, *rx)
+            x = x + vel / k_steps
+        z_samples = model.project(hid).view(n, samples, config.lam.num_queries, config.lam.latent_dim)
+        # which of the policy's own samples would each score pick? (distance to the expert's chunk)
+        from lara_policy.core.policy import latent_consensus
+        err_s = ((x.view(n, samples, *expert.shape[1:]) - expert[:, None]) ** 2).mean((2, 3))     # (n, N)
+        zs = z_samples.flatten(0, 1)
+        eff_s = model.predicted_effect(_repeat(b["image_t"], samples), zs).view(n, samples)
+        plaus_s = torch.sqrt((2 - 2 * model.lam.quantizer.lookup(zs)[3]).clamp(min=0)).mean(-1).view(n, samples)
+        scale_s = threshold if threshold > 0 else float(eff_s.mean().clamp(min=1e-6))
+        pick_shipped = (eff_s / scale_s - config.plausibility_weight * plaus_s).argmax(1)
+        pick_consensus = torch.stack([latent_consensus(z).argmax() for z in z_samples])
+        rows = torch.arange(n)
+        for name, e in (("first (N=1)", err_s[:, 0]), ("shipped", err_s[rows, pick_shipped]),
+                        ("consensus", err_s[rows, pick_consensus]), ("mean", err_s.mean(1)),
+                        ("best (oracle)", err_s.min(1).values)):
+            chosen_err.setdefault(name, []).append(e.numpy())
+        eps = torch.randn(expert.shape, generator=g)                  # shared by all candidates
+        img_lam = b["image_t"]
+        pred = {}
+        for name, a in cands.items():
+            x_t = tau_last * a + (1 - tau_last) * eps
+            _, hidden = model.velocity(x_t, torch.full((n,), tau_last), cond, cmask, *extra)
+            pz = model.project(hidden)
+            pred[name] = pz
+            cos = model.lam.quantizer.lookup(pz)[3]
+            plaus = torch.sqrt((2 - 2 * cos).clamp(min=0)).mean(-1)
+            eff_q = model.predicted_effect(img_lam, pz)
+            scale = threshold if threshold > 0 else float(eff_q.mean().clamp(min=1e-6))
+            scores["shipped"][name].append((eff_q / scale - config.plausibility_weight * plaus).numpy())
+            if name in null_flag:
+                null_flag[name].append((eff_q < threshold).numpy())
+            scores["effect_continuous"][name].append(model.predicted_effect(img_lam, pz, quantized=False).numpy())
+            scores["consensus"][name].append(_flat_cos(pz[:, None], z_samples).mean(1).numpy())
+            err = 0.0
+            for tau in (0.3, 0.6, 0.9):
+                x_tau = tau * a + (1 - tau) * eps
+                vel, _ = model.velocity(x_tau, torch.full((n,), tau), cond, cmask, *extra)
+                err = err + ((x_tau + (1 - tau) * vel - a) ** 2).mean((1, 2))
+            scores["vla_denoise"][name].append((-err).numpy())
+        chunk_sensitivity.append((1 - _flat_cos(pred["expert"], pred["reversed"])).numpy())
+        # surprise of the expert's (executed) chunk against observed transitions
+        tc = np.minimum(ix + c, ds.ep_end[ix])
+        half = np.minimum(ix + c // 2, ds.ep_end[ix])
+        img_tc = ds.images[tc, 0].float() / 255.0
+        img_half = ds.images[half, 0].float() / 255.0
+        for name, other_img in (("executed", img_tc), ("blocked_start", img_lam), ("blocked_half", img_half)):
+            z_obs = model.lam.encode(img_lam, other_img)
+            surprise[name].append((1 - _flat_cos(z_obs, pred["expert"])).numpy())
+
+    cat = lambda d: {k: np.concatenate(v) for k, v in d.items()}   # noqa: E731
+    moving = np.concatenate(moving)
+    moves = moving >= np.median(moving)
+    result = {"checkpoint": str(path), "data": list(data), "steps": int(len(sel)), "samples": samples,
+              "shift": shift, "chunk": c, "null_effect_threshold": threshold,
+              "chunk_sensitivity_reversed": float(np.concatenate(chunk_sensitivity).mean()),
+              "check": {}, "surprise": {}}
+    for sname in SCORES:
+        sc = cat(scores[sname])
+        result["check"][sname] = {cor: {"auc": roc_auc(sc["expert"], sc[cor]),
+                                        "paired": paired_auc(sc["expert"], sc[cor]),
+                                        "ties": float(np.mean(sc["expert"] == sc[cor]))} for cor in CORRUPTIONS}
+    su = cat(surprise)
+    for blocked in ("blocked_start", "blocked_half"):
+        result["surprise"][blocked] = {
+            "auc": roc_auc(su[blocked], su["executed"]), "paired": paired_auc(su[blocked], su["executed"]),
+            "auc_moving": roc_auc(su[blocked][moves], su["executed"][moves]),
+            "paired_moving": paired_auc(su[blocked][moves], su["executed"][moves])}
+    result["surprise"]["mean"] = {k: float(v.mean()) for k, v in su.items()}
+    result["null_flag_rate"] = {k: float(np.concatenate(v).mean()) for k, v in null_flag.items()}
+    result["chosen_sample_mse"] = {k: float(np.concatenate(v).mean()) for k, v in chosen_err.items()}
+    first = np.concatenate(chosen_err["first (N=1)"])
+    result["chosen_sample_win_vs_first"] = {k: paired_auc(-np.concatenate(v), -first) for k, v in chosen_err.items()
+                                            if k != "first (N=1)"}
+    return result
+
+
+def format_dynamics_check(r: dict) -> str:
+    lines = [f"dynamics check on {r['steps']} held-out steps: ROC-AUC that the expert's chunk scores above the "
+             f"corrupted one (pooled / paired per observation; 0.5 = chance)",
+             "| score | " + " | ".join(CORRUPTIONS) + " |", "|---|" + "---:|" * len(CORRUPTIONS)]
+    for sname, row in r["check"].items():
+        lines.append(f"| {sname} | " + " | ".join(f"{row[c]['auc']:.2f} / {row[c]['paired']:.2f}"
+                                                  for c in CORRUPTIONS) + " |")
+    lines.append(f"f_psi's sensitivity to the chunk: 1 - cos(pred(expert), pred(reversed)) = "
+                 f"{r['chunk_sensitivity_reversed']:.4f}")
+    lines.append("surprise: ROC-AUC that a blocked transition is more surprising than the executed one "
+                 "(all steps / the half with the most expert motion; pooled, paired)")
+    for k in ("blocked_start", "blocked_half"):
+        s = r["surprise"][k]
+        lines.append(f"  {k}: {s['auc']:.2f}, {s['paired']:.2f} | moving {s['auc_moving']:.2f}, "
+                     f"{s['paired_moving']:.2f}")
+    f = r["null_flag_rate"]
+    lines.append(f"null test (effect < threshold {r['null_effect_threshold']:.4g}) fires on {f['expert']:.1%} of expert "
+                 f"chunks and {f['zeroed']:.1%} of zeroed (no-motion) chunks")
+    lines.append(f"among {r['samples']} chunks the policy samples, the one each score picks: MSE to the expert's chunk "
+                 "(normalised units; P(better than the first sample))")
+    lines.append("  " + "; ".join(f"{k} {v:.3f}" + (f" ({r['chosen_sample_win_vs_first'][k]:.2f})"
+                                                   if k in r["chosen_sample_win_vs_first"] else "")
+                                  for k, v in r["chosen_sample_mse"].items()))
+    m = r["surprise"]["mean"]
+    lines.append("  mean surprise: " + ", ".join(f"{k} {v:.3f}" for k, v in m.items()))
+    return "\n".join(lines)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lam", required=True, help="checkpoint holding a LAM (LAM-only or joint)")
     parser.add_argument("--alignment", action="store_true",
                         help="instead of the action probe: is L_LARA informative? (joint checkpoints; "
                              "compares f_psi with shuffled targets, tau=0 and a constant prediction)")
+    parser.add_argument("--dynamics-check", action="store_true",
+                        help="instead of the action probe: does the LAM dynamics check rank the expert's chunk above "
+                             "corrupted ones, and surprise a blocked transition above the executed one? (ROC-AUC; "
+                             "joint checkpoints)")
+    parser.add_argument("--limit", type=int, default=256, help="--dynamics-check: held-out steps scored")
+    parser.add_argument("--samples", type=int, default=8, help="--dynamics-check: policy samples for 'consensus'")
     parser.add_argument("--data", nargs="+", required=True,
                         help="action-labelled episode store(s) with layouts (seeds) the checkpoint never trained on")
     parser.add_argument("--allow-train-seeds", action="store_true",
@@ -273,7 +517,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     try:
-        if args.alignment:
+        if args.dynamics_check:
+            result = dynamics_check_auc(args.lam, list(args.data), args.limit, args.samples,
+                                        allow_train_seeds=args.allow_train_seeds)
+        elif args.alignment:
             result = alignment(args.lam, list(args.data), args.holdout, allow_train_seeds=args.allow_train_seeds)
         else:
             result = probe(args.lam, list(args.data), args.kind, args.holdout, args.quantized,
@@ -281,7 +528,9 @@ def run(args: argparse.Namespace) -> int:
     except (CheckpointError, StoreError, ValueError) as exc:
         print(f"lara probe: {exc}", file=sys.stderr)
         return 2
-    if args.alignment:
+    if args.dynamics_check:
+        print(format_dynamics_check(result))
+    elif args.alignment:
         r = result
         print(f"L_LARA on {r['samples']} held-out steps ({r['variant']}): f_psi {r['l_lara']:.4f} | shuffled targets "
               f"{r['l_lara_shuffled_targets']:.4f} | tau=0 (no action input) {r['l_lara_tau0']:.4f} | best constant "

@@ -5,9 +5,17 @@ In:  camera image (sensor_msgs/Image, QoS from parameters), instruction (std_msg
      (geometry_msgs/PoseStamped), joint states (sensor_msgs/JointState, incl. the gripper
      joint), task goal (geometry_msgs/PointStamped).
 Out: lara_msgs/ActionChunk (stamp = capture time of the image it was predicted from,
-     dt = control period) and, when the policy ran its LAM dynamics check
-     (num_candidates > 1), lara_msgs/DynamicsCheck with the same stamp and the surprise
-     of the previously executed chunk.
+     dt = control period) and, when the policy has a LAM, lara_msgs/DynamicsCheck with the
+     same stamp: the dynamics check's outcome when num_candidates > 1 (num_candidates = 1:
+     no check, always accepted), and the surprise of an earlier chunk (below).
+
+Surprise pairs the frames the LAM was trained on: for each published chunk (stamp t, predicted
+latent f_psi(h)) the worker waits for the first camera frame at t + C control periods (C = the
+LAM's chunk offset), computes 1 - cos(z(I_t, I_{t+C}), f_psi(h)), and reports it on the next
+DynamicsCheck (NaN when no chunk has completed its C steps since the last report, or when the
+frame came more than C/4 periods late). With replanning every k < C periods that chunk was
+only partly executed (its first k actions, then the next chunk's): the surprise then measures
+the executed motion against the motion predicted for the whole chunk.
 
 The executor thread only buffers the latest observation. Inference runs in a worker
 thread: it waits for a new camera frame, and once `replan_period_steps` control periods
@@ -26,7 +34,7 @@ import math
 import os
 import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 
 import numpy as np
 import rclpy
@@ -40,7 +48,7 @@ from std_srvs.srv import Trigger
 
 from lara_msgs.msg import ActionChunk, DynamicsCheck
 from lara_msgs.srv import SetInstruction
-from lara_policy.core.api import Observation
+from lara_policy.core.api import DynamicsCheckResult, Observation
 from lara_policy.ros import topics
 from lara_policy.ros.codec import (ImageConversionError, check_to_msg, chunk_to_msg,
                                    image_msg_to_rgb, stamp_to_sec)
@@ -162,7 +170,12 @@ class PolicyNode(Node):
         self._goal = None             # (xyz, stamp_s)
         self._joints: dict = {}       # {name: (pos, stamp_s)}, merged over JointState messages
         self._instruction = str(self.get_parameter("instruction").value).strip()
-        self._prev = None             # (predicted_latent, image) of the last published chunk
+        # surprise (worker thread): chunks waiting for their frame t + C, and the latest value
+        self._surprise_pending: deque = deque()   # (target stamp, chunk stamp, latent, image_t)
+        self._surprise_last = float("nan")
+        self.surprises: list[tuple[float, float, float]] = []   # (chunk stamp, frame lag s, surprise)
+        lam_offset = getattr(getattr(self.policy, "config", None), "offset", None)
+        self.surprise_offset_steps = int(lam_offset) if lam_offset else int(self.policy.meta.horizon)
         self._new_image = threading.Event()
         self._stop = threading.Event()
         self._epoch = 0               # bumped by reset / new instruction
@@ -279,7 +292,8 @@ class PolicyNode(Node):
             self._epoch += 1
             self._image = self._ee = self._goal = None
             self._joints = {}
-            self._prev = None
+            self._surprise_pending.clear()
+            self._surprise_last = float("nan")
         try:
             self.policy.reset()
         except Exception as exc:  # noqa: BLE001
@@ -357,6 +371,7 @@ class PolicyNode(Node):
             self._new_image.clear()
             if self._stop.is_set():
                 break
+            self._pair_surprise()
             if not self.get_parameter("enabled").value or time.monotonic() < next_due:
                 continue
             obs, key, why = self.snapshot()
@@ -403,14 +418,12 @@ class PolicyNode(Node):
         if len(self.inference_ms) > 10000:
             del self.inference_ms[:5000]
         img = obs.images[self.camera_name]
-        surprise = float("nan")
-        prev = self._prev
         check = pred.check
-        if check is not None and prev is not None and prev[0] is not None and hasattr(self.policy, "surprise"):
-            try:
-                surprise = float(self.policy.surprise(prev[0], prev[1], img))
-            except Exception as exc:  # noqa: BLE001
-                self._reject("surprise", f"surprise computation failed: {exc}")
+        latent = check.predicted_latent if check is not None else pred.info.get("predicted_latent")
+        if check is None and latent is not None:    # N = 1: no check, but surprise still reported
+            check = DynamicsCheckResult(num_candidates=1, chosen_index=0, predicted_effect=np.zeros(0, np.float32),
+                                        plausibility=np.zeros(0, np.float32), accepted=True, predicted_latent=latent)
+        surprise, self._surprise_last = self._surprise_last, float("nan")   # each value reported once
         self.chunk_pub.publish(chunk_to_msg(actions, obs.stamp, self.control_period, self.meta.action_space,
                                             obs.instruction, self.meta.model_id, self.frame_id))
         self.chunks_published += 1
@@ -420,8 +433,43 @@ class PolicyNode(Node):
             if not check.accepted:
                 self.get_logger().warning(f"policy_node: dynamics check flagged the step: {check.reason}",
                                           throttle_duration_sec=self.log_throttle_s)
-        self._prev = (None if check is None else check.predicted_latent, img)
+        if latent is not None and hasattr(self.policy, "surprise"):
+            target = obs.stamp + self.surprise_offset_steps * self.control_period
+            with self._lock:
+                if epoch == self._epoch:
+                    self._surprise_pending.append((target, obs.stamp, latent, img))
         return True
+
+    def _pair_surprise(self) -> None:
+        """Surprise of every pending chunk whose frame t + C has arrived (worker thread): the
+        latest frame is used when it is at most half a period early; a frame more than C/4
+        periods late gives NaN (the worker was busy; the pair would not be the LAM's)."""
+        if not self._surprise_pending:
+            return
+        with self._lock:
+            image = self._image
+        if image is None:
+            return
+        rgb, stamp = image
+        late_max = 0.25 * self.surprise_offset_steps * self.control_period
+        while True:
+            with self._lock:
+                epoch = self._epoch
+                if not self._surprise_pending or self._surprise_pending[0][0] > stamp + 0.5 * self.control_period:
+                    return
+                target, chunk_stamp, latent, img_t = self._surprise_pending.popleft()
+            lag, value = stamp - target, float("nan")
+            if lag <= late_max:
+                try:
+                    value = float(self.policy.surprise(latent, img_t, rgb))
+                except Exception as exc:  # noqa: BLE001
+                    self._reject("surprise", f"surprise computation failed: {exc}")
+            if epoch != self._epoch:      # reset meanwhile: the value belongs to the old episode
+                return
+            self._surprise_last = value
+            self.surprises.append((chunk_stamp, lag, value))
+            if len(self.surprises) > 10000:
+                del self.surprises[:5000]
 
     def stop_threads(self) -> None:
         """Stop the inference worker (idempotent)."""
