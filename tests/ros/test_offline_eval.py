@@ -43,7 +43,7 @@ def test_bringup_offline_eval_replays_observations_records_and_scores(tiny_check
         graph = Graph(config, overrides={"policy_node": {"checkpoint": str(tiny_checkpoint)},
                                          "recorder_node": {"output_dir": str(rec)}})
         assert sorted(graph.nodes) == ["policy_node", "recorder_node"]        # nothing that moves
-        assert graph.nodes["recorder_node"].recording                          # autostarted
+        assert not graph.nodes["recorder_node"].recording      # autostarts on the first chunk, not before
         lines = []
         res = run_offline_eval(graph, [str(src)], out, log=lines.append)
     finally:

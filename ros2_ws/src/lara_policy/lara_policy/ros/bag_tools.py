@@ -277,7 +277,7 @@ def run_offline_eval(graph, bags: list[str], out: str | Path, rate: float = 1.0,
     rec = graph.nodes.get("recorder_node")
     if policy_node is None or rec is None:
         raise RuntimeError("offline evaluation needs policy_node and recorder_node in the graph")
-    if not rec.recording:
+    if not rec.recording and not rec.get_parameter("autostart").value:
         raise RuntimeError("recorder_node is not recording: set its 'autostart: true' (offline_eval.yaml does)")
     episodes = expand_sources([Path(b) for b in bags])
     topics = list(topics or OBSERVATION_TOPICS)
@@ -306,6 +306,8 @@ def run_offline_eval(graph, bags: list[str], out: str | Path, rate: float = 1.0,
             _time.sleep(0.1)
             if policy_node.chunks_published != last:
                 last, t_quiet = policy_node.chunks_published, _time.monotonic()
+    if not rec.recording:
+        raise RuntimeError("policy_node published no chunk during the replay (nothing was recorded); see its log")
     r = graph.call(StopEpisode, rec.get_parameter("stop_service").value,
                    StopEpisode.Request(task_success=False, notes=f"offline_eval of {len(episodes)} episode(s)"))
     if not r.success:

@@ -180,8 +180,8 @@ _PARAMS = [
     ("action_chunk_topic", T.ACTION_CHUNK, "ActionChunk topic read for model_id."),
     ("dynamics_check_topic", T.DYNAMICS_CHECK, "DynamicsCheck topic whose not-accepted count is stored."),
     ("start_service", T.RECORDER_START, "lara_msgs/srv/StartEpisode service name."),
-    ("autostart", False, "Start an episode at start-up (offline_eval: nobody calls the start service); "
-                         "it is closed at shut-down or by the stop service."),
+    ("autostart", False, "Start ONE episode when the first message on a recorded topic arrives (offline_eval: "
+                         "nobody calls the start service); it is closed at shut-down or by the stop service."),
     ("autostart_instruction", "", "Instruction stored for the autostarted episode."),
     ("autostart_task", "", "Task stored for the autostarted episode."),
     ("stop_service", T.RECORDER_STOP, "lara_msgs/srv/StopEpisode service name."),
@@ -226,11 +226,7 @@ class RecorderNode(Node):
         self._discover()
         self.create_timer(float(self.p("discovery_period_s")), self._discover)
         self.get_logger().info(f"recording {len(self._wanted)} topics to {self.out_dir}")
-        if self.p("autostart"):
-            r = self._on_start(StartEpisode.Request(instruction=str(self.p("autostart_instruction")),
-                                                    task=str(self.p("autostart_task"))), StartEpisode.Response())
-            if not r.success:
-                raise RuntimeError(f"recorder_node autostart: {r.message}")
+        self._autostart_pending = bool(self.p("autostart"))
 
     def p(self, name):
         return self.get_parameter(name).value
@@ -259,8 +255,16 @@ class RecorderNode(Node):
                 cls, topic, lambda data, _t=topic: self._on_raw(_t, data), self._qos, raw=True)
             self.get_logger().info(f"recording {topic} [{mtype}]")
 
+    def _autostart(self) -> bool:
+        self._autostart_pending = False
+        r = self._on_start(StartEpisode.Request(instruction=str(self.p("autostart_instruction")),
+                                                task=str(self.p("autostart_task"))), StartEpisode.Response())
+        if not r.success:
+            self.get_logger().error(f"recorder_node autostart: {r.message}")
+        return bool(r.success)
+
     def _on_raw(self, topic: str, data: bytes) -> None:
-        if not self._recording:
+        if not self._recording and not (self._autostart_pending and self._autostart()):
             return
         t_ns = self.get_clock().now().nanoseconds
         ep = self._episode
