@@ -1,7 +1,11 @@
 """Conversions between ROS messages and the core's numpy types. One place, used by every node.
 
-Images are converted with numpy (the PyPI cv-bridge is a stale ROS 1 build that breaks on
-numpy 2; see ENVIRONMENT.md); encodings handled: rgb8, bgr8, rgba8, bgra8, mono8.
+Images: rgb8, bgr8, rgba8, bgra8, mono8 are converted with numpy (fast, no dependency). Other
+colour encodings (yuv422 / yuv422_yuy2 from usb_cam, bayer_*) go through the ROS install's
+cv_bridge where it is importable (not on the dev machines: the PyPI cv-bridge is a stale ROS 1
+build that breaks on numpy 2, ENVIRONMENT.md). Depth images (16UC1, 32FC1, mono16, ...) are
+refused with a message that says so. sensor_msgs/CompressedImage (image_transport
+"compressed": jpeg / png) is decoded with OpenCV; compressedDepth is refused.
 """
 from __future__ import annotations
 
@@ -16,6 +20,16 @@ from lara_msgs.msg import ActionChunk, DynamicsCheck
 from lara_policy.core.api import DynamicsCheckResult
 
 _CHANNELS = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}
+_DEPTH = {"16uc1", "32fc1", "mono16", "16sc1", "32sc1", "64fc1"}
+
+
+def _cv_bridge():
+    """A cv_bridge.CvBridge from the ROS install, or None where it is not importable."""
+    try:
+        from cv_bridge import CvBridge  # noqa: PLC0415 (optional: ROS installs have it)
+    except Exception:  # noqa: BLE001 - ImportError, or a binary built for another numpy
+        return None
+    return CvBridge()
 
 
 class ImageConversionError(ValueError):
@@ -34,9 +48,19 @@ def stamp_to_sec(stamp: Time) -> float:
 def image_msg_to_rgb(msg: Image) -> np.ndarray:
     """(H, W, 3) uint8 RGB view of a sensor_msgs/Image; raises ImageConversionError."""
     enc = msg.encoding.lower()
+    if enc in _DEPTH:
+        raise ImageConversionError(f"depth image (encoding '{msg.encoding}'): the policy needs the colour "
+                                   "stream (e.g. /camera/camera/color/image_raw, not a depth topic)")
     if enc not in _CHANNELS:
+        bridge = _cv_bridge()
+        if bridge is not None:
+            try:
+                return np.ascontiguousarray(bridge.imgmsg_to_cv2(msg, desired_encoding="rgb8"))
+            except Exception as e:  # noqa: BLE001 - cv_bridge raises CvBridgeError and others
+                raise ImageConversionError(f"cv_bridge cannot convert encoding '{msg.encoding}': {e}") from e
         raise ImageConversionError(f"unsupported image encoding '{msg.encoding}' "
-                                   f"(supported: {', '.join(_CHANNELS)}); set the camera driver to rgb8")
+                                   f"(supported: {', '.join(_CHANNELS)}; others need the ROS install's "
+                                   "cv_bridge); set the camera driver to rgb8")
     ch = _CHANNELS[enc]
     h, w, step = int(msg.height), int(msg.width), int(msg.step)
     if h <= 0 or w <= 0:
@@ -51,6 +75,28 @@ def image_msg_to_rgb(msg: Image) -> np.ndarray:
     if enc in ("bgr8", "bgra8"):
         img = img[:, :, 2::-1]
     return np.ascontiguousarray(img[:, :, :3])
+
+
+def compressed_msg_to_rgb(msg) -> np.ndarray:
+    """(H, W, 3) uint8 RGB from a sensor_msgs/CompressedImage (jpeg / png); raises ImageConversionError."""
+    fmt = str(msg.format).lower()
+    if "compresseddepth" in fmt or fmt.split(";")[0].strip() in _DEPTH:
+        raise ImageConversionError(f"compressed depth image (format '{msg.format}'): the policy needs the "
+                                   "colour stream's compressed topic")
+    if len(msg.data) == 0:
+        raise ImageConversionError("empty compressed image")
+    try:
+        import cv2  # noqa: PLC0415 (opencv-python-headless, requirements)
+    except ImportError as e:
+        raise ImageConversionError("CompressedImage needs OpenCV (opencv-python-headless)") from e
+    buf = np.frombuffer(bytes(msg.data), dtype=np.uint8)
+    img = cv2.imdecode(buf, cv2.IMREAD_COLOR)     # BGR, 3 channels (grey is expanded)
+    if img is None:
+        raise ImageConversionError(f"cannot decode compressed image (format '{msg.format}', "
+                                   f"{len(msg.data)} bytes)")
+    # image_transport's compressed plugin encodes colour as bgr8 (format "rgb8; jpeg compressed bgr8"),
+    # so the decoded image is BGR whatever the original encoding was
+    return np.ascontiguousarray(img[:, :, ::-1])
 
 
 def rgb_to_image_msg(rgb: np.ndarray, stamp: float, frame_id: str = "camera") -> Image:

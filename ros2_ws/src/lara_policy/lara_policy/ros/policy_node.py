@@ -42,7 +42,7 @@ import rclpy.executors
 import rclpy.logging
 from geometry_msgs.msg import PointStamped, PoseStamped
 from rclpy.node import Node
-from sensor_msgs.msg import Image, JointState
+from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
@@ -51,7 +51,7 @@ from lara_msgs.srv import SetInstruction
 from lara_policy.core.api import DynamicsCheckResult, Observation
 from lara_policy.ros import topics
 from lara_policy.ros.codec import (ImageConversionError, check_to_msg, chunk_to_msg,
-                                   image_msg_to_rgb, stamp_to_sec)
+                                   compressed_msg_to_rgb, image_msg_to_rgb, stamp_to_sec)
 from lara_policy.ros.ee_pose import FrameMap, TfPoseRelay
 from lara_policy.ros.params import declare, qos_from_params, resolve_path
 from lara_policy.ros.node_main import spin_node
@@ -135,8 +135,11 @@ class PolicyNode(Node):
             raise ValueError("policy_node: gripper_open_position and gripper_closed_position must differ")
         self.log_throttle_s = p("log_throttle_s", 2.0, "min seconds between repeated rejection logs",
                                 min_value=0.0)
-        qos_rel = p("camera_qos_reliability", "reliable", "camera QoS: reliable | best_effort",
-                    read_only=True)
+        qos_rel = p("camera_qos_reliability", "reliable", "camera QoS: reliable | best_effort | auto (match "
+                    "the publishers found at start: best_effort if any offers it)", read_only=True)
+        transport = p("image_transport", "auto", "raw (sensor_msgs/Image) | compressed (sensor_msgs/"
+                      "CompressedImage, jpeg/png) | auto (compressed when image_topic ends in /compressed)",
+                      read_only=True)
         qos_depth = p("camera_qos_depth", 2, "camera QoS history depth", read_only=True, min_value=1)
         t = {k: p(k, v, d, read_only=True) for k, v, d in [
             ("image_topic", topics.CAMERA_IMAGE, "camera image in"),
@@ -190,7 +193,16 @@ class PolicyNode(Node):
 
         self.chunk_pub = self.create_publisher(ActionChunk, t["action_chunk_topic"], 10)
         self.check_pub = self.create_publisher(DynamicsCheck, t["dynamics_check_topic"], 10)
-        self.create_subscription(Image, t["image_topic"], self._on_image, qos_from_params(qos_rel, qos_depth))
+        if transport == "auto":
+            transport = "compressed" if t["image_topic"].rstrip("/").endswith("/compressed") else "raw"
+        if transport not in ("raw", "compressed"):
+            raise ValueError(f"policy_node: image_transport must be raw, compressed or auto, got '{transport}'")
+        self.image_transport = transport
+        self.camera_reliability = self._camera_reliability(qos_rel, t["image_topic"])
+        self.create_subscription(CompressedImage if transport == "compressed" else Image, t["image_topic"],
+                                 self._on_image, qos_from_params(self.camera_reliability, qos_depth))
+        self._last_image_arrival = time.monotonic()
+        self.create_timer(2.0, self._check_camera)
         self.create_subscription(String, t["instruction_topic"], self._on_instruction_msg, 10)
         self._tf_relay = None
         if ee_source == "tf":
@@ -220,10 +232,51 @@ class PolicyNode(Node):
             self._last_log[key] = now
             self.get_logger().warning(f"policy_node: {message}; not publishing")
 
+    # -- camera QoS -----------------------------------------------------------------------
+    def _camera_reliability(self, wanted: str, topic: str, wait_s: float = 2.0) -> str:
+        """'reliable' / 'best_effort' as configured; 'auto': best_effort when a publisher found
+        within wait_s offers it (a reliable subscription never matches it), else reliable."""
+        wanted = str(wanted).strip().lower().replace("-", "_")
+        if wanted != "auto":
+            return wanted
+        from rclpy.qos import ReliabilityPolicy
+        end = time.monotonic() + wait_s
+        pubs = []
+        while not pubs and time.monotonic() < end:
+            pubs = self.get_publishers_info_by_topic(topic)
+            if not pubs:
+                time.sleep(0.05)
+        if any(i.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT for i in pubs):
+            chosen = "best_effort"
+        else:
+            chosen = "reliable"
+        self.get_logger().info(f"policy_node: camera QoS auto -> {chosen} ({len(pubs)} publisher(s) on {topic})")
+        return chosen
+
+    def _check_camera(self) -> None:
+        """No image for 2 s: say why, loudly (no publisher, or a QoS that cannot match)."""
+        idle = time.monotonic() - self._last_image_arrival
+        if idle < 2.0:
+            return
+        from rclpy.qos import ReliabilityPolicy
+        topic = self.topics["image_topic"]
+        pubs = self.get_publishers_info_by_topic(topic)
+        if not pubs:
+            why = f"no publisher on {topic}"
+        elif self.camera_reliability == "reliable" and all(
+                i.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT for i in pubs):
+            why = (f"the publisher(s) on {topic} offer BEST_EFFORT and this subscription is RELIABLE: DDS will "
+                   "never deliver; set camera_qos_reliability: best_effort (or auto)")
+        else:
+            types = sorted({i.topic_type for i in pubs})
+            why = f"{len(pubs)} publisher(s) on {topic} ({', '.join(types)}) but nothing arrives"
+        self._reject("no_camera", f"no camera image for {idle:.0f} s: {why}")
+
     # -- inputs (executor thread) --------------------------------------------------------
-    def _on_image(self, msg: Image) -> None:
+    def _on_image(self, msg) -> None:
+        self._last_image_arrival = time.monotonic()
         try:
-            rgb = image_msg_to_rgb(msg)
+            rgb = compressed_msg_to_rgb(msg) if isinstance(msg, CompressedImage) else image_msg_to_rgb(msg)
             ew = int(self.get_parameter("expected_image_width").value)
             eh = int(self.get_parameter("expected_image_height").value)
             if (ew and rgb.shape[1] != ew) or (eh and rgb.shape[0] != eh):
