@@ -116,7 +116,9 @@ class _Segmenter:
 
     def _open(self, types: dict[str, str]) -> None:
         from rosbags.rosbag2 import StoragePlugin, Writer
-        self.writer = Writer(self.partial / f"{self.episode_id}_{self.index}", version=9,
+        # version 8: rosbag2 on Humble reads offered_qos_profiles only as the v8 string (its
+        # metadata_io); Jazzy+ read both, so v8 bags open with `ros2 bag` everywhere
+        self.writer = Writer(self.partial / f"{self.episode_id}_{self.index}", version=8,
                              storage_plugin=StoragePlugin.MCAP)
         self.writer.open()
         self.conns, self.seg_count, self.seg_started = {}, 0, time.monotonic()
