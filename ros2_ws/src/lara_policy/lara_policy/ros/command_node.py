@@ -63,7 +63,7 @@ from lara_policy.ros.backends import (Backend, BackendError, JointTrajectoryBack
                                       ServoBackend, backend_class)
 from lara_policy.ros.backends.gripper import GripperCommandOutput
 from lara_policy.ros.codec import msg_to_chunk
-from lara_policy.ros.ee_pose import FrameMap, TfPoseRelay
+from lara_policy.ros.ee_pose import FrameMap, TfPoseRelay, resolve_source
 from lara_policy.ros.safety import (ACTION_SPACES, ChunkScheduler, SafetyLimits, TimedChunk,
                                     action_dim_for, action_to_command)
 
@@ -137,8 +137,8 @@ _PARAMS = [
     ("estop_reset_service", topics.ESTOP_RESET, "std_srvs/Trigger: clear the e-stop (stays disarmed)."),
     ("frame_id", "base", "Robot base frame: of the commanded twist, the workspace box and the EE pose "
                          "(a pose in another frame faults)."),
-    ("ee_pose_source", "topic", "End-effector pose from 'topic' (ee_pose_topic, PoseStamped) or 'tf' "
-                                "(tf2 lookup frame_id -> ee_link)."),
+    ("ee_pose_source", "auto", "End-effector pose from 'topic' (ee_pose_topic, PoseStamped), 'tf' (tf2 lookup "
+                               "frame_id -> ee_link) or 'auto' (tf where tf2_ros is installed, else the topic)."),
     ("ee_link", "tool0", "End-effector link looked up in tf (ee_pose_source 'tf')."),
     ("policy_axes_in_base", ["x", "y", "z"], "Base-frame direction of the policy's +x, +y, +z action axes, "
                                               "e.g. ['-y', 'x', 'z'] (same value as policy_node's)."),
@@ -296,6 +296,8 @@ class CommandNode(LifecycleNode):
         """EE position for the workspace check when known, fresh, finite and in `frame_id`."""
         msg = self._ee_pose
         if msg is None:
+            if self._tf_relay is not None:
+                return None, f"no end-effector pose from tf ({self._tf_relay.last_error or 'no transform yet'})"
             return None, f"no end-effector pose on {self.p('ee_pose_topic')}"
         age = self.now() - self._ee_pose_arrival
         if age > self.live.max_pose_age:
@@ -412,14 +414,14 @@ class CommandNode(LifecycleNode):
                 float(self.p("gripper_deadband")))
 
         self._subs.append(self.create_subscription(ActionChunk, self.p("chunk_topic"), self._on_chunk, 10))
-        source = str(self.p("ee_pose_source"))
+        source = resolve_source(str(self.p("ee_pose_source")), self._tf_factory)
+        self.get_logger().info(f"end-effector pose from {source}: " + (
+            f"tf {self.p('frame_id')} -> {self.p('ee_link')}" if source == "tf" else str(self.p("ee_pose_topic"))))
         if source == "tf":
             self._tf_relay = TfPoseRelay(self, str(self.p("frame_id")), str(self.p("ee_link")), self._on_ee_pose,
                                          rate_hz=max(rate, 30.0), tf_factory=self._tf_factory)
-        elif source == "topic":
-            self._subs.append(self.create_subscription(PoseStamped, self.p("ee_pose_topic"), self._on_ee_pose, 10))
         else:
-            raise ValueError(f"parameter ee_pose_source must be 'topic' or 'tf', got '{source}'")
+            self._subs.append(self.create_subscription(PoseStamped, self.p("ee_pose_topic"), self._on_ee_pose, 10))
         self._subs.append(self.create_subscription(JointState, self.p("joint_states_topic"), self._on_joints, 10))
         if self.p("image_topic"):
             qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,

@@ -60,6 +60,22 @@ class FrameMap:
         return sign * (p - self.origin)[idx]
 
 
+def resolve_source(source: str, tf_factory=None) -> str:
+    """'topic' / 'tf' as given; 'auto': 'tf' where tf2_ros is importable (or a double is given), else 'topic'."""
+    source = str(source).strip().lower()
+    if source not in ("auto", "tf", "topic"):
+        raise ValueError(f"ee_pose_source must be 'topic', 'tf' or 'auto', got '{source}'")
+    if source != "auto":
+        return source
+    if tf_factory is not None:
+        return "tf"
+    try:
+        import tf2_ros  # noqa: F401, PLC0415
+    except ImportError:
+        return "topic"
+    return "tf"
+
+
 def default_tf_factory(node):
     """(buffer, listener) from tf2_ros (lazy import: only ROS installs have it)."""
     try:

@@ -52,7 +52,7 @@ from lara_policy.core.api import DynamicsCheckResult, Observation
 from lara_policy.ros import topics
 from lara_policy.ros.codec import (ImageConversionError, check_to_msg, chunk_to_msg,
                                    compressed_msg_to_rgb, image_msg_to_rgb, stamp_to_sec)
-from lara_policy.ros.ee_pose import FrameMap, TfPoseRelay
+from lara_policy.ros.ee_pose import FrameMap, TfPoseRelay, resolve_source
 from lara_policy.ros.params import declare, qos_from_params, resolve_path
 from lara_policy.ros.node_main import spin_node
 
@@ -119,8 +119,9 @@ class PolicyNode(Node):
                                     "joint in joint_states holding the gripper state", read_only=True)
         self.frame_id = p("frame_id", "base", "frame_id of published chunks (the robot base frame)",
                           read_only=True)
-        ee_source = p("ee_pose_source", "topic", "end-effector pose from 'topic' (ee_pose_topic) or 'tf' "
-                      "(tf2 lookup frame_id -> ee_link)", read_only=True)
+        ee_source = p("ee_pose_source", "auto", "end-effector pose from 'topic' (ee_pose_topic), 'tf' (tf2 "
+                      "lookup frame_id -> ee_link) or 'auto' (tf where tf2_ros is installed, else the topic)",
+                      read_only=True)
         ee_link = p("ee_link", "tool0", "end-effector link for ee_pose_source 'tf'", read_only=True)
         axes = p("policy_axes_in_base", ["x", "y", "z"], "base-frame direction of the policy's +x, +y, +z "
                  "(e.g. ['-y', 'x', 'z']); same value as command_node's", read_only=True)
@@ -205,12 +206,15 @@ class PolicyNode(Node):
         self.create_timer(2.0, self._check_camera)
         self.create_subscription(String, t["instruction_topic"], self._on_instruction_msg, 10)
         self._tf_relay = None
+        try:
+            ee_source = resolve_source(ee_source, tf_factory)
+        except ValueError as exc:
+            raise ValueError(f"policy_node: {exc}") from exc
         if ee_source == "tf":
             self._tf_relay = TfPoseRelay(self, self.frame_id, ee_link, self._on_ee, tf_factory=tf_factory)
-        elif ee_source == "topic":
-            self.create_subscription(PoseStamped, t["ee_pose_topic"], self._on_ee, 10)
         else:
-            raise ValueError(f"policy_node: ee_pose_source must be 'topic' or 'tf', got '{ee_source}'")
+            self.create_subscription(PoseStamped, t["ee_pose_topic"], self._on_ee, 10)
+        self.ee_pose_source = ee_source
         self.create_subscription(PointStamped, t["goal_topic"], self._on_goal, 10)
         self.create_subscription(JointState, t["joint_states_topic"], self._on_joints, 10)
         self.create_service(SetInstruction, t["set_instruction_service"], self._on_set_instruction)
