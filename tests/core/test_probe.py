@@ -167,3 +167,20 @@ def test_dynamics_check_auc(stores, heldout, trained_run, tmp_path, capsys):
     assert lara_main(["probe", "--dynamics-check", "--lam", str(trained_run), "--data", str(heldout), "--limit", "16",
                       "--samples", "2", "--threads", "1", "--out", str(out)]) == 0
     assert "consensus" in capsys.readouterr().out and json.loads(out.read_text())["steps"] == 16
+
+
+def test_heldout_split_takes_every_task():
+    """A store written task by task (as `lara demos` does): the held-out episodes are the last
+    of EACH task, not the store's last (which would all be one task)."""
+    from lara_policy.core.probe import heldout_mask
+
+    class Flat:                                    # 8 episodes of 5 steps: 4 of task a, then 4 of b
+        ep_end = np.repeat(np.arange(8) * 5 + 4, 5)
+
+        def __len__(self):
+            return 40
+
+    tasks = np.repeat(["a"] * 4 + ["b"] * 4, 5)
+    held = heldout_mask(Flat(), tasks, 0.25)
+    assert set(tasks[held]) == {"a", "b"} and held.sum() == 10
+    assert held[15:20].all() and held[35:40].all() and not held[:15].any()

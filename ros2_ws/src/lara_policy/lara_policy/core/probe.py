@@ -2,8 +2,8 @@
 
 Fits a probe (ridge-regularised linear, or a small MLP) from LAM latents z(I_t, I_{t+C}) to
 the ground-truth action chunk a[t : t+C] on training episodes, and reports R^2 on HELD-OUT
-episodes (the last `holdout` fraction of each store). A shuffled-target control is reported
-beside it (its R^2 should be <= 0). Used to compare a vanilla LAM with a LARA-refined one.
+episodes (the last `holdout` fraction of each task's episodes). A shuffled-target control is
+reported beside it (its R^2 should be <= 0). Used to compare a vanilla LAM with a LARA-refined one.
 
 `--alignment` (joint checkpoints) asks whether a low L_LARA means anything: on held-out steps it
 reports L_LARA = 1 - cos(f_psi(h), z) as trained (random flow time tau), with the targets
@@ -103,11 +103,44 @@ def load_lam(path: str | Path, device: str = "cpu") -> tuple[LaraModel, ModelCon
     return model.to(device).eval(), config
 
 
-def _holdout_cut(ds: ChunkDataset, holdout: float) -> int:
-    """Last flat step index of the training episodes: episodes are contiguous, so the last
-    `holdout` fraction of them (by their end index) is held out."""
+def step_tasks(data: list[str], ds: ChunkDataset) -> np.ndarray:
+    """The task of every flat step of `ds` (built from `data`, episodes in store order)."""
+    tasks = []
+    for p in data:
+        with open_episode_source(p) as src:
+            for i in range(len(src)):
+                if hasattr(src, "episode_attrs"):
+                    a = src.episode_attrs(i)
+                    task, n = a["task"], a["num_steps"]
+                else:
+                    ep = src.episode(i)
+                    task, n = ep.task, ep.num_steps
+                tasks += [task] * n
+    if len(tasks) != len(ds):
+        raise ValueError(f"{data}: could not line up episodes and steps ({len(tasks)} vs {len(ds)})")
+    return np.asarray(tasks)
+
+
+def heldout_mask(ds: ChunkDataset, tasks: np.ndarray, holdout: float) -> np.ndarray:
+    """Per flat step: does it belong to a held-out episode? The last `holdout` fraction of each
+    TASK's episodes (at least one when a task has two or more): `lara demos` writes a store
+    task by task, so the last episodes of the store would be one task only. When no task has
+    two episodes, the last episodes of the store."""
     ends = np.unique(ds.ep_end)
-    return int(ends[max(0, int(round(len(ends) * (1 - holdout))) - 1)])
+    starts = np.r_[0, ends[:-1] + 1]
+    ep_task = tasks[starts]
+    held = np.zeros(len(ds), bool)
+    for t in np.unique(ep_task):
+        eps = np.flatnonzero(ep_task == t)
+        k = min(max(int(round(len(eps) * holdout)), 1 if len(eps) >= 2 else 0), len(eps) - 1)
+        for e in eps[len(eps) - k:]:
+            held[starts[e]:ends[e] + 1] = True
+    if not held.any() and len(ends) >= 2:      # no task has 2 episodes: the last ones of the store
+        k = min(max(int(round(len(ends) * holdout)), 1), len(ends) - 1)
+        held[starts[len(ends) - k]:] = True
+    if not held.any():
+        raise ValueError("need at least 2 episodes to hold some out")
+    return held
 
 
 @torch.no_grad()
@@ -124,7 +157,7 @@ def latent_dataset(model: LaraModel, config: ModelConfig, data: list[str], quant
                       [1.0] * ds.info.state_dim)
     idx = np.arange(len(ds))
     valid = (idx + c <= ds.ep_end) & (ds.has_action > 0)
-    cut = _holdout_cut(ds, holdout)
+    held = heldout_mask(ds, step_tasks(data, ds), holdout)
     xs, ys = [], []
     sel = idx[valid]
     for i in range(0, len(sel), batch):
@@ -135,7 +168,7 @@ def latent_dataset(model: LaraModel, config: ModelConfig, data: list[str], quant
         xs.append(z.flatten(1).cpu().numpy())
         ys.append(b["actions"].flatten(1).numpy())
     x, y = np.concatenate(xs), np.concatenate(ys)
-    train = sel <= cut
+    train = ~held[sel]
     if train.all() or not train.any():
         raise ValueError("need at least 2 episodes to hold some out")
     return x[train], y[train], x[~train], y[~train]
@@ -193,9 +226,9 @@ def probe(lam: str | Path, data: list[str], kind: str = "linear", holdout: float
             "chunk": config.offset}
 
 
-def _heldout_steps(ds: ChunkDataset, holdout: float, limit: int, seed: int) -> np.ndarray:
-    """Labelled steps of the last `holdout` fraction of episodes (at most `limit`, sampled)."""
-    sel = np.flatnonzero((np.arange(len(ds)) > _holdout_cut(ds, holdout)) & (ds.has_action > 0))
+def _heldout_steps(ds: ChunkDataset, tasks: np.ndarray, holdout: float, limit: int, seed: int) -> np.ndarray:
+    """Labelled steps of the last `holdout` fraction of each task's episodes (at most `limit`, sampled)."""
+    sel = np.flatnonzero(heldout_mask(ds, tasks, holdout) & (ds.has_action > 0))
     if len(sel) == 0:
         raise ValueError("need at least 2 action-labelled episodes to hold some out")
     if len(sel) > limit:
@@ -224,7 +257,7 @@ def alignment(path: str | Path, data: list[str], holdout: float = 0.25, limit: i
     ds = ChunkDataset(data, cameras=list(v.cameras), image_size=v.image_size, horizon=v.horizon, offset=config.offset)
     known, emb, mask = load_text(path)
     ds.attach_text(*instruction_embeddings(ds.instructions, v.text_tokens, known, (emb, mask)))
-    sel = _heldout_steps(ds, holdout, limit, seed)
+    sel = _heldout_steps(ds, step_tasks(data, ds), holdout, limit, seed)
     stats = load_stats(path)
     g = torch.Generator().manual_seed(seed)
     z_all, h_rand, h_zero, z_null = [], [], [], []
@@ -328,15 +361,7 @@ def dynamics_check_auc(path: str | Path, data: list[str], limit: int = 256, samp
     known, emb, mask = load_text(path)
     ds.attach_text(*instruction_embeddings(ds.instructions, v.text_tokens, known, (emb, mask)))
     stats = load_stats(path)
-    tasks = []
-    for p in data:
-        with open_episode_source(p) as src:
-            for i in range(len(src)):
-                ep = src.episode(i)
-                tasks += [ep.task] * ep.num_steps
-    tasks = np.asarray(tasks)
-    if len(tasks) != len(ds):
-        raise ValueError(f"{data}: could not line up episodes and steps ({len(tasks)} vs {len(ds)})")
+    tasks = step_tasks(data, ds)
     idx = np.arange(len(ds))
     last = max(v.horizon, c) - 1
     valid = np.flatnonzero((idx + last + shift <= ds.ep_end) & (ds.has_action > 0))
@@ -508,7 +533,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="measure even on a store that overlaps the checkpoint's train_seeds.json (training-set "
                              "figures; refused by default)")
     parser.add_argument("--kind", choices=["linear", "mlp"], default="linear")
-    parser.add_argument("--holdout", type=float, default=0.25, help="fraction of episodes held out")
+    parser.add_argument("--holdout", type=float, default=0.25,
+                        help="fraction of each task's episodes held out (its last ones)")
     parser.add_argument("--quantized", action="store_true", help="probe the quantised latent instead of z")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default="", help="write the result as JSON")
