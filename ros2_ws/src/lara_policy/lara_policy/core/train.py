@@ -575,7 +575,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = TrainConfig()
     m = ModelConfig()
     parser.add_argument("--paradigm", choices=PARADIGMS, default=d.paradigm)
-    parser.add_argument("--data", nargs="+", default=[], help="episode store(s) (HDF5)")
+    parser.add_argument("--data", nargs="+", default=[],
+                        help="episode store(s): HDF5 files or LeRobot v3 dataset directories")
     parser.add_argument("--video", nargs="*", default=[], help="extra stores used action-free (LAM loss only)")
     parser.add_argument("--val", nargs="*", default=[],
                         help="held-out labelled store(s): their action loss (EMA weights) is logged as val_loss_act")
