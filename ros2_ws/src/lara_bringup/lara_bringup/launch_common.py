@@ -1,5 +1,6 @@
 """What every lara_bringup launch file shares: read a config YAML (the same file
-`lara bringup` reads), turn its node sections into launch_ros Node actions.
+`lara bringup` reads, with the same reader: lara_policy.ros.params), turn its node sections
+into launch_ros Node actions.
 
 `node_specs()` is plain Python (no `launch` import) so it is testable on machines without
 `ros2 launch`; `make_launch_description()` imports launch/launch_ros lazily.
@@ -9,6 +10,9 @@ from __future__ import annotations
 import os
 
 from lara_bringup import config_dir
+# the one reader of these YAML files, shared with `lara bringup`
+from lara_policy.ros.params import (bringup_paths, load_params_yaml, node_params, resolve_output_path,
+                                    resolve_path)
 
 PACKAGE = "lara_policy"
 # node section -> console script of lara_policy (setup.py entry points)
@@ -17,44 +21,27 @@ EXECUTABLES = {"sim_node": "sim_node", "policy_node": "policy_node",
 
 
 def _load(config_path: str) -> dict:
-    import yaml
-
-    with open(config_path, encoding="utf-8") as f:
-        return yaml.safe_load(f) or {}
-
-
-def _flatten(prefix: str, value, out: dict) -> None:
-    if isinstance(value, dict):
-        for k, v in value.items():
-            _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
-    else:
-        out[prefix] = value
+    return load_params_yaml(config_path)
 
 
 def _section(config: dict, name: str, with_wildcard: bool = True) -> dict:
-    out: dict = {}
-    keys = ("/**", name, "/" + name) if with_wildcard else (name, "/" + name)
-    for key in keys:
-        sec = config.get(key)
-        if isinstance(sec, dict) and isinstance(sec.get("ros__parameters"), dict):
-            _flatten("", sec["ros__parameters"], out)
-    return out
+    return node_params(config if with_wildcard else {k: v for k, v in config.items() if k != "/**"}, name)
 
 
 def _abs(path: str) -> str:
-    """Relative paths in the shipped configs are relative to the LARA-ROS checkout ($LARA_ROOT)."""
-    if not path or os.path.isabs(path):
-        return path
-    root = os.environ.get("LARA_ROOT", os.getcwd())
-    return os.path.join(root, path)
+    """A path from a config: existing -> resolve_path's answer, else relative to $LARA_ROOT (or cwd)."""
+    found = resolve_path(path)
+    return found if not found or os.path.isabs(found) else resolve_output_path(path, from_config=True)
 
 
 def node_specs(config_path: str, *, checkpoint: str = "", task: str = "", record_dir: str = "",
                extra: dict | None = None) -> list[dict]:
     """[{package, executable, name, parameters}] for every node the config starts, with the
-    launch arguments applied on top of the YAML (empty = keep the YAML's value)."""
-    config = _load(config_path)
+    launch arguments applied on top of the YAML (empty = keep the YAML's value). Reads the YAML
+    and resolves checkpoint / record_dir exactly as `lara bringup` does (params.bringup_paths)."""
+    config = load_params_yaml(config_path)
     bring = _section(config, "lara_bringup", with_wildcard=False)
+    paths = bringup_paths(config, checkpoint=checkpoint, record_dir=record_dir)
     names = list(bring.get("nodes") or [k.lstrip("/") for k, v in config.items()
                                         if isinstance(v, dict) and "ros__parameters" in v
                                         and k.lstrip("/") in EXECUTABLES])
@@ -65,11 +52,11 @@ def node_specs(config_path: str, *, checkpoint: str = "", task: str = "", record
     for name in names:
         params = _section(config, name)
         if name == "policy_node":
-            params["checkpoint"] = _abs(checkpoint or params.get("checkpoint") or bring.get("checkpoint", ""))
+            params["checkpoint"] = paths["checkpoint"]
         if name == "sim_node" and (task or bring.get("task")):
             params["task"] = task or bring.get("task")
         if name == "recorder_node":
-            params["output_dir"] = _abs(record_dir or params.get("output_dir") or bring.get("record_dir", "episodes"))
+            params["output_dir"] = paths["record_dir"] or resolve_output_path("episodes", from_config=True)
         params.update((extra or {}).get(name, {}))
         specs.append({"package": PACKAGE, "executable": EXECUTABLES[name], "name": name,
                       "parameters": params})

@@ -25,7 +25,8 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 
-from lara_policy.ros.params import load_params_yaml, node_params, node_sections, resolve_path, to_overrides
+from lara_policy.ros.params import (bringup_paths, load_params_yaml, node_params, node_sections, resolve_path,
+                                    to_overrides)
 
 # node name (YAML section) -> (module, class)
 NODE_TYPES = {
@@ -333,19 +334,17 @@ def build_overrides(config: dict, args) -> dict[str, dict]:
     task = getattr(args, "task", None) or bring.get("task")
     if task:
         out["sim_node"]["task"] = task
-    ckpt = getattr(args, "checkpoint", None) or node_params(config, "policy_node").get("checkpoint") \
-        or bring.get("checkpoint")
-    if ckpt:
-        out["policy_node"]["checkpoint"] = resolve_path(str(ckpt))
+    # the same reading of the YAML's paths as the launch files (params.bringup_paths)
+    paths = bringup_paths(config, checkpoint=getattr(args, "checkpoint", None) or "",
+                          record_dir=getattr(args, "record_dir", None) or "")
+    if paths["checkpoint"]:
+        out["policy_node"]["checkpoint"] = paths["checkpoint"]
     if getattr(args, "num_candidates", None):
         out["policy_node"]["num_candidates"] = int(args.num_candidates)
     if getattr(args, "device", None):
         out["policy_node"]["device"] = args.device
-    rec = getattr(args, "record_dir", None) or node_params(config, "recorder_node").get("output_dir") \
-        or bring.get("record_dir")
-    if rec:
-        out["recorder_node"]["output_dir"] = os.path.abspath(rec) if getattr(args, "record_dir", None) \
-            else resolve_path(str(rec)) if os.path.exists(resolve_path(str(rec))) else os.path.abspath(str(rec))
+    if paths["record_dir"]:
+        out["recorder_node"]["output_dir"] = paths["record_dir"]
     return out
 
 

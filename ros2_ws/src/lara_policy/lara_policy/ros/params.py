@@ -98,6 +98,32 @@ def qos_from_params(reliability: str, depth: int):
                       else ReliabilityPolicy.BEST_EFFORT)
 
 
+def resolve_output_path(path: str, from_config: bool) -> str:
+    """Absolute output directory: a path typed on the command line is relative to the working
+    directory; a relative path from a config file is relative to the repository root
+    ($LARA_ROOT, set by env.sh) when that is set, else to the working directory."""
+    if not path or os.path.isabs(path):
+        return path
+    root = os.environ.get("LARA_ROOT")
+    return os.path.join(root, path) if from_config and root else os.path.abspath(path)
+
+
+BRINGUP_SECTION = "lara_bringup"
+
+
+def bringup_paths(config: dict, *, checkpoint: str = "", record_dir: str = "") -> dict:
+    """The ONE reading of a lara_bringup YAML's paths, for `lara bringup` and the launch files:
+    checkpoint = argument > policy_node.checkpoint > lara_bringup.checkpoint (resolve_path),
+    record_dir = argument > recorder_node.output_dir > lara_bringup.record_dir
+    (resolve_output_path). Returns {"checkpoint": ..., "record_dir": ...} ('' when unset)."""
+    bring = node_params({k: v for k, v in config.items() if k != "/**"}, BRINGUP_SECTION)
+    ckpt = checkpoint or node_params(config, "policy_node").get("checkpoint") or bring.get("checkpoint") or ""
+    rec_cfg = node_params(config, "recorder_node").get("output_dir") or bring.get("record_dir") or ""
+    rec = resolve_output_path(record_dir, from_config=False) if record_dir else \
+        resolve_output_path(str(rec_cfg), from_config=True)
+    return {"checkpoint": resolve_path(str(ckpt)) if ckpt else "", "record_dir": rec}
+
+
 def resolve_path(path: str) -> str:
     """A relative path as given if it exists from the working directory, else relative to
     the repository root ($LARA_ROOT, set by env.sh), else unchanged (the caller reports it)."""
