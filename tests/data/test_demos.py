@@ -94,7 +94,9 @@ def test_cli_demos_and_bad_input(tmp_path, capsys):
                    "--out", str(out), "--quiet"])
     assert rc == 0 and "failed expert episodes (discarded): 0" in capsys.readouterr().out
     with EpisodeStore(out) as s:
-        assert len(s) == 1 and "lara demos" in s.meta.extra["command"]
+        assert len(s) == 1
+        # the exact command line given to cli.main (not pytest's sys.argv)
+        assert s.meta.extra["command"] == f"lara demos --tasks reach --episodes 1 --image-size 32 --out {out} --quiet"
     assert cli.main(["demos", "--tasks", "reach", "--episodes", "1", "--out", str(out), "--quiet"]) == 2
     assert "exists" in capsys.readouterr().err
     assert cli.main(["demos", "--tasks", "pusj", "--out", str(tmp_path / "x.hdf5")]) == 2

@@ -104,9 +104,14 @@ def test_cli_oracle_end_to_end(tmp_path, capsys):
     assert rc == 0
     assert "| reach-v3 | 1.000" in capsys.readouterr().out
     assert len(list((tmp_path / "o" / "videos").glob("*.gif"))) == 1
+    capsys.readouterr()
     assert cli.main(["eval", "sim", "--policy", "nosuch/ckpt", "--tasks", "reach", "--out", str(tmp_path)]) == 2
-    assert cli.main(["eval", "sim", "--tasks", "rech-v3", "--out", str(tmp_path)]) == 2
+    assert "nosuch/ckpt" in capsys.readouterr().err
+    assert cli.main(["eval", "sim", "--policy", "oracle", "--tasks", "rech-v3", "--out", str(tmp_path)]) == 2
     assert "reach-v3" in capsys.readouterr().err
+    # no silent oracle: --policy is required
+    assert cli.main(["eval", "sim", "--tasks", "reach", "--out", str(tmp_path)]) == 2
+    assert "--policy" in capsys.readouterr().err
 
 
 # -- chunk execution ------------------------------------------------------------------------------

@@ -5,6 +5,11 @@ Each subcommand lives in its own module exposing
     run(args: argparse.Namespace) -> int
 and is imported only when used, so `lara --help` and `lara doctor` stay fast
 and the ROS-free commands never import rclpy.
+
+One error path: a subcommand raises a `lara_policy.errors.LaraError` (or a subclass:
+StoreError, CheckpointError, BringupError, ConvertError, ...) for bad input; main() prints
+"lara <command>: <message>" to stderr, no traceback, and returns 2. argparse usage errors
+also return 2 (message on stderr); main() returns the code instead of raising SystemExit.
 """
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ import importlib
 import sys
 
 from lara_policy import __version__
+from lara_policy.errors import LaraError
 
 # name -> (module, one-line help). Two-word names ("bench model") are nested commands.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -53,7 +59,10 @@ def _resolve(argv: list[str]) -> tuple[str, list[str]] | None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help", "help"):
+    if not argv:  # no command: usage on stderr, a usage error (2)
+        print(_usage(), file=sys.stderr)
+        return 2
+    if argv[0] in ("-h", "--help", "help"):
         print(_usage())
         return 0
     if argv[0] in ("-V", "--version", "version"):
@@ -71,13 +80,21 @@ def main(argv: list[str] | None = None) -> int:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         print(f"lara {name}: cannot import {module_name} ({exc}). "
-              "Run scripts/setup.sh, then `source setup/env.sh`.", file=sys.stderr)
+              "Run scripts/setup.sh, then `source env.sh`.", file=sys.stderr)
         return 2
     parser = argparse.ArgumentParser(prog=f"lara {name}", description=help_,
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     module.add_arguments(parser)
-    args = parser.parse_args(rest)
-    return int(module.run(args) or 0)
+    try:
+        args = parser.parse_args(rest)
+    except SystemExit as exc:  # argparse: usage error (2, message on stderr) or --help (0)
+        return exc.code if isinstance(exc.code, int) else 2
+    args.lara_argv = ["lara", *name.split(), *rest]  # the exact command line, for provenance records
+    try:
+        return int(module.run(args) or 0)
+    except LaraError as exc:  # bad input the user can fix: the message, no traceback
+        print(f"lara {name}: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

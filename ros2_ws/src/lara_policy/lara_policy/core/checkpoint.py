@@ -32,7 +32,10 @@ FORMAT = "lara-checkpoint"
 VERSION = 1
 
 
-class CheckpointError(RuntimeError):
+from lara_policy.errors import LaraError  # noqa: E402  (one error base for the CLI)
+
+
+class CheckpointError(LaraError, RuntimeError):
     """A checkpoint directory is missing, corrupt, or does not fit the model it claims."""
 
 

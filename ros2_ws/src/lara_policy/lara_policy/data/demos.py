@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from lara_policy.data.store import Episode, EpisodeStore, StoreMeta
+from lara_policy.errors import positive_int, positive_int_list
 
 DEFAULT_TRAIN_SEED_START = 0
 
@@ -219,7 +220,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         " Writes the LARA episode store (HDF5; schema in docs/episode_store.md).")
     p.add_argument("--tasks", default="MT3",
                    help="comma-separated task names (with or without -v3) and/or suites MT3, MT10, MT50")
-    p.add_argument("--episodes", type=int, default=10, help="successful episodes per task")
+    p.add_argument("--episodes", type=positive_int, default=10, help="successful episodes per task")
     p.add_argument("--image-size", type=int, nargs="+", default=[128], metavar="PX",
                    help="image size: one number (square) or H W")
     p.add_argument("--cameras", default="corner4",
@@ -228,7 +229,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed-start", type=int, default=DEFAULT_TRAIN_SEED_START,
                    help="first layout seed; seeds seed-start, seed-start+1, ... are used per task "
                         "(keep evaluation seeds, default 100000+, disjoint)")
-    p.add_argument("--max-steps", type=int, default=500, help="step budget per episode (Meta-World max 500)")
+    p.add_argument("--max-steps", type=positive_int, default=500, help="step budget per episode (Meta-World max 500)")
     p.add_argument("--post-success-steps", type=int, default=5, help="steps recorded after the first success")
     p.add_argument("--no-fill", dest="fill", action="store_false",
                    help="do not replace failed expert episodes by new seeds")
@@ -240,7 +241,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--distractors", default="none",
                    help="spurious visual change: none | low | medium | high | a strength in [0, 1] "
                         "(lighting, colour, camera jitter, moving objects; pixels only)")
-    p.add_argument("--workers", type=int, default=1, help="worker processes (spawn)")
+    p.add_argument("--workers", type=positive_int, default=1, help="worker processes (spawn)")
     p.add_argument("--compression", default="lzf", choices=["lzf", "gzip", "none"])
     p.add_argument("--out", default=None, help="output store (.hdf5); required unless --bench")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
@@ -248,7 +249,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bench", action="store_true",
                    help="benchmark: generate --episodes per task with 1 and 2 workers (temp stores), report "
                         "frames/s and the projected time for 1000 demos; writes JSON to --out if given")
-    p.add_argument("--bench-workers", default="1,2", help="worker counts for --bench")
+    p.add_argument("--bench-workers", type=positive_int_list, default=[1, 2], metavar="N,N,...",
+                   help="comma-separated worker counts for --bench (e.g. 1,2,4)")
 
 
 def _config_from_args(args) -> GenConfig:
@@ -265,7 +267,8 @@ def _config_from_args(args) -> GenConfig:
                      max_steps=args.max_steps, post_success_steps=args.post_success_steps,
                      fill=args.fill, max_attempts=args.max_attempts, action_free=args.action_free,
                      distractors=DistractorConfig.parse(args.distractors), workers=args.workers,
-                     keep_failed=args.keep_failed, extra={"command": " ".join(["lara", "demos", *sys.argv[2:]])})
+                     keep_failed=args.keep_failed, extra={"command": " ".join(getattr(args, "lara_argv", None)
+                                                         or ["lara", "demos", *sys.argv[2:]])})
 
 
 def bench(cfg: GenConfig, worker_counts=(1, 2), progress: bool = True) -> dict:
@@ -297,7 +300,7 @@ def run(args: argparse.Namespace) -> int:
     if args.compression == "none":
         args.compression = None
     if args.bench:
-        res = bench(cfg, [int(w) for w in args.bench_workers.split(",")], progress=not args.quiet)
+        res = bench(cfg, args.bench_workers, progress=not args.quiet)
         print(f"demo generation benchmark: {len(cfg.tasks)} tasks x {cfg.episodes} episodes, "
               f"{cfg.image_size[0]}x{cfg.image_size[1]} px, cameras {','.join(cfg.cameras)}")
         print(f"{'workers':>8} {'episodes':>8} {'frames':>7} {'wall_s':>7} {'frames/s':>9} {'1000 demos (min)':>17}")

@@ -54,7 +54,10 @@ _EE = {"hand_x": "pose.position.x", "hand_y": "pose.position.y", "hand_z": "pose
 _GOAL = {"goal_x": "point.x", "goal_y": "point.y", "goal_z": "point.z"}
 
 
-class ConvertError(ValueError):
+from lara_policy.errors import LaraError  # noqa: E402  (one error base for the CLI)
+
+
+class ConvertError(LaraError, ValueError):
     """Bad input for a conversion; the message names the bag, topic and/or field."""
 
 

@@ -43,7 +43,10 @@ FORMAT = "lara-episodes"
 VERSION = 1
 
 
-class StoreError(RuntimeError):
+from lara_policy.errors import LaraError  # noqa: E402  (one error base for the CLI)
+
+
+class StoreError(LaraError, RuntimeError):
     """The file is not a valid LARA episode store, or an episode does not fit it."""
 
 

@@ -42,7 +42,10 @@ DEFAULT_EVAL_SEED_START = 100_000
 VIDEO_CAMERA = "corner4"
 
 
-class SeedOverlapError(ValueError):
+from lara_policy.errors import LaraError  # noqa: E402  (one error base for the CLI)
+
+
+class SeedOverlapError(LaraError, ValueError):
     """Evaluation seeds overlap seeds used for training."""
 
 

@@ -17,27 +17,29 @@ import argparse
 import sys
 from pathlib import Path
 
+from lara_policy.errors import positive_int
 from lara_policy.evaluation.harness import DEFAULT_EVAL_SEED_START, SeedOverlapError, evaluate
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.description = (__doc__ or "").split("\n\n")[0]
     p.epilog = "Outputs: results.json, results.md, success.png, videos/ in --out."
-    p.add_argument("--policy", default="oracle",
-                   help="oracle (Meta-World scripted expert) | random | PATH of a LARA checkpoint")
+    p.add_argument("--policy", required=True,
+                   help="what to evaluate (required): oracle (Meta-World scripted expert) | random | "
+                        "PATH of a LARA checkpoint")
     p.add_argument("--tasks", default="MT3", help="comma-separated tasks and/or suites (MT3, MT10, MT50)")
-    p.add_argument("--episodes", type=int, default=50, help="episodes per task")
+    p.add_argument("--episodes", type=positive_int, default=50, help="episodes per task")
     p.add_argument("--seed-start", type=int, default=DEFAULT_EVAL_SEED_START,
                    help="first evaluation layout seed (episode i uses seed-start + i)")
-    p.add_argument("--max-steps", type=int, default=500, help="step budget per episode (<= 500)")
-    p.add_argument("--execute-k", type=int, default=None,
+    p.add_argument("--max-steps", type=positive_int, default=500, help="step budget per episode (<= 500)")
+    p.add_argument("--execute-k", type=positive_int, default=None,
                    help="execute the first k of the H predicted actions, then replan (default: all H)")
     p.add_argument("--ensemble", action="store_true",
                    help="temporal ensembling: query every step, average overlapping chunks")
     p.add_argument("--ensemble-decay", type=float, default=0.01, help="m in exp(-m * age) ensemble weights")
-    p.add_argument("--num-candidates", type=int, default=1,
+    p.add_argument("--num-candidates", type=positive_int, default=1,
                    help="candidates per chunk passed to predict_chunk (N > 1 runs the LAM dynamics check)")
-    p.add_argument("--workers", type=int, default=1, help="worker processes (spawn)")
+    p.add_argument("--workers", type=positive_int, default=1, help="worker processes (spawn)")
     p.add_argument("--videos", type=int, default=2, help="rollout GIFs to write (first episodes, across tasks)")
     p.add_argument("--train-store", action="append", default=[],
                    help="training episode store(s) whose seeds evaluation must avoid (repeatable)")

@@ -76,7 +76,10 @@ def _close_all() -> None:
         env.close()
 
 
-class UnknownTaskError(ValueError):
+from lara_policy.errors import LaraError  # noqa: E402  (one error base for the CLI)
+
+
+class UnknownTaskError(LaraError, ValueError):
     pass
 
 
