@@ -116,3 +116,19 @@ def test_real_process_prints_no_traceback(tmp_path):
     out = _lara("train", "--data", tmp_path / "missing.hdf5", "--out", tmp_path / "r", "--steps", "1")
     assert out.returncode == 2 and "Traceback" not in out.stderr and out.stdout == ""
     assert "missing.hdf5" in out.stderr
+
+
+def test_bringup_bad_yaml_and_zero_budgets(tmp_path, capsys):
+    bad = tmp_path / "broken.yaml"
+    bad.write_text("policy_node:\n  ros__parameters: [\n")
+    assert cli.main(["bringup", str(bad)]) == 2
+    err = _err(capsys)
+    assert str(bad) in err and "not valid YAML" in err and "line" in err
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- a\n- b\n")
+    assert cli.main(["bringup", str(listy)]) == 2
+    assert str(listy) in _err(capsys)
+    # 0 is refused (it used to be read as "unset" and silently replaced by the config's value)
+    for flag in ("--max-steps", "--num-candidates", "--episodes"):
+        assert cli.main(["bringup", "sim", flag, "0"]) == 2
+        assert f"argument {flag}: must be >= 1, got 0" in _err(capsys)

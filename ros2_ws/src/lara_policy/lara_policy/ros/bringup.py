@@ -41,7 +41,10 @@ DEFAULT_NODES = ["sim_node", "policy_node", "command_node", "recorder_node"]
 BRINGUP_SECTION = "lara_bringup"
 
 
-class BringupError(RuntimeError):
+from lara_policy.errors import LaraError, positive_int  # noqa: E402
+
+
+class BringupError(LaraError, RuntimeError):
     pass
 
 
@@ -352,11 +355,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="params YAML (path, or a shipped config name: sim, real_arm, gazebo, "
                                        "isaac, offline_eval)")
     parser.add_argument("--task", help="Meta-World task (sim); default from the config's bringup section")
-    parser.add_argument("--episodes", type=int, help="episodes to run (sim); default from the config")
+    parser.add_argument("--episodes", type=positive_int, help="episodes to run (sim, >= 1); default from the config")
     parser.add_argument("--seed", type=int, help="first layout seed; default bringup.first_seed")
-    parser.add_argument("--max-steps", type=int, help="step budget per episode; default bringup.max_steps")
+    parser.add_argument("--max-steps", type=positive_int, help="step budget per episode (>= 1); default bringup.max_steps")
     parser.add_argument("--checkpoint", help="LARA checkpoint directory (overrides policy_node.checkpoint)")
-    parser.add_argument("--num-candidates", type=int, help="policy candidates (> 1 runs the dynamics check)")
+    parser.add_argument("--num-candidates", type=positive_int,
+                        help="policy candidates (>= 1; > 1 runs the dynamics check)")
     parser.add_argument("--device", help="torch device for the policy (default: auto)")
     parser.add_argument("--record-dir", help="where the recorder writes episode bags")
     parser.add_argument("--no-record", action="store_true", help="do not start the recorder")

@@ -44,7 +44,10 @@ def load_params_yaml(path: str) -> dict:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"config file not found: {path}")
     with open(path, encoding="utf-8") as f:
-        data = yaml.safe_load(f) or {}
+        try:
+            data = yaml.safe_load(f) or {}
+        except yaml.YAMLError as exc:   # a syntax error: the file and line, no traceback
+            raise ValueError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping of node names at the top level")
     return data
