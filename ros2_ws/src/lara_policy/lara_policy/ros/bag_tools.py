@@ -26,6 +26,12 @@ from ruamel.yaml import YAML
 META_NAME = "episode_meta.json"
 SEGMENTS_DIR = ".segments"
 
+from lara_policy.errors import LaraError  # noqa: E402
+
+
+class BagError(LaraError, ValueError):
+    """A bag folder that is missing, incomplete or unreadable (the message names the path)."""
+
 
 def _yaml() -> YAML:
     y = YAML(typ="safe")
@@ -193,13 +199,28 @@ def main(argv=None) -> int:
     ap.add_argument("command", choices=["info", "recover", "dump"])
     ap.add_argument("episode_dir")
     a = ap.parse_args(argv)
-    if a.command == "recover":
-        print(json.dumps(recover(a.episode_dir), indent=2))
-    elif a.command == "info":
-        print(json.dumps(bag_info(a.episode_dir), indent=2))
-    else:
-        for topic, mtype, t, _ in iter_messages(a.episode_dir, raw=True):
-            print(f"{t} {topic} {mtype}")
+    d = Path(a.episode_dir)
+    from rosbags.rosbag2 import ReaderError
+    from ruamel.yaml import YAMLError
+    try:
+        if not d.is_dir():
+            raise BagError(f"{d}: no such bag folder")
+        if a.command != "recover" and not (d / "metadata.yaml").is_file():
+            raise BagError(f"{d / 'metadata.yaml'} is missing: not a complete rosbag2 bag "
+                           "(an interrupted recorder episode? try `recover`)")
+        if a.command == "recover":
+            print(json.dumps(recover(d), indent=2))
+        elif a.command == "info":
+            print(json.dumps(bag_info(d), indent=2))
+        else:
+            for topic, mtype, t, _ in iter_messages(d, raw=True):
+                print(f"{t} {topic} {mtype}")
+    except LaraError as exc:
+        print(f"bag_tools {a.command}: {exc}", file=sys.stderr)
+        return 2
+    except (ReaderError, YAMLError, OSError, KeyError, TypeError, ValueError) as exc:  # a broken bag
+        print(f"bag_tools {a.command}: cannot read bag {d}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -309,7 +330,8 @@ def run_offline_eval(graph, bags: list[str], out: str | Path, rate: float = 1.0,
     if not rec.recording:
         raise RuntimeError("policy_node published no chunk during the replay (nothing was recorded); see its log")
     r = graph.call(StopEpisode, rec.get_parameter("stop_service").value,
-                   StopEpisode.Request(task_success=False, notes=f"offline_eval of {len(episodes)} episode(s)"))
+                   StopEpisode.Request(task_success=False, notes=f"offline_eval of {len(episodes)} episode(s)"),
+                   timeout=120.0)     # closing flushes the last segment: slow on a loaded disk
     if not r.success:
         raise RuntimeError(f"recorder stop failed: {r.message}")
     policy = policy_node.policy
