@@ -35,8 +35,8 @@ if [ ! -f "$out/bags/episodes.json" ]; then
 fi
 mapfile -t train_bags < <(grep . "$out/bags/train_normal.txt")
 mapfile -t held_bags < <(grep . "$out/bags/heldout_normal.txt")
-run lara convert "${train_bags[@]}" --out "$out/train.hdf5" --trim-idle --overwrite
-run lara convert "${held_bags[@]}" --out "$out/heldout.hdf5" --trim-idle --overwrite
+[ -f "$out/train.hdf5" ] || run lara convert "${train_bags[@]}" --out "$out/train.hdf5" --trim-idle
+[ -f "$out/heldout.hdf5" ] || run lara convert "${held_bags[@]}" --out "$out/heldout.hdf5" --trim-idle
 if [ ! -f "$out/refine/final/config.json" ]; then
   run lara train --paradigm lam-refine --init "$init" --data "$out/train.hdf5" --steps "$steps" \
       --save-every "$steps" --out "$out/refine" --no-progress
@@ -44,8 +44,9 @@ fi
 # the refined LAM alone is refine/final; surprise needs the policy's f_psi too: the joint
 # checkpoint of the last step (its VLA + f_psi trained with the refined LAM)
 after_joint=$(ls -d "$out"/refine/checkpoints/step_* | tail -1)
-run lara probe --lam "$init" --data "$out/heldout.hdf5" --out "$out/probe_before.json"
-run lara probe --lam "$out/refine/final" --data "$out/heldout.hdf5" --out "$out/probe_after.json"
+[ -f "$out/probe_before.json" ] || run lara probe --lam "$init" --data "$out/heldout.hdf5" --out "$out/probe_before.json"
+[ -f "$out/probe_after.json" ] || \
+  run lara probe --lam "$out/refine/final" --data "$out/heldout.hdf5" --out "$out/probe_after.json"
 run python -m lara_policy.evaluation.refine_loop surprise --policy "$init" \
     --episodes-json "$out/bags/episodes.json" --out "$out/surprise_before.json"
 run python -m lara_policy.evaluation.refine_loop surprise --policy "$after_joint" \
@@ -63,15 +64,19 @@ rows = [
     ("action-probe R^2 (linear, held-out recorded episodes)", pb["r2"], pa["r2"]),
     ("  shuffled-target control", pb["r2_shuffled_control"], pa["r2_shuffled_control"]),
     ("surprise AUC, jammed vs normal transitions", sb["chunk_auc"], sa["chunk_auc"]),
+    ("surprise AUC, jammed + command_node-halted vs normal transitions", sb.get("halt_auc"), sa.get("halt_auc")),
     ("surprise AUC, jammed vs normal episodes (mean surprise)", sb["episode_auc"], sa["episode_auc"]),
     ("mean surprise, jammed transitions", sb["mean_surprise_jammed"], sa["mean_surprise_jammed"]),
-    ("mean surprise, normal transitions", sb["mean_surprise_normal"], sa["mean_surprise_normal"]),
+    ("mean surprise, normal transitions (armed throughout)", sb["mean_surprise_normal"], sa["mean_surprise_normal"]),
+    ("mean surprise, transitions with a command_node halt", sb.get("mean_surprise_safety_halted"),
+     sa.get("mean_surprise_safety_halted")),
 ]
 md = [f"# LAM refinement loop ({out})", "",
       f"{len(eps)} episodes recorded through the ROS graph ({sum(e['fault'] for e in eps)} with the arm jammed), "
       f"{sum(e['success'] for e in eps)} successes; trained on {sum(e['split'] == 'train' for e in eps)} normal "
       f"episodes, measured on {len(held)} held-out ones ({sum(e['fault'] for e in held)} jammed). "
-      f"Surprise: {sb['chunks_jammed']} jammed vs {sb['chunks_normal']} normal transitions.", "",
+      f"Surprise: {sb['chunks_jammed']} jammed vs {sb['chunks_normal']} normal transitions "
+      f"({sb.get('chunks_safety_halted')} more overlapped a command_node halt).", "",
       "| measure | before | after |", "|---|---|---|"]
 md += [f"| {n} | {f(b)} | {f(a)} |" for n, b, a in rows]
 md += ["", "Commands: see commands.txt."]

@@ -16,8 +16,10 @@ did not move the arm, so they are no training data).
 `surprise`: open-loop replay of the held-out episodes through a checkpoint (`lara eval bag`'s
 code, fixed seed); each chunk's surprise (1 - cos between the latent the policy predicted for
 the previous chunk and the LAM latent of the transition observed since) is labelled positive
-when that transition overlaps a jam. Reports the AUC of surprise separating jammed transitions
-from normal ones (per chunk, and per episode by the episode's mean surprise).
+when that transition overlaps a jam, and set apart when it overlaps a halt of command_node's own
+(a stale-chunk / stale-observation fault from /lara/safety_status: the arm held still there too).
+Reports the AUC of surprise separating jammed transitions from normal ones (armed throughout),
+jammed + halted from normal ("halt AUC"), and per episode by the episode's mean surprise.
 """
 from __future__ import annotations
 
@@ -39,6 +41,29 @@ def auc(pos: list[float], neg: list[float]) -> float | None:
         return None
     p, n = np.asarray(pos)[:, None], np.asarray(neg)[None, :]
     return float(((p > n).sum() + 0.5 * (p == n).sum()) / (p.size * n.size))
+
+
+def safety_states(bag: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(times s, armed-and-moving flags) of command_node's /lara/safety_status in a bag."""
+    from lara_policy.ros.bag_tools import iter_messages
+    t, ok = [], []
+    try:
+        for _, _, _, m in iter_messages(bag, ["/lara/safety_status"]):
+            t.append(int(m.header.stamp.sec) + int(m.header.stamp.nanosec) * 1e-9)
+            ok.append(m.state == "armed")
+    except Exception:  # noqa: BLE001 - no status recorded: nothing is known to be halted
+        pass
+    order = np.argsort(t)
+    return np.asarray(t)[order], np.asarray(ok, bool)[order]
+
+
+def halted_fraction(st_t: np.ndarray, st_ok: np.ndarray, a: float, b: float, samples: int = 9) -> float:
+    """Fraction of (a, b] during which command_node was not armed (faulted: zero motion)."""
+    if st_t.size == 0:
+        return 0.0
+    x = np.linspace(a, b, samples)[1:]
+    i = np.searchsorted(st_t, x, side="right") - 1
+    return float(np.mean(np.where(i >= 0, ~st_ok[np.maximum(i, 0)], False)))
 
 
 def record(args) -> int:
@@ -118,7 +143,7 @@ def surprise(args) -> int:
     info = json.loads(Path(args.episodes_json).read_text())
     eps_info = [r for r in info["episodes"] if args.split == "all" or r["split"] == args.split]
     policy = LaraPolicy.from_checkpoint(args.policy, device=args.device or None, threads=args.threads)
-    pos, neg, ep_scores = [], [], []
+    pos, neg, halted, ep_scores = [], [], [], []
     per_episode = []
     for r in eps_info:
         eps = episodes_for_policy([Path(r["bag"])], policy.meta, None, None, trim=True)
@@ -126,15 +151,23 @@ def surprise(args) -> int:
         e = res["per_episode"][0]
         t0 = eps[0][0].times[0]
         win = r.get("fault_window") or {}
+        st_t, st_ok = safety_states(Path(r["bag"]))
         s_all, s_pos = [], []
         prev_t = None
         for x in e["surprise"]:
             t_abs = t0 + x["t"]
             if prev_t is not None and np.isfinite(x["surprise"]):
                 jammed = bool(win) and prev_t < win["t_end_ns"] * 1e-9 and t_abs > win["t_start_ns"] * 1e-9
-                (pos if jammed else neg).append(x["surprise"]) if (jammed or not r["fault"]) else None
+                # command_node's own halts (stale chunk / observation faults: the arm held still
+                # while the policy expected motion) are neither a jam nor a normal transition
+                frac = halted_fraction(st_t, st_ok, prev_t, t_abs)
                 if jammed:
+                    pos.append(x["surprise"])
                     s_pos.append(x["surprise"])
+                elif frac > 0:
+                    halted.append(x["surprise"])
+                elif not r["fault"]:
+                    neg.append(x["surprise"])
                 s_all.append(x["surprise"])
             prev_t = t_abs
         score = float(np.mean(s_all)) if s_all else float("nan")
@@ -144,15 +177,19 @@ def surprise(args) -> int:
                             "chunk_mae": res["chunk_mae"]})
     out = {"policy": str(args.policy), "split": args.split, "seed": args.seed,
            "chunk_auc": auc(pos, neg), "chunks_jammed": len(pos), "chunks_normal": len(neg),
+           "chunks_safety_halted": len(halted),
+           "halt_auc": auc(pos + halted, neg),
            "episode_auc": auc([s for f, s in ep_scores if f], [s for f, s in ep_scores if not f]),
            "mean_surprise_jammed": float(np.mean(pos)) if pos else None,
            "mean_surprise_normal": float(np.mean(neg)) if neg else None,
+           "mean_surprise_safety_halted": float(np.mean(halted)) if halted else None,
            "per_episode": per_episode}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=1))
     print(f"refine_loop surprise: {args.policy}: chunk AUC {out['chunk_auc']} ({len(pos)} jammed vs {len(neg)} normal "
-          f"transitions), episode AUC {out['episode_auc']}, mean surprise jammed {out['mean_surprise_jammed']} / "
-          f"normal {out['mean_surprise_normal']}")
+          f"transitions; {len(halted)} others overlapped a command_node halt), halt AUC {out['halt_auc']}, episode "
+          f"AUC {out['episode_auc']}, mean surprise jammed {out['mean_surprise_jammed']} / normal "
+          f"{out['mean_surprise_normal']} / command_node halted {out['mean_surprise_safety_halted']}")
     return 0
 
 
