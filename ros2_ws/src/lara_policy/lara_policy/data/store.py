@@ -119,11 +119,20 @@ class EpisodeStore:
             self._f = h5py.File(self.path, mode)
         except OSError as exc:
             raise StoreError(f"cannot open episode store {self.path}: {exc}") from exc
-        if self._f.attrs.get("format") != FORMAT:
+        try:
+            self._read_meta()
+        except StoreError:
             self._f.close()
+            raise
+        except (KeyError, ValueError, TypeError, OSError, RuntimeError) as exc:  # damaged / foreign file
+            self._f.close()
+            raise StoreError(f"{self.path} is not a readable LARA episode store "
+                             f"({type(exc).__name__}: {exc})") from exc
+
+    def _read_meta(self) -> None:
+        if self._f.attrs.get("format") != FORMAT:
             raise StoreError(f"{self.path} is not a LARA episode store (format attr missing)")
         if int(self._f.attrs["version"]) > VERSION:
-            self._f.close()
             raise StoreError(f"{self.path} has store version {self._f.attrs['version']}, "
                              f"this lara_policy reads <= {VERSION}; upgrade lara_policy")
         a = self._f.attrs
@@ -206,17 +215,27 @@ class EpisodeStore:
                 "extra": json.loads(a["extra"])}
 
     def episode(self, i: int) -> Episode:
-        g = self._f["episodes"][self._names[i]]
-        a = self.episode_attrs(i)
-        return Episode(
-            images={cam: g[f"obs/{cam}"][()] for cam in self.meta.cameras},
-            state=g["state"][()],
-            actions=g["actions"][()] if "actions" in g else None,
-            instruction=a["instruction"], task=a["task"], seed=a["seed"], success=a["success"],
-            source=a["source"],
-            step_success=g["step_success"][()] if "step_success" in g else None,
-            extra=a["extra"],
-        )
+        """Episode i, checked as on append (shapes, cameras, finite actions, instruction):
+        a damaged or hand-edited store gives a StoreError naming the file and episode."""
+        name = self._names[i]
+        try:
+            g = self._f["episodes"][name]
+            a = self.episode_attrs(i)
+            ep = Episode(
+                images={cam: g[f"obs/{cam}"][()] for cam in self.meta.cameras},
+                state=g["state"][()],
+                actions=g["actions"][()] if "actions" in g else None,
+                instruction=a["instruction"], task=a["task"], seed=a["seed"], success=a["success"],
+                source=a["source"],
+                step_success=g["step_success"][()] if "step_success" in g else None,
+                extra=a["extra"],
+            )
+            _validate(ep, self.meta)
+        except StoreError as exc:
+            raise StoreError(f"{self.path} episode {name}: {exc}") from None
+        except (KeyError, ValueError, TypeError, OSError, RuntimeError) as exc:   # damaged file
+            raise StoreError(f"{self.path} episode {name} is unreadable ({type(exc).__name__}: {exc})") from exc
+        return ep
 
     def __iter__(self) -> Iterator[Episode]:
         for i in range(len(self)):

@@ -33,6 +33,17 @@ class BagError(LaraError, ValueError):
     """A bag folder that is missing, incomplete or unreadable (the message names the path)."""
 
 
+def _read_errors() -> tuple:
+    """What a damaged bag raises while being read (rosbags, the YAML metadata, the file system)."""
+    from rosbags.rosbag2 import ReaderError
+    from ruamel.yaml import YAMLError
+    return (ReaderError, YAMLError, OSError, KeyError, TypeError, ValueError, EOFError)
+
+
+def _bag_error(d, exc: Exception) -> BagError:
+    return BagError(f"cannot read bag {d}: {type(exc).__name__}: {exc}")
+
+
 def _yaml() -> YAML:
     y = YAML(typ="safe")
     y.default_flow_style = False
@@ -164,11 +175,16 @@ def iter_messages(episode_dir: str | Path, topics: list[str] | None = None, raw:
     """Yield (topic, msgtype, timestamp_ns, msg) from an episode bag (or any rosbag2 bag);
     msg is a rosbags message object, or CDR bytes with raw=True."""
     from rosbags.rosbag2 import Reader
-    with Reader(Path(episode_dir)) as reader:
-        conns = [c for c in reader.connections if topics is None or c.topic in topics]
-        ts = None if raw else typestore_for(reader.connections)
-        for conn, t, data in reader.messages(connections=conns):
-            yield conn.topic, conn.msgtype, t, (data if raw else ts.deserialize_cdr(data, conn.msgtype))
+    try:
+        with Reader(Path(episode_dir)) as reader:
+            conns = [c for c in reader.connections if topics is None or c.topic in topics]
+            ts = None if raw else typestore_for(reader.connections)
+            for conn, t, data in reader.messages(connections=conns):
+                yield conn.topic, conn.msgtype, t, (data if raw else ts.deserialize_cdr(data, conn.msgtype))
+    except BagError:
+        raise
+    except _read_errors() as exc:
+        raise _bag_error(episode_dir, exc) from exc
 
 
 def read_episode(episode_dir: str | Path, topics: list[str] | None = None, raw: bool = False) -> Episode:
@@ -186,11 +202,17 @@ def read_episode(episode_dir: str | Path, topics: list[str] | None = None, raw: 
 
 def bag_info(episode_dir: str | Path) -> dict:
     from rosbags.rosbag2 import Reader
-    files = load_yaml(Path(episode_dir) / "metadata.yaml")["rosbag2_bagfile_information"]["relative_file_paths"]
-    with Reader(Path(episode_dir)) as reader:
-        return {"path": str(episode_dir), "files": len(files), "messages": reader.message_count,
-                "duration_s": reader.duration * 1e-9,
-                "topics": {c.topic: {"type": c.msgtype, "count": c.msgcount} for c in reader.connections}}
+    if not (Path(episode_dir) / "metadata.yaml").is_file():
+        raise BagError(f"{Path(episode_dir) / 'metadata.yaml'} is missing: not a complete rosbag2 bag "
+                       "(an interrupted recorder episode? try `recover`)")
+    try:
+        files = load_yaml(Path(episode_dir) / "metadata.yaml")["rosbag2_bagfile_information"]["relative_file_paths"]
+        with Reader(Path(episode_dir)) as reader:
+            return {"path": str(episode_dir), "files": len(files), "messages": reader.message_count,
+                    "duration_s": reader.duration * 1e-9,
+                    "topics": {c.topic: {"type": c.msgtype, "count": c.msgcount} for c in reader.connections}}
+    except _read_errors() as exc:
+        raise _bag_error(episode_dir, exc) from exc
 
 
 def main(argv=None) -> int:
@@ -200,14 +222,11 @@ def main(argv=None) -> int:
     ap.add_argument("episode_dir")
     a = ap.parse_args(argv)
     d = Path(a.episode_dir)
-    from rosbags.rosbag2 import ReaderError
-    from ruamel.yaml import YAMLError
     try:
         if not d.is_dir():
             raise BagError(f"{d}: no such bag folder")
-        if a.command != "recover" and not (d / "metadata.yaml").is_file():
-            raise BagError(f"{d / 'metadata.yaml'} is missing: not a complete rosbag2 bag "
-                           "(an interrupted recorder episode? try `recover`)")
+        if a.command == "dump" and not (d / "metadata.yaml").is_file():
+            bag_info(d)          # the same message as info: metadata.yaml is missing
         if a.command == "recover":
             print(json.dumps(recover(d), indent=2))
         elif a.command == "info":
@@ -218,8 +237,8 @@ def main(argv=None) -> int:
     except LaraError as exc:
         print(f"bag_tools {a.command}: {exc}", file=sys.stderr)
         return 2
-    except (ReaderError, YAMLError, OSError, KeyError, TypeError, ValueError) as exc:  # a broken bag
-        print(f"bag_tools {a.command}: cannot read bag {d}: {type(exc).__name__}: {exc}", file=sys.stderr)
+    except _read_errors() as exc:  # recover on a damaged segment metadata file
+        print(f"bag_tools {a.command}: {_bag_error(d, exc)}", file=sys.stderr)
         return 2
     return 0
 
