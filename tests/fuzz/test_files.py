@@ -3,9 +3,11 @@
 Every generated case takes a VALID file set made by this project's own writers (the shipped
 checkpoint, EpisodeStore.create/append, the recorder's segment writer), damages it (cut, flipped
 bytes, garbage, deleted files, foreign content, NaN actions, wrong shapes) and loads it with the
-real readers. A case passes when the reader either loads the data (some damage is harmless, e.g. a
-flipped pixel) or raises a LaraError whose message names the damaged file or its folder; any
-other exception, or an error that names neither, is a failure. A sample per target also goes
+real readers. A case passes when the reader raises a LaraError whose message names the damaged
+file or its folder, or, for damage that can be harmless (a flipped pixel, an edited JSON value, a
+dropped 'actions' dataset = an action-free episode), loads the data. Any other exception, an error
+that names neither, or damage that must be detected (a cut weights file or store, NaN actions,
+wrong shapes, a deleted file) loading silently, is a failure. A sample per target also goes
 through the real `lara` CLI: exit 2, the path on stderr, no traceback.
 
 CI sample: CI_CASES per target, fixed seed. Full counts: `python -m pytest tests/fuzz -m fuzz`."""
@@ -144,23 +146,24 @@ def _damage_checkpoint(d: Path, draw) -> str:
     files = ["model.safetensors", "config.json", "stats.json", "meta.json", "text.safetensors"]
     f = d / draw(st.sampled_from(files))
     op = draw(st.sampled_from(["cut", "flip", "flip_header", "garbage", "delete", "json"]))
-    if op == "cut":
-        return _cut(f, draw(st.floats(0, 0.999)))
+    if op == "cut":           # a cut weights file can never load
+        return _cut(f, draw(st.floats(0, 0.999))), f.name == "model.safetensors"
     if op in ("flip", "flip_header"):
         if f.name == "model.safetensors" and op == "flip" and draw(st.booleans()):
             # a flip in the tensor data is only detectable through meta.json's sha256: drop it too
             m = json.loads((d / "meta.json").read_text())
             m.pop("sha256", None)
             (d / "meta.json").write_text(json.dumps(m))
-        return _flip(f, draw(st.lists(st.floats(0, 1), min_size=1, max_size=8)), header_only=op == "flip_header")
+        return _flip(f, draw(st.lists(st.floats(0, 1), min_size=1, max_size=8)),
+                     header_only=op == "flip_header"), False
     if op == "garbage":
-        return _garbage(f, draw(st.binary(max_size=256)))
-    if op == "delete":
+        return _garbage(f, draw(st.binary(max_size=256))), f.name != "text.safetensors"
+    if op == "delete":       # only text.safetensors is optional (instructions then embed on first use)
         f.unlink()
-        return f"delete {f.name}"
+        return f"delete {f.name}", f.name != "text.safetensors"
     if f.suffix != ".json":
         f = d / "config.json"
-    return _json_edit(f, draw)
+    return _json_edit(f, draw), False
 
 
 def _load_checkpoint(d: Path) -> None:
@@ -173,11 +176,11 @@ def _damage_store(p: Path, draw) -> str:
     op = draw(st.sampled_from(["cut", "flip", "garbage", "foreign", "nan_actions", "wrong_shape",
                                "drop_dataset", "attr"]))
     if op == "cut":
-        return _cut(p, draw(st.floats(0, 0.999)))
+        return _cut(p, draw(st.floats(0, 0.999))), True
     if op == "flip":
-        return _flip(p, draw(st.lists(st.floats(0, 1), min_size=1, max_size=16)))
+        return _flip(p, draw(st.lists(st.floats(0, 1), min_size=1, max_size=16))), False
     if op == "garbage":
-        return _garbage(p, draw(st.binary(max_size=512)))
+        return _garbage(p, draw(st.binary(max_size=512))), True
     if op == "foreign":          # an HDF5 file of someone else's (maybe pretending to be ours)
         p.unlink()
         with h5py.File(p, "w") as f:
@@ -186,7 +189,7 @@ def _damage_store(p: Path, draw) -> str:
                 f.attrs["version"] = draw(st.integers(-1, 3))
             for k in draw(st.lists(st.sampled_from(["episodes", "data", "obs", "actions"]), max_size=3, unique=True)):
                 f.create_dataset(k, data=np.zeros(draw(st.integers(0, 4))))
-        return "foreign hdf5"
+        return "foreign hdf5", True
     with h5py.File(p, "r+") as f:
         eps = sorted(f["episodes"])
         g = f["episodes"][draw(st.sampled_from(eps))]
@@ -195,7 +198,7 @@ def _damage_store(p: Path, draw) -> str:
             a[draw(st.integers(0, a.shape[0] - 1)), draw(st.integers(0, a.shape[1] - 1))] = \
                 draw(st.sampled_from([np.nan, np.inf, -np.inf]))
             g["actions"][...] = a
-            return f"non-finite action in {g.name}"
+            return f"non-finite action in {g.name}", True
         if op == "wrong_shape":
             key = draw(st.sampled_from(["actions", "state", "obs/corner4"]))
             shape = list(g[key].shape)
@@ -203,17 +206,17 @@ def _damage_store(p: Path, draw) -> str:
             del g[key]
             g.create_dataset(key, data=np.zeros([max(s, 0) for s in shape], np.float32 if key != "obs/corner4"
                                                 else np.uint8))
-            return f"{g.name}/{key} shape {shape}"
+            return f"{g.name}/{key} shape {shape}", True
         if op == "drop_dataset":
             key = draw(st.sampled_from(["actions", "state", "obs/corner4", "obs"]))
-            del g[key]
-            return f"delete {g.name}/{key}"
+            del g[key]       # without 'actions' the episode reads as action-free (allowed)
+            return f"delete {g.name}/{key}", key != "actions"
         # attr: damage a store- or episode-level attribute
         holder = draw(st.sampled_from([f, g]))
         key = draw(st.sampled_from(sorted(holder.attrs)))
         val = draw(st.sampled_from(["", "{", "[1,2", -1, 10**9, "nan"]))
         holder.attrs[key] = val
-        return f"attr {holder.name}.{key} = {val!r}"
+        return f"attr {holder.name}.{key} = {val!r}", False
 
 
 def _load_store(p: Path) -> None:
@@ -228,20 +231,20 @@ def _damage_bag(d: Path, draw) -> str:
     op = draw(st.sampled_from(["cut", "flip", "garbage", "delete_mcap", "delete_meta", "meta_garbage", "meta_json"]))
     f = draw(st.sampled_from(mcaps))
     if op == "cut":
-        return _cut(f, draw(st.floats(0, 0.999)))
+        return _cut(f, draw(st.floats(0, 0.999))), True
     if op == "flip":
-        return _flip(f, draw(st.lists(st.floats(0, 1), min_size=1, max_size=8)))
+        return _flip(f, draw(st.lists(st.floats(0, 1), min_size=1, max_size=8))), False
     if op == "garbage":
-        return _garbage(f, draw(st.binary(max_size=256)))
+        return _garbage(f, draw(st.binary(max_size=256))), True
     if op == "delete_mcap":
         f.unlink()
-        return f"delete {f.name}"
+        return f"delete {f.name}", True
     if op == "delete_meta":
         (d / "metadata.yaml").unlink()
-        return "delete metadata.yaml"
+        return "delete metadata.yaml", True
     if op == "meta_garbage":
-        return _garbage(d / "metadata.yaml", draw(st.binary(max_size=128)))
-    return _garbage(d / "episode_meta.json", draw(st.binary(max_size=64)))
+        return _garbage(d / "metadata.yaml", draw(st.binary(max_size=128))), False
+    return _garbage(d / "episode_meta.json", draw(st.binary(max_size=64))), False
 
 
 def _load_bag(d: Path) -> None:
@@ -284,7 +287,7 @@ def _run(target: str, n: int, rec, base) -> None:
     def prop(data):
         tmp, dst = _fresh_copy(target, base)
         try:
-            case = damage(dst, data.draw)
+            case, must_fail = damage(dst, data.draw)
             try:
                 load(dst)
             except LaraError as exc:
@@ -294,8 +297,11 @@ def _run(target: str, n: int, rec, base) -> None:
                     rec.fail(case, f"{type(exc).__name__} does not name {dst}: {exc}")
             except Exception as exc:  # noqa: BLE001 - the point of the fuzzer
                 rec.fail(case, f"{type(exc).__name__}: {str(exc)[:200]}")
-            else:
-                rec.ok()             # harmless damage: the data loaded
+            else:                    # loaded: fine for harmless damage, a silent loss otherwise
+                if must_fail:
+                    rec.fail(case, "loaded without an error")
+                else:
+                    rec.ok()
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
