@@ -10,7 +10,9 @@
 #
 #   scripts/refine_loop.sh [K] [F]            e.g. scripts/refine_loop.sh 20 4
 #   env: LARA_LOOP_OUT (runs/refine_loop), LARA_LOOP_STEPS (300 refine steps), LARA_LOOP_TASK (reach-v3),
-#        LARA_CHECKPOINT (models/lara-metaworld-mt3), LARA_LOOP_SEED (3000: first layout seed)
+#        LARA_CHECKPOINT (models/lara-metaworld-mt3), LARA_LOOP_SEED (3000: first layout seed),
+#        LARA_LOOP_RATE (control rate in Hz, default the config's 30; lower it on a slow/loaded CPU),
+#        LARA_LOOP_FAULT_S (2.5: seconds the arm stays jammed)
 # Writes $LARA_LOOP_OUT/summary.md (+ json) with every figure and the commands that made it.
 set -eo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -31,7 +33,8 @@ run() { log "\$ $*"; "$@"; }
 
 if [ ! -f "$out/bags/episodes.json" ]; then
   run python -m lara_policy.evaluation.refine_loop record --task "$task" --episodes "$K" --faults "$F" \
-      --seed "$seed" --checkpoint "$init" --out "$out/bags"
+      --seed "$seed" --checkpoint "$init" --control-rate "${LARA_LOOP_RATE:-0}" \
+      --fault-s "${LARA_LOOP_FAULT_S:-2.5}" --out "$out/bags"
 fi
 mapfile -t train_bags < <(grep . "$out/bags/train_normal.txt")
 mapfile -t held_bags < <(grep . "$out/bags/heldout_normal.txt")

@@ -76,6 +76,13 @@ def record(args) -> int:
     ns = argparse.Namespace(task=args.task, checkpoint=args.checkpoint, num_candidates=None, device=None,
                             record_dir=args.out)
     overrides = build_overrides(config, ns)
+    if args.control_rate:
+        # a slower control rate keeps a slow (loaded) CPU's inference inside the chunk budget;
+        # the chunk-age limit is relaxed with it (simulation only)
+        for node in ("sim_node", "policy_node", "command_node"):
+            overrides.setdefault(node, {})["control_rate_hz"] = float(args.control_rate)
+        overrides["command_node"].update({"max_chunk_age_s": float(args.max_chunk_age),
+                                          "max_observation_age_s": max(0.3, 3.0 / float(args.control_rate))})
     fault_idx = set(np.linspace(1, args.episodes - 1, args.faults).round().astype(int).tolist()) if args.faults else set()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -207,6 +214,9 @@ def main(argv=None) -> int:
     r.add_argument("--seed", type=int, default=3000, help="first layout seed")
     r.add_argument("--max-steps", type=int, default=150)
     r.add_argument("--checkpoint", default="models/lara-metaworld-mt3")
+    r.add_argument("--control-rate", type=float, default=0.0, help="control rate of sim/policy/command (Hz; 0 = "
+                   "the config's 30): lower it on a slow CPU so chunks arrive in time")
+    r.add_argument("--max-chunk-age", type=float, default=3.0, help="command_node max_chunk_age_s with --control-rate")
     r.add_argument("--out", required=True)
     s = sub.add_parser("surprise", help="surprise AUC (jammed vs normal transitions) of a checkpoint on recorded bags")
     s.add_argument("--policy", required=True)
