@@ -123,7 +123,7 @@ def test_store_rejects_bad_episode(small_store, tmp_path):
     s = EpisodeStore.create(tmp_path / "bad.hdf5", store_meta(GenConfig(tasks=["reach-v3"], image_size=(32, 32))))
     with EpisodeStore(small_store[0]) as src:
         ep = src.episode(0)          # 48 px, two cameras: does not fit a 32 px corner4-only store
-    with pytest.raises(StoreError):
+    with pytest.raises(StoreError, match="cameras"):
         s.append(ep)
     s.close()
     json.dumps(store_meta(GenConfig(tasks=["reach-v3"])).extra)   # meta extra stays JSON-able

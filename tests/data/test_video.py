@@ -60,5 +60,5 @@ def test_distractor_config_parsing():
     assert DistractorConfig.parse({"strength": 0.3, "objects": False}).objects is False
     with pytest.raises(ValueError, match="low"):
         DistractorConfig.parse("loud")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"strength must be in \[0, 1\], got 2.0"):
         DistractorConfig.parse(2.0)

@@ -27,8 +27,27 @@ def test_wilson_interval_known_values():
 
 
 def test_reference_policies_implement_the_api():
+    """Behaviour, not attribute presence: the oracle returns the scripted expert's clipped action for a
+    real observation; the random policy gives (H, 4) in [-1, 1], reproducible per seed."""
+    from metaworld.policies import ENV_POLICY_MAP
+
+    from lara_policy.sim.metaworld_env import MetaWorldEnv
     assert isinstance(OraclePolicy(), Policy) and isinstance(RandomPolicy(), Policy)
-    assert OraclePolicy().meta.horizon == 1
+    env = MetaWorldEnv("reach-v3", image_size=32)
+    try:
+        obs = env.reset(seed=3)
+        pred = OraclePolicy().predict_chunk(obs)          # the task comes from the instruction
+        expert = np.clip(ENV_POLICY_MAP["reach-v3"]().get_action(np.asarray(obs.raw)), -1, 1)
+        assert pred.actions.shape == (1, 4) and np.allclose(pred.actions[0], expert, atol=1e-6)
+        with pytest.raises(ValueError, match="obs.raw"):
+            OraclePolicy().predict_chunk(obs.__class__(images=obs.images, state=obs.state,
+                                                       instruction=obs.instruction))
+    finally:
+        env.close()
+    r = RandomPolicy(horizon=5, seed=1)
+    a, b = r.predict_chunk(None, seed=7).actions, RandomPolicy(horizon=5, seed=1).predict_chunk(None, seed=7).actions
+    assert a.shape == (5, 4) and np.all(np.abs(a) <= 1) and np.array_equal(a, b)
+    assert not np.array_equal(a, r.predict_chunk(None, seed=8).actions)
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +158,7 @@ def test_execute_k_replans_every_k_steps():
     assert xs == [0, 1, 100, 101, 200, 201] and ex.calls == 3
     ex = ChunkExecutor(CountingPolicy(4))             # default: the whole chunk
     assert [ex.act(None)[0] for _ in range(5)] == [0, 1, 2, 3, 100]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="execute_k=5 must be in"):
         ChunkExecutor(CountingPolicy(4), execute_k=5)
 
 

@@ -34,6 +34,7 @@ class Spinner:
         from rclpy.executors import SingleThreadedExecutor
         self.executor = SingleThreadedExecutor()
         self.nodes = list(nodes)
+        self.errors: list[str] = []          # tracebacks of callbacks that raised (the fixture fails on them)
         for n in nodes:
             self.executor.add_node(n)
         self.thread = threading.Thread(target=self._spin, daemon=True)
@@ -45,6 +46,7 @@ class Spinner:
         except Exception:  # noqa: BLE001 - a callback raised (or a shutdown race): say so
             if rclpy.ok():
                 traceback.print_exc()
+                self.errors.append(traceback.format_exc())
 
     def add(self, node):
         self.nodes.append(node)
@@ -70,8 +72,10 @@ def spinner(ros):
         return s
 
     yield make
+    errors = [e for s in made for e in s.errors]   # before close: a shutdown race is not a test failure
     for s in made:
         s.close()
+    assert not errors, "a callback raised while the test ran:\n" + "\n".join(errors)
 
 
 @pytest.fixture(scope="session")
@@ -86,4 +90,6 @@ def harness():
     try:
         yield h
     finally:
+        errors = list(h.errors)                    # before close: a shutdown race is not a test failure
         h.close()
+    assert not errors, "a callback raised while the test ran:\n" + "\n".join(errors)

@@ -62,7 +62,7 @@ def test_sim_graph_episode_moves_arm_toward_goal(ros):
 
 
 @pytest.mark.skipif(_trained_checkpoint() is None,
-                    reason="no trained checkpoint at models/lara-metaworld-mt3 (committed by the lead later)")
+                    reason="no trained checkpoint at models/lara-metaworld-mt3 (a checkout without the shipped model)")
 def test_sim_graph_trained_checkpoint_moves_toward_goal(ros):
     from lara_policy.core.policy import LaraPolicy
 
