@@ -14,6 +14,7 @@
 #        LARA_LOOP_RATE (control rate in Hz, default the config's 30; lower it on a slow/loaded CPU),
 #        LARA_LOOP_FAULT_S (2.5: seconds the arm stays jammed)
 # Writes $LARA_LOOP_OUT/summary.md (+ json) with every figure and the commands that made it.
+# A step whose output exists is skipped (delete it to redo that step).
 set -eo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -50,10 +51,10 @@ after_joint=$(ls -d "$out"/refine/checkpoints/step_* | tail -1)
 [ -f "$out/probe_before.json" ] || run lara probe --lam "$init" --data "$out/heldout.hdf5" --out "$out/probe_before.json"
 [ -f "$out/probe_after.json" ] || \
   run lara probe --lam "$out/refine/final" --data "$out/heldout.hdf5" --out "$out/probe_after.json"
-run python -m lara_policy.evaluation.refine_loop surprise --policy "$init" \
+[ -f "$out/surprise_before.json" ] || run python -m lara_policy.evaluation.refine_loop surprise --policy "$init" \
     --episodes-json "$out/bags/episodes.json" --out "$out/surprise_before.json"
-run python -m lara_policy.evaluation.refine_loop surprise --policy "$after_joint" \
-    --episodes-json "$out/bags/episodes.json" --out "$out/surprise_after.json"
+[ -f "$out/surprise_after.json" ] || run python -m lara_policy.evaluation.refine_loop surprise \
+    --policy "$after_joint" --episodes-json "$out/bags/episodes.json" --out "$out/surprise_after.json"
 python - "$out" <<'PY'
 import json, sys
 from pathlib import Path
