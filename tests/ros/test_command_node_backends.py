@@ -132,7 +132,7 @@ class FakeMoveItPy:
 
 def test_moveit_py_backend_plans_integrated_pose_goals_with_test_double(harness):
     fakes = []
-    node = node_with(harness, moveit_factory=lambda name: fakes.append(FakeMoveItPy(name)) or fakes[-1],
+    node = node_with(harness, moveit_factory=lambda name, cfg=None: fakes.append(FakeMoveItPy(name)) or fakes[-1],
                      backend="moveit_py", planning_group="panda_arm", pose_link="panda_hand")
     rig = harness.node("rig")
     pose_pub = rig.create_publisher(PoseStamped, "/lara/ee_pose", 10)
@@ -157,6 +157,68 @@ def test_moveit_py_backend_plans_integrated_pose_goals_with_test_double(harness)
     i = fake.log.index(goals[0])
     assert fake.log[i - 1] == ("start_state",) and fake.log[i + 1] == ("plan",)
     assert fake.log[i + 2] == ("execute", "traj", [])
+
+
+class FakeExecutionManager:
+    """TEST DOUBLE of moveit_py's TrajectoryExecutionManager (stop_execution)."""
+
+    def __init__(self, log):
+        self.log = log
+
+    def stop_execution(self):
+        self.log.append(("stop_execution",))
+
+
+class FakeMoveItPyHumble(FakeMoveItPy):
+    """TEST DOUBLE of the Humble backport: execute(group_name, robot_trajectory, blocking=True),
+    plus the MoveIt config dict and get_trajectory_execution_manager()."""
+
+    def __init__(self, node_name, config_dict=None):
+        super().__init__(node_name)
+        self.config_dict = config_dict
+
+    def execute(self, group_name, robot_trajectory, blocking=True):
+        self.log.append(("execute_humble", group_name, robot_trajectory, blocking))
+
+    def get_trajectory_execution_manager(self):
+        return FakeExecutionManager(self.log)
+
+
+def test_moveit_py_config_estop_stops_execution_humble_signature_and_target_in_box(harness, tmp_path):
+    import yaml
+    from std_srvs.srv import Trigger
+
+    from helpers_runtime import call_service
+    cfg = tmp_path / "moveit.yaml"
+    cfg.write_text(yaml.safe_dump({"robot_description": "<robot name='r'/>", "planning_pipelines":
+                                   {"pipeline_names": ["ompl"]}}))
+    fakes = []
+    node = node_with(harness, moveit_factory=lambda name, c=None: fakes.append(FakeMoveItPyHumble(name, c)) or fakes[-1],
+                     backend="moveit_py", planning_group="arm", moveit_config_file=str(cfg),
+                     workspace_min=[0.0, -1.0, 0.0], workspace_max=[0.42, 1.0, 1.0])
+    rig = harness.node("rig")
+    pose_pub = rig.create_publisher(PoseStamped, "/lara/ee_pose", 10)
+    chunks = rig.create_publisher(ActionChunk, "/lara/action_chunk", 10)
+    node.trigger_configure()
+    assert node._state_machine.current_state[1] == "inactive", node.reason
+    fake = fakes[0]
+    assert fake.config_dict["planning_pipelines"] == {"pipeline_names": ["ompl"]}   # the config reached MoveItPy
+    node.trigger_activate()
+
+    def feed():
+        pose = PoseStamped()
+        pose.header.frame_id = "base"
+        pose.pose.position.x, pose.pose.position.z, pose.pose.orientation.w = 0.4, 0.3, 1.0
+        pose_pub.publish(pose)
+        publish_chunk(chunks, rig, [[1.0, 0.0, 0.0, 0.0]] * 20, "ee_delta_xyz_gripper")
+        return len([e for e in fake.log if e[0] == "execute_humble"]) >= 3
+    assert wait_for(feed, 15.0, period=0.1), (node.reason, fake.log[-5:])
+    assert ("execute_humble", "arm", "traj", True) in fake.log          # Humble signature used
+    goals = [e[1] for e in fake.log if e[0] == "goal"]
+    # +x at full step every tick: the integrated target never leaves the box (x <= 0.42)
+    assert max(g.pose.position.x for g in goals) <= 0.42 + 1e-9, [g.pose.position.x for g in goals]
+    assert call_service(harness, rig, Trigger, "/lara/estop", Trigger.Request()).success
+    assert wait_for(lambda: ("stop_execution",) in fake.log, 5.0)        # execution in flight stopped
 
 
 def test_moveit_py_backend_refused_cleanly_where_moveit_is_missing(harness):

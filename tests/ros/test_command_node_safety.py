@@ -201,7 +201,7 @@ def test_limit_changes_at_run_time_apply_or_are_refused_never_ignored(harness):
 def test_exception_in_configure_leaves_nothing_running_and_reconfigure_is_clean(harness):
     calls = {"n": 0}
 
-    def failing_factory(name):
+    def failing_factory(name, config_dict=None):
         calls["n"] += 1
         if calls["n"] == 1:
             raise RuntimeError("Unable to construct robot model")   # what MoveItCpp throws

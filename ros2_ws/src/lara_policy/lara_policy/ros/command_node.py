@@ -156,6 +156,8 @@ _PARAMS = [
     ("joint_gripper", False, "joint_position actions carry a trailing gripper value."),
     ("planning_group", "arm", "moveit_py planning group."),
     ("pose_link", "tool0", "moveit_py link the pose goal is for."),
+    ("moveit_config_file", "", "moveit_py: YAML of the MoveIt config dict (MoveItConfigsBuilder(...)"
+                               ".to_moveit_configs().to_dict() dumped to a file); '' = MoveItPy's default."),
     ("control_thread", True, "Run the control loop on a dedicated thread with deadline scheduling "
                              "(wall clock); false = an rclpy timer on the node clock."),
     ("status_rate_hz", 4.0, "SafetyStatus is published on every change and at this rate."),
@@ -312,6 +314,20 @@ class CommandNode(LifecycleNode):
             return None, f"end-effector pose is NaN/inf {pos.tolist()}"
         return pos, ""
 
+    def _moveit_config(self) -> dict | None:
+        path = str(self.p("moveit_config_file") or "")
+        if not path:
+            return None
+        import yaml
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = yaml.safe_load(f)
+        except (OSError, yaml.YAMLError) as e:
+            raise ValueError(f"moveit_config_file {path}: {e}") from e
+        if not isinstance(data, dict):
+            raise ValueError(f"moveit_config_file {path}: expected a mapping (the MoveIt config dict)")
+        return data
+
     # ---------------------------------------------------------------- parameters
     def _on_set_parameters(self, params) -> SetParametersResult:
         """Limits apply live after validation; structural parameters are refused while configured."""
@@ -406,7 +422,9 @@ class CommandNode(LifecycleNode):
                                                   joint_names, self._joint_positions)
         else:
             self.backend = MoveItPyBackend(self, grip, self.period, self.p("planning_group"), self.p("pose_link"),
-                                           lambda: self._ee_pose, moveit_factory=self._moveit_factory)
+                                           lambda: self._ee_pose, moveit_factory=self._moveit_factory,
+                                           config_dict=self._moveit_config(),
+                                           workspace=lambda: (self.limits.workspace_min, self.limits.workspace_max))
         if gripper_interface == "gripper_command":
             self.backend.gripper_out = GripperCommandOutput(
                 self, str(self.p("gripper_action")), float(self.p("gripper_open_position")),

@@ -26,14 +26,20 @@ def _rotvec_to_quat(rv):
     return np.concatenate([axis * np.sin(angle / 2), [np.cos(angle / 2)]])
 
 
-def default_moveit_factory(node_name: str):
-    """Import moveit_py lazily: only machines with MoveIt 2 installed have it."""
+def default_moveit_factory(node_name: str, config_dict: dict | None = None):
+    """Import moveit_py lazily: only machines with MoveIt 2 installed have it. `config_dict`: the
+    MoveIt configuration (robot_description, SRDF, kinematics, planning pipelines, controllers;
+    what `MoveItConfigsBuilder(...).to_moveit_configs().to_dict()` returns). Without it MoveItPy
+    reads --params-file paths from argv, which in command_node hold LARA's parameters only."""
     try:
         from moveit.planning import MoveItPy  # noqa: PLC0415 (optional dependency)
     except ImportError as e:
         raise BackendError("backend 'moveit_py' needs MoveIt 2's moveit_py (not installed here); "
                            "use backend 'servo' or 'joint_trajectory'") from e
-    return MoveItPy(node_name=node_name)
+    try:
+        return MoveItPy(node_name=node_name, config_dict=config_dict) if config_dict else MoveItPy(node_name=node_name)
+    except RuntimeError as e:   # "Unable to construct robot model", "Failed to load planning pipelines"
+        raise BackendError(f"MoveItPy failed: {e} (give the MoveIt config: moveit_config_file)") from e
 
 
 class MoveItPyBackend(Backend):
@@ -45,7 +51,11 @@ class MoveItPyBackend(Backend):
     Planning is slow compared with the control rate, so a worker thread plans to the NEWEST
     integrated target whenever the previous execution finished (goals coalesce).
     zero(): drops the pending goal and re-anchors the target at the current pose, so no new
-    motion is started; an execution already in flight (one short goal) completes.
+    motion is started; pause() (deactivate, e-stop) also stops the execution in flight.
+    The integrated target is clamped to the workspace box. Limits NOT lifted: plan() holds the
+    GIL in moveit_py (execute releases it), so while OMPL plans, command_node's control thread
+    and e-stop service wait (up to the planning time); use the servo backend for reactive
+    control.
 
     NOT exercised against a real MoveIt here (MoveIt is not installable on these machines):
     tests use a test double that records the calls above (`moveit_factory` argument)."""
@@ -53,11 +63,14 @@ class MoveItPyBackend(Backend):
     action_spaces = frozenset({"ee_delta_xyz_gripper", "ee_delta_6d_gripper"})
 
     def __init__(self, node, gripper_topic: str, period: float, planning_group: str, pose_link: str,
-                 current_pose, moveit_factory=None, threaded: bool = True, node_name: str = "lara_moveit_py"):
+                 current_pose, moveit_factory=None, threaded: bool = True, node_name: str = "lara_moveit_py",
+                 config_dict: dict | None = None, workspace=None):
         super().__init__(node, gripper_topic, period)
         self._current_pose = current_pose          # callable -> PoseStamped | None
+        self._workspace = workspace                # callable -> (min, max) arrays or (None, None)
         self.pose_link = pose_link
-        self.robot = (moveit_factory or default_moveit_factory)(node_name)
+        self.group = planning_group
+        self.robot = (moveit_factory or default_moveit_factory)(node_name, config_dict)
         self.arm = self.robot.get_planning_component(planning_group)
         self._lock = threading.Lock()
         self._target: PoseStamped | None = None    # integrated target
@@ -80,9 +93,13 @@ class MoveItPyBackend(Backend):
             tgt.header.frame_id = base.header.frame_id
             tgt.header.stamp = self.node.get_clock().now().to_msg()
             p, o = base.pose.position, base.pose.orientation
-            tgt.pose.position.x = p.x + float(cmd.linear_step[0])
-            tgt.pose.position.y = p.y + float(cmd.linear_step[1])
-            tgt.pose.position.z = p.z + float(cmd.linear_step[2])
+            xyz = np.array([p.x, p.y, p.z]) + np.asarray(cmd.linear_step, dtype=np.float64)
+            lo, hi = self._workspace() if self._workspace is not None else (None, None)
+            if lo is not None:
+                # the integrated target runs ahead of the measured pose while planning lags:
+                # keep the TARGET inside the workspace box, not only the next step
+                xyz = np.clip(xyz, lo, hi)
+            tgt.pose.position.x, tgt.pose.position.y, tgt.pose.position.z = (float(v) for v in xyz)
             q = np.array([o.x, o.y, o.z, o.w])
             if cmd.angular_step is not None and np.any(cmd.angular_step != 0):
                 q = _quat_mul(_rotvec_to_quat(cmd.angular_step), q)   # rotation in the base frame
@@ -97,6 +114,15 @@ class MoveItPyBackend(Backend):
         with self._lock:
             self._target, self._pending = None, False
 
+    def pause(self) -> None:
+        """Deactivate / e-stop: also stop a trajectory in flight (MoveItCpp's
+        TrajectoryExecutionManager.stop_execution, bound in moveit_py)."""
+        self.zero()
+        try:
+            self.robot.get_trajectory_execution_manager().stop_execution()
+        except AttributeError as e:
+            raise BackendError(f"moveit_py cannot stop the execution in flight: {e}") from e
+
     def step(self) -> bool:
         """Plan + execute the pending target once; True when a goal was executed."""
         with self._lock:
@@ -110,7 +136,10 @@ class MoveItPyBackend(Backend):
             if not result:
                 self.last_error = "planning failed"
                 return False
-            self.robot.execute(result.trajectory, controllers=[])
+            try:
+                self.robot.execute(result.trajectory, controllers=[])          # Jazzy, Kilted, Rolling
+            except TypeError:
+                self.robot.execute(self.group, result.trajectory, blocking=True)   # Humble backport
             self.goals_sent += 1
             return True
         except Exception as e:  # noqa: BLE001 - a planner error must never kill the node
