@@ -132,3 +132,16 @@ def test_bringup_bad_yaml_and_zero_budgets(tmp_path, capsys):
     for flag in ("--max-steps", "--num-candidates", "--episodes"):
         assert cli.main(["bringup", "sim", flag, "0"]) == 2
         assert f"argument {flag}: must be >= 1, got 0" in _err(capsys)
+
+
+def test_demos_bad_camera_leaves_no_store_and_max_steps_range(tmp_path, capsys):
+    out = tmp_path / "x.hdf5"
+    assert cli.main(["demos", "--tasks", "reach", "--episodes", "1", "--cameras", "bogus", "--quiet",
+                     "--out", str(out)]) == 2
+    assert "bogus" in _err(capsys)
+    assert not out.exists()              # a rerun is not blocked by "exists"
+    for argv in (["demos", "--max-steps", "600", "--out", str(out)],
+                 ["eval", "sim", "--policy", "oracle", "--max-steps", "501", "--out", str(tmp_path / "o")]):
+        assert cli.main(argv) == 2
+        assert "--max-steps: must be in [1, 500]" in _err(capsys)
+    assert not list(tmp_path.iterdir())

@@ -27,6 +27,20 @@ def positive_int(text: str) -> int:
     return value
 
 
+def int_in_range(lo: int, hi: int):
+    """argparse type factory: an integer in [lo, hi]."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer in [{lo}, {hi}], got {text!r}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"must be in [{lo}, {hi}], got {value}")
+        return value
+    parse.__name__ = f"int in [{lo}, {hi}]"
+    return parse
+
+
 def positive_int_list(text: str) -> list[int]:
     """argparse type: comma-separated integers, each >= 1 (e.g. "1,2,4")."""
     parts = [p.strip() for p in text.split(",") if p.strip()]

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from lara_policy.data.store import Episode, EpisodeStore, StoreMeta
-from lara_policy.errors import positive_int, positive_int_list
+from lara_policy.errors import int_in_range, positive_int, positive_int_list
 
 DEFAULT_TRAIN_SEED_START = 0
 
@@ -229,7 +229,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed-start", type=int, default=DEFAULT_TRAIN_SEED_START,
                    help="first layout seed; seeds seed-start, seed-start+1, ... are used per task "
                         "(keep evaluation seeds, default 100000+, disjoint)")
-    p.add_argument("--max-steps", type=positive_int, default=500, help="step budget per episode (Meta-World max 500)")
+    p.add_argument("--max-steps", type=int_in_range(1, 500), default=500, help="step budget per episode (Meta-World max 500)")
     p.add_argument("--post-success-steps", type=int, default=5, help="steps recorded after the first success")
     p.add_argument("--no-fill", dest="fill", action="store_false",
                    help="do not replace failed expert episodes by new seeds")
@@ -315,10 +315,13 @@ def run(args: argparse.Namespace) -> int:
     if not args.out:
         print("lara demos: --out is required (the episode store to write)", file=sys.stderr)
         return 2
+    existed = Path(args.out).exists()
     try:
         st = generate(cfg, args.out, overwrite=args.overwrite, progress=not args.quiet,
                       compression=args.compression)
     except Exception as exc:  # StoreError, bad camera, ...
+        if not existed and Path(args.out).exists():
+            Path(args.out).unlink()   # no half-written store left behind (it would block the next run)
         print(f"lara demos: {exc}", file=sys.stderr)
         return 2
     kind = "action-free video episodes" if cfg.action_free else "expert demonstrations"

@@ -17,7 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from lara_policy.errors import positive_int
+from lara_policy.errors import int_in_range, positive_int
 from lara_policy.evaluation.harness import DEFAULT_EVAL_SEED_START, SeedOverlapError, evaluate
 
 
@@ -31,7 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--episodes", type=positive_int, default=50, help="episodes per task")
     p.add_argument("--seed-start", type=int, default=DEFAULT_EVAL_SEED_START,
                    help="first evaluation layout seed (episode i uses seed-start + i)")
-    p.add_argument("--max-steps", type=positive_int, default=500, help="step budget per episode (<= 500)")
+    p.add_argument("--max-steps", type=int_in_range(1, 500), default=500, help="step budget per episode (<= 500)")
     p.add_argument("--execute-k", type=positive_int, default=None,
                    help="execute the first k of the H predicted actions, then replan (default: all H)")
     p.add_argument("--ensemble", action="store_true",
