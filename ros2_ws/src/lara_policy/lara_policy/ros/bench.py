@@ -139,8 +139,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default="sim", help="lara_bringup config with sim/policy/command nodes")
     parser.add_argument("--checkpoint", help="LARA checkpoint (default: the config's; random-init default "
                                              "model when that does not exist)")
-    parser.add_argument("--task", default="reach-v3")
-    parser.add_argument("--seed", type=int, default=1000)
+    parser.add_argument("--task", default="reach-v3", help="Meta-World task the sim_node runs")
+    parser.add_argument("--seed", type=int, default=1000, help="layout seed of the simulated scene")
     parser.add_argument("--duration", type=float, default=15.0, help="seconds armed and measured")
     parser.add_argument("--num-candidates", type=int, default=1, help="> 1 runs the dynamics check")
     parser.add_argument("--device", default="", help="torch device ('' = auto)")
