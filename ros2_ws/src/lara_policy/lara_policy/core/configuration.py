@@ -71,6 +71,8 @@ class VLAConfig:
     vision_stem: int = 0              # stride-1 conv stem channels before the stages (0 = none; 32 cost
                                       # ~3x the encoder step time on CPU for no measured gain here)
     vision_keypoints: int = 32        # spatial-softmax keypoints at the first stage's resolution (0 = none)
+    keypoint_temperature: float = 4.0 # initial inverse temperature on per-map standardised logits
+                                      # (1.0 = the first version: raw logits, no standardisation)
     film: bool = True                 # pooled observation (state, text, keypoints) modulates every DiT block
     vision_backbone: str = "conv"     # name in lara_policy.core.modeling.VISION_BACKBONES
     text_dim: int = 384               # all-MiniLM-L6-v2 token embedding size
@@ -205,7 +207,8 @@ class TrainConfig:
 
 
 # Keys a config.json written before they existed lacks: the architecture it was trained with.
-_LEGACY = {("VLAConfig", "vision_stem"): 0, ("VLAConfig", "vision_keypoints"): 0, ("VLAConfig", "film"): False}
+_LEGACY = {("VLAConfig", "vision_stem"): 0, ("VLAConfig", "vision_keypoints"): 0, ("VLAConfig", "film"): False,
+           ("VLAConfig", "keypoint_temperature"): 1.0}
 
 _NESTED = {("ModelConfig", "vla"): VLAConfig, ("ModelConfig", "lam"): LAMConfig,
            ("TrainConfig", "model"): ModelConfig}

@@ -70,7 +70,7 @@ class ConvEncoder(nn.Module):
     locate a 2-px object to sub-pixel precision where the coarse token grid cannot."""
 
     def __init__(self, in_channels: int, channels: list[int], image_size: int, width: int,
-                 stem: int = 0, keypoints: int = 0):
+                 stem: int = 0, keypoints: int = 0, keypoint_temperature: float = 1.0, standardise: bool = False):
         super().__init__()
         layers, c = [], in_channels
         if stem > 0:
@@ -84,11 +84,15 @@ class ConvEncoder(nn.Module):
         self.to_tokens = nn.Linear(c, width)
         self.pos = nn.Parameter(torch.randn(1, self.grid * self.grid, width) * 0.02)
         self.num_tokens = self.grid * self.grid
-        self.keypoints = keypoints
+        self.keypoints, self.standardise = keypoints, standardise
         self.split = 3 * (1 if stem > 0 else 0) + 3          # layers up to the end of the first stage
         if keypoints > 0:
             self.keypoint_maps = nn.Conv2d(channels[0], keypoints, 1)
-            self.keypoint_temperature = nn.Parameter(torch.zeros(()))   # log inverse temperature
+            # log inverse temperature over per-map STANDARDISED logits: a 2-px object that lights up
+            # a map stands out by a large z-score, so the softmax peaks on it from the first step
+            # (raw logits at temperature 1 gave near-uniform weights: keypoints stuck at the centre
+            # and the policy ignored the image, docs/model.md "Vision pathway")
+            self.keypoint_temperature = nn.Parameter(torch.full((), math.log(keypoint_temperature)))
             side = image_size // 2
             lin = torch.linspace(-1.0, 1.0, side)
             self.register_buffer("grid_xy", torch.stack(torch.meshgrid(lin, lin, indexing="xy"), -1).view(-1, 2),
@@ -97,7 +101,10 @@ class ConvEncoder(nn.Module):
     def forward(self, x, with_keypoints: bool = False):
         if self.keypoints > 0:
             f = self.net[:self.split](x)                                                     # first stage
-            logits = self.keypoint_maps(f).flatten(2) * self.keypoint_temperature.exp()      # (B, K, hw)
+            logits = self.keypoint_maps(f).flatten(2)                                        # (B, K, hw)
+            if self.standardise:
+                logits = (logits - logits.mean(-1, keepdim=True)) / (logits.std(-1, keepdim=True) + 1e-5)
+            logits = logits * self.keypoint_temperature.exp()
             kp = (logits.softmax(-1) @ self.grid_xy).flatten(1)                              # (B, 2K)
             f = self.net[self.split:](f)
         else:
@@ -110,7 +117,7 @@ class ConvEncoder(nn.Module):
 # exposes `num_tokens`. Register a pretrained one with `register_backbone`.
 VISION_BACKBONES: dict[str, Callable[[VLAConfig], nn.Module]] = {
     "conv": lambda c: ConvEncoder(3, list(c.vision_channels), c.image_size, c.width, c.vision_stem,
-                                  c.vision_keypoints),
+                                  c.vision_keypoints, c.keypoint_temperature, c.keypoint_temperature > 1.0),
 }
 
 
