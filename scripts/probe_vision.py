@@ -7,6 +7,12 @@ ridge regression from the features to the object xy on one set of seeds and scor
 held-out seeds. Features: the vision tokens (flattened), and where the encoder has them, the
 spatial-softmax keypoints alone. A policy cannot push a puck its encoder cannot place.
 
+It also measures what the policy's first chunk at reset DEPENDS on (same noise seed): the mean
+absolute change of the first 8 actions when the image is swapped for another layout's (same
+state: only the object moved), when the instruction is swapped for another task's, and when
+the goal in the state is swapped; each relative to the spread of the chunks across layouts.
+Near 0 for the image means the policy ignores what it sees.
+
     python scripts/probe_vision.py --policy models/lara-metaworld-mt3 [--task push-v3] \
         [--train-seeds 300] [--test-seeds 100] [--out probe.json]
 
@@ -56,12 +62,14 @@ def main(argv=None) -> int:
     cfg = policy.config.vla
     encoder = policy.model.observation_encoder.vision
     n = args.train_seeds + args.test_seeds
-    images, xy = [], []
+    images, states, xy = [], [], []
     with MetaWorldEnv(args.task, cameras=cfg.cameras[:1], image_size=cfg.image_size) as env:
         for seed in range(args.seed_start, args.seed_start + n):
             obs = env.reset(seed=seed)
             images.append(obs.images[cfg.cameras[0]])
+            states.append(obs.state)
             xy.append(obs.raw[4:6])                  # the object's xy (Meta-World obs layout)
+        env_phrasings = list(env.phrasings)
     x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255.0
     feats, kps = [], []
     with torch.no_grad():
@@ -85,6 +93,35 @@ def main(argv=None) -> int:
                                                      args.alpha)
     shuffled = np.random.default_rng(0).permutation(args.train_seeds)
     result["r2_tokens_shuffled_control"] = ridge_r2(f[tr], y[tr][shuffled], f[te], y[te], args.alpha)
+    # sensitivity of the first chunk at reset to the image, the instruction and the goal
+    import json as _json
+    ins_all = _json.loads((Path(args.policy) / "meta.json").read_text())["instructions"]
+    own = [i for i in ins_all if i in env_phrasings] or ins_all[:1]
+    other = [i for i in ins_all if i not in env_phrasings]
+    from lara_policy.core.api import Observation
+    cam = cfg.cameras[0]
+    test = list(range(args.train_seeds, n))[:50]
+
+    def chunk(i, image_of=None, instruction=None, goal_of=None):
+        state = states[i].copy()
+        if goal_of is not None:
+            state[-3:] = states[goal_of][-3:]
+        obs = Observation(images={cam: images[i if image_of is None else image_of]}, state=state,
+                          instruction=instruction or own[0])
+        return policy.predict_chunk(obs, seed=0).actions[:8]
+
+    base = np.stack([chunk(i) for i in test])
+    spread = float(np.abs(base - base.mean(0)).mean())
+    swap = test[1:] + test[:1]
+    result["chunk_spread_across_layouts"] = spread
+    result["sensitivity_image"] = float(np.abs(np.stack([chunk(i, image_of=j) for i, j in zip(test, swap)])
+                                               - base).mean()) / spread
+    result["sensitivity_goal"] = float(np.abs(np.stack([chunk(i, goal_of=j) for i, j in zip(test, swap)])
+                                              - base).mean()) / spread
+    if other:
+        result["sensitivity_instruction"] = float(np.abs(np.stack([chunk(i, instruction=other[0]) for i in test])
+                                                         - base).mean()) / spread
+        result["other_instruction"] = other[0]
     for key, value in result.items():
         print(f"{key:>28}: {value:.3f}" if isinstance(value, float) else f"{key:>28}: {value}")
     if args.out:
