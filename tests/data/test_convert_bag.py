@@ -65,7 +65,9 @@ def test_trim_idle_and_action_free(tmp_path):
         np.testing.assert_allclose(ep.actions, plan(30, seed=0)[5:35], atol=1e-5)
     assert convert(tmp_path / "rec", "--out", tmp_path / "v.hdf5", "--action-free") == 0
     with EpisodeStore(tmp_path / "v.hdf5") as s:
-        assert s.meta.action_dim == 0 and s.episode(0).actions is None and s.summary()["action_free"] == 1
+        assert s.episode(0).actions is None and s.summary()["action_free"] == 1
+        # dims kept (as `lara demos --action-free`): the store trains as --video beside labelled ones
+        assert s.meta.action_dim == 4 and s.meta.action_space == "ee_delta_xyz_gripper"
 
 
 @pytest.mark.parametrize("storage", ["mcap", "sqlite3"])

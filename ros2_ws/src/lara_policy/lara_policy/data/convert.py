@@ -86,8 +86,7 @@ def target_format(dst: Path, to: str | None) -> str:
 def postprocess(meta: StoreMeta, episodes: Iterable[Episode], action_free: bool, trim_idle: bool,
                 idle_eps: float = 1e-3) -> tuple[StoreMeta, Iterator[Episode]]:
     """Format-independent --action-free / --trim-idle for readers that do not apply them."""
-    if action_free:
-        meta.action_dim, meta.action_space = 0, "none"
+    if action_free:      # action_dim / action_space stay (as `lara demos --action-free` writes them)
         meta.extra = {**meta.extra, "action_free": True}
 
     def gen():
@@ -228,7 +227,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"lara convert: {exc}", file=sys.stderr)
         return 2
     print(f"lara convert: {src_fmt} -> {dst_fmt} {dst}: {summary.get('episodes', '?')} episode(s), "
-          f"{summary.get('steps', '?')} steps, {meta.action_dim} action dims ({meta.action_space}), state "
+          f"{summary.get('steps', '?')} steps, {meta.action_dim} action dims ({meta.action_space})"
+          f"{', ACTION-FREE (no actions stored)' if meta.extra.get('action_free') else ''}, state "
           f"{meta.state_names}, cameras {meta.cameras} {list(meta.image_size)}, dt {meta.dt:.4f} s "
           f"({time.monotonic() - t0:.1f} s)")
     return 0

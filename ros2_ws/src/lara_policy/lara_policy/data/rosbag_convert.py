@@ -525,7 +525,11 @@ def read_streams(path: Path, mapping: Mapping, action_free: bool = False) -> Str
         for name, spec in mapping.state:
             need(spec.topic, f"state '{name}'")
         kind = ""
-        if mapping.action is not None and not action_free:
+        # action-free: the action is still read where it exists (the store keeps its action_dim /
+        # action_space, as `lara demos --action-free` does, so it trains beside labelled stores)
+        read_action = mapping.action is not None and (not action_free or mapping.action.topic in topics)
+        read_gripper = mapping.gripper is not None and (not action_free or mapping.gripper.topic in topics)
+        if read_action:
             need(mapping.action.topic, "action")
             kind = mapping.action.type or {TWIST_STAMPED: "twist", TWIST: "twist", JOINT_TRAJECTORY: "joint_trajectory",
                                            ACTION_CHUNK: "action_chunk"}.get(topics[mapping.action.topic], "")
@@ -534,7 +538,7 @@ def read_streams(path: Path, mapping: Mapping, action_free: bool = False) -> Str
                                    f"{topics[mapping.action.topic]}: give action.type: fields and action.fields")
             if kind == "fields" and not mapping.action.fields:
                 raise ConvertError(f"{path}: action type 'fields' needs action.fields (one field path per dimension)")
-        if mapping.gripper is not None and not action_free:
+        if read_gripper:
             need(mapping.gripper.topic, "gripper")
         if mapping.instruction is not None:
             need(mapping.instruction.topic, "instruction")
@@ -585,7 +589,7 @@ def read_streams(path: Path, mapping: Mapping, action_free: bool = False) -> Str
                     act_v.append(_action_payload(msg, kind, mapping.action, f"{path}: action ({topic})"))
                     if kind == "action_chunk" and not action_space:
                         action_space = str(msg.action_space)
-                if mapping.gripper is not None and not action_free and topic == mapping.gripper.topic:
+                if read_gripper and topic == mapping.gripper.topic:
                     where = f"{path}: gripper ({mapping.gripper.label()})"
                     grip[0].append(t)
                     grip[1].append(_scalar(get_field(msg, mapping.gripper.field, where), where))
@@ -723,9 +727,12 @@ def align(s: Streams, mapping: Mapping, action_free: bool = False) -> Aligned:
     keep &= np.all(np.isfinite(state), axis=1)
     next_t = np.append(frame_t[1:], frame_t[-1] + period)
     actions, dims = None, []
-    if not action_free and s.action is not None:
+    if s.action is not None and (s.gripper is not None or mapping.gripper is None):
         actions, dims, ok = _actions(s, mapping, frame_t, next_t, period)
-        keep &= ok
+        if action_free:
+            actions = None                  # dims kept for the store's action_dim
+        else:
+            keep &= ok
     # instruction per step
     if s.instruction is not None:
         ii = _latest(s.instruction[0], frame_t)
@@ -965,10 +972,10 @@ def convert_bags(sources: list[Path], mapping: Mapping | None = None, *, action_
         "joint_trajectory": "joint_position", "action_chunk": "", "fields": "custom"}.get(kind, "none")
     if kind == "twist" and first_m.gripper is None:
         action_space = action_space.replace("_gripper", "")
-    if action_free or e0.actions is None:
-        action_space = action_space if not action_free else "none"
+    if action_free and not first_eps[0].action_dims:
+        action_space = "none"
     meta = StoreMeta(env=first_m.env, action_space=action_space,
-                     action_dim=0 if e0.actions is None else int(e0.actions.shape[1]),
+                     action_dim=len(first_eps[0].action_dims) if action_free else int(e0.actions.shape[1]),
                      state_dim=int(e0.state.shape[1]), cameras=cams, image_size=size, dt=1.0 / first_m.rate_hz,
                      state_names=[n for n, _ in first_m.state], phrasings={},
                      created_by="lara convert (rosbag2)",
@@ -984,7 +991,7 @@ def convert_bags(sources: list[Path], mapping: Mapping | None = None, *, action_
                 ep.images[n] = np.stack([resize(f, size) for f in ep.images[n]])
         if ep.state.shape[1] != meta.state_dim:
             raise ConvertError(f"{bag}: {ep.state.shape[1]} state entries, the first bag has {meta.state_dim}")
-        if (ep.actions is None) != (meta.action_dim == 0) or (ep.actions is not None and ep.actions.shape[1] != meta.action_dim):
+        if not action_free and (ep.actions is None or ep.actions.shape[1] != meta.action_dim):
             raise ConvertError(f"{bag}: action width differs from the first bag's ({meta.action_dim})")
         return ep
 
