@@ -31,7 +31,7 @@ from lara_policy.errors import LaraError  # noqa: E402
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "models" / "lara-metaworld-mt3"
 
-CI_CASES = {"checkpoint": 15, "store": 40, "bag": 25}
+CI_CASES = {"checkpoint": 10, "store": 40, "bag": 15}
 FULL_CASES = {"checkpoint": 400, "store": 1000, "bag": 500}
 
 
@@ -93,9 +93,11 @@ def _json_edit(path: Path, draw) -> str:
     if not trail:
         return f"json {path.name} unchanged"
     how = draw(st.sampled_from(["delete", "replace", "scale"]))
+    if how == "scale" and not (isinstance(node[trail[-1]], (int, float)) and not isinstance(node[trail[-1]], bool)):
+        how = "replace"      # only numbers scale
     if how == "delete":
         del node[trail[-1]]
-    elif how == "scale" and isinstance(node[trail[-1]], (int, float)) and not isinstance(node[trail[-1]], bool):
+    elif how == "scale":
         node[trail[-1]] = type(node[trail[-1]])(node[trail[-1]] * draw(st.sampled_from([0, -1, 2, 3])))
     else:
         node[trail[-1]] = draw(JSON_VALUES)
@@ -263,8 +265,8 @@ TARGETS = {
 }
 
 
-def _fresh_copy(target: str, base) -> tuple[Path, Path]:
-    tmp = Path(tempfile.mkdtemp(prefix=f"fuzz_{target}_"))
+def _fresh_copy(target: str, base, parent: Path | None = None) -> tuple[Path, Path]:
+    tmp = Path(tempfile.mkdtemp(prefix=f"fuzz_{target}_", dir=parent))
     if target == "checkpoint":
         dst = tmp / "ckpt"
         shutil.copytree(SHIPPED, dst, ignore=shutil.ignore_patterns("card", "README.md"))
@@ -324,7 +326,7 @@ def _cli(argv, capsys) -> tuple[int, str]:
 
 def test_cli_on_damaged_files(base_files, tmp_path, capsys):
     """One damaged file of each kind through the command a user would run: exit 2, path on stderr."""
-    tmp, ck = _fresh_copy("checkpoint", base_files)
+    tmp, ck = _fresh_copy("checkpoint", base_files, tmp_path)      # under tmp_path: cleaned up by pytest
     _cut(ck / "model.safetensors", 0.3)
     rc, err = _cli(["eval", "sim", "--policy", ck, "--tasks", "reach", "--episodes", "1", "--quiet",
                     "--out", tmp_path / "e"], capsys)
@@ -334,7 +336,7 @@ def test_cli_on_damaged_files(base_files, tmp_path, capsys):
     assert rc == 2 and str(ck / "config.json") in err
     shutil.rmtree(tmp)
 
-    tmp, store = _fresh_copy("store", base_files)
+    tmp, store = _fresh_copy("store", base_files, tmp_path)
     import h5py
     with h5py.File(store, "r+") as f:
         g = f["episodes"][sorted(f["episodes"])[1]]
@@ -350,7 +352,7 @@ def test_cli_on_damaged_files(base_files, tmp_path, capsys):
 
     if base_files["bag"] is not None:
         from lara_policy.ros import bag_tools
-        tmp, bag = _fresh_copy("bag", base_files)
+        tmp, bag = _fresh_copy("bag", base_files, tmp_path)
         _cut(sorted(bag.glob("*.mcap"))[0], 0.5)
         rc, err = _cli(["convert", bag, "--out", tmp_path / "b.hdf5"], capsys)
         assert rc == 2 and str(bag) in err
