@@ -127,7 +127,6 @@ def test_refuses_start_when_disk_nearly_full_and_stops_when_it_fills(harness, tm
         f.step(i)
         time.sleep(1 / 30)
     assert wait_for(lambda: not rec.recording, 5.0)
-    meta = json.loads((Path(r.bag_path) / "episode_meta.json").read_text())
     assert wait_for(lambda: json.loads((Path(r.bag_path) / "episode_meta.json").read_text())["state"] == "closed", 5)
     meta = json.loads((Path(r.bag_path) / "episode_meta.json").read_text())
     assert meta["stop_reason"] == "disk low"
@@ -153,11 +152,9 @@ def test_bag_survives_sigkill_of_recorder_process(harness, tmp_path):
             return (int(found[-1][0]), int(found[-1][1])) if found else (0, 0)
         assert wait_for(lambda: flushed()[0] >= 4, 60.0), rec_out.text()
         time.sleep(0.25)                                       # kill mid-segment
-        segs_before, msgs_before = flushed()
         kill(rec_proc, 9)
         assert rec_proc.returncode == -9
         segs_logged, msgs_logged = flushed()                  # anything logged up to the kill
-        assert segs_logged >= segs_before
         bag = Path(r.bag_path)
         # the bag opens as it is (no recovery step needed) ...
         with Reader(bag) as reader:

@@ -106,8 +106,6 @@ def test_twist_moves_hand_and_timeout_stops_it(sim):
     assert moved_steps >= 10, moved_steps
     # each step moves the mocap 0.5 * 0.01 m; the hand lags the mocap a little
     assert 0.3 * 0.005 * moved_steps < dx < 1.5 * 0.005 * moved_steps, (dx, moved_steps)
-    assert np.allclose(node.current_action()[:3] if node.current_action() is not None else [0.5, 0, 0],
-                       [0.5, 0, 0], atol=1e-6)
     # commands stop -> after command_timeout_s the sim holds still
     time.sleep(0.5)
     assert node.current_action() is None
