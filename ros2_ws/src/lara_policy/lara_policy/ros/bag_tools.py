@@ -194,8 +194,11 @@ def read_episode(episode_dir: str | Path, topics: list[str] | None = None, raw: 
     d = Path(episode_dir)
     meta_path = d / META_NAME
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    with Reader(d) as reader:
-        tmap = {c.topic: c.msgtype for c in reader.connections}
+    try:
+        with Reader(d) as reader:
+            tmap = {c.topic: c.msgtype for c in reader.connections}
+    except _read_errors() as exc:
+        raise _bag_error(d, exc) from exc
     msgs = [(topic, t, m) for topic, _, t, m in iter_messages(d, topics, raw)]
     return Episode(d, meta, tmap, msgs)
 
