@@ -39,8 +39,10 @@ if [ ! -f "$out/bags/episodes.json" ]; then
 fi
 mapfile -t train_bags < <(grep . "$out/bags/train_normal.txt")
 mapfile -t held_bags < <(grep . "$out/bags/heldout_normal.txt")
-[ -f "$out/train.hdf5" ] || run lara convert "${train_bags[@]}" --out "$out/train.hdf5" --trim-idle
-[ -f "$out/heldout.hdf5" ] || run lara convert "${held_bags[@]}" --out "$out/heldout.hdf5" --trim-idle
+rate_args=()
+if [ "${LARA_LOOP_RATE:-0}" != "0" ]; then rate_args=(--rate "$LARA_LOOP_RATE"); fi
+[ -f "$out/train.hdf5" ] || run lara convert "${train_bags[@]}" --out "$out/train.hdf5" --trim-idle "${rate_args[@]}"
+[ -f "$out/heldout.hdf5" ] || run lara convert "${held_bags[@]}" --out "$out/heldout.hdf5" --trim-idle "${rate_args[@]}"
 if [ ! -f "$out/refine/final/config.json" ]; then
   run lara train --paradigm lam-refine --init "$init" --data "$out/train.hdf5" --steps "$steps" \
       --save-every "$steps" --out "$out/refine" --no-progress
