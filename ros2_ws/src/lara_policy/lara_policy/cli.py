@@ -71,6 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     resolved = _resolve(argv)
     if resolved is None:
         group = [n for n in COMMANDS if n.startswith(argv[0] + " ")]
+        if group and argv[1:2] in (["-h"], ["--help"]):   # `lara bench --help`: the group's commands
+            width = max(len(n) for n in group) + 2
+            print(f"usage: lara {argv[0]} <{'|'.join(n.split()[1] for n in group)}> [options]\n\ncommands:\n"
+                  + "\n".join(f"  {n:<{width}}{COMMANDS[n][1]}" for n in group))
+            return 0
         hint = f"; did you mean one of: {', '.join(group)}" if group else ""
         print(f"lara: unknown command '{' '.join(argv[:2])}'{hint}\n\n{_usage()}", file=sys.stderr)
         return 2
