@@ -727,7 +727,7 @@ def align(s: Streams, mapping: Mapping, action_free: bool = False) -> Aligned:
     keep &= np.all(np.isfinite(state), axis=1)
     next_t = np.append(frame_t[1:], frame_t[-1] + period)
     actions, dims = None, []
-    if s.action is not None and (s.gripper is not None or mapping.gripper is None):
+    if s.action is not None and (not action_free or s.gripper is not None or mapping.gripper is None):
         actions, dims, ok = _actions(s, mapping, frame_t, next_t, period)
         if action_free:
             actions = None                  # dims kept for the store's action_dim
