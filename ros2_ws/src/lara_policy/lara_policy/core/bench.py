@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from lara_policy.core.api import Observation
+from lara_policy.errors import positive_int
 from lara_policy.core.checkpoint import save_checkpoint
 from lara_policy.core.configuration import ModelConfig
 from lara_policy.core.modeling import LaraModel, count_parameters
@@ -135,13 +136,13 @@ def bench_training(config: ModelConfig, batch_size: int, rounds: int, steps_per_
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="", help="write the figures as JSON to this file")
-    parser.add_argument("--repeats", type=int, default=100, help="timed inference calls per N")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads for inference (LaraPolicy default)")
-    parser.add_argument("--train-threads", type=int, default=2,
+    parser.add_argument("--repeats", type=positive_int, default=100, help="timed inference calls per N")
+    parser.add_argument("--threads", type=positive_int, default=1, help="torch threads for inference (LaraPolicy default)")
+    parser.add_argument("--train-threads", type=positive_int, default=2,
                         help="torch threads for the training steps (2 = `lara train`'s default)")
-    parser.add_argument("--batch-size", type=int, default=64, help="training batch for the step-time ratio")
-    parser.add_argument("--rounds", type=int, default=6, help="training rounds (x steps-per-round alternating steps)")
-    parser.add_argument("--steps-per-round", type=int, default=5)
+    parser.add_argument("--batch-size", type=positive_int, default=64, help="training batch for the step-time ratio")
+    parser.add_argument("--rounds", type=positive_int, default=6, help="training rounds (x steps-per-round alternating steps)")
+    parser.add_argument("--steps-per-round", type=positive_int, default=5)
     parser.add_argument("--fake-text", action="store_true", help="skip loading MiniLM (random text tokens)")
 
 

@@ -103,14 +103,21 @@ def read_config(path: str | Path) -> tuple[ModelConfig, dict]:
         raise CheckpointError(f"checkpoint {path} does not exist or is not a directory "
                               "(a LARA checkpoint is a directory with config.json + model.safetensors)")
     raw = _read_json(path / "config.json", "the model configuration")
-    if raw.get("format") != FORMAT:
-        raise CheckpointError(f"{path / 'config.json'} is not a LARA checkpoint config (format={raw.get('format')!r})")
-    if int(raw.get("version", 0)) > VERSION:
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        raise CheckpointError(f"{path / 'config.json'} is not a LARA checkpoint config "
+                              f"(format={raw.get('format') if isinstance(raw, dict) else type(raw).__name__!r})")
+    version = raw.get("version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise CheckpointError(f"{path / 'config.json'}: version must be an integer, got {version!r}")
+    if version > VERSION:
         raise CheckpointError(f"{path / 'config.json'}: checkpoint version {raw['version']} is newer than this "
                               f"lara_policy reads ({VERSION}); upgrade lara_policy")
     try:
         config = ModelConfig.from_dict(raw["model"])
-    except (KeyError, TypeError, ValueError) as exc:
+        if not (isinstance(config.components, list) and all(isinstance(c, str) for c in config.components)):
+            raise TypeError(f"components must be a list of names, got {config.components!r}")
+        config.has_vla, config.has_lam, config.offset      # noqa: B018  (derived values must compute)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CheckpointError(f"{path / 'config.json'}: invalid model config ({exc})") from exc
     return config, raw
 
@@ -154,7 +161,12 @@ def load_weights(path: str | Path, model: torch.nn.Module, verify_hash: bool = T
 def load_stats(path: str | Path) -> NormStats:
     raw = _read_json(Path(path) / "stats.json", "the normalisation statistics")
     try:
-        return NormStats(**raw)
+        stats = NormStats(**raw)
+        for name, values in stats.to_dict().items():
+            if not (isinstance(values, list) and values and
+                    all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in values)):
+                raise TypeError(f"{name} must be a non-empty list of finite numbers")
+        return stats
     except TypeError as exc:
         raise CheckpointError(f"{Path(path) / 'stats.json'}: invalid statistics ({exc})") from exc
 

@@ -514,9 +514,9 @@ class LaraModel(nn.Module):
         image_t = batch["image_t"] if "image_t" in batch else batch["images"][:, 0]   # un-augmented
         use_lam = self.config.has_lam and (lam_only or variant != "dit_only")
         if use_lam:
-            if variant == "frozen_lam" and not lam_only:
+            if variant == "frozen_lam" and not lam_only:     # target only: no FDM decode, nothing trains
                 with torch.no_grad():
-                    lam_out = self.lam(image_t, batch["image_tc"])
+                    lam_out = self.lam.frozen_targets(image_t, batch["image_tc"])
                 lam_out = {k: v.detach() for k, v in lam_out.items()}
             else:
                 lam_out = self.lam(image_t, batch["image_tc"])

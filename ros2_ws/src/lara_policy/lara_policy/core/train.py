@@ -37,6 +37,7 @@ from lara_policy.core.configuration import PARADIGMS, VARIANTS, ModelConfig, Tra
 from lara_policy.core.modeling import LaraModel, VectorQuantizer, count_parameters
 from lara_policy.core.processing import ChunkDataset, NormStats, TextEmbedder
 from lara_policy.data.store import StoreError, write_train_seeds
+from lara_policy.errors import positive_int
 
 
 # ----------------------------------------------------------------------------------------
@@ -580,13 +581,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--video", nargs="*", default=[], help="extra stores used action-free (LAM loss only)")
     parser.add_argument("--val", nargs="*", default=[],
                         help="held-out labelled store(s): their action loss (EMA weights) is logged as val_loss_act")
-    parser.add_argument("--val-every", type=int, default=d.val_every, help="steps between validation losses")
+    parser.add_argument("--val-every", type=positive_int, default=d.val_every, help="steps between validation losses")
     parser.add_argument("--video-fraction", type=float, default=d.video_fraction,
                         help="share of each batch drawn from action-free samples (-1: in proportion to their number)")
     parser.add_argument("--out", required=True, help="run directory")
     parser.add_argument("--variant", choices=VARIANTS, default=d.variant)
-    parser.add_argument("--steps", type=int, default=d.steps)
-    parser.add_argument("--batch-size", type=int, default=d.batch_size, help="GLOBAL batch (split over ranks)")
+    parser.add_argument("--steps", type=positive_int, default=d.steps)
+    parser.add_argument("--batch-size", type=positive_int, default=d.batch_size, help="GLOBAL batch (split over ranks)")
     parser.add_argument("--lr", type=float, default=d.lr)
     parser.add_argument("--w-lara", type=float, default=d.w_lara, help="w1")
     parser.add_argument("--w-lam", type=float, default=d.w_lam, help="w2")
@@ -596,7 +597,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--save-every", type=int, default=d.save_every)
     parser.add_argument("--log-every", type=int, default=d.log_every)
-    parser.add_argument("--threads", type=int, default=d.threads)
+    parser.add_argument("--threads", type=positive_int, default=d.threads)
     parser.add_argument("--device", default="", help="cpu | cuda | cuda:1 (default: cuda when present)")
     parser.add_argument("--cameras", nargs="*", default=[], help="cameras to use (default: all of the store; first = LAM's)")
     parser.add_argument("--image-size", type=int, default=m.vla.image_size)
