@@ -14,7 +14,8 @@ and gripper commands, converted to the policy's action units as `lara convert` d
 Reported (results.json, results.md, plots in --out): per-dimension MAE and RMSE over whole
 chunks, the first-step error, the whole-chunk error, the fraction of chunks the LAM dynamics
 check flags (--num-candidates > 1), surprise over time (1 - cos between the latent predicted for
-the previous chunk and the LAM latent of the transition observed since; as policy_node), and
+a chunk and the LAM latent of the recorded frames t and t + C, the pair the LAM was trained on;
+as policy_node), and
 inference latency p50/p95. The recorded live chunks (/lara/action_chunk), where present, give
 a live-vs-offline difference (same observation stamp).
 
@@ -177,7 +178,8 @@ def evaluate_bags(policy, episodes, *, seed: int = 0, num_candidates: int = 1, r
                              f"({meta.action_space})")
         policy.reset()
         T = ep.num_steps
-        chunks, surprise, prev = [], [], None
+        chunks, surprise = [], []
+        offset = int(getattr(getattr(policy, "config", None), "offset", H))
         if recorded is not None:
             half = 0.5 / float(ep.extra.get("rate_hz", 30.0))
             steps = []
@@ -218,14 +220,15 @@ def evaluate_bags(policy, episodes, *, seed: int = 0, num_candidates: int = 1, r
                 flagged = not bool(pred.check.accepted)
                 flags += int(flagged)
             latent = pred.info.get("predicted_latent")
+            # the pair the LAM was trained on: this step's frame and the frame C steps later
+            # (C = the checkpoint's chunk offset), against the latent predicted for this chunk
             s = float("nan")
-            if prev is not None and prev[0] is not None and hasattr(policy, "surprise"):
+            if latent is not None and k + offset < T and hasattr(policy, "surprise"):
                 try:
-                    s = float(policy.surprise(prev[0], prev[1], ep.images[cam][k]))
+                    s = float(policy.surprise(latent, ep.images[cam][k], ep.images[cam][k + offset]))
                 except ValueError:
                     s = float("nan")
             surprise.append({"step": k, "t": float(be.times[k] - be.times[0]), "surprise": s})
-            prev = (latent, ep.images[cam][k])
             live = None
             if live_chunks and bag in live_chunks:
                 cand = [(abs(t0 - float(be.times[k])), a) for t0, a in live_chunks[bag]]
@@ -301,7 +304,7 @@ def markdown(res: dict) -> str:
              f"- dynamics check: {res['dynamics_check']['flagged']} of {res['dynamics_check']['checked']} chunks flagged"
              + ("" if res["dynamics_check"]["flagged_fraction"] is None else
                 f" ({res['dynamics_check']['flagged_fraction']:.1%})"),
-             f"- surprise (mean over chunks after the first): {f(res['surprise_mean'])}",
+             f"- surprise (mean over chunks with a frame C steps later): {f(res['surprise_mean'])}",
              f"- inference latency p50 / p95: {f(res['latency_ms']['p50'])} / {f(res['latency_ms']['p95'])} ms",
              f"- live (recorded) vs offline chunk MAE, same observation stamp: {f(res['live_vs_offline_mae'])} "
              f"({res['live_chunks_matched']} matched; differs by sampling noise and by what the live node saw)", "",
