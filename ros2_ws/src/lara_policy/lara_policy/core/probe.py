@@ -37,23 +37,11 @@ from lara_policy.core.checkpoint import (CheckpointError, load_stats, load_text,
 from lara_policy.core.configuration import ModelConfig
 from lara_policy.core.modeling import LaraModel, VectorQuantizer
 from lara_policy.core.processing import ChunkDataset, NormStats
-from lara_policy.data.store import StoreError, open_episode_source
+from lara_policy.data.store import StoreError, open_episode_source, seed_ranges
 
 
 class TrainSeedOverlap(ValueError):
     """The evaluation store holds layouts the checkpoint was trained on."""
-
-
-def _ranges(v: list[int]) -> str:
-    out, start, prev = [], v[0], v[0]
-    for x in v[1:] + [None]:
-        if x is not None and x == prev + 1:
-            prev = x
-            continue
-        out.append(f"{start}" if start == prev else f"{start}..{prev}")
-        if x is not None:
-            start = prev = x
-    return ", ".join(out[:6]) + (" ..." if len(out) > 6 else "")
 
 
 def check_heldout(checkpoint: str | Path, data: list[str], allow_train_seeds: bool = False) -> list[str]:
@@ -68,7 +56,7 @@ def check_heldout(checkpoint: str | Path, data: list[str], allow_train_seeds: bo
             bad = seed_overlap(seeds, store.used_seeds())
         if not bad:
             continue
-        desc = "; ".join(f"{t}: {len(v)} seeds ({_ranges(v)})" for t, v in sorted(bad.items()))
+        desc = "; ".join(f"{t}: {len(v)} seeds ({seed_ranges(v)})" for t, v in sorted(bad.items()))
         msg = (f"{p} holds layouts the checkpoint {checkpoint} was trained on (its train_seeds.json) -> {desc}. "
                "Through L_LARA its LAM saw those steps' actions, so these would be training-set figures")
         if not allow_train_seeds:

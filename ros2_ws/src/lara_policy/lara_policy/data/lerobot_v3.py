@@ -35,7 +35,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from lara_policy.data.store import Episode, EpisodeStore, StoreError, StoreMeta
+from lara_policy.data.store import Episode, EpisodeStore, StoreError, StoreMeta, episode_summary
 
 CODEBASE_VERSION = "v3.0"
 CHUNK_FILE = "chunk-{chunk_index:03d}/file-{file_index:03d}"
@@ -738,17 +738,7 @@ class LeRobotV3Source:
         return sorted({self.episode_attrs(i)["task"] or self.task_text.get(0, "") for i in range(len(self))})
 
     def summary(self) -> dict:
-        per_task: dict[str, int] = {}
-        sources: dict[str, int] = {}
-        steps = action_free = 0
-        for i in range(len(self)):
-            a = self.episode_attrs(i)
-            per_task[a["task"]] = per_task.get(a["task"], 0) + 1
-            sources[a["source"]] = sources.get(a["source"], 0) + 1
-            steps += a["num_steps"]
-            action_free += int(a["action_free"])
-        return {"episodes": len(self), "steps": steps, "per_task": per_task, "sources": sources,
-                "action_free": action_free}
+        return episode_summary(self)
 
     def close(self) -> None:
         self._video.close()

@@ -263,17 +263,7 @@ class EpisodeStore:
 
     def summary(self) -> dict:
         """Counts per task / source, action-free episodes, total steps."""
-        per_task: dict[str, int] = {}
-        sources: dict[str, int] = {}
-        steps = action_free = 0
-        for i in range(len(self)):
-            a = self.episode_attrs(i)
-            per_task[a["task"]] = per_task.get(a["task"], 0) + 1
-            sources[a["source"]] = sources.get(a["source"], 0) + 1
-            steps += a["num_steps"]
-            action_free += int(a["action_free"])
-        return {"episodes": len(self), "steps": steps, "per_task": per_task,
-                "sources": sources, "action_free": action_free}
+        return episode_summary(self)
 
     def close(self) -> None:
         if self._f:
@@ -295,6 +285,35 @@ def open_episode_source(path: str | Path):
         from lara_policy.data.lerobot_v3 import LeRobotV3Source
         return LeRobotV3Source(path)
     return EpisodeStore(path)
+
+
+def episode_summary(source) -> dict:
+    """Counts per task / source, action-free episodes and total steps of any episode source
+    with `__len__` and `episode_attrs(i)` (an EpisodeStore, a LeRobot v3 reader)."""
+    per_task: dict[str, int] = {}
+    sources: dict[str, int] = {}
+    steps = action_free = 0
+    for i in range(len(source)):
+        a = source.episode_attrs(i)
+        per_task[a["task"]] = per_task.get(a["task"], 0) + 1
+        sources[a["source"]] = sources.get(a["source"], 0) + 1
+        steps += a["num_steps"]
+        action_free += int(a["action_free"])
+    return {"episodes": len(source), "steps": steps, "per_task": per_task, "sources": sources,
+            "action_free": action_free}
+
+
+def seed_ranges(v: list[int]) -> str:
+    """Sorted seeds as compact ranges for messages: [1, 2, 3, 7] -> "1..3, 7" (first 6 runs)."""
+    out, start, prev = [], v[0], v[0]
+    for x in v[1:] + [None]:
+        if x is not None and x == prev + 1:
+            prev = x
+            continue
+        out.append(f"{start}" if start == prev else f"{start}..{prev}")
+        if x is not None:
+            start = prev = x
+    return ", ".join(out[:6]) + (" ..." if len(out) > 6 else "")
 
 
 def write_train_seeds(checkpoint_dir: str | Path, stores: list[str | Path]) -> Path:

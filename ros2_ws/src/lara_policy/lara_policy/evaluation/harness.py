@@ -212,21 +212,10 @@ def check_seed_overlap(tasks: Iterable[str], seeds: Iterable[int],
         if common:
             bad[t] = sorted(common)
     if bad:
-        desc = "; ".join(f"{t}: {len(v)} seeds ({_ranges(v)})" for t, v in bad.items())
+        from lara_policy.data.store import seed_ranges
+        desc = "; ".join(f"{t}: {len(v)} seeds ({seed_ranges(v)})" for t, v in bad.items())
         raise SeedOverlapError(f"evaluation seeds overlap the {source} seeds -> {desc}. "
                                f"Choose a --seed-start past the training range.")
-
-
-def _ranges(v: list[int]) -> str:
-    out, start, prev = [], v[0], v[0]
-    for x in v[1:] + [None]:
-        if x is not None and x == prev + 1:
-            prev = x
-            continue
-        out.append(f"{start}" if start == prev else f"{start}..{prev}")
-        if x is not None:
-            start = prev = x
-    return ", ".join(out[:6]) + (" ..." if len(out) > 6 else "")
 
 
 def train_seeds_from_store(path: str | Path) -> dict[str, set[int]]:
