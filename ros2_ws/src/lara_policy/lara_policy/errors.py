@@ -16,15 +16,20 @@ class LaraError(Exception):
     """Bad input that the user can fix; the message names the file/flag/field and why."""
 
 
-def positive_int(text: str) -> int:
+def positive_int(text: str, minimum: int = 1) -> int:
     """argparse type: an integer >= 1 (a clear argparse error, exit 2, otherwise)."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+        raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
     return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0 (e.g. `lara train --steps 0`: export the init as is)."""
+    return positive_int(text, minimum=0)
 
 
 def int_in_range(lo: int, hi: int):

@@ -37,7 +37,7 @@ from lara_policy.core.configuration import PARADIGMS, VARIANTS, ModelConfig, Tra
 from lara_policy.core.modeling import LaraModel, VectorQuantizer, count_parameters
 from lara_policy.core.processing import ChunkDataset, NormStats, TextEmbedder
 from lara_policy.data.store import StoreError, write_train_seeds
-from lara_policy.errors import positive_int
+from lara_policy.errors import non_negative_int, positive_int
 
 
 # ----------------------------------------------------------------------------------------
@@ -586,7 +586,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="share of each batch drawn from action-free samples (-1: in proportion to their number)")
     parser.add_argument("--out", required=True, help="run directory")
     parser.add_argument("--variant", choices=VARIANTS, default=d.variant)
-    parser.add_argument("--steps", type=positive_int, default=d.steps)
+    parser.add_argument("--steps", type=non_negative_int, default=d.steps,
+                        help="optimisation steps (0: write --init as the final checkpoint unchanged)")
     parser.add_argument("--batch-size", type=positive_int, default=d.batch_size, help="GLOBAL batch (split over ranks)")
     parser.add_argument("--lr", type=float, default=d.lr)
     parser.add_argument("--w-lara", type=float, default=d.w_lara, help="w1")
