@@ -98,7 +98,9 @@ def test_best_effort_camera_matched_by_auto_or_reported_loudly(ros, spinner, cap
     spinner(reliable, feeder.node)
     assert wait_for(lambda: reliable.rejections.get("no_camera", 0) >= 1, 10.0), dict(reliable.rejections)
     assert "offer BEST_EFFORT and this subscription is RELIABLE" in reliable.last_rejection
-    assert "BEST_EFFORT" in capfd.readouterr().err
+    # the counter is set before the spinner thread writes the log line: wait for the line itself
+    err = []
+    assert wait_for(lambda: err.append(capfd.readouterr().err) or "BEST_EFFORT" in "".join(err), 5.0), "".join(err)
     assert reliable.chunks_published == 0
     reliable.destroy_node()
     auto = _policy_node(GoalSeekingTestPolicy(), camera_qos_reliability="auto")
