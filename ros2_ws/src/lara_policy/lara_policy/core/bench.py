@@ -89,7 +89,7 @@ def bench_training(config: ModelConfig, batch_size: int, rounds: int, steps_per_
     Steps of the two variants alternate, so load from other processes hits both alike."""
     from lara_policy.core.configuration import TrainConfig
     from lara_policy.core.processing import ChunkDataset
-    from lara_policy.core.train import global_batch_plan, make_batch, train_step
+    from lara_policy.core.train import global_batch_plan, make_batch, make_optimizer, train_step
     v = config.vla
     with tempfile.TemporaryDirectory() as tmp:
         data = ChunkDataset([str(_synthetic_store(Path(tmp) / "bench.hdf5", config))],
@@ -105,7 +105,7 @@ def bench_training(config: ModelConfig, batch_size: int, rounds: int, steps_per_
         cfg = ModelConfig.from_dict({**config.to_dict(), "variant": variant})
         model = LaraModel(cfg).train()
         params = list(model.parameters())
-        opt = torch.optim.AdamW(params, lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+        opt = make_optimizer(params, tcfg)
         ema = copy.deepcopy(model).eval().requires_grad_(False)
         setups[variant] = (model, opt, [], params, ema)
 

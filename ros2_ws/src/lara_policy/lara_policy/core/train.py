@@ -261,6 +261,12 @@ def calibrate_null_effect(model: LaraModel, data: ChunkDataset, stats: NormStats
     return float(fraction * torch.cat(effects).median())
 
 
+def make_optimizer(params: list, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW, fused into one kernel per step (about 3x faster than the per-tensor loop at this
+    model's ~200 small tensors; the update is the same)."""
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+
+
 def train_step(forward, model: LaraModel, optimizer: torch.optim.Optimizer, params: list, ema, batch: dict,
                cfg: TrainConfig, variant: str, lam_only: bool, step: int, world: int = 1) -> dict:
     """One optimisation step exactly as `lara train` takes it (lr schedule, loss, clipping, LAM
@@ -405,7 +411,7 @@ def train(cfg: TrainConfig) -> Path:
     if variant == "frozen_lam" and hasattr(model, "lam"):
         model.lam.requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = make_optimizer(params, cfg)
 
     start = 0
     latest = ckpt_dir / "latest.json"
