@@ -128,22 +128,32 @@ def _detect_hdf5(p: Path) -> bool:
         return False
 
 
-def _read_hdf5(sources: list[Path], args) -> tuple[StoreMeta, Iterator[Episode]]:
+def read_concatenated(sources: list[Path], open_source, error: type[Exception], args
+                      ) -> tuple[StoreMeta, Iterator[Episode]]:
+    """Episodes of several sources of one format, in order, as one stream. `open_source(path)`
+    is a context manager with `.meta` that iterates episodes; sources must agree on cameras,
+    state/action sizes and image size (else `error` naming the file); phrasings are merged."""
     if getattr(args, "mapping", None):
-        raise ConvertError("--mapping applies to rosbag2 sources only")
-    with EpisodeStore(sources[0]) as s:
-        meta = s.meta
+        raise error("--mapping applies to rosbag2 sources only")
+    with open_source(sources[0]) as first:
+        meta = first.meta
 
-    def gen():
+    def gen() -> Iterator[Episode]:
         for src in sources:
-            with EpisodeStore(src) as s:
+            with open_source(src) as s:
                 m = s.meta
                 if (m.cameras, m.state_dim, m.action_dim, tuple(m.image_size)) != \
                         (meta.cameras, meta.state_dim, meta.action_dim, tuple(meta.image_size)):
-                    raise ConvertError(f"{src}: cameras/state/action/image size differ from {sources[0]}")
-                meta.phrasings.update(m.phrasings)
+                    raise error(f"{src}: cameras/state/action/image size differ from {sources[0]}")
+                for task, texts in m.phrasings.items():
+                    merged = meta.phrasings.setdefault(task, [])
+                    merged.extend(t for t in texts if t not in merged)
                 yield from s
-    return postprocess(meta, gen(), args.action_free, args.trim_idle)
+    return postprocess(meta, gen(), getattr(args, "action_free", False), getattr(args, "trim_idle", False))
+
+
+def _read_hdf5(sources: list[Path], args) -> tuple[StoreMeta, Iterator[Episode]]:
+    return read_concatenated(sources, EpisodeStore, ConvertError, args)
 
 
 def _write_hdf5(dst: Path, meta: StoreMeta, episodes: Iterable[Episode], args) -> dict:

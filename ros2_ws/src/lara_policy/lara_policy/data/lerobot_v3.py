@@ -784,23 +784,8 @@ def detect(path: Path) -> bool:
 
 def read(sources: list[Path], args) -> tuple[StoreMeta, Iterator[Episode]]:
     """One or more v3 folders -> (StoreMeta, episodes); --action-free / --trim-idle applied."""
-    if getattr(args, "mapping", None):
-        raise LeRobotError("--mapping applies to rosbag2 sources only")
-    with LeRobotV3Source(sources[0]) as first:
-        meta = first.meta
-
-    def gen() -> Iterator[Episode]:
-        for src in sources:
-            with LeRobotV3Source(src) as ds:
-                m = ds.meta
-                if (m.cameras, m.state_dim, m.action_dim, tuple(m.image_size)) != \
-                        (meta.cameras, meta.state_dim, meta.action_dim, tuple(meta.image_size)):
-                    raise LeRobotError(f"{src}: cameras/state/action/image size differ from {sources[0]}")
-                for t, v in m.phrasings.items():
-                    meta.phrasings.setdefault(t, list(v))
-                yield from ds
-    from lara_policy.data.convert import postprocess
-    return postprocess(meta, gen(), getattr(args, "action_free", False), getattr(args, "trim_idle", False))
+    from lara_policy.data.convert import read_concatenated
+    return read_concatenated(sources, LeRobotV3Source, LeRobotError, args)
 
 
 def write(dst: Path, meta: StoreMeta, episodes: Iterable[Episode], args) -> dict:
