@@ -22,11 +22,22 @@ thread: it waits for a new camera frame, and once `replan_period_steps` control 
 have passed since the last chunk it snapshots the latest synchronized observation, calls
 `policy.predict_chunk`, and publishes. Control (command_node) therefore never waits.
 
+Which state goes with an image: for the image stamped t, each state source (end-effector
+pose, goal, each joint) gives its LATEST sample stamped <= t (the earliest later one only when
+none is, and only within max_state_skew_s). When a source's next sample is due at or before
+t + state_sync_timeout_s (from its recent rate, known once it has sent two samples) and has not
+arrived yet, the worker waits for it, at most state_sync_timeout_s: a robot driver that publishes the image a moment before the state
+of the same tick (sim_node, bag replay) no longer gets the previous tick's state.
+
 Bad input is rejected with a log line (throttled per cause) and nothing is published:
-unsupported image encoding or wrong size, empty instruction, missing / stale / NaN state,
-an image stamped in the future (clocks disagree), a policy that raises ValueError or returns
-non-finite actions. Joint states are merged by joint name (arm and gripper drivers may
-publish separate JointState messages on the same topic).
+unsupported image encoding, a size other than expected_image_width/height, more than
+max_image_pixels, 0x0, data shorter or longer than step x height, an invalid or zero header
+stamp; an instruction that is empty, longer than max_instruction_chars, not valid UTF-8,
+holds control characters or no letter (the previous instruction stays); missing / stale /
+NaN state (a pose with a non-finite orientation counts as NaN); an image stamped in the future
+(clocks disagree) or too old; a policy that raises ValueError or returns non-finite actions.
+Joint states are merged by joint name (arm and gripper drivers may publish separate
+JointState messages on the same topic).
 """
 from __future__ import annotations
 
@@ -34,6 +45,7 @@ import math
 import os
 import threading
 import time
+import unicodedata
 from collections import defaultdict, deque
 
 import numpy as np
@@ -58,6 +70,69 @@ from lara_policy.ros.node_main import spin_node
 
 EE_NAMES = {"hand_x": 0, "hand_y": 1, "hand_z": 2}
 GOAL_NAMES = {"goal_x": 0, "goal_y": 1, "goal_z": 2}
+_HISTORY = 64          # samples kept per state source (pick by stamp)
+_STAMP_EPS = 1e-6      # stamps equal within a microsecond (float seconds)
+
+
+class _Series:
+    """Recent samples (stamp s, value) of one state source, in arrival order."""
+
+    __slots__ = ("samples",)
+
+    def __init__(self):
+        self.samples: deque = deque(maxlen=_HISTORY)
+
+    def add(self, stamp: float, value) -> None:
+        self.samples.append((stamp, value))
+
+    def pick(self, t: float):
+        """(stamp, value): the latest sample stamped <= t, else the earliest later one; None if empty."""
+        before = [s for s in self.samples if s[0] <= t + _STAMP_EPS]
+        if before:
+            return max(before, key=lambda s: s[0])
+        return min(self.samples, key=lambda s: s[0]) if self.samples else None
+
+    def pending(self, t: float, horizon: float) -> bool:
+        """True when no sample stamped >= t has arrived yet but the source's next one is due by
+        t + horizon (from the spacing of its last stamps): worth waiting for."""
+        if len(self.samples) < 2:
+            return False
+        last = max(s[0] for s in self.samples)
+        if last >= t - _STAMP_EPS:
+            return False
+        recent = sorted(s[0] for s in list(self.samples)[-8:])
+        gaps = [b - a for a, b in zip(recent, recent[1:]) if b - a > _STAMP_EPS]
+        if not gaps:
+            return False
+        period = sorted(gaps)[len(gaps) // 2]
+        return last + period <= t + horizon + _STAMP_EPS
+
+
+def stamp_problem(stamp) -> str:
+    """'' for a usable header stamp, else why not (invalid nanosec, zero = never stamped)."""
+    if not 0 <= int(stamp.nanosec) < 1_000_000_000:
+        return f"header.stamp.nanosec {stamp.nanosec} is not in [0, 1e9) (invalid builtin_interfaces/Time)"
+    if int(stamp.sec) == 0 and int(stamp.nanosec) == 0:
+        return "header.stamp is zero (the driver does not stamp its messages)"
+    return ""
+
+
+def instruction_problem(text: str, max_chars: int) -> tuple[str, str]:
+    """('', '') for an acceptable (stripped) instruction, else (cause, why it is refused)."""
+    if not text:
+        return "empty", "empty instruction refused"
+    if len(text) > max_chars:
+        return "too_long", (f"instruction of {len(text)} characters refused (> max_instruction_chars {max_chars}; "
+                f"starts '{text[:40]}...'): the language model reads only its first tokens, and a huge text "
+                "stalls tokenisation and travels in every ActionChunk")
+    if "\ufffd" in text:
+        return "utf8", "instruction refused: it is not valid UTF-8 (decoded with replacement characters)"
+    bad = sorted({f"U+{ord(c):04X}" for c in text if unicodedata.category(c) == "Cc" and c not in "\t\n\r"})
+    if bad:
+        return "control", f"instruction refused: it holds control characters ({', '.join(bad[:5])})"
+    if not any(c.isalpha() for c in text):
+        return "no_letter", f"instruction refused: '{text[:40]}' has no letter"
+    return "", ""
 
 
 class PolicyLoadError(ValueError):
@@ -113,6 +188,14 @@ class PolicyNode(Node):
           "(camera and policy clocks must agree: chrony/PTP between hosts)", min_value=0.0, max_value=60.0)
         p("expected_image_width", 0, "reject images of another width (0 = any)", min_value=0)
         p("expected_image_height", 0, "reject images of another height (0 = any)", min_value=0)
+        p("max_image_pixels", 2_500_000, "reject images with more pixels than this before decoding (default: "
+          "1920x1200 passes, 4000x3000 does not; the policy resizes to ~100 px, a huge frame only costs "
+          "latency and memory: set the camera's resolution lower)", min_value=1)
+        p("max_instruction_chars", 500, "refuse longer instructions (the previous one stays): the language "
+          "model reads only its first tokens", min_value=1, max_value=1_000_000)
+        p("state_sync_timeout_s", 0.02, "wait at most this long for a state sample stamped at or after the "
+          "image when one is due (0 = never wait: latest state stamped <= the image)", min_value=0.0,
+          max_value=1.0)
         p("camera_name", "", "policy camera the image topic feeds ('' = the policy's first)",
           read_only=True)
         self.gripper_joint_name = p("gripper_joint_name", "gripper",
@@ -173,7 +256,16 @@ class PolicyNode(Node):
         self._ee = None               # (xyz, stamp_s)
         self._goal = None             # (xyz, stamp_s)
         self._joints: dict = {}       # {name: (pos, stamp_s)}, merged over JointState messages
+        self._cond = threading.Condition(self._lock)   # state arrivals wake a worker waiting for them
+        self._ee_hist, self._goal_hist = _Series(), _Series()
+        self._joint_hist: dict[str, _Series] = {}
+        self.sync_waits = 0           # snapshots that waited for a state sample of the image's tick
+        self.sync_timeouts = 0        # ... and gave up after state_sync_timeout_s
         self._instruction = str(self.get_parameter("instruction").value).strip()
+        if self._instruction:
+            _, why = instruction_problem(self._instruction, int(self.get_parameter("max_instruction_chars").value))
+            if why:
+                raise ValueError(f"policy_node: parameter 'instruction': {why}")
         # surprise (worker thread): chunks waiting for their frame t + C, and the latest value
         self._surprise_pending: deque = deque()   # (target stamp, chunk stamp, latent, image_t)
         self._surprise_last = float("nan")
@@ -228,12 +320,17 @@ class PolicyNode(Node):
             f"replan every {self.get_parameter('replan_period_steps').value} x {self.control_period * 1e3:.1f} ms")
 
     # -- rejection log -------------------------------------------------------------------
-    def _reject(self, key: str, message: str) -> None:
+    def _reject(self, key: str, message: str, cause: str = "") -> None:
+        """Count the rejection under `key` (and `key:cause`), log it throttled per cause."""
         self.rejections[key] += 1
+        log_key = key
+        if cause:
+            log_key = f"{key}:{cause}"
+            self.rejections[log_key] += 1
         self.last_rejection = message
         now = time.monotonic()
-        if now - self._last_log.get(key, -1e9) >= self.log_throttle_s:
-            self._last_log[key] = now
+        if now - self._last_log.get(log_key, -1e9) >= self.log_throttle_s:
+            self._last_log[log_key] = now
             self.get_logger().warning(f"policy_node: {message}; not publishing")
 
     # -- camera QoS -----------------------------------------------------------------------
@@ -277,58 +374,123 @@ class PolicyNode(Node):
         self._reject("no_camera", f"no camera image for {idle:.0f} s: {why}")
 
     # -- inputs (executor thread) --------------------------------------------------------
+    def _image_precheck(self, msg) -> tuple[str, str]:
+        """(cause, problem) found from the message fields alone (before any decoding), or ('', '')."""
+        why = stamp_problem(msg.header.stamp)
+        if why:
+            return "stamp", why
+        max_px = int(self.get_parameter("max_image_pixels").value)
+        if isinstance(msg, CompressedImage):
+            if len(msg.data) > 3 * max_px:
+                return "size", (f"compressed image of {len(msg.data)} bytes is larger than an uncompressed "
+                                f"max_image_pixels {max_px} frame")
+            return "", ""
+        h, w, step = int(msg.height), int(msg.width), int(msg.step)
+        if h * w > max_px:
+            return "size", (f"image {w}x{h} ({h * w / 1e6:.1f} MP) has more than max_image_pixels {max_px}: "
+                            "lower the camera resolution (the policy uses ~100 px) or raise max_image_pixels")
+        if h > 0 and w > 0 and len(msg.data) != step * h:
+            return "data", (f"image data is {len(msg.data)} bytes but step x height = {step} x {h} = "
+                            f"{step * h} ({w}x{h} '{msg.encoding}'): a malformed message")
+        return "", ""
+
     def _on_image(self, msg) -> None:
         self._last_image_arrival = time.monotonic()
+        cause, why = self._image_precheck(msg)
         try:
+            if why:
+                raise ImageConversionError(why)
+            cause = "decode"
             rgb = compressed_msg_to_rgb(msg) if isinstance(msg, CompressedImage) else image_msg_to_rgb(msg)
+            cause = "size"
             ew = int(self.get_parameter("expected_image_width").value)
             eh = int(self.get_parameter("expected_image_height").value)
             if (ew and rgb.shape[1] != ew) or (eh and rgb.shape[0] != eh):
                 raise ImageConversionError(f"image size {rgb.shape[1]}x{rgb.shape[0]} != expected "
                                            f"{ew or rgb.shape[1]}x{eh or rgb.shape[0]}")
+            max_px = int(self.get_parameter("max_image_pixels").value)
+            if rgb.shape[0] * rgb.shape[1] > max_px:     # a compressed image decodes to its real size
+                raise ImageConversionError(f"image {rgb.shape[1]}x{rgb.shape[0]} has more than "
+                                           f"max_image_pixels {max_px}")
         except ImageConversionError as exc:
             with self._lock:
                 self._image = None     # never act on an older frame while the camera is bad
-            self._reject("image", f"bad image on {self.topics['image_topic']}: {exc}")
+            self._reject("image", f"bad image on {self.topics['image_topic']}: {exc}", cause=cause)
             return
         with self._lock:
             self._image = (rgb, stamp_to_sec(msg.header.stamp))
         self._new_image.set()
+
+    def _state_stamp(self, msg, key: str, topic: str):
+        """The message's stamp in seconds, or None (and a rejection) when it is unusable."""
+        why = stamp_problem(msg.header.stamp)
+        if why:
+            self._reject(key, f"{topic}: {why}; message ignored", cause="stamp")
+            return None
+        return stamp_to_sec(msg.header.stamp)
 
     def _on_ee(self, msg: PoseStamped) -> None:
         frame = msg.header.frame_id
         if frame and frame.lstrip("/") != str(self.frame_id).lstrip("/"):
             with self._lock:
                 self._ee = None
+                self._ee_hist = _Series()       # never fall back on a pose from before the bad frame
             self._reject("ee_frame", f"end-effector pose on {self.topics['ee_pose_topic']} is in frame '{frame}', "
                                      f"not frame_id '{self.frame_id}' (publish it in the base frame)")
             return
-        p = msg.pose.position
-        with self._lock:
-            self._ee = (np.array([p.x, p.y, p.z], dtype=np.float64), stamp_to_sec(msg.header.stamp))
+        stamp = self._state_stamp(msg, "ee_pose", self.topics["ee_pose_topic"])
+        if stamp is None:
+            return
+        p, q = msg.pose.position, msg.pose.orientation
+        xyz = np.array([p.x, p.y, p.z], dtype=np.float64)
+        if not all(math.isfinite(v) for v in (q.x, q.y, q.z, q.w)):
+            xyz[:] = np.nan            # a pose with a NaN orientation is not trusted: the tick says why
+            self._reject("ee_pose", f"end-effector pose on {self.topics['ee_pose_topic']} has a non-finite "
+                         "orientation; treated as NaN", cause="orientation")
+        with self._cond:
+            self._ee = (xyz, stamp)
+            self._ee_hist.add(stamp, xyz)
+            self._cond.notify_all()
 
     def _on_goal(self, msg: PointStamped) -> None:
+        stamp = self._state_stamp(msg, "goal", self.topics["goal_topic"])
+        if stamp is None:
+            return
         p = msg.point
-        with self._lock:
-            self._goal = (np.array([p.x, p.y, p.z], dtype=np.float64), stamp_to_sec(msg.header.stamp))
+        xyz = np.array([p.x, p.y, p.z], dtype=np.float64)
+        with self._cond:
+            self._goal = (xyz, stamp)
+            self._goal_hist.add(stamp, xyz)
+            self._cond.notify_all()
 
     def _on_joints(self, msg: JointState) -> None:
         if len(msg.position) != len(msg.name):
             self._reject("joint_states", f"joint_states has {len(msg.name)} names but "
-                         f"{len(msg.position)} positions")
+                         f"{len(msg.position)} positions", cause="length")
             return
-        stamp = stamp_to_sec(msg.header.stamp)
-        with self._lock:
+        stamp = self._state_stamp(msg, "joint_states", self.topics["joint_states_topic"])
+        if stamp is None:
+            return
+        with self._cond:
             # merged by name: the arm's broadcaster and a separate gripper driver usually publish
             # different joints on the same topic
             for name, v in zip(msg.name, msg.position):
                 self._joints[name] = (float(v), stamp)
+                series = self._joint_hist.get(name)
+                if series is None:
+                    if len(self._joint_hist) >= 1024:     # a flood of made-up joint names
+                        continue
+                    series = self._joint_hist[name] = _Series()
+                series.add(stamp, float(v))
+            self._cond.notify_all()
 
     def set_instruction(self, text: str) -> tuple[bool, str]:
         text = (text or "").strip()
-        if not text:
-            self._reject("instruction", "empty instruction refused")
-            return False, "empty instruction refused"
+        cause, why = instruction_problem(text, int(self.get_parameter("max_instruction_chars").value))
+        if why:
+            self._reject("instruction", f"{why} (keeping '{self._instruction[:60]}')" if self._instruction
+                         else why, cause=cause)
+            return False, why
         with self._lock:
             changed = text != self._instruction
             self._instruction = text
@@ -349,6 +511,7 @@ class PolicyNode(Node):
             self._epoch += 1
             self._image = self._ee = self._goal = None
             self._joints = {}
+            self._ee_hist, self._goal_hist, self._joint_hist = _Series(), _Series(), {}
             self._surprise_pending.clear()
             self._surprise_last = float("nan")
         try:
@@ -366,10 +529,52 @@ class PolicyNode(Node):
         return self._instruction
 
     # -- observation ---------------------------------------------------------------------
+    def _sources(self) -> list[tuple[str, _Series | None]]:
+        """(state name, its series) for every state entry (caller holds the lock)."""
+        out = []
+        for name in self.state_names:
+            if name in EE_NAMES:
+                out.append((name, self._ee_hist))
+            elif name in GOAL_NAMES:
+                out.append((name, self._goal_hist))
+            else:
+                out.append((name, self._joint_hist.get(self.gripper_joint_name if name == "gripper" else name)))
+        return out
+
+    def _synced_state(self, t_img: float):
+        """(ee, goal, joints) as (value, stamp) picked for the image stamped t_img: per source the
+        latest sample stamped <= t_img, after waiting (bounded) for samples of that tick that are due."""
+        timeout = float(self.get_parameter("state_sync_timeout_s").value)
+        deadline = time.monotonic() + timeout
+        waited = False
+        with self._cond:
+            while timeout > 0:
+                due = [n for n, s in self._sources() if s is not None and s.pending(t_img, timeout)]
+                left = deadline - time.monotonic()
+                if not due:
+                    break
+                if left <= 0:
+                    self.sync_timeouts += 1
+                    break
+                waited = True
+                self._cond.wait(left)
+            if waited:
+                self.sync_waits += 1
+
+            def swap(pick):
+                return None if pick is None else (pick[1], pick[0])
+            ee, goal = swap(self._ee_hist.pick(t_img)), swap(self._goal_hist.pick(t_img))
+            joints = {}
+            for name, series in self._sources():
+                if series is not None and name not in EE_NAMES and name not in GOAL_NAMES:
+                    key = self.gripper_joint_name if name == "gripper" else name
+                    joints[key] = swap(series.pick(t_img))
+        return ee, goal, joints
+
     def snapshot(self) -> tuple[Observation | None, str, str]:
         """(observation, "", "") or (None, cause key, message)."""
         with self._lock:
-            image, ee, goal, joints, instr = self._image, self._ee, self._goal, dict(self._joints), self._instruction
+            image, instr = self._image, self._instruction
         if not instr:
             return None, "no_instruction", "no instruction yet (topic or service)"
         if image is None:
@@ -385,6 +590,7 @@ class PolicyNode(Node):
                 f"latest image on {self.topics['image_topic']} is stamped {t_img - now:.2f} s in the future "
                 f"(> {max_future:.2f} s): the camera's clock is ahead of this node's (sync the hosts' clocks, "
                 "or the sim clock jumped back)")
+        ee, goal, joints = self._synced_state(t_img)
         skew = float(self.get_parameter("max_state_skew_s").value)
         state = np.zeros(len(self.state_names), dtype=np.float64)
         for i, name in enumerate(self.state_names):
