@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "probe": ("lara_policy.core.probe", "action probe: how well LAM latents predict ground-truth actions (R^2)"),
     "eval sim": ("lara_policy.evaluation.sim_eval", "closed-loop Meta-World evaluation of a policy (oracle | random | checkpoint)"),
     "eval bag": ("lara_policy.evaluation.bag_eval", "open-loop replay of recorded bags through a checkpoint: action error, dynamics-check flags, surprise, latency (an offline proxy)"),
+    "experiment run": ("lara_policy.evaluation.experiment", "run a resumable grid of training + held-out evaluation runs from a YAML spec and aggregate it (bootstrap intervals, paired differences)"),
     "bench model": ("lara_policy.core.bench", "benchmark inference latency and the LARA/DiT-only training-step ratio"),
     "bench ros": ("lara_policy.ros.bench", "benchmark camera->command latency and control-tick regularity through ROS"),
     "bringup": ("lara_policy.ros.bringup", "run a node graph (sim/real) from a lara_bringup YAML in one process"),

@@ -1,0 +1,405 @@
+"""Run a grid of training + held-out evaluation runs from one YAML spec, resumably, and aggregate.
+
+A spec (see experiments/*.yaml) names the shared data, the `lara train` and `lara eval sim`
+arguments every run shares, the grid axes (every combination is one run) and per-value
+overrides. Each run trains into OUT/runs/<run>/train, is evaluated into OUT/runs/<run>/eval,
+and its record goes into OUT/summary.json; a re-run skips finished runs and resumes
+interrupted training from its last checkpoint, so a grid can span several sittings.
+
+    name: mt3_main                       # results/<name>/ unless `out` is given
+    demos:                               # `lara demos` calls, run only when their --out is missing
+      - {tasks: reach-v3, episodes: 8, seed_start: 0, out: data/x_train.hdf5}
+    shared:                              # runs trained once and referenced as "@name" (a checkpoint)
+      lam_video: {paradigm: lam-pretrain, data: [data/x_train.hdf5], steps: 1500}
+    train: {paradigm: pretrain, data: [data/x_train.hdf5], steps: 3000}
+    eval: {tasks: MT3, episodes: 30, seed_start: 100000, max_steps: 300, execute_k: 8}
+    grid: {variant: [dit_only, frozen_lam, lara], seed: [0, 1, 2]}
+    overrides: {"variant=frozen_lam": {lam: "@lam_video"}}    # train args for runs with that value
+    baseline: "variant=dit_only"         # paired differences against the runs with this value
+
+Grid axes are `lara train` options (w_lara, align_block, ...) or `lara eval sim` options
+prefixed `eval.` (eval.num_candidates). Argument names are the CLI's with `_` for `-`.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from lara_policy.errors import LaraError
+
+SPEC_KEYS = {"name", "out", "demos", "shared", "train", "eval", "grid", "overrides", "baseline", "eval_workers",
+             "description"}
+
+
+class ExperimentError(LaraError, ValueError):
+    """A spec that cannot run: the message names the key."""
+
+
+@dataclass
+class Run:
+    name: str
+    axes: dict
+    train: dict
+    eval: dict = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------------------
+# Spec
+
+
+def load_spec(path: str | Path) -> dict:
+    import yaml
+    path = Path(path)
+    try:
+        spec = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ExperimentError(f"{path}: no such spec file") from None
+    except yaml.YAMLError as exc:
+        raise ExperimentError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(spec, dict):
+        raise ExperimentError(f"{path}: a spec is a mapping (name, train, eval, grid, ...)")
+    unknown = set(spec) - SPEC_KEYS
+    if unknown:
+        raise ExperimentError(f"{path}: unknown keys {sorted(unknown)} (known: {sorted(SPEC_KEYS)})")
+    for key in ("name", "train", "eval", "grid"):
+        if key not in spec:
+            raise ExperimentError(f"{path}: missing '{key}'")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", str(spec["name"])):
+        raise ExperimentError(f"{path}: name '{spec['name']}' must be a plain folder name")
+    grid = spec["grid"]
+    if not isinstance(grid, dict) or not grid or not all(isinstance(v, list) and v for v in grid.values()):
+        raise ExperimentError(f"{path}: 'grid' maps each axis to a non-empty list of values")
+    for key in spec.get("overrides") or {}:
+        axis, _, value = key.partition("=")
+        if axis not in grid or value not in [str(v) for v in grid[axis]]:
+            raise ExperimentError(f"{path}: override '{key}' names no grid value (axis=value)")
+    base = spec.get("baseline")
+    if base is not None:
+        axis, _, value = str(base).partition("=")
+        if axis not in grid or value not in [str(v) for v in grid[axis]]:
+            raise ExperimentError(f"{path}: baseline '{base}' names no grid value (axis=value)")
+    spec["_dir"] = str(path.resolve().parent)
+    return spec
+
+
+def run_name(axes: dict) -> str:
+    return "__".join(f"{k.replace('eval.', 'e.')}-{v}" for k, v in axes.items())
+
+
+def expand(spec: dict) -> list[Run]:
+    axes_names = list(spec["grid"])
+    runs = []
+    for values in itertools.product(*(spec["grid"][a] for a in axes_names)):
+        axes = dict(zip(axes_names, values))
+        train, ev = dict(spec["train"]), dict(spec["eval"])
+        for axis, value in axes.items():
+            for key, val in ((spec.get("overrides") or {}).get(f"{axis}={value}") or {}).items():
+                (ev if key.startswith("eval.") else train)[key.removeprefix("eval.")] = val
+        for axis, value in axes.items():
+            if axis.startswith("eval."):
+                ev[axis.removeprefix("eval.")] = value
+            else:
+                train[axis] = value
+        runs.append(Run(run_name(axes), axes, train, ev))
+    return runs
+
+
+def to_argv(args: dict) -> list[str]:
+    """{'w_lara': 0.1, 'data': [a, b], 'no_progress': True} -> ['--w-lara', '0.1', '--data', a, b, '--no-progress']"""
+    argv = []
+    for key, value in args.items():
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            argv.append(flag)
+        elif value is False or value is None:
+            continue
+        elif isinstance(value, list):
+            argv += [flag, *map(str, value)]
+        else:
+            argv += [flag, str(value)]
+    return argv
+
+
+# ----------------------------------------------------------------------------------------
+# Running
+
+
+def _lara(argv: list[str], log: Path) -> float:
+    """Run one `lara` command in a child process (its own torch threads, no state leaks), output
+    appended to `log`; returns its wall time; a failure raises with the log's tail."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    with open(log, "a") as f:
+        f.write(f"$ lara {' '.join(argv)}\n")
+        f.flush()
+        rc = subprocess.call([sys.executable, "-m", "lara_policy.cli", *argv], stdout=f, stderr=subprocess.STDOUT)
+    if rc != 0:
+        tail = "".join(log.read_text().splitlines(keepends=True)[-15:])
+        raise ExperimentError(f"`lara {argv[0]}` failed (exit {rc}); log {log}:\n{tail}")
+    return time.perf_counter() - t0
+
+
+def _resolve_refs(args: dict, shared_dirs: dict) -> dict:
+    out = {}
+    for key, value in args.items():
+        if isinstance(value, str) and value.startswith("@"):
+            if value[1:] not in shared_dirs:
+                raise ExperimentError(f"'{key}: {value}' names no entry of 'shared'")
+            value = str(shared_dirs[value[1:]] / "final")
+        out[key] = value
+    return out
+
+
+def train_run(args: dict, out: Path, log: Path, say) -> float:
+    """Train into `out` unless its final checkpoint exists; resume from the last checkpoint.
+    Returns the wall time spent now (0 when already finished)."""
+    if (out / "final" / "config.json").exists():
+        return 0.0
+    argv = ["train", *to_argv({**args, "out": str(out), "no_progress": True})]
+    latest = out / "checkpoints" / "latest.json"
+    if latest.exists():
+        say(f"resuming from {json.loads(latest.read_text())['path']}")
+        argv.append("--resume")
+    return _lara(argv, log)
+
+
+def _timing(run_dir: Path) -> dict:
+    p = run_dir / "timing.json"
+    return json.loads(p.read_text()) if p.exists() else {"train_wall_s": 0.0, "eval_wall_s": 0.0}
+
+
+def run_experiment(spec: dict, out: Path | None = None, only: str = "", workers: int | None = None,
+                   dry_run: bool = False, say=print) -> list[dict]:
+    out = Path(out or spec.get("out") or Path("results") / spec["name"])
+    runs = expand(spec)
+    if only:
+        runs = [r for r in runs if re.search(only, r.name)]
+    if dry_run:
+        for r in runs:
+            say(f"{r.name}: lara {' '.join(['train', *to_argv(r.train)])}")
+        return []
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "spec.json").write_text(json.dumps({k: v for k, v in spec.items() if k != "_dir"}, indent=2))
+    for i, d in enumerate(spec.get("demos") or []):
+        if "out" not in d:
+            raise ExperimentError(f"demos[{i}] needs 'out'")
+        if not Path(d["out"]).exists():
+            say(f"demos[{i}]: generating {d['out']}")
+            _lara(["demos", *to_argv(d)], out / "logs" / f"demos_{i}.log")
+    shared_dirs = {name: out / "shared" / name for name in (spec.get("shared") or {})}
+    for name, args in (spec.get("shared") or {}).items():
+        say(f"shared {name}: training" if not (shared_dirs[name] / "final").exists() else f"shared {name}: done")
+        train_run(_resolve_refs(args, shared_dirs), shared_dirs[name], out / "logs" / f"shared_{name}.log", say)
+    records = []
+    for k, r in enumerate(runs, 1):
+        run_dir = out / "runs" / r.name
+        timing = _timing(run_dir)
+        result = run_dir / "eval" / "results.json"
+        prefix = f"[{k}/{len(runs)}] {r.name}"
+        if not result.exists():
+            train_args = _resolve_refs(r.train, shared_dirs)
+            if not (run_dir / "train" / "final" / "config.json").exists():
+                say(f"{prefix}: training")
+            timing["train_wall_s"] += train_run(train_args, run_dir / "train", run_dir / "train.log",
+                                                lambda m: say(f"{prefix}: {m}"))
+            (run_dir / "timing.json").write_text(json.dumps(timing))
+            say(f"{prefix}: evaluating")
+            ev = {**r.eval, "policy": str(run_dir / "train" / "final"), "out": str(run_dir / "eval"),
+                  "train_store": list(train_args.get("data") or []), "quiet": True,
+                  "workers": workers or spec.get("eval_workers") or r.eval.get("workers") or 1}
+            ev.setdefault("videos", 0)
+            timing["eval_wall_s"] += _lara(["eval", "sim", *to_argv(ev)], run_dir / "eval.log")
+            (run_dir / "timing.json").write_text(json.dumps(timing))
+        else:
+            say(f"{prefix}: done (skipped)")
+        records.append(run_record(r, run_dir, timing))
+        write_summary(spec, out, records)
+    return records
+
+
+def run_record(r: Run, run_dir: Path, timing: dict) -> dict:
+    res = json.loads((run_dir / "eval" / "results.json").read_text())
+    cfg = json.loads((run_dir / "train" / "train_config.json").read_text())
+    return {"run": r.name, "variant": cfg["variant"], "seed": cfg["seed"], "axes": r.axes,
+            "mean_success": res["mean_success"],
+            "per_task": {t: {"success_rate": v["success_rate"], "successes": v["successes"], "episodes": v["episodes"]}
+                         for t, v in res["per_task"].items()},
+            "episodes": [[e["task"], e["seed"], bool(e["success"])] for e in res["episodes"]],
+            "steps": cfg["steps"], "train_wall_s": round(timing["train_wall_s"], 1),
+            "eval_wall_s": round(timing["eval_wall_s"], 1), "checkpoint_id": res["policy"].get("model_id", ""),
+            "checkpoint": str(run_dir / "train" / "final"), "eval": res["config"]}
+
+
+# ----------------------------------------------------------------------------------------
+# Aggregation
+
+
+def success_matrix(records: list[dict]) -> tuple[np.ndarray, list]:
+    """(runs, layouts) 0/1 over the layouts (task, eval seed) every run shares, in one order."""
+    common = None
+    for rec in records:
+        keys = {(t, s) for t, s, _ in rec["episodes"]}
+        common = keys if common is None else common & keys
+    layouts = sorted(common or [])
+    rows = []
+    for rec in records:
+        by = {(t, s): ok for t, s, ok in rec["episodes"]}
+        rows.append([float(by[key]) for key in layouts])
+    return np.asarray(rows, dtype=float).reshape(len(records), len(layouts)), layouts
+
+
+def hierarchical_bootstrap(matrix: np.ndarray, reps: int = 5000, seed: int = 0) -> tuple[float, float, float]:
+    """Mean of a (training seeds, layouts) matrix and its 95% interval, resampling training seeds
+    and layouts (the two sources of variance) independently with replacement."""
+    rng = np.random.default_rng(seed)
+    n_s, n_l = matrix.shape
+    if n_s == 0 or n_l == 0:
+        return float("nan"), float("nan"), float("nan")
+    si = rng.integers(0, n_s, (reps, n_s))
+    li = rng.integers(0, n_l, (reps, n_l))
+    means = np.array([matrix[si[b]][:, li[b]].mean() for b in range(reps)])
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return float(matrix.mean()), float(lo), float(hi)
+
+
+def group_key(rec: dict) -> str:
+    return ",".join(f"{k}={v}" for k, v in rec["axes"].items() if k != "seed") or "all"
+
+
+def aggregate(spec: dict, records: list[dict]) -> dict:
+    groups: dict[str, list[dict]] = {}
+    for rec in records:
+        groups.setdefault(group_key(rec), []).append(rec)
+    table = {}
+    for name, recs in groups.items():
+        m, layouts = success_matrix(recs)
+        mean, lo, hi = hierarchical_bootstrap(m)
+        tasks = sorted({t for rec in recs for t in rec["per_task"]})
+        table[name] = {"runs": len(recs), "seeds": [r["seed"] for r in recs], "layouts": len(layouts),
+                       "mean": mean, "ci95": [lo, hi], "per_seed": [float(x) for x in m.mean(1)],
+                       "per_task": {t: float(np.mean([r["per_task"][t]["success_rate"] for r in recs
+                                                      if t in r["per_task"]])) for t in tasks},
+                       "train_wall_s": float(sum(r["train_wall_s"] for r in recs))}
+    diffs = {}
+    base = spec.get("baseline")
+    if base:
+        axis, _, value = str(base).partition("=")
+        for name, recs in groups.items():
+            other = {k: v for k, v in recs[0]["axes"].items() if k not in ("seed", axis)}
+            if str(recs[0]["axes"].get(axis)) == value:
+                continue
+            base_recs = [r for r in records if str(r["axes"].get(axis)) == value
+                         and {k: v for k, v in r["axes"].items() if k not in ("seed", axis)} == other]
+            by_seed = {r["seed"]: r for r in base_recs}
+            pairs = [(r, by_seed[r["seed"]]) for r in recs if r["seed"] in by_seed]
+            if not pairs:
+                continue
+            m, _ = success_matrix([p for pair in pairs for p in pair])
+            d = m[0::2] - m[1::2]                     # paired by training seed and by layout
+            mean, lo, hi = hierarchical_bootstrap(d)
+            diffs[f"{name} - {base}"] = {"pairs": len(pairs), "mean": mean, "ci95": [lo, hi],
+                                         "per_seed": [float(x) for x in d.mean(1)]}
+    return {"groups": table, "paired_differences": diffs,
+            "ci_method": "hierarchical bootstrap over training seeds and evaluation layouts, 5000 resamples, 95%"}
+
+
+def write_summary(spec: dict, out: Path, records: list[dict]) -> dict:
+    agg = aggregate(spec, records)
+    summary = {"experiment": spec["name"], "runs": records, **agg}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    (out / "results.md").write_text(markdown(spec, summary))
+    try:
+        plot(summary, out / "success.png")
+    except Exception as exc:          # a plot is a convenience; the numbers are in summary.json
+        print(f"lara experiment: plot skipped ({exc})", file=sys.stderr)
+    return summary
+
+
+def markdown(spec: dict, summary: dict) -> str:
+    groups = summary["groups"]
+    tasks = sorted({t for g in groups.values() for t in g["per_task"]})
+    lines = [f"# Experiment {spec['name']}", "", spec.get("description", "").strip(), "",
+             f"Success on held-out layouts; 95% intervals: {summary['ci_method']}.", "",
+             "| group | runs (seeds) | mean success | 95% CI | per seed | " + " | ".join(tasks) + " |",
+             "|---|---|---:|---|---|" + "---:|" * len(tasks)]
+    for name, g in groups.items():
+        lines.append(f"| {name} | {g['runs']} ({', '.join(map(str, g['seeds']))}) | {g['mean']:.3f} | "
+                     f"{g['ci95'][0]:.3f}-{g['ci95'][1]:.3f} | {', '.join(f'{x:.2f}' for x in g['per_seed'])} | "
+                     + " | ".join(f"{g['per_task'].get(t, float('nan')):.2f}" for t in tasks) + " |")
+    if summary["paired_differences"]:
+        lines += ["", "| paired difference | pairs | mean | 95% CI | per seed |", "|---|---:|---:|---|---|"]
+        for name, d in summary["paired_differences"].items():
+            lines.append(f"| {name} | {d['pairs']} | {d['mean']:+.3f} | {d['ci95'][0]:+.3f} to {d['ci95'][1]:+.3f} | "
+                         f"{', '.join(f'{x:+.2f}' for x in d['per_seed'])} |")
+    lines += ["", "| run | checkpoint id | steps | train wall s | eval wall s | mean success |",
+              "|---|---|---:|---:|---:|---:|"]
+    for r in summary["runs"]:
+        lines.append(f"| {r['run']} | {r['checkpoint_id']} | {r['steps']} | {r['train_wall_s']:.0f} | "
+                     f"{r['eval_wall_s']:.0f} | {r['mean_success']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(summary: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    groups = summary["groups"]
+    names = list(groups)
+    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(names), 3.6))
+    for i, name in enumerate(names):
+        g = groups[name]
+        ax.bar(i, g["mean"], color="#8fb3d9", width=0.6)
+        ax.errorbar(i, g["mean"], yerr=[[g["mean"] - g["ci95"][0]], [g["ci95"][1] - g["mean"]]], color="k",
+                    capsize=5)
+        ax.scatter(np.full(len(g["per_seed"]), i) + np.linspace(-0.15, 0.15, len(g["per_seed"])), g["per_seed"],
+                   color="#1f4e79", zorder=3, s=14)
+    ax.set_xticks(range(len(names)), [n.replace(",", "\n") for n in names], fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("held-out success")
+    ax.set_title(f"{summary['experiment']}: mean, 95% CI, per-seed points", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------------------
+# CLI
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = (__doc__ or "").split("\n\n")[0]
+    p.epilog = "Outputs in OUT (default results/<name>): summary.json, results.md, success.png, runs/<run>/."
+    p.add_argument("spec", help="experiment spec (YAML); see experiments/ and docs/RESULTS.md")
+    p.add_argument("--out", default="", help="results directory (default: the spec's 'out' or results/<name>)")
+    p.add_argument("--only", default="", help="regular expression: run only the runs whose name matches")
+    p.add_argument("--workers", type=int, default=None, help="evaluation worker processes (default: spec's eval_workers or 1)")
+    p.add_argument("--dry-run", action="store_true", help="print the runs and their train commands; run nothing")
+    p.add_argument("--report", action="store_true", help="only re-aggregate finished runs into summary/results/plot")
+
+
+def run(args: argparse.Namespace) -> int:
+    spec = load_spec(args.spec)
+    say = (lambda m: print(f"lara experiment: {m}", file=sys.stderr, flush=True))
+    if args.report:
+        out = Path(args.out or spec.get("out") or Path("results") / spec["name"])
+        records = [run_record(r, out / "runs" / r.name, _timing(out / "runs" / r.name)) for r in expand(spec)
+                   if (out / "runs" / r.name / "eval" / "results.json").exists()]
+        if not records:
+            raise ExperimentError(f"{out}: no finished runs to report")
+        write_summary(spec, out, records)
+        print(out / "results.md")
+        return 0
+    records = run_experiment(spec, Path(args.out) if args.out else None, args.only, args.workers, args.dry_run, say)
+    if records:
+        print(Path(args.out or spec.get("out") or Path("results") / spec["name"]) / "results.md")
+    return 0
+
