@@ -183,9 +183,12 @@ def run_experiment(spec: dict, out: Path | None = None, only: str = "", workers:
     runs = expand(spec)
     if only:
         runs = [r for r in runs if re.search(only, r.name)]
+    shared_dirs = {name: out / "shared" / name for name in (spec.get("shared") or {})}
     if dry_run:
+        for name in shared_dirs:
+            say(f"shared {name}: lara train {' '.join(to_argv(spec['shared'][name]))} --out {shared_dirs[name]}")
         for r in runs:
-            say(f"{r.name}: lara {' '.join(['train', *to_argv(r.train)])}")
+            say(f"{r.name}: lara train {' '.join(to_argv(_resolve_refs(r.train, shared_dirs)))}")
         return []
     out.mkdir(parents=True, exist_ok=True)
     (out / "spec.json").write_text(json.dumps({k: v for k, v in spec.items() if k != "_dir"}, indent=2))
@@ -195,7 +198,6 @@ def run_experiment(spec: dict, out: Path | None = None, only: str = "", workers:
         if not Path(d["out"]).exists():
             say(f"demos[{i}]: generating {d['out']}")
             _lara(["demos", *to_argv(d)], out / "logs" / f"demos_{i}.log")
-    shared_dirs = {name: out / "shared" / name for name in (spec.get("shared") or {})}
     for name, args in (spec.get("shared") or {}).items():
         say(f"shared {name}: training" if not (shared_dirs[name] / "final").exists() else f"shared {name}: done")
         train_run(_resolve_refs(args, shared_dirs), shared_dirs[name], out / "logs" / f"shared_{name}.log", say)
