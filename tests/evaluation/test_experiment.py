@@ -45,6 +45,9 @@ overrides: {variant=frozen_lam: {lam: "@lam"}}
     assert all(r.train["lam"] == "@lam" for r in frozen)
     assert all("lam" not in r.train for r in runs if r.axes["variant"] == "dit_only")
     assert {r.eval["num_candidates"] for r in runs} == {1, 8} and all("num_candidates" not in r.train for r in runs)
+    dirs = {r.dirs(tmp_path)[0] for r in runs}
+    assert len(dirs) == 4           # eval-only axes share one training
+    assert {r.dirs(tmp_path)[1].name for r in runs} == {"eval__e.num_candidates-1", "eval__e.num_candidates-8"}
     assert to_argv({"w_lara": 0.1, "data": ["a", "b"], "no_progress": True, "resume": False}) == \
         ["--w-lara", "0.1", "--data", "a", "b", "--no-progress"]
 

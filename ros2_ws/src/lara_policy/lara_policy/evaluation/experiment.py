@@ -51,6 +51,13 @@ class Run:
     train: dict
     eval: dict = field(default_factory=dict)
 
+    def dirs(self, out: Path) -> tuple[Path, Path]:
+        """(training dir, evaluation dir): runs that differ only in `eval.` axes share one training."""
+        train_axes = {k: v for k, v in self.axes.items() if not k.startswith("eval.")}
+        eval_axes = {k: v for k, v in self.axes.items() if k.startswith("eval.")}
+        base = out / "runs" / (run_name(train_axes) or "run")
+        return base / "train", base / ("eval__" + run_name(eval_axes) if eval_axes else "eval")
+
 
 # ----------------------------------------------------------------------------------------
 # Spec
@@ -172,9 +179,14 @@ def train_run(args: dict, out: Path, log: Path, say) -> float:
     return _lara(argv, log)
 
 
-def _timing(run_dir: Path) -> dict:
-    p = run_dir / "timing.json"
-    return json.loads(p.read_text()) if p.exists() else {"train_wall_s": 0.0, "eval_wall_s": 0.0}
+def _wall(d: Path) -> float:
+    p = d / "wall_s.json"
+    return float(json.loads(p.read_text())["wall_s"]) if p.exists() else 0.0
+
+
+def _add_wall(d: Path, seconds: float) -> None:
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "wall_s.json").write_text(json.dumps({"wall_s": _wall(d) + seconds}))
 
 
 def run_experiment(spec: dict, out: Path | None = None, only: str = "", workers: int | None = None,
@@ -203,42 +215,39 @@ def run_experiment(spec: dict, out: Path | None = None, only: str = "", workers:
         train_run(_resolve_refs(args, shared_dirs), shared_dirs[name], out / "logs" / f"shared_{name}.log", say)
     records = []
     for k, r in enumerate(runs, 1):
-        run_dir = out / "runs" / r.name
-        timing = _timing(run_dir)
-        result = run_dir / "eval" / "results.json"
+        train_dir, eval_dir = r.dirs(out)
         prefix = f"[{k}/{len(runs)}] {r.name}"
-        if not result.exists():
+        if not (eval_dir / "results.json").exists():
             train_args = _resolve_refs(r.train, shared_dirs)
-            if not (run_dir / "train" / "final" / "config.json").exists():
+            if not (train_dir / "final" / "config.json").exists():
                 say(f"{prefix}: training")
-            timing["train_wall_s"] += train_run(train_args, run_dir / "train", run_dir / "train.log",
-                                                lambda m: say(f"{prefix}: {m}"))
-            (run_dir / "timing.json").write_text(json.dumps(timing))
+            _add_wall(train_dir, train_run(train_args, train_dir, train_dir.parent / "train.log",
+                                           lambda m: say(f"{prefix}: {m}")))
             say(f"{prefix}: evaluating")
-            ev = {**r.eval, "policy": str(run_dir / "train" / "final"), "out": str(run_dir / "eval"),
+            ev = {**r.eval, "policy": str(train_dir / "final"), "out": str(eval_dir),
                   "train_store": list(train_args.get("data") or []), "quiet": True,
                   "workers": workers or spec.get("eval_workers") or r.eval.get("workers") or 1}
             ev.setdefault("videos", 0)
-            timing["eval_wall_s"] += _lara(["eval", "sim", *to_argv(ev)], run_dir / "eval.log")
-            (run_dir / "timing.json").write_text(json.dumps(timing))
+            _add_wall(eval_dir, _lara(["eval", "sim", *to_argv(ev)], eval_dir.parent / f"{eval_dir.name}.log"))
         else:
             say(f"{prefix}: done (skipped)")
-        records.append(run_record(r, run_dir, timing))
+        records.append(run_record(r, out))
         write_summary(spec, out, records)
     return records
 
 
-def run_record(r: Run, run_dir: Path, timing: dict) -> dict:
-    res = json.loads((run_dir / "eval" / "results.json").read_text())
-    cfg = json.loads((run_dir / "train" / "train_config.json").read_text())
+def run_record(r: Run, out: Path) -> dict:
+    train_dir, eval_dir = r.dirs(out)
+    res = json.loads((eval_dir / "results.json").read_text())
+    cfg = json.loads((train_dir / "train_config.json").read_text())
     return {"run": r.name, "variant": cfg["variant"], "seed": cfg["seed"], "axes": r.axes,
             "mean_success": res["mean_success"],
             "per_task": {t: {"success_rate": v["success_rate"], "successes": v["successes"], "episodes": v["episodes"]}
                          for t, v in res["per_task"].items()},
             "episodes": [[e["task"], e["seed"], bool(e["success"])] for e in res["episodes"]],
-            "steps": cfg["steps"], "train_wall_s": round(timing["train_wall_s"], 1),
-            "eval_wall_s": round(timing["eval_wall_s"], 1), "checkpoint_id": res["policy"].get("model_id", ""),
-            "checkpoint": str(run_dir / "train" / "final"), "eval": res["config"]}
+            "steps": cfg["steps"], "train_wall_s": round(_wall(train_dir), 1),
+            "eval_wall_s": round(_wall(eval_dir), 1), "checkpoint_id": res["policy"].get("model_id", ""),
+            "checkpoint": str(train_dir / "final"), "eval": res["config"]}
 
 
 # ----------------------------------------------------------------------------------------
@@ -393,8 +402,7 @@ def run(args: argparse.Namespace) -> int:
     say = (lambda m: print(f"lara experiment: {m}", file=sys.stderr, flush=True))
     if args.report:
         out = Path(args.out or spec.get("out") or Path("results") / spec["name"])
-        records = [run_record(r, out / "runs" / r.name, _timing(out / "runs" / r.name)) for r in expand(spec)
-                   if (out / "runs" / r.name / "eval" / "results.json").exists()]
+        records = [run_record(r, out) for r in expand(spec) if (r.dirs(out)[1] / "results.json").exists()]
         if not records:
             raise ExperimentError(f"{out}: no finished runs to report")
         write_summary(spec, out, records)
