@@ -99,3 +99,16 @@ def test_lara_bringup_real_arm_graph_starts_disarmed(tiny_checkpoint):
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
     assert "nodes policy_node, command_node" in p.stdout
     assert "NOT armed" in p.stdout and "ARMED" not in p.stdout.replace("NOT armed", "")
+
+
+def test_lara_bringup_policy_node_in_its_own_process(tiny_checkpoint, tmp_path):
+    """As `ros2 launch` runs it: policy_node in a child process, reached over DDS only."""
+    out = tmp_path / "result.json"
+    p = _lara("bringup", "sim", "--checkpoint", str(tiny_checkpoint), "--episodes", "1", "--max-steps", "20",
+              "--no-record", "--policy-process", "--json", str(out))
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert "policy_node (own process, pid" in p.stdout and "episode 1/1 reach-v3 seed 1000:" in p.stdout, p.stdout
+    eps = json.loads(out.read_text())["episodes"]
+    assert eps[0]["steps"] > 0 and "no action chunk" not in eps[0]["message"], eps   # chunks crossed processes
+    pid = int(p.stdout.split("own process, pid ")[1].split(")")[0])
+    assert not os.path.exists(f"/proc/{pid}"), "the policy_node process outlived lara bringup"

@@ -57,22 +57,6 @@ def build_random_checkpoint(path: str, task: str) -> str:
     return path
 
 
-def start_policy_process(config: dict, overrides: dict, workdir: str):
-    """policy_node as `python -m lara_policy.ros.policy_node --ros-args --params-file F`."""
-    import subprocess
-
-    import yaml
-
-    from lara_policy.ros.params import node_params
-    params = node_params(config, "policy_node")
-    params.update(overrides)
-    path = os.path.join(workdir, "policy_node.yaml")
-    with open(path, "w", encoding="utf-8") as f:
-        yaml.safe_dump({"policy_node": {"ros__parameters": params}}, f)
-    return subprocess.Popen([sys.executable, "-m", "lara_policy.ros.policy_node", "--ros-args",
-                             "--params-file", path], env=os.environ.copy())
-
-
 class Probe:
     """Records chunk and command arrivals (a node in the same executor)."""
 
@@ -153,7 +137,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lara_policy.ros.bringup import BringupError, Graph, bringup_settings, resolve_config
+    from lara_policy.ros.bringup import BringupError, Graph, bringup_settings, resolve_config, start_policy_process
     from lara_policy.ros.params import load_params_yaml, node_params, resolve_path
 
     try:

@@ -112,15 +112,90 @@ def set_thread_priority(level: str) -> str:
         return f"normal (could not raise: {exc.strerror or exc})"
 
 
+def start_policy_process(config: dict, overrides: dict, workdir: str):
+    """policy_node as `python -m lara_policy.ros.policy_node --ros-args --params-file F`."""
+    import subprocess
+
+    import yaml
+    params = node_params(config, "policy_node")
+    params.update(overrides)
+    path = os.path.join(workdir, "policy_node.yaml")
+    with open(path, "w", encoding="utf-8") as f:
+        yaml.safe_dump({"policy_node": {"ros__parameters": params}}, f)
+    return subprocess.Popen([sys.executable, "-m", "lara_policy.ros.policy_node", "--ros-args",
+                             "--params-file", path], env=os.environ.copy())
+
+
+class RemotePolicy:
+    """policy_node in a process of its own (as `ros2 launch` runs it), started from the same
+    parameters: reached through its services, its chunks counted by a subscription, so an
+    episode runs exactly as with the in-process node."""
+
+    def __init__(self, config: dict, overrides: dict, client_node):
+        import tempfile
+
+        from lara_msgs.msg import ActionChunk
+        from lara_policy.ros import topics
+        params = {**node_params(config, "policy_node"), **overrides}
+        reset = str(params.get("reset_service", "~/reset"))
+        self.topics = {
+            "action_chunk_topic": str(params.get("action_chunk_topic", topics.ACTION_CHUNK)),
+            "set_instruction_service": str(params.get("set_instruction_service", topics.SET_INSTRUCTION)),
+            "reset_service": "/policy_node" + reset[1:] if reset.startswith("~/") else reset,
+        }
+        self.chunks_published = 0
+        self.last_rejection = "policy_node runs in its own process: its reasons are in its log above"
+        self._workdir = tempfile.TemporaryDirectory(prefix="lara_policy_node_")
+        self.process = start_policy_process(config, overrides, self._workdir.name)
+        self._sub = client_node.create_subscription(ActionChunk, self.topics["action_chunk_topic"],
+                                                    self._on_chunk, 10)
+
+    def _on_chunk(self, _msg) -> None:
+        self.chunks_published += 1
+
+    def wait_ready(self, graph: "Graph", timeout_s: float = 120.0) -> None:
+        """Until its reset service answers (loading torch and the checkpoint takes seconds)."""
+        from std_srvs.srv import Trigger
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout_s:
+            if self.process.poll() is not None:
+                raise BringupError(f"policy_node process exited with code {self.process.returncode} "
+                                   "(its log is above)")
+            try:
+                if graph.call(Trigger, self.topics["reset_service"], Trigger.Request(), timeout=10.0).success:
+                    return
+            except BringupError:
+                pass
+            time.sleep(0.5)
+        raise BringupError(f"policy_node process did not come up within {timeout_s:.0f} s")
+
+    def stop(self) -> None:
+        import signal
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=10.0)
+            except Exception:  # noqa: BLE001
+                self.process.kill()
+                self.process.wait(timeout=5.0)
+        self._workdir.cleanup()
+
+
 class Graph:
-    """The node graph of one config, built in this process and spun on a background thread."""
+    """The node graph of one config, built in this process and spun on a background thread
+    (with `policy_process`, policy_node runs in a child process instead: see RemotePolicy)."""
 
     def __init__(self, config: dict, nodes: list[str] | None = None, *, policy=None,
-                 overrides: dict[str, dict] | None = None, control_priority: str = "normal"):
+                 overrides: dict[str, dict] | None = None, control_priority: str = "normal",
+                 policy_process: bool = False):
         import rclpy
 
         self.config = config
         names = list(nodes or robot_nodes(config))
+        remote = policy_process and "policy_node" in names
+        if remote:
+            names.remove("policy_node")
+        self.remote_policy = None
         unknown = [n for n in names if n not in NODE_TYPES]
         if unknown:
             raise BringupError(f"unknown node(s) {unknown} in the config (known: {', '.join(NODE_TYPES)})")
@@ -166,6 +241,18 @@ class Graph:
         self._control_thread.start()
         self._command_configured = False
         self._clients: dict = {}
+        if remote:
+            try:
+                self.remote_policy = RemotePolicy(config, overrides.get("policy_node", {}), self.client)
+                self.remote_policy.wait_ready(self)
+            except BaseException:
+                self.close()
+                raise
+
+    @property
+    def policy(self):
+        """The in-process policy_node, or the RemotePolicy handle, or None."""
+        return self.nodes.get("policy_node") or self.remote_policy
 
     def _spin_control(self) -> None:
         self.control_priority_applied = set_thread_priority(self.control_priority)
@@ -242,7 +329,7 @@ class Graph:
         sim = self.nodes.get("sim_node")
         if sim is None:
             raise BringupError("episodes need a sim_node in the graph")
-        policy = self.nodes.get("policy_node")
+        policy = self.policy
         self.disarm()
         sim.set_parameters([Parameter("task", value=task), Parameter("seed", value=int(seed))])
         res = self.call(Trigger, sim.topics["reset_service"], Trigger.Request(), timeout=120.0)
@@ -310,6 +397,8 @@ class Graph:
 
     def close(self) -> None:
         self.disarm()
+        if self.remote_policy is not None:
+            self.remote_policy.stop()
         for node in self.nodes.values():      # worker/sim threads first: nothing publishes late
             if hasattr(node, "stop_threads"):
                 node.stop_threads()
@@ -371,6 +460,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="graphs without a sim: run this many seconds (0 = until Ctrl-C)")
     parser.add_argument("--control-priority", choices=CONTROL_PRIORITIES, default="normal",
                         help="scheduling priority of the control (command_node) thread, where permitted")
+    parser.add_argument("--policy-process", action="store_true",
+                        help="run policy_node in a process of its own (as `ros2 launch` does) instead of this one")
     parser.add_argument("--json", metavar="FILE", help="also write the episode results as JSON")
     parser.add_argument("--bag", nargs="+", help="offline_eval: recorded episode(s) whose observation topics are "
                         "replayed into policy_node, then scored (lara eval bag metrics); default bringup.bag")
@@ -401,10 +492,13 @@ def run(args: argparse.Namespace) -> int:
     graph = None
     results: list[EpisodeResult] = []
     try:
-        graph = Graph(config, nodes, overrides=overrides, control_priority=args.control_priority)
+        graph = Graph(config, nodes, overrides=overrides, control_priority=args.control_priority,
+                      policy_process=args.policy_process)
         for name, why in graph.skipped.items():
             print(f"lara bringup: {name} not started: {why}", file=sys.stderr)
-        print(f"lara bringup: {os.path.basename(path)}: nodes {', '.join(graph.nodes)}", flush=True)
+        print(f"lara bringup: {os.path.basename(path)}: nodes {', '.join(graph.nodes)}"
+              + (f" + policy_node (own process, pid {graph.remote_policy.process.pid})"
+                 if graph.remote_policy is not None else ""), flush=True)
         if "sim_node" in graph.nodes:
             sim = graph.nodes["sim_node"]
             task = sim.get_parameter("task").value
