@@ -309,8 +309,13 @@ class PolicyNode(Node):
         self.ee_pose_source = ee_source
         self.create_subscription(PointStamped, t["goal_topic"], self._on_goal, 10)
         self.create_subscription(JointState, t["joint_states_topic"], self._on_joints, 10)
-        self.create_service(SetInstruction, t["set_instruction_service"], self._on_set_instruction)
-        self.create_service(Trigger, t["reset_service"], self._on_reset)
+        # services keep up to 100 queued requests (the default 10 dropped requests of a burst: the
+        # callers' futures never completed)
+        from rclpy.qos import QoSProfile
+        srv_qos = QoSProfile(depth=100)
+        self.create_service(SetInstruction, t["set_instruction_service"], self._on_set_instruction,
+                            qos_profile=srv_qos)
+        self.create_service(Trigger, t["reset_service"], self._on_reset, qos_profile=srv_qos)
 
         self._worker = threading.Thread(target=self._run_worker, name="lara_policy_inference", daemon=True)
         self._worker.start()

@@ -12,6 +12,16 @@
   metadata update. Layout: see lara_policy.ros.bag_tools.
 - Disk: refuses to start when free space < min_free_disk_gb; stops the episode cleanly (bag
   closed and readable, stop_reason "disk low") when free space drops below it mid-episode.
+- Write errors (disk full, the folder removed or remounted read-only, ...): the episode stops at
+  once: the segment being written is dropped (its message count is in `lost_messages`), the
+  closed segments stay a readable bag, episode_meta.json says `state: failed` and the error
+  (when it can still be written), and ONE error line names the bag and what was lost; the next
+  start is refused while the folder is not writable.
+- An output_dir that cannot be created or written is refused at start-up (ValueError; the
+  process exits 1 with the folder and the OS error), and at each start.
+- Topics that cannot be recorded (unknown package or type, no definition for rosbags, a publisher
+  type other than the configured one, no publisher yet) are logged once each, listed in the start
+  service's answer and in episode_meta.json `not_recorded` (topic: reason): never a silent gap.
 - Episode metadata (episode_meta.json in the bag folder): instruction, task, success, notes,
   model_id (from ActionChunk.model_id), dynamics checks seen / not accepted, start/stop times,
   per-topic message counts (received, written, dropped); rewritten at every flush.
@@ -32,6 +42,7 @@ from pathlib import Path
 
 import rclpy
 import rclpy.executors
+import rclpy.logging
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -95,6 +106,27 @@ def free_gb(path: Path) -> float:
     return shutil.disk_usage(path).free / 1e9
 
 
+def writable_problem(path: Path) -> str:
+    """'' when files can be created in `path`, else why not (a real probe: access() says yes for
+    root even on a read-only mount in some setups, and nothing about a full disk)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        return f"cannot create {path}: {e.strerror or e}"
+    probe = path / f".lara_write_probe_{os.getpid()}"
+    try:
+        with open(probe, "wb") as f:
+            f.write(b"x")
+    except OSError as e:
+        return f"{path} is not writable: {e.strerror or e}"
+    finally:
+        try:
+            probe.unlink()
+        except OSError:
+            pass
+    return ""
+
+
 class _Segmenter:
     """Writes one episode as consecutive complete MCAP segments (runs on the writer thread)."""
 
@@ -136,6 +168,19 @@ class _Segmenter:
     def due(self, period: float) -> bool:
         return self.writer is not None and self.seg_count > 0 and time.monotonic() - self.seg_started >= period
 
+    def abort(self) -> int:
+        """Drop the segment being written (after a write error); returns its message count. The
+        closed segments and metadata.yaml stay as they are: the bag opens with them."""
+        lost, self.seg_count = self.seg_count, 0
+        writer, self.writer = self.writer, None
+        if writer is not None:
+            try:
+                writer.abort()
+            except Exception:  # noqa: BLE001 - the file system refused; the folder is removed below
+                pass
+        shutil.rmtree(self.partial, ignore_errors=True)
+        return lost
+
     def close_segment(self) -> None:
         """Close the current segment, move it into the bag, rewrite metadata.yaml atomically."""
         if self.writer is None:
@@ -146,7 +191,16 @@ class _Segmenter:
             writer.abort()
             shutil.rmtree(seg_dir, ignore_errors=True)
             return
-        writer.close()
+        try:
+            writer.close()
+        except Exception:
+            # a full disk fails the footer: close the file anyway (abort), or its blocks stay
+            # allocated after the partial folder is removed and nothing else fits any more
+            try:
+                writer.abort()
+            except Exception:  # noqa: BLE001 - the buffered data cannot be written; the file is closed
+                pass
+            raise
         meta = load_yaml(seg_dir / "metadata.yaml")
         name = meta["rosbag2_bagfile_information"]["relative_file_paths"][0]
         atomic_write(self.ep_dir / SEGMENTS_DIR / f"{self.index}.yaml", dump_yaml(meta))
@@ -200,7 +254,10 @@ class RecorderNode(Node):
         if self.p("storage") != "mcap":
             raise ValueError(f"storage '{self.p('storage')}' not supported (only 'mcap')")
         self.out_dir = Path(self.p("output_dir")).expanduser().resolve()
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        why = writable_problem(self.out_dir)
+        if why:
+            raise ValueError(f"recorder_node: output_dir: {why}")
+        self._not_recorded: dict[str, str] = {}     # topic -> why it is not recorded
         self.ts = writer_typestore()
         self._wanted: dict[str, str | None] = {}
         for entry in self.p("topics"):
@@ -234,7 +291,20 @@ class RecorderNode(Node):
         return self.get_parameter(name).value
 
     # ------------------------------------------------------------ subscriptions
+    def _check_types(self) -> None:
+        """A configured type that differs from the publishers' type matches nothing in DDS: say so."""
+        for topic, mtype in list(self._types.items()):
+            offered = sorted({normalize_type(i.topic_type) for i in self.get_publishers_info_by_topic(topic)})
+            if offered and mtype not in offered:
+                why = f"publishers offer {', '.join(offered)}, but it is configured as {mtype}: nothing arrives"
+                if self._not_recorded.get(topic) != why:
+                    self.get_logger().error(f"cannot record {topic}: {why}")
+                self._not_recorded[topic] = why
+            elif self._not_recorded.get(topic, "").startswith("publishers offer"):
+                del self._not_recorded[topic]
+
     def _discover(self) -> None:
+        self._check_types()
         missing = [t for t in self._wanted if t not in self._subs]
         if not missing:
             return
@@ -242,6 +312,7 @@ class RecorderNode(Node):
         for topic in missing:
             mtype = self._wanted[topic] or (graph[topic][0] if graph.get(topic) else None)
             if mtype is None:
+                self._not_recorded.setdefault(topic, "no publisher seen yet (type unknown)")
                 continue
             mtype = normalize_type(mtype)
             try:
@@ -249,12 +320,23 @@ class RecorderNode(Node):
                 if mtype not in self.ts.fielddefs:
                     raise ValueError(f"no message definition for {mtype} in the rosbags typestore")
             except (ImportError, AttributeError, ValueError) as e:
-                self.get_logger().error(f"cannot record {topic}: {e}")
+                why = f"type {mtype}: {type(e).__name__}: {e}"
+                self.get_logger().error(f"cannot record {topic}: {why}")
+                self._not_recorded[topic] = why
+                self._subs[topic] = None
+                continue
+            self._not_recorded.pop(topic, None)
+            try:
+                sub = self.create_subscription(
+                    cls, topic, lambda data, _t=topic: self._on_raw(_t, data), self._qos, raw=True)
+            except Exception as e:  # noqa: BLE001 - rclpy's RCLError, e.g. the topic already has another type here
+                why = f"cannot subscribe as {mtype}: {' '.join(str(e).split(', at ')[0].split())}"
+                self.get_logger().error(f"cannot record {topic}: {why}")
+                self._not_recorded[topic] = why
                 self._subs[topic] = None
                 continue
             self._types[topic] = mtype
-            self._subs[topic] = self.create_subscription(
-                cls, topic, lambda data, _t=topic: self._on_raw(_t, data), self._qos, raw=True)
+            self._subs[topic] = sub
             self.get_logger().info(f"recording {topic} [{mtype}]")
 
     def _autostart(self) -> bool:
@@ -296,6 +378,11 @@ class RecorderNode(Node):
         if self._recording:
             resp.message = f"an episode is already recording ({self._episode['episode_id']}); stop it first"
             return resp
+        why = writable_problem(self.out_dir)
+        if why:
+            resp.message = f"refused: {why}"
+            self.get_logger().error(resp.message)
+            return resp
         free, need = free_gb(self.out_dir), float(self.p("min_free_disk_gb"))
         if free < need:
             resp.message = f"refused: {free:.1f} GB free on {self.out_dir} < min_free_disk_gb {need:.1f}"
@@ -309,6 +396,7 @@ class RecorderNode(Node):
             "start_time": time.time(), "stop_time": None, "stop_reason": "", "state": "recording",
             "flush_period_s": float(self.p("flush_period_s")), "topics": {},
             "received": {}, "written": {}, "dropped": {}, "segments": 0, "flushed_messages": 0, "queue_high_water_mb": 0.0,
+            "not_recorded": dict(self._not_recorded), "lost_messages": 0, "error": "",
         }
         if not self._control(("start", ep_id)):
             resp.message = f"could not create the episode bag: {self._ctl_error}"
@@ -316,13 +404,20 @@ class RecorderNode(Node):
         self._recording = True
         resp.success, resp.episode_id, resp.bag_path = True, ep_id, str(self.out_dir / ep_id)
         resp.message = f"recording {ep_id}"
+        if self._not_recorded:
+            resp.message += "; NOT recorded: " + "; ".join(f"{t} ({w})" for t, w in sorted(self._not_recorded.items()))
+            self.get_logger().error(f"episode {ep_id}: {resp.message}")
         self.get_logger().info(f"episode {ep_id} started: '{req.instruction}' -> {resp.bag_path}")
         return resp
 
     def _on_stop(self, req, resp):
         resp.success, resp.bag_path = False, ""
         if not self._recording or self._episode is None:
+            ep = self._episode
             resp.message = "no episode is recording"
+            if ep is not None and ep.get("state") == "failed":
+                resp.message += f" (episode {ep['episode_id']} was stopped by a write error: {ep['error']})"
+                resp.bag_path = str(self.out_dir / ep["episode_id"])
             return resp
         self._episode["success"] = bool(req.task_success)
         self._episode["notes"] = req.notes
@@ -365,9 +460,51 @@ class RecorderNode(Node):
                         self._flush()
             except Exception as e:  # noqa: BLE001 - keep the node alive, say what happened
                 self._ctl_error = f"{type(e).__name__}: {e}"
-                self.get_logger().error(f"recorder writer error: {self._ctl_error}")
+                if self._seg is not None and isinstance(e, OSError):
+                    self._fail_episode(self._ctl_error)
+                else:
+                    self.get_logger().error(f"recorder writer error: {self._ctl_error}")
                 if item is not None and item[0] != "msg":
                     self._ctl_done.set()
+
+    def _fail_episode(self, error: str) -> None:
+        """A write failed mid-episode (disk full, folder gone, ...): stop now, keep what is closed."""
+        seg, ep = self._seg, self._episode
+        self._seg = None
+        self._recording = False
+        lost = seg.abort() + self._drain_queue()
+        ep.update(state="failed", stop_reason=f"write error: {error}", error=error, stop_time=time.time(),
+                  lost_messages=ep.get("lost_messages", 0) + lost, segments=seg.index,
+                  flushed_messages=seg.flushed_messages, topics=dict(self._types))
+        saved = "episode_meta.json updated"
+        try:
+            atomic_write(seg.ep_dir / META_NAME, json.dumps(ep, indent=2, default=str))
+        except OSError as e:
+            saved = f"episode_meta.json NOT updated ({e.strerror or e})"
+            try:
+                (seg.ep_dir / (META_NAME + ".tmp")).unlink()
+            except OSError:
+                pass
+        self.get_logger().error(
+            f"episode {seg.episode_id} STOPPED by a write error: {error}. The bag {seg.ep_dir} keeps its "
+            f"{seg.index} closed segment(s) ({seg.flushed_messages} messages, readable); {lost} message(s) of "
+            f"the open segment and the queue are lost; {saved}")
+
+    def _drain_queue(self) -> int:
+        """Drop queued messages (the episode stopped); returns how many."""
+        n = 0
+        while True:
+            try:
+                item = self._q.get_nowait()
+            except queue.Empty:
+                return n
+            if item[0] == "msg":
+                with self._lock:
+                    self._q_bytes -= len(item[3])
+                n += 1
+            else:
+                self._q.put(item)      # a start/stop: handle it after the drain
+                return n
 
     def _handle(self, item) -> None:
         kind = item[0]
@@ -439,7 +576,12 @@ def main(args=None) -> None:
     rclpy.init(args=args)
     # one executor thread (the writer has its own): rclpy's MultiThreadedExecutor busy-wakes
     # its pool and competes for the GIL on a small CPU
-    node = RecorderNode()
+    try:
+        node = RecorderNode()
+    except ValueError as exc:
+        rclpy.logging.get_logger("recorder_node").fatal(str(exc))
+        rclpy.shutdown()
+        raise SystemExit(1)
     # process-wide: only where the recorder has the process to itself (in `lara bringup` it
     # slowed the control path: camera -> command p50 19.7 -> 36 ms)
     set_malloc_mmap_threshold(int(node.p("malloc_mmap_threshold_kb")))
