@@ -92,6 +92,13 @@ def _stamp_from_raw_header(data: bytes) -> float | None:
     return sec + nsec * 1e-9
 
 
+def _short(text: str, n: int = 48) -> str:
+    """A message-supplied string quoted for a reason/log line, cut to n characters (a fuzzed or
+    broken publisher must not turn every SafetyStatus and log line into megabytes)."""
+    text = str(text)
+    return repr(text) if len(text) <= n else repr(text[:n]) + f"... ({len(text)} chars)"
+
+
 _PARAMS = [
     # name, default, description
     ("control_rate_hz", 20.0, "Control loop rate (Hz); one action is commanded per tick."),
@@ -148,7 +155,16 @@ _PARAMS = [
     ("max_linear_speed_mps", 0.5, "Maximum commanded EE linear speed (m/s)."),
     ("max_angular_speed_rps", 1.0, "Maximum commanded EE angular speed (rad/s)."),
     ("max_linear_step_m", 0.02, "Maximum EE translation per control step (m)."),
-    ("max_joint_step_rad", 0.05, "Maximum joint change per control step (rad)."),
+    ("max_joint_step_rad", 0.05, "Maximum joint change per control step (rad), whatever the rate; see "
+                                 "max_joint_velocity_rps for a limit tied to the control rate."),
+    ("max_joint_velocity_rps", Parameter.Type.DOUBLE_ARRAY, "Joint velocity limits (rad/s), one per joint_names "
+                                                            "entry or one for all (empty = none): the joint step "
+                                                            "per tick is at most this x the control period "
+                                                            "(e.g. your URDF / joint_limits.yaml max_velocity)."),
+    ("joint_position_min", Parameter.Type.DOUBLE_ARRAY, "Joint position lower limits (rad), one per joint_names "
+                                                        "entry (empty = none): a target below faults (hold)."),
+    ("joint_position_max", Parameter.Type.DOUBLE_ARRAY, "Joint position upper limits (rad), one per joint_names "
+                                                        "entry: a target above faults (hold)."),
     ("workspace_min", Parameter.Type.DOUBLE_ARRAY, "Workspace box min [x, y, z] (m, base frame); "
                                                    "empty = no box."),
     ("workspace_max", Parameter.Type.DOUBLE_ARRAY, "Workspace box max [x, y, z] (m)."),
@@ -165,8 +181,19 @@ _PARAMS = [
                          "unless this is true; the sim config and `arm:=true` set it)."),
 ]
 
+# Shown by `ros2 param describe`; checked at configure and on every run-time change.
+_CONSTRAINTS = {
+    "max_joint_velocity_rps": "finite, > 0; one value per joint_names entry, or one for all",
+    "joint_position_min": "finite; one value per joint_names entry; < joint_position_max; set both or neither",
+    "joint_position_max": "finite; one value per joint_names entry; > joint_position_min; set both or neither",
+    "max_joint_step_rad": "finite, > 0", "max_linear_speed_mps": "finite, > 0", "max_angular_speed_rps": "finite, > 0",
+    "max_linear_step_m": "finite, > 0", "workspace_min": "3 finite values < workspace_max, or empty",
+    "workspace_max": "3 finite values > workspace_min, or empty",
+}
+
 # Limits: validated together, applied live when changed at run time.
 LIVE_PARAMS = ("max_linear_speed_mps", "max_angular_speed_rps", "max_linear_step_m", "max_joint_step_rad",
+               "max_joint_velocity_rps", "joint_position_min", "joint_position_max",
                "workspace_min", "workspace_max", "action_limit", "ee_delta_scale_m", "ee_rot_scale_rad",
                "max_chunk_age_s", "max_chunk_future_s", "max_observation_age_s", "max_pose_age_s",
                "max_joint_state_age_s")
@@ -194,18 +221,45 @@ class LiveLimits:
     max_joint_age: float
 
 
-def build_live_limits(values: dict, period: float) -> LiveLimits:
+def _joint_array(values: dict, name: str, joint_names: list[str], *, one_for_all: bool = False):
+    """A per-joint limit parameter as an array (None when empty); ValueError names it."""
+    v = list(values.get(name) or [])
+    if not v:
+        return None
+    n = len(joint_names)
+    if not (len(v) == n or (one_for_all and len(v) == 1)):
+        raise ValueError(f"parameter {name} needs one value per joint_names entry ({n}: {joint_names})"
+                         + (" or one value for all" if one_for_all else "") + f", got {len(v)}: {v}")
+    arr = np.array(v, dtype=np.float64)
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"parameter {name} must be finite, got {v}")
+    return arr
+
+
+def build_live_limits(values: dict, period: float, joint_names: list[str] = ()) -> LiveLimits:
     """Validate the limit parameters (a dict name -> value); ValueError names the parameter."""
     wmin, wmax = list(values.get("workspace_min") or []), list(values.get("workspace_max") or [])
     if (wmin or wmax) and (len(wmin) != 3 or len(wmax) != 3):
         raise ValueError(f"workspace_min/max must be 3 values each, got {wmin} {wmax}")
+    joint_names = list(joint_names)
+    jmin = _joint_array(values, "joint_position_min", joint_names)
+    jmax = _joint_array(values, "joint_position_max", joint_names)
+    if (jmin is None) != (jmax is None):
+        raise ValueError("parameters joint_position_min and joint_position_max must be set together")
+    if jmin is not None and np.any(jmin >= jmax):
+        i = int(np.flatnonzero(jmin >= jmax)[0])
+        raise ValueError(f"parameters joint_position_min/max: {joint_names[i]} min {jmin[i]} >= max {jmax[i]}")
+    jvel = _joint_array(values, "max_joint_velocity_rps", joint_names, one_for_all=True)
+    if jvel is not None and np.any(jvel <= 0):
+        raise ValueError(f"parameter max_joint_velocity_rps must be > 0, got {jvel.tolist()}")
     limits = SafetyLimits(
         period=period, max_linear_speed=_positive(values, "max_linear_speed_mps"),
         max_angular_speed=_positive(values, "max_angular_speed_rps"),
         max_linear_step=_positive(values, "max_linear_step_m"),
         max_joint_step=_positive(values, "max_joint_step_rad"),
         workspace_min=np.array(wmin, dtype=np.float64) if wmin else None,
-        workspace_max=np.array(wmax, dtype=np.float64) if wmax else None)
+        workspace_max=np.array(wmax, dtype=np.float64) if wmax else None,
+        joint_min=jmin, joint_max=jmax, joint_max_velocity=jvel, joint_names=tuple(joint_names))
     conv = (_positive(values, "ee_delta_scale_m"), _positive(values, "ee_rot_scale_rad"),
             _positive(values, "action_limit"))
     return LiveLimits(limits, conv, _positive(values, "max_chunk_age_s"),
@@ -220,11 +274,11 @@ class CommandNode(LifecycleNode):
     def __init__(self, node_name: str = "command_node", *, moveit_factory=None, tf_factory=None, **kwargs):
         super().__init__(node_name, **kwargs)
         for name, default, desc in _PARAMS:
-            if isinstance(default, Parameter.Type):
-                # declared without a value (a typed empty list is not portable); unset = empty
-                self.declare_parameter(name, default, ParameterDescriptor(description=desc))
-            else:
-                self.declare_parameter(name, default, ParameterDescriptor(description=desc))
+            # a Parameter.Type default declares the parameter without a value (a typed empty list is
+            # not portable); unset = empty. Ranges are checked at configure (a clear refusal), not by
+            # a descriptor range (an out-of-range override would make the constructor raise).
+            self.declare_parameter(name, default, ParameterDescriptor(
+                description=desc, additional_constraints=_CONSTRAINTS.get(name, "")))
         self._moveit_factory = moveit_factory
         self._tf_factory = tf_factory      # tests: a double of tf2_ros (Buffer, TransformListener)
         self._tf_relay = None
@@ -308,10 +362,13 @@ class CommandNode(LifecycleNode):
         if frame and frame.lstrip("/") != str(self.p("frame_id")).lstrip("/"):
             return None, (f"end-effector pose is in frame '{frame}' but twists and the workspace box are in "
                           f"'{self.p('frame_id')}' (publish the pose in frame_id)")
-        p = msg.pose.position
+        p, q = msg.pose.position, msg.pose.orientation
         pos = np.array([p.x, p.y, p.z], dtype=np.float64)
         if not np.all(np.isfinite(pos)):
             return None, f"end-effector pose is NaN/inf {pos.tolist()}"
+        if not all(math.isfinite(v) for v in (q.x, q.y, q.z, q.w)):
+            # the position is not used alone: a broken orientation means a broken pose source
+            return None, f"end-effector pose orientation is NaN/inf {[q.x, q.y, q.z, q.w]}"
         return pos, ""
 
     def _moveit_config(self) -> dict | None:
@@ -341,7 +398,7 @@ class CommandNode(LifecycleNode):
         values = {n: self.p(n) for n in LIVE_PARAMS}
         values.update({p.name: p.value for p in params})
         try:
-            live = build_live_limits(values, self.period)
+            live = build_live_limits(values, self.period, self._joint_names)
         except ValueError as e:
             self.get_logger().warning(f"parameter change refused: {e}")
             return SetParametersResult(successful=False, reason=str(e))
@@ -390,7 +447,13 @@ class CommandNode(LifecycleNode):
         if self.action_space == "joint_position" and not joint_names:
             raise ValueError("action_space joint_position needs the joint_names parameter")
         self.action_dim = action_dim_for(self.action_space, len(joint_names), bool(self.p("joint_gripper")))
-        live = build_live_limits({n: self.p(n) for n in LIVE_PARAMS}, self.period)
+        live = build_live_limits({n: self.p(n) for n in LIVE_PARAMS}, self.period, joint_names)
+        if (live.limits.joint_min is not None or live.limits.joint_max_velocity is not None) \
+                and self.action_space != "joint_position":
+            self.get_logger().warning(f"joint limits are set but action_space {self.action_space} commands no "
+                                      "joints: they are not used")
+        if self.action_space == "joint_position" and live.limits.joint_min is None:
+            self.get_logger().warning("no joint position limits configured (joint_position_min/max empty)")
         if live.limits.workspace_min is None:
             self.get_logger().warning("no workspace box configured (workspace_min/max empty)")
         blend = int(self.p("blend_steps"))
@@ -592,20 +655,26 @@ class CommandNode(LifecycleNode):
         try:
             ch = msg_to_chunk(msg)
             if ch.action_space != self.action_space:
-                raise ValueError(f"action space '{ch.action_space}' but this node runs '{self.action_space}'")
+                raise ValueError(f"action space {_short(ch.action_space)} but this node runs '{self.action_space}'")
             self.backend.check_action_space(ch.action_space)
             if ch.actions.shape[1] != self.action_dim:
                 raise ValueError(f"action_dim {ch.actions.shape[1]} != {self.action_dim} for {self.action_space}")
+            if self.action_space == "joint_position":
+                # the whole chunk, at arrival: no action of it is executed (nor blended in) when
+                # any target lies outside the joint limits
+                self.limits.check_joint_targets(ch.actions[:, :len(self._joint_names)])
         except (ValueError, BackendError) as e:
             with self._lock:
                 self.rejected_chunks += 1
                 self._reject_reason = f"rejected chunk: {e}"
                 self.scheduler.clear()   # never keep executing around a bad chunk
-            self.get_logger().error(f"{self._reject_reason} (model {msg.model_id or '?'}); zero motion")
+            model = _short(msg.model_id) if msg.model_id else "?"
+            self.get_logger().error(f"{self._reject_reason} (model {model}); zero motion")
             self._tick()
             return
         with self._lock:
             now = self.now()
+            self._observe_clock(now)
             refused = self.scheduler.push(TimedChunk(ch.actions.astype(np.float64), ch.t0, ch.dt,
                                                      ch.action_space, ch.model_id, received=now), now)
             if refused:
@@ -615,7 +684,8 @@ class CommandNode(LifecycleNode):
             else:
                 self._reject_reason = ""
         if refused:
-            self.get_logger().error(f"{self._reject_reason} (model {msg.model_id or '?'}); zero motion")
+            model = _short(msg.model_id) if msg.model_id else "?"
+            self.get_logger().error(f"{self._reject_reason} (model {model}); zero motion")
             self._tick()
 
     # ---------------------------------------------------------------- e-stop
@@ -648,14 +718,7 @@ class CommandNode(LifecycleNode):
                 return
             now = self.now()
             obs_age = float("nan")
-            jump = self.scheduler.observe_clock(now)
-            if jump:
-                # arrival times of the old timeline say nothing on the new one
-                self._last_image_arrival = self._ee_pose_arrival = self._ee_pose = None
-                self._joint_arrival.clear()
-                self._joint_pos.clear()
-                self._reject_reason = ""
-                self.get_logger().warning(f"{self.scheduler.hold_reason}; zero motion")
+            self._observe_clock(now)
             if self._estop:
                 state, reason = ESTOP, "e-stop"
             elif self._disarmed_after_estop:
@@ -673,7 +736,10 @@ class CommandNode(LifecycleNode):
                             state, reason = FAULT, f"stale observation: {obs_age:.3f} s > {self.max_obs_age:.3f} s"
             cmd = None
             if state == ARMED:
-                action, why = self.scheduler.action(now)
+                try:
+                    action, why = self.scheduler.action(now)
+                except Exception as e:  # noqa: BLE001 - never leave the last command running
+                    action, why = None, f"internal error in the scheduler: {type(e).__name__}: {e}"
                 if action is None:
                     state, reason = FAULT, why
                 else:
@@ -700,8 +766,13 @@ class CommandNode(LifecycleNode):
                         reason = "; ".join(cmd.notes)
                     except (ValueError, BackendError) as e:
                         cmd, state, reason = None, FAULT, f"unsafe command: {e}"
+                    except Exception as e:  # noqa: BLE001 - a bug must end in zero motion, with the reason
+                        cmd, state, reason = None, FAULT, f"internal error in the control tick: {type(e).__name__}: {e}"
             if state == ARMED:
-                halt = self.backend.fault_reason()
+                try:
+                    halt = self.backend.fault_reason()
+                except Exception as e:  # noqa: BLE001
+                    halt = f"backend error: {type(e).__name__}: {e}"
                 if halt:
                     # the motion server halted the arm (Servo: singularity, collision, joint bound):
                     # command zero, say why; clears when it reports normal operation again
@@ -726,6 +797,18 @@ class CommandNode(LifecycleNode):
             self.tick_log.append(TickRecord(now, state, moving, reason, linear, obs_age))
             # under the lock: a transition (deactivate, e-stop) cannot be overwritten by a late tick
             self._set_status(state, moving, reason)
+
+    def _observe_clock(self, now: float) -> None:
+        """Clock-jump check, shared by the tick and the chunk callback (whichever sees the jump
+        first): a backwards jump drops the held chunks (scheduler) and every input arrival time,
+        which say nothing on the new timeline (an old pose would otherwise look fresh for as long
+        as the jump)."""
+        if self.scheduler.observe_clock(now):
+            self._last_image_arrival = self._ee_pose_arrival = self._ee_pose = None
+            self._joint_arrival.clear()
+            self._joint_pos.clear()
+            self._reject_reason = ""
+            self.get_logger().warning(f"{self.scheduler.hold_reason}; zero motion")
 
     # ---------------------------------------------------------------- status
     def _set_status(self, state: str, moving: bool, reason: str) -> None:

@@ -174,6 +174,11 @@ class SafetyLimits:
     max_joint_step: float = 0.05               # rad per control step
     workspace_min: np.ndarray | None = None    # (3,) m, base frame; None = no box
     workspace_max: np.ndarray | None = None
+    # joint limits (joint_position action space), one value per joint (in joint_names order):
+    joint_min: np.ndarray | None = None        # (N,) rad; None = no position limits
+    joint_max: np.ndarray | None = None
+    joint_max_velocity: np.ndarray | None = None   # (N,) rad/s; the per-tick step is velocity * period
+    joint_names: tuple = ()                     # for messages only
 
     def __post_init__(self):
         """Refuse limits that would invert or disable motion limiting (negative, zero, NaN,
@@ -192,6 +197,47 @@ class SafetyLimits:
                 raise ValueError(f"workspace_min/max must be 3 finite values each with min < max, "
                                  f"got {list(lo)} {list(hi)}")
             self.workspace_min, self.workspace_max = lo, hi
+        if (self.joint_min is None) != (self.joint_max is None):
+            raise ValueError("joint position limits need both joint_position_min and joint_position_max")
+        if self.joint_min is not None:
+            lo = np.asarray(self.joint_min, dtype=np.float64).reshape(-1)
+            hi = np.asarray(self.joint_max, dtype=np.float64).reshape(-1)
+            if lo.shape != hi.shape or not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))) or np.any(lo >= hi):
+                raise ValueError(f"joint_position_min/max must be finite values, one per joint, with min < max, "
+                                 f"got {lo.tolist()} {hi.tolist()}")
+            self.joint_min, self.joint_max = lo, hi
+        if self.joint_max_velocity is not None:
+            v = np.asarray(self.joint_max_velocity, dtype=np.float64).reshape(-1)
+            if v.size == 0 or not np.all(np.isfinite(v)) or np.any(v <= 0):
+                raise ValueError(f"max_joint_velocity_rps must be finite values > 0, got {v.tolist()}")
+            self.joint_max_velocity = v
+
+    def joint_step_limit(self, n: int) -> np.ndarray:
+        """Largest joint change per control tick, per joint (rad): max_joint_step, and
+        max_joint_velocity * period where velocity limits are set (tied to the control rate)."""
+        lim = np.full(n, self.max_joint_step, dtype=np.float64)
+        if self.joint_max_velocity is not None:
+            lim = np.minimum(lim, self.joint_max_velocity * self.period)   # one value broadcasts
+        return lim
+
+    def check_joint_targets(self, targets: np.ndarray) -> None:
+        """ValueError naming the first joint whose target lies outside joint_position_min/max
+        (targets: (N,) or (H, N)); no-op without position limits."""
+        if self.joint_min is None:
+            return
+        t = np.asarray(targets, dtype=np.float64)
+        if t.shape[-1] != self.joint_min.size:
+            raise ValueError(f"{self.joint_min.size} joint position limits for {t.shape[-1]} joints")
+        bad = np.argwhere((t < self.joint_min) | (t > self.joint_max))
+        if bad.size:
+            idx = tuple(int(v) for v in bad[0])
+            i = idx[-1]
+            where = f" (action {idx[0]})" if t.ndim == 2 else ""
+            raise ValueError(f"joint limit: {self._joint_name(i)} target {t[idx]:.4f} rad{where} outside "
+                             f"[{self.joint_min[i]:.4f}, {self.joint_max[i]:.4f}] (joint_position_min/max)")
+
+    def _joint_name(self, i: int) -> str:
+        return self.joint_names[i] if i < len(self.joint_names) else f"joint {i}"
 
     def apply(self, cmd: MotionCommand, ee_position: np.ndarray | None,
               joint_positions: np.ndarray | None) -> MotionCommand:
@@ -229,10 +275,27 @@ class SafetyLimits:
                 raise ValueError("no joint state for the joint step limit")
             if not np.all(np.isfinite(joint_positions)):
                 raise ValueError(f"joint state is NaN/inf {list(joint_positions)}")
+            if self.joint_min is not None:
+                if self.joint_min.shape != cmd.joints.shape:
+                    raise ValueError(f"{self.joint_min.size} joint position limits for {cmd.joints.size} joints")
+                # a target outside the joint's range is refused (fault, hold), never clamped
+                # silently: the policy asked for a position the arm must not reach
+                self.check_joint_targets(cmd.joints)
+                # the arm itself outside its range (moved by hand, limits changed): hold, say so (every
+                # commanded position then lies between two in-range positions: inside the range)
+                out = np.flatnonzero((joint_positions < self.joint_min) | (joint_positions > self.joint_max))
+                if out.size:
+                    i = int(out[0])
+                    raise ValueError(f"joint limit: {self._joint_name(i)} is at {joint_positions[i]:.4f} rad, outside "
+                                     f"[{self.joint_min[i]:.4f}, {self.joint_max[i]:.4f}] (joint_position_min/max): "
+                                     "move it back into range before arming")
+            step = self.joint_step_limit(cmd.joints.size)
             delta = cmd.joints - joint_positions
-            clipped = np.clip(delta, -self.max_joint_step, self.max_joint_step)
+            clipped = np.clip(delta, -step, step)
             if np.any(clipped != delta):
-                cmd.notes.append(f"joint step clipped to {self.max_joint_step:.3f} rad")
+                i = int(np.argmax(np.abs(delta) - step))
+                cmd.notes.append(f"joint step clipped to {step[i]:.4f} rad/tick ({step[i] / self.period:.3f} rad/s) "
+                                 f"at {self._joint_name(i)}")
             cmd.joints = joint_positions + clipped
         if cmd.gripper is not None:
             cmd.gripper = float(np.clip(cmd.gripper, -1.0, 1.0))
