@@ -117,7 +117,11 @@ _PARAMS = [
     ("max_observation_age_s", 0.0, "Newest camera image older than this -> zero motion "
                                    "(0 = 3 control periods)."),
     ("image_topic", topics.CAMERA_IMAGE, "Camera image topic watched for staleness ('' disables)."),
-    ("image_qos_reliable", True, "Subscribe to the camera reliably (must match the publisher)."),
+    ("image_qos_reliable", True, "Subscribe to the camera reliably (must match the publisher); used when "
+                                 "image_qos_reliability is ''."),
+    ("image_qos_reliability", "", "Camera subscription reliability: reliable | best_effort | auto (match the "
+                                  "publishers found at configure, as policy_node's camera_qos_reliability) | '' "
+                                  "(= image_qos_reliable)."),
     ("chunk_topic", topics.ACTION_CHUNK, "lara_msgs/ActionChunk input."),
     ("ee_pose_topic", topics.EE_POSE, "geometry_msgs/PoseStamped end-effector pose (workspace box, moveit_py)."),
     ("joint_states_topic", topics.JOINT_STATES, "sensor_msgs/JointState (joint_trajectory backend)."),
@@ -293,6 +297,8 @@ class CommandNode(LifecycleNode):
         self._reject_reason = ""
         self._last_image_arrival: float | None = None
         self._last_image_stamp: float | None = None
+        self.image_reliability = ""
+        self._hint, self._hint_at = "", -1e9
         self._ee_pose: PoseStamped | None = None
         self._ee_pose_arrival: float | None = None
         self._joint_pos: dict[str, float] = {}
@@ -505,8 +511,9 @@ class CommandNode(LifecycleNode):
             self._subs.append(self.create_subscription(PoseStamped, self.p("ee_pose_topic"), self._on_ee_pose, 10))
         self._subs.append(self.create_subscription(JointState, self.p("joint_states_topic"), self._on_joints, 10))
         if self.p("image_topic"):
+            self.image_reliability = self._image_reliability(str(self.p("image_topic")))
             qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
-                             reliability=ReliabilityPolicy.RELIABLE if self.p("image_qos_reliable")
+                             reliability=ReliabilityPolicy.RELIABLE if self.image_reliability == "reliable"
                              else ReliabilityPolicy.BEST_EFFORT)
             self._subs.append(self.create_subscription(Image, self.p("image_topic"), self._on_image, qos, raw=True))
         if self.p("control_thread"):
@@ -520,6 +527,38 @@ class CommandNode(LifecycleNode):
             self._timers.append(self.create_timer(self.period, self._tick,
                                                   callback_group=MutuallyExclusiveCallbackGroup()))
         self._timers.append(self.create_timer(1.0 / float(self.p("status_rate_hz")), self._publish_status))
+
+    def _image_reliability(self, topic: str) -> str:
+        """'reliable' / 'best_effort' for the camera subscription; 'auto' uses policy_node's matching
+        (best_effort when a publisher found within 2 s offers it, else reliable)."""
+        wanted = str(self.p("image_qos_reliability") or "").strip().lower().replace("-", "_")
+        if not wanted:
+            return "reliable" if self.p("image_qos_reliable") else "best_effort"
+        if wanted not in ("reliable", "best_effort", "auto"):
+            raise ValueError(f"parameter image_qos_reliability must be reliable, best_effort, auto or '', "
+                             f"got {_short(wanted)}")
+        if wanted == "auto":
+            from lara_policy.ros.policy_node import PolicyNode     # one implementation of 'auto' (cheap import)
+            return PolicyNode._camera_reliability(self, "auto", topic)
+        return wanted
+
+    def _camera_hint(self) -> str:
+        """Why no image arrives (no publisher, or a QoS that can never match); computed at most every 2 s."""
+        now = time.monotonic()
+        if now - self._hint_at < 2.0:
+            return self._hint
+        self._hint_at = now
+        topic = str(self.p("image_topic"))
+        pubs = self.get_publishers_info_by_topic(topic)
+        if not pubs:
+            self._hint = f"no publisher on {topic}"
+        elif self.image_reliability == "reliable" and all(
+                i.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT for i in pubs):
+            self._hint = (f"the publisher(s) on {topic} offer BEST_EFFORT and this subscription is RELIABLE: "
+                          "set image_qos_reliability: best_effort (or auto)")
+        else:
+            self._hint = f"{len(pubs)} publisher(s) on {topic}, nothing arrived"
+        return self._hint
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
         try:
@@ -729,7 +768,7 @@ class CommandNode(LifecycleNode):
                 state, reason = ARMED, ""
                 if self._watch_images:
                     if self._last_image_arrival is None:
-                        state, reason = FAULT, "stale observation: no image received"
+                        state, reason = FAULT, f"stale observation: no image received ({self._camera_hint()})"
                     else:
                         obs_age = now - self._last_image_arrival
                         if obs_age > self.max_obs_age:
