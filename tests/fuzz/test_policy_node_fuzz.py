@@ -64,6 +64,7 @@ class GuardPolicy(GoalSeekingTestPolicy):
         self.seen: list = []          # (stamp, instruction)
         self.problems: list[str] = []
         self.valid_instructions = {VALID_INSTRUCTION}
+        self.expect_pixel = RGB         # every pixel of the frame the fuzzer sent as valid (channel order)
 
     def predict_chunk(self, obs, num_candidates=1, seed=None):
         img = obs.images.get("corner4")
@@ -71,6 +72,9 @@ class GuardPolicy(GoalSeekingTestPolicy):
         if img is None or img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3 or img.shape[0] < 1 \
                 or img.shape[1] < 1 or img.shape[0] * img.shape[1] > MAX_PX:
             self.problems.append(f"image {None if img is None else (img.shape, img.dtype)}")
+        elif not np.all(img == np.asarray(self.expect_pixel, np.uint8)):
+            self.problems.append(f"image pixels {np.unique(img.reshape(-1, 3), axis=0)[:3].tolist()} != "
+                                 f"{list(self.expect_pixel)} (channel order / row padding)")
         if state.shape != (7,) or not np.all(np.isfinite(state)) or np.any(np.abs(state) > 10):
             self.problems.append(f"state {state}")
         if obs.instruction not in self.valid_instructions:
@@ -83,6 +87,9 @@ class GuardPolicy(GoalSeekingTestPolicy):
 ENCODINGS_BAD = ["yuv422", "bayer_rggb8", "16UC1", "32FC1", "mono16", "", "rgb16", "jpeg", "8UC3 ", "\x01x"]
 ENCODINGS_OK = ["rgb8", "bgr8", "rgba8", "bgra8", "mono8", "RGB8"]
 CH = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}
+RGB = (10, 20, 30)                 # the colour of every valid frame; row padding bytes are 99
+PIXEL = {"rgb8": bytes([10, 20, 30]), "bgr8": bytes([30, 20, 10]), "rgba8": bytes([10, 20, 30, 255]),
+         "bgra8": bytes([30, 20, 10, 255]), "mono8": bytes([10])}
 
 
 @st.composite
@@ -238,7 +245,10 @@ class Fuzzer:
         ch = CH.get(enc.lower(), 3)
         step = max(0, w * ch + pad)
         n = max(0, step * h + delta)
-        m = Image(height=h, width=w, encoding=enc, step=step, is_bigendian=bigendian, data=bytes([value % 256]) * n)
+        px = PIXEL.get(enc.lower(), bytes([value % 256]) * ch)
+        row = (px * w + bytes([99]) * max(0, pad))[:step]
+        data = (row * h + bytes([value % 256]) * max(0, delta))[:n]
+        m = Image(height=h, width=w, encoding=enc, step=step, is_bigendian=bigendian, data=data)
         m.header.stamp = self.stamp(t) if isinstance(t, float) else t
         return m
 
@@ -302,6 +312,7 @@ class Fuzzer:
     def run_case(self, case, policy) -> str:
         """'' when the case passed, else the problem."""
         node = self.target
+        policy.expect_pixel = RGB
         r = self.call(self.reset_cli, self.M["Trigger"].Request())
         if not r.success:
             return "reset service failed"
@@ -352,6 +363,7 @@ class Fuzzer:
         time.sleep(0.005)                 # the other state topics of the case (a refusal may come first)
         if tgt == "image":
             img = self.image_msg(t, case["enc"], case["h"], case["w"], case["pad"], case["delta"], case["bigendian"])
+            policy.expect_pixel = (10, 10, 10) if case["enc"].lower() == "mono8" else RGB
         else:
             img = self.image_msg(img_t)
         self.img.publish(img)
@@ -369,6 +381,7 @@ class Fuzzer:
             return f"benign input not acted on within 5 s: {node.last_rejection} {dict(node.rejections)}"
         self.accepted_stamps.add(t)
         self.last_accept = time.monotonic()
+        policy.expect_pixel = RGB
         return ""
 
     def _valid_tick(self, policy, t) -> bool:
