@@ -110,6 +110,10 @@ def test_state_of_the_image_tick_is_used_when_it_arrives_after_the_image(ros, sp
     wrong = [(k, used) for k, used in pairs if k != used]
     assert not wrong, f"{len(wrong)} of {len(pairs)} chunks used another tick's state (image tick, state tick): {wrong[:8]}"
     assert node.sync_waits >= 1      # the state really came after the image, and was waited for
+    # the node's own record of the samples it paired: every source at the image's stamp
+    used = [(t, u) for t, u in node.state_stamps_used if _tick_of(robot, t) >= 3]
+    assert used and all(set(u) == {"ee", "goal", "gripper"} and all(abs(v - t) < 1e-6 for v in u.values())
+                        for t, u in used), used[:5]
     assert all(round(c.header.stamp.sec + c.header.stamp.nanosec * 1e-9, 6) in
                {round(s, 6) for s, _ in policy.seen} for c in robot.chunks)
 

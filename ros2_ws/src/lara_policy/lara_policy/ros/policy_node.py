@@ -261,6 +261,7 @@ class PolicyNode(Node):
         self._joint_hist: dict[str, _Series] = {}
         self.sync_waits = 0           # snapshots that waited for a state sample of the image's tick
         self.sync_timeouts = 0        # ... and gave up after state_sync_timeout_s
+        self.state_stamps_used: deque = deque(maxlen=1000)   # (image stamp, {state name: sample stamp})
         self._instruction = str(self.get_parameter("instruction").value).strip()
         if self._instruction:
             _, why = instruction_problem(self._instruction, int(self.get_parameter("max_instruction_chars").value))
@@ -596,6 +597,9 @@ class PolicyNode(Node):
                 f"(> {max_future:.2f} s): the camera's clock is ahead of this node's (sync the hosts' clocks, "
                 "or the sim clock jumped back)")
         ee, goal, joints = self._synced_state(t_img)
+        used = {"ee": None if ee is None else ee[1], "goal": None if goal is None else goal[1]}
+        used.update({k: None if v is None else v[1] for k, v in joints.items()})
+        self.state_stamps_used.append((t_img, used))
         skew = float(self.get_parameter("max_state_skew_s").value)
         state = np.zeros(len(self.state_names), dtype=np.float64)
         for i, name in enumerate(self.state_names):
