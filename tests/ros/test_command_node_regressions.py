@@ -10,7 +10,10 @@ exact, not a race.
 - A message-supplied action_space string went whole into the reason of every SafetyStatus and
   log line (a 5000-character one made 5 kB status messages).
 - An exception inside a tick (a bug in the scheduler, a backend's status) escaped the tick: no
-  zero command that tick, the last command kept running and the status said nothing."""
+  zero command that tick, the last command kept running and the status said nothing.
+- (found by the fuzz's full run) Under use_sim_time a /clock that stopped froze every age check:
+  the pose, joint and chunk watchdogs run on the node clock, so the node kept commanding the
+  last motion at the wall control rate for as long as /clock was silent."""
 from __future__ import annotations
 
 import math
@@ -39,7 +42,7 @@ class ManualRig:
     def __init__(self, h, **params):
         base = {"control_rate_hz": 0.01, "use_sim_time": True, "image_topic": "", "servo_activation": "none",
                 "workspace_min": [0.0, -1.0, 0.0], "workspace_max": [1.0, 1.0, 1.0], "max_pose_age_s": 0.5,
-                "max_linear_step_m": 0.01, "ee_pose_source": "topic"}
+                "max_linear_step_m": 0.01, "ee_pose_source": "topic", "max_clock_stall_s": 0.0}
         base.update(params)
         self.node = h.add(CommandNode(context=h.context,
                                       parameter_overrides=[Parameter(k, value=v) for k, v in base.items()]))
@@ -143,3 +146,20 @@ def test_an_exception_inside_the_tick_commands_zero_motion_with_the_reason(harne
     rig.node.backend.fault_reason = lambda: 1 / 0     # ... or in a backend's status
     rec = rig.tick()
     assert not rec.moving and "backend error: ZeroDivisionError" in rec.reason, rec
+
+
+def test_a_stalled_sim_clock_faults_instead_of_freezing_every_watchdog(harness):
+    rig = ManualRig(harness, max_clock_stall_s=0.3)
+    rig.arm(1000.0)
+    rig.pose()
+    rig.set_clock(1000.01)
+    rig.chunk(1000.0)
+    assert rig.tick().moving, rig.node.reason
+    # /clock goes silent (simulator paused or dead): before the fix the pose, chunk and joint ages
+    # stayed frozen at their last value and the node kept commanding the same step forever
+    assert wait_for(lambda: "clock stalled" in rig.tick().reason, 5.0, period=0.05), rig.node.reason
+    rec = rig.node.tick_log[-1]
+    assert not rec.moving and rec.state == "fault" and "max_clock_stall_s" in rec.reason
+    assert wait_for(lambda: rig.twists and rig.twists[-1].twist.linear.x == 0.0, 5.0)
+    rig.set_clock(1000.02)                               # the clock runs again: motion resumes
+    assert rig.tick().moving, rig.node.reason

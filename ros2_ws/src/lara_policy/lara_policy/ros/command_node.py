@@ -114,6 +114,8 @@ _PARAMS = [
                             "pose is used (workspace box, moveit_py)."),
     ("max_joint_state_age_s", 0.5, "Joint states older than this (by arrival) -> zero motion and no hold "
                                    "command (joint_trajectory backend)."),
+    ("max_clock_stall_s", 0.5, "use_sim_time only: the node clock (/clock) not advancing for this long (wall "
+                               "time) faults (every age check runs on that clock and would freeze); 0 = off."),
     ("max_observation_age_s", 0.0, "Newest camera image older than this -> zero motion "
                                    "(0 = 3 control periods)."),
     ("image_topic", topics.CAMERA_IMAGE, "Camera image topic watched for staleness ('' disables)."),
@@ -200,7 +202,7 @@ LIVE_PARAMS = ("max_linear_speed_mps", "max_angular_speed_rps", "max_linear_step
                "max_joint_velocity_rps", "joint_position_min", "joint_position_max",
                "workspace_min", "workspace_max", "action_limit", "ee_delta_scale_m", "ee_rot_scale_rad",
                "max_chunk_age_s", "max_chunk_future_s", "max_observation_age_s", "max_pose_age_s",
-               "max_joint_state_age_s")
+               "max_joint_state_age_s", "max_clock_stall_s")
 # Read at any time, no effect on a configured node's behaviour.
 FREE_PARAMS = ("autostart",)
 
@@ -223,6 +225,7 @@ class LiveLimits:
     max_obs_age: float
     max_pose_age: float
     max_joint_age: float
+    max_clock_stall: float = 0.0
 
 
 def _joint_array(values: dict, name: str, joint_names: list[str], *, one_for_all: bool = False):
@@ -269,7 +272,8 @@ def build_live_limits(values: dict, period: float, joint_names: list[str] = ()) 
     return LiveLimits(limits, conv, _positive(values, "max_chunk_age_s"),
                       _positive(values, "max_chunk_future_s", zero_ok=True),
                       _positive(values, "max_observation_age_s", zero_ok=True) or 3.0 * period,
-                      _positive(values, "max_pose_age_s"), _positive(values, "max_joint_state_age_s"))
+                      _positive(values, "max_pose_age_s"), _positive(values, "max_joint_state_age_s"),
+                      _positive(values, "max_clock_stall_s", zero_ok=True) if "max_clock_stall_s" in values else 0.0)
 
 
 class CommandNode(LifecycleNode):
@@ -298,6 +302,7 @@ class CommandNode(LifecycleNode):
         self._last_image_arrival: float | None = None
         self._last_image_stamp: float | None = None
         self.image_reliability = ""
+        self._clock_seen: tuple[float, float] | None = None   # (node time, wall time it last changed)
         self._hint, self._hint_at = "", -1e9
         self._ee_pose: PoseStamped | None = None
         self._ee_pose_arrival: float | None = None
@@ -568,6 +573,7 @@ class CommandNode(LifecycleNode):
                     return TransitionCallbackReturn.FAILURE
                 self.scheduler.clear()
                 self._reject_reason = ""
+                self._clock_seen = None
                 self._disarmed_after_estop = False
                 self.backend.activate()
                 self._active = True
@@ -758,12 +764,15 @@ class CommandNode(LifecycleNode):
             now = self.now()
             obs_age = float("nan")
             self._observe_clock(now)
+            stalled = self._clock_stalled(now)
             if self._estop:
                 state, reason = ESTOP, "e-stop"
             elif self._disarmed_after_estop:
                 state, reason = INACTIVE, "e-stop cleared; re-arm with lifecycle deactivate + activate"
             elif self._reject_reason:
                 state, reason = FAULT, self._reject_reason
+            elif stalled:
+                state, reason = FAULT, stalled
             else:
                 state, reason = ARMED, ""
                 if self._watch_images:
@@ -836,6 +845,23 @@ class CommandNode(LifecycleNode):
             self.tick_log.append(TickRecord(now, state, moving, reason, linear, obs_age))
             # under the lock: a transition (deactivate, e-stop) cannot be overwritten by a late tick
             self._set_status(state, moving, reason)
+
+    def _clock_stalled(self, now: float) -> str:
+        """use_sim_time: why the node clock counts as stalled ('' when it advances). A /clock that
+        stops (simulator paused or dead, bag player stopped) freezes every age check (chunk, pose,
+        joints, image ages are all on this clock), so motion would go on at the wall control rate."""
+        limit = self.live.max_clock_stall if self.live is not None else 0.0
+        if not limit or not self.get_parameter("use_sim_time").value:
+            return ""
+        wall = time.monotonic()
+        if self._clock_seen is None or now != self._clock_seen[0]:
+            self._clock_seen = (now, wall)
+            return ""
+        idle = wall - self._clock_seen[1]
+        if idle <= limit:
+            return ""
+        return (f"clock stalled: the node clock (use_sim_time, /clock) has not advanced for {idle:.3f} s "
+                f"(> max_clock_stall_s {limit:.3f}); simulator paused or /clock publisher gone")
 
     def _observe_clock(self, now: float) -> None:
         """Clock-jump check, shared by the tick and the chunk callback (whichever sees the jump
