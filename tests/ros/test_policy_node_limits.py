@@ -124,3 +124,37 @@ def test_burst_of_concurrent_reset_calls_is_answered(ros, spinner):
     assert all(f.result().success for f in futs) and policy.resets >= 50
     n = len(feeder.chunks)
     assert wait_for(lambda: len(feeder.chunks) >= n + 1, 15.0), node.last_rejection
+
+
+def test_compressed_decompression_bomb_refused_before_decoding(ros, spinner, capfd):
+    """A 40 kB PNG that declares 4000x3000 (36 MB decoded; 20000x20000 would be 1.2 GB) is refused
+    from its header, before OpenCV allocates it; a small compressed frame still gives a chunk."""
+    import cv2
+    import numpy as np
+    from sensor_msgs.msg import CompressedImage
+
+    policy = GoalSeekingTestPolicy()
+    node = _policy_node(policy, replan_period_steps=1, image_topic="/camera/image_raw/compressed")
+    assert node.image_transport == "compressed"
+    feeder = Feeder(ros)                      # state (its raw frames go to a topic the node ignores)
+    pub = feeder.node.create_publisher(CompressedImage, "/camera/image_raw/compressed", 10)
+    spinner(node, feeder.node)
+    assert wait_for(lambda: pub.get_subscription_count() >= 1, 10.0)
+    decoded = []
+    import lara_policy.ros.policy_node as pn
+    real = pn.compressed_msg_to_rgb
+    pn.compressed_msg_to_rgb = lambda m: decoded.append(len(m.data)) or real(m)
+    try:
+        for shape in [(3000, 4000, 3), (64, 64, 3)]:
+            ok, buf = cv2.imencode(".png", np.zeros(shape, np.uint8))
+            msg = CompressedImage(format="rgb8; png compressed bgr8", data=buf.tobytes())
+            msg.header.stamp = feeder.node.get_clock().now().to_msg()
+            pub.publish(msg)
+            if shape[0] == 3000:
+                assert wait_for(lambda: node.rejections.get("image:size", 0) >= 1, 10.0), dict(node.rejections)
+        assert wait_for(lambda: policy.calls >= 1, 10.0), (dict(node.rejections), node.last_rejection)
+    finally:
+        pn.compressed_msg_to_rgb = real
+    assert len(decoded) == 1, f"the bomb reached the decoder: {decoded}"
+    assert policy.last_obs.images["corner4"].shape == (64, 64, 3)
+    assert "compressed image declares 4000x3000 (12.0 MP), more than max_image_pixels 2500000" in capfd.readouterr().err

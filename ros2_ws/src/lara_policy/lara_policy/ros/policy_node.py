@@ -108,6 +108,35 @@ class _Series:
         return last + period <= t + horizon + _STAMP_EPS
 
 
+_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def compressed_dims(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG or JPEG header without decoding (None: unknown format or no
+    size found in the first bytes): lets a decompression bomb be refused before OpenCV allocates it."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if data[:2] != b"\xff\xd8":
+        return None
+    i = 2
+    while i + 4 <= len(data):
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:                       # fill byte
+            i += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:   # markers without a length
+            i += 2
+            continue
+        if marker in _JPEG_SOF:
+            if i + 9 > len(data):
+                return None
+            return int.from_bytes(data[i + 7:i + 9], "big"), int.from_bytes(data[i + 5:i + 7], "big")
+        i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
+    return None
+
+
 def stamp_problem(stamp) -> str:
     """'' for a usable header stamp, else why not (invalid nanosec, zero = never stamped)."""
     if not 0 <= int(stamp.nanosec) < 1_000_000_000:
@@ -390,6 +419,10 @@ class PolicyNode(Node):
             if len(msg.data) > 3 * max_px:
                 return "size", (f"compressed image of {len(msg.data)} bytes is larger than an uncompressed "
                                 f"max_image_pixels {max_px} frame")
+            dims = compressed_dims(bytes(msg.data[:65536]))
+            if dims is not None and dims[0] * dims[1] > max_px:
+                return "size", (f"compressed image declares {dims[0]}x{dims[1]} ({dims[0] * dims[1] / 1e6:.1f} MP), "
+                                f"more than max_image_pixels {max_px}: refused before decoding")
             return "", ""
         h, w, step = int(msg.height), int(msg.width), int(msg.step)
         if h * w > max_px:
