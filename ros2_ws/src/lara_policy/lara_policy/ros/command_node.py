@@ -534,7 +534,7 @@ class CommandNode(LifecycleNode):
         self._timers.append(self.create_timer(1.0 / float(self.p("status_rate_hz")), self._publish_status))
 
     def _image_reliability(self, topic: str) -> str:
-        """'reliable' / 'best_effort' for the camera subscription; 'auto' uses policy_node's matching
+        """'reliable' / 'best_effort' for the camera subscription; 'auto' matches the publishers
         (best_effort when a publisher found within 2 s offers it, else reliable)."""
         wanted = str(self.p("image_qos_reliability") or "").strip().lower().replace("-", "_")
         if not wanted:
@@ -543,8 +543,8 @@ class CommandNode(LifecycleNode):
             raise ValueError(f"parameter image_qos_reliability must be reliable, best_effort, auto or '', "
                              f"got {_short(wanted)}")
         if wanted == "auto":
-            from lara_policy.ros.policy_node import PolicyNode     # one implementation of 'auto' (cheap import)
-            return PolicyNode._camera_reliability(self, "auto", topic)
+            from lara_policy.ros.params import match_publisher_reliability
+            return match_publisher_reliability(self, "auto", topic)
         return wanted
 
     def _camera_hint(self) -> str:

@@ -101,6 +101,27 @@ def qos_from_params(reliability: str, depth: int):
                       else ReliabilityPolicy.BEST_EFFORT)
 
 
+def match_publisher_reliability(node, wanted: str, topic: str, wait_s: float = 2.0) -> str:
+    """'reliable' / 'best_effort' as configured; 'auto': best_effort when a publisher found on
+    `topic` within wait_s offers it (a reliable subscription never matches it), else reliable."""
+    import time
+
+    from rclpy.qos import ReliabilityPolicy
+    wanted = str(wanted).strip().lower().replace("-", "_")
+    if wanted != "auto":
+        return wanted
+    end = time.monotonic() + wait_s
+    pubs = []
+    while not pubs and time.monotonic() < end:
+        pubs = node.get_publishers_info_by_topic(topic)
+        if not pubs:
+            time.sleep(0.05)
+    chosen = "best_effort" if any(i.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT for i in pubs) \
+        else "reliable"
+    node.get_logger().info(f"{node.get_name()}: QoS auto on {topic} -> {chosen} ({len(pubs)} publisher(s))")
+    return chosen
+
+
 def resolve_output_path(path: str, from_config: bool) -> str:
     """Absolute output directory: a path typed on the command line is relative to the working
     directory; a relative path from a config file is relative to the repository root

@@ -65,7 +65,7 @@ from lara_policy.ros import topics
 from lara_policy.ros.codec import (ImageConversionError, check_to_msg, chunk_to_msg,
                                    compressed_msg_to_rgb, image_msg_to_rgb, stamp_to_sec)
 from lara_policy.ros.ee_pose import FrameMap, TfPoseRelay, resolve_source
-from lara_policy.ros.params import declare, qos_from_params, resolve_path
+from lara_policy.ros.params import declare, match_publisher_reliability, qos_from_params, resolve_path
 from lara_policy.ros.node_main import spin_node
 
 EE_NAMES = {"hand_x": 0, "hand_y": 1, "hand_z": 2}
@@ -321,7 +321,7 @@ class PolicyNode(Node):
         if transport not in ("raw", "compressed"):
             raise ValueError(f"policy_node: image_transport must be raw, compressed or auto, got '{transport}'")
         self.image_transport = transport
-        self.camera_reliability = self._camera_reliability(qos_rel, t["image_topic"])
+        self.camera_reliability = match_publisher_reliability(self, qos_rel, t["image_topic"])
         self.create_subscription(CompressedImage if transport == "compressed" else Image, t["image_topic"],
                                  self._on_image, qos_from_params(self.camera_reliability, qos_depth))
         self._last_image_arrival = time.monotonic()
@@ -369,26 +369,6 @@ class PolicyNode(Node):
             self.get_logger().warning(f"policy_node: {message}; not publishing")
 
     # -- camera QoS -----------------------------------------------------------------------
-    def _camera_reliability(self, wanted: str, topic: str, wait_s: float = 2.0) -> str:
-        """'reliable' / 'best_effort' as configured; 'auto': best_effort when a publisher found
-        within wait_s offers it (a reliable subscription never matches it), else reliable."""
-        wanted = str(wanted).strip().lower().replace("-", "_")
-        if wanted != "auto":
-            return wanted
-        from rclpy.qos import ReliabilityPolicy
-        end = time.monotonic() + wait_s
-        pubs = []
-        while not pubs and time.monotonic() < end:
-            pubs = self.get_publishers_info_by_topic(topic)
-            if not pubs:
-                time.sleep(0.05)
-        if any(i.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT for i in pubs):
-            chosen = "best_effort"
-        else:
-            chosen = "reliable"
-        self.get_logger().info(f"policy_node: camera QoS auto -> {chosen} ({len(pubs)} publisher(s) on {topic})")
-        return chosen
-
     def _check_camera(self) -> None:
         """No image for 2 s: say why, loudly (no publisher, or a QoS that cannot match)."""
         idle = time.monotonic() - self._last_image_arrival
