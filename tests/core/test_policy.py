@@ -131,7 +131,7 @@ def test_bad_input_raises_value_error(policy, bad, match):
 def test_unknown_instruction_loads_language_model(policy):
     pred = policy.predict_chunk(_obs(instruction="slide the red block rightwards"), seed=0)
     assert pred.actions.shape == (8, 4)
-    assert "slide the red block rightwards" in policy._text
+    assert "slide the red block rightwards" in policy._text_extra
 
 
 def test_meta_readable_while_predicting(policy):
@@ -186,3 +186,36 @@ def test_corrupt_and_mismatched_checkpoints_refused(trained_run, tmp_path):
     torch.save({"x": torch.zeros(2)}, pick / "model.safetensors")
     with pytest.raises(CheckpointError):
         LaraPolicy.from_checkpoint(pick)
+
+
+def test_run_time_instruction_embeddings_are_bounded(policy, monkeypatch):
+    """A robot fed endless distinct instructions must not grow memory without limit; the
+    checkpoint's own instructions are never dropped."""
+    from lara_policy.core import policy as policy_module
+    calls = []
+
+    class FakeEmbedder:            # MiniLM's output is irrelevant here; counting calls is the point
+        def embed(self, instructions, tokens):
+            calls.append(instructions[0])
+            return np.zeros((1, tokens, 384), np.float32), np.ones((1, tokens), bool)
+
+    monkeypatch.setattr(policy_module.TextEmbedder, "get", classmethod(lambda cls: FakeEmbedder()))
+    monkeypatch.setattr(policy, "max_extra_instructions", 3)
+    monkeypatch.setattr(policy, "_text_extra", {})
+    for i in range(10):
+        policy._instruction(f"move to place {i}")
+    assert list(policy._text_extra) == [f"move to place {i}" for i in (7, 8, 9)]
+    policy._instruction("move to place 9")
+    policy._instruction(TASKS["move-right"])                  # a checkpoint instruction: never embedded
+    assert len(calls) == 10
+
+
+def test_language_model_cache_is_bounded_and_answers_every_call(monkeypatch):
+    from lara_policy.core.processing import TextEmbedder
+    emb = TextEmbedder.get()
+    monkeypatch.setattr(emb, "max_cache", 2)
+    monkeypatch.setattr(emb, "cache", type(emb.cache)())
+    e3, m3 = emb.embed(["push the puck", "open the drawer", "reach the goal"], 16)   # more than the cache holds
+    assert e3.shape == (3, 16, 384) and m3.shape == (3, 16) and len(emb.cache) == 2
+    again, _ = emb.embed(["reach the goal"], 16)                     # kept (most recent): identical
+    assert np.array_equal(again[0], e3[2]) and ("push the puck", 16) not in emb.cache

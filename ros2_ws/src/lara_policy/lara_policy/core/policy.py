@@ -63,6 +63,8 @@ CHECK_SCORES = ("consensus", "effect")
 
 
 class LaraPolicy:
+    max_extra_instructions = 256      # embeddings of instructions not in the checkpoint kept at run time
+
     def __init__(self, model: LaraModel, config: ModelConfig, stats: NormStats, instructions: list[str],
                  text: tuple[np.ndarray, np.ndarray], model_id: str, device: torch.device, threads: int = 1,
                  check_score: str = "consensus"):
@@ -82,6 +84,7 @@ class LaraPolicy:
         self._state_mean, self._state_std = s["state_mean"], s["state_std"]
         self._text = {ins: (torch.from_numpy(text[0][i]), torch.from_numpy(text[1][i]))
                       for i, ins in enumerate(instructions)}
+        self._text_extra: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}   # instructions seen at run time
         v = config.vla
         self.meta = PolicyMeta(action_space=config.action_space, action_dim=v.action_dim, horizon=v.horizon,
                                dt=config.dt, cameras=list(v.cameras), image_size=(v.image_size, v.image_size),
@@ -121,10 +124,14 @@ class LaraPolicy:
     def _instruction(self, instruction: str) -> tuple[torch.Tensor, torch.Tensor]:
         if not isinstance(instruction, str) or not instruction.strip():
             raise ValueError("observation.instruction is empty: give the task in words")
-        if instruction not in self._text:       # unknown instruction: load MiniLM lazily (once per process)
+        if instruction in self._text:           # the checkpoint's own instructions stay
+            return self._text[instruction]
+        if instruction not in self._text_extra:  # unknown instruction: load MiniLM lazily (once per process)
             emb, mask = TextEmbedder.get().embed([instruction], self.config.vla.text_tokens)
-            self._text[instruction] = (torch.from_numpy(emb[0]), torch.from_numpy(mask[0]))
-        return self._text[instruction]
+            self._text_extra[instruction] = (torch.from_numpy(emb[0]), torch.from_numpy(mask[0]))
+            while len(self._text_extra) > self.max_extra_instructions:   # bounded: oldest out
+                self._text_extra.pop(next(iter(self._text_extra)))
+        return self._text_extra[instruction]
 
     def _observation_tensors(self, obs: Observation):
         if not isinstance(obs, Observation):

