@@ -167,7 +167,10 @@ def _unwritable_case(kind: str, tmp: Path, record) -> None:
             cam.send()
             time.sleep(0.02)
         assert wait_for(lambda: rec._seg is not None and rec._seg.index >= 1, 10.0)
-        shutil.rmtree(Path(r.bag_path))
+        # the writer thread may create a file while the folder is being removed (ENOTEMPTY):
+        # remove until it is gone, as a cleanup job racing the recorder would
+        assert wait_for(lambda: shutil.rmtree(Path(r.bag_path), ignore_errors=True)
+                        or not Path(r.bag_path).exists(), 10.0), "could not remove the episode folder"
         shutil.rmtree(out / f".{r.episode_id}.partial", ignore_errors=True)
         for _ in range(40):
             cam.send()
