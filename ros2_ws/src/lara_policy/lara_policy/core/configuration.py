@@ -186,7 +186,11 @@ class TrainConfig:
     resume: bool = False
     save_every: int = 500
     log_every: int = 10
-    aug_shift: int = 4                # +-pixels of random shift on VLA images
+    aug_shift: int = 0                # +-pixels of random shift on VLA images. 0: the state (hand, goal)
+                                      # is in world coordinates and is not shifted, so a shifted image
+                                      # moves the object relative to it; at 64 px push's puck spans
+                                      # ~13 x 6 px across layouts and +-4 px left the policy unable to
+                                      # use the image (push 0.18 -> 0.78 with 0; docs/model.md)
     threads: int = 2
     device: str = ""                  # "" -> cuda if available else cpu
     tensorboard: bool = False

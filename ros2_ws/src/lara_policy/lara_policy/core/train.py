@@ -619,7 +619,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--codebook-size", type=int, default=m.lam.codebook_size)
     parser.add_argument("--lam-spread-weight", type=float, default=m.lam.spread_weight,
                         help="LAM variance/decorrelation penalty against dimensional collapse (0 = off, the earlier default)")
-    parser.add_argument("--aug-shift", type=int, default=d.aug_shift)
+    parser.add_argument("--aug-shift", type=int, default=d.aug_shift,
+                        help="+-pixels of random image shift (0: the state is not shifted with the image, "
+                             "so a shift moves small objects relative to it; see docs/model.md)")
     parser.add_argument("--ema-decay", type=float, default=d.ema_decay, help="0 disables the weight EMA")
     parser.add_argument("--name", default=m.name, help="model name (model_id = name + content hash)")
     parser.add_argument("--tensorboard", action="store_true")
