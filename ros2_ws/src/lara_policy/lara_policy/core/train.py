@@ -262,8 +262,8 @@ def calibrate_null_effect(model: LaraModel, data: ChunkDataset, stats: NormStats
 
 
 def make_optimizer(params: list, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW, fused into one kernel per step (about 3x faster than the per-tensor loop at this
-    model's ~200 small tensors; the update is the same)."""
+    """AdamW with the fused kernel (the same update; measured ~4% faster per train step here,
+    the optimizer being ~8% of a step at this model's ~200 small tensors)."""
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
 
 
