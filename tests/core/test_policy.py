@@ -131,7 +131,8 @@ def test_bad_input_raises_value_error(policy, bad, match):
 def test_unknown_instruction_loads_language_model(policy):
     pred = policy.predict_chunk(_obs(instruction="slide the red block rightwards"), seed=0)
     assert pred.actions.shape == (8, 4)
-    assert "slide the red block rightwards" in policy._text_extra
+    from lara_policy.core.processing import TextEmbedder
+    assert ("slide the red block rightwards", policy.config.vla.text_tokens) in TextEmbedder.get().cache
 
 
 def test_meta_readable_while_predicting(policy):
@@ -188,26 +189,24 @@ def test_corrupt_and_mismatched_checkpoints_refused(trained_run, tmp_path):
         LaraPolicy.from_checkpoint(pick)
 
 
-def test_run_time_instruction_embeddings_are_bounded(policy, monkeypatch):
-    """A robot fed endless distinct instructions must not grow memory without limit; the
-    checkpoint's own instructions are never dropped."""
+def test_run_time_instructions_go_through_the_embedder_and_checkpoint_ones_never_do(policy, monkeypatch):
+    """Run-time instructions are embedded by TextEmbedder (whose bounded LRU cache is tested
+    below: a robot fed endless distinct instructions must not grow memory); the checkpoint's own
+    instructions are answered from the checkpoint and never embedded."""
     from lara_policy.core import policy as policy_module
     calls = []
 
     class FakeEmbedder:            # MiniLM's output is irrelevant here; counting calls is the point
         def embed(self, instructions, tokens):
             calls.append(instructions[0])
-            return np.zeros((1, tokens, 384), np.float32), np.ones((1, tokens), bool)
+            return np.full((1, tokens, 384), len(calls), np.float32), np.ones((1, tokens), bool)
 
     monkeypatch.setattr(policy_module.TextEmbedder, "get", classmethod(lambda cls: FakeEmbedder()))
-    monkeypatch.setattr(policy, "max_extra_instructions", 3)
-    monkeypatch.setattr(policy, "_text_extra", {})
-    for i in range(10):
-        policy._instruction(f"move to place {i}")
-    assert list(policy._text_extra) == [f"move to place {i}" for i in (7, 8, 9)]
-    policy._instruction("move to place 9")
-    policy._instruction(TASKS["move-right"])                  # a checkpoint instruction: never embedded
-    assert len(calls) == 10
+    emb, mask = policy._instruction("move to place 7")
+    assert calls == ["move to place 7"] and float(emb[0, 0]) == 1.0 and bool(mask.all())
+    emb, _ = policy._instruction(TASKS["move-right"])
+    assert calls == ["move to place 7"]                       # a checkpoint instruction: never embedded
+    assert not torch.equal(emb, torch.ones_like(emb))
 
 
 def test_language_model_cache_is_bounded_and_answers_every_call(monkeypatch):

@@ -63,7 +63,6 @@ CHECK_SCORES = ("consensus", "effect")
 
 
 class LaraPolicy:
-    max_extra_instructions = 256      # embeddings of instructions not in the checkpoint kept at run time
 
     def __init__(self, model: LaraModel, config: ModelConfig, stats: NormStats, instructions: list[str],
                  text: tuple[np.ndarray, np.ndarray], model_id: str, device: torch.device, threads: int = 1,
@@ -84,7 +83,6 @@ class LaraPolicy:
         self._state_mean, self._state_std = s["state_mean"], s["state_std"]
         self._text = {ins: (torch.from_numpy(text[0][i]), torch.from_numpy(text[1][i]))
                       for i, ins in enumerate(instructions)}
-        self._text_extra: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}   # instructions seen at run time
         v = config.vla
         self.meta = PolicyMeta(action_space=config.action_space, action_dim=v.action_dim, horizon=v.horizon,
                                dt=config.dt, cameras=list(v.cameras), image_size=(v.image_size, v.image_size),
@@ -126,12 +124,10 @@ class LaraPolicy:
             raise ValueError("observation.instruction is empty: give the task in words")
         if instruction in self._text:           # the checkpoint's own instructions stay
             return self._text[instruction]
-        if instruction not in self._text_extra:  # unknown instruction: load MiniLM lazily (once per process)
-            emb, mask = TextEmbedder.get().embed([instruction], self.config.vla.text_tokens)
-            self._text_extra[instruction] = (torch.from_numpy(emb[0]), torch.from_numpy(mask[0]))
-            while len(self._text_extra) > self.max_extra_instructions:   # bounded: oldest out
-                self._text_extra.pop(next(iter(self._text_extra)))
-        return self._text_extra[instruction]
+        # unknown instruction: MiniLM, loaded lazily once per process; its bounded LRU cache is the
+        # only cache of run-time instructions
+        emb, mask = TextEmbedder.get().embed([instruction], self.config.vla.text_tokens)
+        return torch.from_numpy(emb[0]), torch.from_numpy(mask[0])
 
     def _observation_tensors(self, obs: Observation):
         if not isinstance(obs, Observation):

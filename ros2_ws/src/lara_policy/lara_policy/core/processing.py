@@ -67,6 +67,7 @@ class TextEmbedder:
         # bounded (least recently used out): a robot fed many distinct instructions must not grow
         # without limit (~25 KB per entry at 16 tokens)
         self.cache: OrderedDict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._embed_lock = threading.Lock()
 
     @classmethod
     def get(cls) -> "TextEmbedder":
@@ -75,8 +76,12 @@ class TextEmbedder:
                 cls._instance = cls()
             return cls._instance
 
-    @torch.no_grad()
     def embed(self, instructions: list[str], tokens: int = 16) -> tuple[np.ndarray, np.ndarray]:
+        with self._embed_lock:      # several policies (threads) may share the one instance
+            return self._embed(instructions, tokens)
+
+    @torch.no_grad()
+    def _embed(self, instructions: list[str], tokens: int) -> tuple[np.ndarray, np.ndarray]:
         found = {s: self.cache[(s, tokens)] for s in dict.fromkeys(instructions) if (s, tokens) in self.cache}
         missing = [s for s in dict.fromkeys(instructions) if s not in found]
         if missing:
