@@ -148,6 +148,6 @@ def test_demos_bad_camera_leaves_no_store_and_max_steps_range(tmp_path, capsys):
 def test_group_help_lists_its_commands(capsys):
     assert cli.main(["bench", "--help"]) == 0
     out = capsys.readouterr().out
-    assert "bench model" in out and "bench ros" in out and "usage: lara bench <model|ros>" in out
+    assert "bench model" in out and "bench ros" in out and "usage: lara bench <model|ros|recorder>" in out
     assert cli.main(["bench"]) == 2          # a group without a command is still a usage error
-    assert "did you mean one of: bench model, bench ros" in capsys.readouterr().err
+    assert "did you mean one of: bench model, bench ros, bench recorder" in capsys.readouterr().err

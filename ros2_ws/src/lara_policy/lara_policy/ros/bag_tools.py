@@ -9,7 +9,7 @@ Episode layout written by recorder_node (a standard split rosbag2 bag, as `ros2 
     <output_dir>/<episode_id>/.segments/<n>.yaml     per-segment rosbag2 metadata (used by recover)
     <output_dir>/.<episode_id>.partial/              the segment being written (lost on a kill)
 
-CLI:  python -m lara_policy.ros.bag_tools info|recover|dump <episode_dir>
+CLI:  lara bag info|recover|dump <episode_dir>   (or python -m lara_policy.ros.bag_tools ...)
 """
 from __future__ import annotations
 
@@ -218,32 +218,57 @@ def bag_info(episode_dir: str | Path) -> dict:
         raise _bag_error(episode_dir, exc) from exc
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m lara_policy.ros.bag_tools", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=["info", "recover", "dump"])
-    ap.add_argument("episode_dir")
-    a = ap.parse_args(argv)
-    d = Path(a.episode_dir)
+BAG_COMMANDS = ("info", "recover", "dump")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`lara bag info|recover|dump EPISODE_DIR` (cli.py sets `lara_command`)."""
+    parser.add_argument("episode_dir", metavar="EPISODE_DIR",
+                        help="a recorder episode folder (<output_dir>/<episode_id>: metadata.yaml, *.mcap, "
+                             "episode_meta.json)")
+
+
+def run_command(command: str, episode_dir: str | Path) -> int:
+    """info | recover | dump on one episode folder; bad input raises BagError (a LaraError)."""
+    d = Path(episode_dir)
     try:
         if not d.is_dir():
             raise BagError(f"{d}: no such bag folder")
-        if a.command == "dump" and not (d / "metadata.yaml").is_file():
+        if command == "dump" and not (d / "metadata.yaml").is_file():
             bag_info(d)          # the same message as info: metadata.yaml is missing
-        if a.command == "recover":
+        if command == "recover":
             print(json.dumps(recover(d), indent=2))
-        elif a.command == "info":
+        elif command == "info":
             print(json.dumps(bag_info(d), indent=2))
         else:
             for topic, mtype, t, _ in iter_messages(d, raw=True):
                 print(f"{t} {topic} {mtype}")
+    except LaraError:
+        raise
+    except _read_errors() as exc:  # recover on a damaged segment metadata file
+        raise _bag_error(d, exc) from exc
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    command = str(getattr(args, "lara_command", "")).split()[-1]
+    if command not in BAG_COMMANDS:
+        raise BagError(f"unknown bag command {command!r} (one of {', '.join(BAG_COMMANDS)})")
+    return run_command(command, args.episode_dir)
+
+
+def main(argv=None) -> int:
+    """`python -m lara_policy.ros.bag_tools info|recover|dump EPISODE_DIR` (same as `lara bag ...`)."""
+    ap = argparse.ArgumentParser(prog="python -m lara_policy.ros.bag_tools", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("command", choices=BAG_COMMANDS, help="what to do with the episode folder")
+    add_arguments(ap)
+    a = ap.parse_args(argv)
+    try:
+        return run_command(a.command, a.episode_dir)
     except LaraError as exc:
         print(f"bag_tools {a.command}: {exc}", file=sys.stderr)
         return 2
-    except _read_errors() as exc:  # recover on a damaged segment metadata file
-        print(f"bag_tools {a.command}: {_bag_error(d, exc)}", file=sys.stderr)
-        return 2
-    return 0
 
 
 if __name__ == "__main__":
