@@ -579,53 +579,76 @@ def export_lam(model: LaraModel, config: ModelConfig, path: Path, extra: dict | 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from lara_policy.cli import add_list_option, deprecated_alias, float_in_range, non_negative_float, positive_float
     d = TrainConfig()
     m = ModelConfig()
-    parser.add_argument("--paradigm", choices=PARADIGMS, default=d.paradigm)
-    parser.add_argument("--data", nargs="+", default=[],
-                        help="episode store(s): HDF5 files or LeRobot v3 dataset directories")
-    parser.add_argument("--video", nargs="*", default=[], help="extra stores used action-free (LAM loss only)")
-    parser.add_argument("--val", nargs="*", default=[],
-                        help="held-out labelled store(s): their action loss (EMA weights) is logged as val_loss_act")
+    parser.description = __doc__
+    parser.add_argument("--paradigm", choices=PARADIGMS, default=d.paradigm,
+                        help="what to train (see above): lam-pretrain | pretrain | posttrain | lam-refine")
+    add_list_option(parser, "--data", required=True, metavar="STORE",
+                    help="episode store(s) (required): HDF5 files or LeRobot v3 dataset directories")
+    add_list_option(parser, "--video", nargs="*", metavar="STORE", help="extra stores used action-free (LAM loss only)")
+    add_list_option(parser, "--val", nargs="*", metavar="STORE",
+                    help="held-out labelled store(s): their action loss (EMA weights) is logged as val_loss_act")
     parser.add_argument("--val-every", type=positive_int, default=d.val_every, help="steps between validation losses")
-    parser.add_argument("--video-fraction", type=float, default=d.video_fraction,
+    parser.add_argument("--video-fraction", type=float_in_range(-1.0, 1.0), default=d.video_fraction,
                         help="share of each batch drawn from action-free samples (-1: in proportion to their number)")
-    parser.add_argument("--out", required=True, help="run directory")
-    parser.add_argument("--variant", choices=VARIANTS, default=d.variant)
+    parser.add_argument("--out", required=True, metavar="DIR",
+                        help="run directory (created): checkpoints/, final/, metrics.csv")
+    parser.add_argument("--variant", choices=VARIANTS, default=d.variant,
+                        help="dit_only: no LAM, no alignment; frozen_lam: align to a fixed LAM (--lam); "
+                             "lara: VLA and LAM trained jointly")
     parser.add_argument("--steps", type=non_negative_int, default=d.steps,
                         help="optimisation steps (0: write --init as the final checkpoint unchanged)")
     parser.add_argument("--batch-size", type=positive_int, default=d.batch_size, help="GLOBAL batch (split over ranks)")
-    parser.add_argument("--lr", type=float, default=d.lr)
-    parser.add_argument("--w-lara", type=float, default=d.w_lara, help="w1")
-    parser.add_argument("--w-lam", type=float, default=d.w_lam, help="w2")
+    parser.add_argument("--lr", type=positive_float, default=d.lr,
+                        help="peak learning rate (AdamW; linear warm-up, then cosine decay to 5%%)")
+    parser.add_argument("--w-lara", type=non_negative_float, default=d.w_lara,
+                        help="w1: weight of the alignment loss L_LARA (DiT hidden state -> LAM latent)")
+    parser.add_argument("--w-lam", type=non_negative_float, default=d.w_lam,
+                        help="w2: weight of the LAM's own loss (reconstruction + VQ) in the joint objective")
     parser.add_argument("--init", default="", help="pretrained VLA checkpoint directory")
     parser.add_argument("--lam", default="", help="LAM checkpoint directory")
-    parser.add_argument("--resume", action="store_true")
-    parser.add_argument("--seed", type=int, default=d.seed)
-    parser.add_argument("--save-every", type=int, default=d.save_every)
-    parser.add_argument("--log-every", type=int, default=d.log_every)
-    parser.add_argument("--threads", type=positive_int, default=d.threads)
-    parser.add_argument("--device", default="", help="cpu | cuda | cuda:1 (default: cuda when present)")
-    parser.add_argument("--cameras", nargs="*", default=[], help="cameras to use (default: all of the store; first = LAM's)")
-    parser.add_argument("--image-size", type=int, default=m.vla.image_size)
-    parser.add_argument("--horizon", type=int, default=m.vla.horizon)
-    parser.add_argument("--width", type=int, default=m.vla.width)
-    parser.add_argument("--depth", type=int, default=m.vla.depth)
-    parser.add_argument("--euler-steps", type=int, default=m.vla.euler_steps)
-    parser.add_argument("--align-block", type=int, default=m.vla.align_block, help="-1 = depth-2")
-    parser.add_argument("--lam-image-size", type=int, default=m.lam.image_size)
-    parser.add_argument("--num-queries", type=int, default=m.lam.num_queries)
-    parser.add_argument("--latent-dim", type=int, default=m.lam.latent_dim)
-    parser.add_argument("--codebook-size", type=int, default=m.lam.codebook_size)
-    parser.add_argument("--lam-spread-weight", type=float, default=m.lam.spread_weight,
-                        help="LAM variance/decorrelation penalty against dimensional collapse (0 = off, the earlier default)")
-    parser.add_argument("--aug-shift", type=int, default=d.aug_shift,
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the latest checkpoint in --out (checkpoints/latest.json)")
+    parser.add_argument("--seed", type=int, default=d.seed,
+                        help="RNG seed: initialisation and batches (a batch is a function of (seed, step))")
+    parser.add_argument("--save-every", type=non_negative_int, default=d.save_every,
+                        help="steps between checkpoints in --out/checkpoints (0: only the final one)")
+    parser.add_argument("--log-every", type=positive_int, default=d.log_every,
+                        help="steps between metric rows in metrics.csv")
+    parser.add_argument("--threads", type=positive_int, default=d.threads, help="torch CPU threads")
+    parser.add_argument("--device", default="", help="cpu | cuda | cuda:1 (default: cuda when present, else cpu)")
+    add_list_option(parser, "--cameras", nargs="*", metavar="CAMERA",
+                    help="cameras to use (default: all of the store; first = LAM's)")
+    parser.add_argument("--image-size", type=positive_int, default=m.vla.image_size,
+                        help="VLA image size (px, square)")
+    parser.add_argument("--horizon", type=positive_int, default=m.vla.horizon, help="H: actions per predicted chunk")
+    parser.add_argument("--width", type=positive_int, default=m.vla.width,
+                        help="DiT / condition-token width (a multiple of the heads, 4)")
+    parser.add_argument("--depth", type=positive_int, default=m.vla.depth, help="DiT blocks")
+    parser.add_argument("--euler-steps", type=positive_int, default=m.vla.euler_steps,
+                        help="K: flow-matching Euler steps at inference")
+    parser.add_argument("--align-block", type=int, default=m.vla.align_block,
+                        help="L_LARA reads the DiT hidden state after this block (-1 = depth-2)")
+    parser.add_argument("--lam-image-size", type=positive_int, default=m.lam.image_size,
+                        help="image size the LAM watches (px, square; a multiple of its patch size)")
+    parser.add_argument("--num-queries", type=positive_int, default=m.lam.num_queries,
+                        help="M: latent action tokens per transition")
+    parser.add_argument("--latent-dim", type=positive_int, default=m.lam.latent_dim, help="d_z: size of each latent token")
+    parser.add_argument("--codebook-size", type=positive_int, default=m.lam.codebook_size,
+                        help="K: entries of the LAM's VQ codebook")
+    parser.add_argument("--lam-spread-weight", type=non_negative_float, default=m.lam.spread_weight,
+                        help="LAM variance/decorrelation penalty against dimensional collapse (0 = off)")
+    parser.add_argument("--aug-shift", type=non_negative_int, default=d.aug_shift,
                         help="+-pixels of random image shift (0: the state is not shifted with the image, "
                              "so a shift moves small objects relative to it; see docs/model.md)")
-    parser.add_argument("--ema-decay", type=float, default=d.ema_decay, help="0 disables the weight EMA")
+    parser.add_argument("--ema-decay", type=float_in_range(0.0, 1.0, hi_open=True), default=d.ema_decay,
+                        help="decay of the weight EMA written to final/ (0 disables it)")
     parser.add_argument("--name", default=m.name, help="model name (model_id = name + content hash)")
-    parser.add_argument("--tensorboard", action="store_true")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--tensorboard", action="store_true", help="also write TensorBoard logs to --out/tensorboard")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    deprecated_alias(parser, "--no-progress", "--quiet", dest="quiet", flag=True)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -642,7 +665,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                        w_lara=args.w_lara, w_lam=args.w_lam, seed=args.seed, init=args.init, lam=args.lam,
                        resume=args.resume, save_every=args.save_every, log_every=args.log_every,
                        aug_shift=args.aug_shift, ema_decay=args.ema_decay, threads=args.threads, device=args.device,
-                       tensorboard=args.tensorboard, progress=not args.no_progress,
+                       tensorboard=args.tensorboard, progress=not args.quiet,
                        cameras=list(args.cameras or []), model=model)
 
 

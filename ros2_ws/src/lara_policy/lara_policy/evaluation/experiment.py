@@ -121,13 +121,14 @@ def expand(spec: dict) -> list[Run]:
 
 
 def to_argv(args: dict) -> list[str]:
-    """{'w_lara': 0.1, 'data': [a, b], 'no_progress': True} -> ['--w-lara', '0.1', '--data', a, b, '--no-progress']"""
+    """{'w_lara': 0.1, 'data': [a, b], 'quiet': True} -> ['--w-lara', '0.1', '--data', a, b, '--quiet']
+    (a list becomes space-separated values, the `lara` list syntax; an empty list or False/None: no flag)"""
     argv = []
     for key, value in args.items():
         flag = "--" + key.replace("_", "-")
         if value is True:
             argv.append(flag)
-        elif value is False or value is None:
+        elif value is False or value is None or (isinstance(value, list) and not value):
             continue
         elif isinstance(value, list):
             argv += [flag, *map(str, value)]
@@ -171,7 +172,7 @@ def train_run(args: dict, out: Path, log: Path, say) -> float:
     Returns the wall time spent now (0 when already finished)."""
     if (out / "final" / "config.json").exists():
         return 0.0
-    argv = ["train", *to_argv({**args, "out": str(out), "no_progress": True})]
+    argv = ["train", *to_argv({**args, "out": str(out), "quiet": True})]
     latest = out / "checkpoints" / "latest.json"
     if latest.exists():
         say(f"resuming from {json.loads(latest.read_text())['path']}")
