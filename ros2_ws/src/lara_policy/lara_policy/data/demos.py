@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from lara_policy.data.store import Episode, EpisodeStore, StoreMeta
-from lara_policy.errors import int_in_range, positive_int, positive_int_list
+from lara_policy.errors import int_in_range, non_negative_int, positive_int
 
 DEFAULT_TRAIN_SEED_START = 0
 
@@ -216,24 +216,25 @@ def generate(cfg: GenConfig, out: str | Path, overwrite: bool = False, progress:
 
 # -- CLI -----------------------------------------------------------------------------------
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from lara_policy.cli import add_list_option
     p.description = (__doc__ or "").split("\n\n")[0] + (
         " Writes the LARA episode store (HDF5; schema in docs/episode_store.md).")
-    p.add_argument("--tasks", default="MT3",
-                   help="comma-separated task names (with or without -v3) and/or suites MT3, MT10, MT50")
+    add_list_option(p, "--tasks", default=["MT3"], metavar="TASK",
+                    help="task names (with or without -v3) and/or suites MT3, MT10, MT50")
     p.add_argument("--episodes", type=positive_int, default=10, help="successful episodes per task")
-    p.add_argument("--image-size", type=int, nargs="+", default=[128], metavar="PX",
-                   help="image size: one number (square) or H W")
-    p.add_argument("--cameras", default="corner4",
-                   help="comma-separated cameras: corner4 (default; flipped upright), gripperPOV, "
-                        "corner, corner2, corner3, topview, behindGripper")
+    add_list_option(p, "--image-size", item_type=positive_int, default=[128], metavar="PX",
+                    help="image size: one number (square) or H W")
+    add_list_option(p, "--cameras", default=["corner4"], metavar="CAMERA",
+                    help="cameras: corner4 (flipped upright), gripperPOV, corner, corner2, corner3, topview, "
+                         "behindGripper")
     p.add_argument("--seed-start", type=int, default=DEFAULT_TRAIN_SEED_START,
                    help="first layout seed; seeds seed-start, seed-start+1, ... are used per task "
                         "(keep evaluation seeds, default 100000+, disjoint)")
     p.add_argument("--max-steps", type=int_in_range(1, 500), default=500, help="step budget per episode (Meta-World max 500)")
-    p.add_argument("--post-success-steps", type=int, default=5, help="steps recorded after the first success")
+    p.add_argument("--post-success-steps", type=non_negative_int, default=5, help="steps recorded after the first success")
     p.add_argument("--no-fill", dest="fill", action="store_false",
                    help="do not replace failed expert episodes by new seeds")
-    p.add_argument("--max-attempts", type=int, default=None,
+    p.add_argument("--max-attempts", type=positive_int, default=None,
                    help="max seeds tried per task (default 2*episodes+5 with fill)")
     p.add_argument("--keep-failed", action="store_true", help="also store unsuccessful episodes (success=False)")
     p.add_argument("--action-free", action="store_true",
@@ -243,14 +244,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(lighting, colour, camera jitter, moving objects; pixels only)")
     p.add_argument("--workers", type=positive_int, default=1, help="worker processes (spawn)")
     p.add_argument("--compression", default="lzf", choices=["lzf", "gzip", "none"])
-    p.add_argument("--out", default=None, help="output store (.hdf5); required unless --bench")
+    p.add_argument("--out", default=None, metavar="STORE.hdf5", help="the episode store to write (a file; parent "
+                   "folders created); required unless --bench")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--bench", action="store_true",
                    help="benchmark: generate --episodes per task with 1 and 2 workers (temp stores), report "
-                        "frames/s and the projected time for 1000 demos; writes JSON to --out if given")
-    p.add_argument("--bench-workers", type=positive_int_list, default=[1, 2], metavar="N,N,...",
-                   help="comma-separated worker counts for --bench (e.g. 1,2,4)")
+                        "frames/s and the projected time for 1000 demos (--json FILE: the figures as JSON)")
+    add_list_option(p, "--bench-workers", item_type=positive_int, default=[1, 2], metavar="N",
+                    help="worker counts for --bench (e.g. 1 2 4)")
+    p.add_argument("--json", metavar="FILE", help="also write the summary (with --bench: the figures) as JSON")
 
 
 def _config_from_args(args) -> GenConfig:
@@ -261,7 +264,7 @@ def _config_from_args(args) -> GenConfig:
         size = [size[0], size[0]]
     if len(size) != 2:
         raise ValueError("--image-size takes one or two numbers")
-    cams = tuple(c.strip() for c in args.cameras.split(",") if c.strip())
+    cams = tuple(args.cameras)
     return GenConfig(tasks=resolve_tasks(args.tasks), episodes=args.episodes, cameras=cams,
                      image_size=(int(size[0]), int(size[1])), seed_start=args.seed_start,
                      max_steps=args.max_steps, post_success_steps=args.post_success_steps,
@@ -292,6 +295,7 @@ def bench(cfg: GenConfig, worker_counts=(1, 2), progress: bool = True) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    from lara_policy.cli import write_json
     try:
         cfg = _config_from_args(args)
     except (ValueError, TypeError) as exc:
@@ -307,10 +311,13 @@ def run(args: argparse.Namespace) -> int:
         for r in res["rows"]:
             print(f"{r['workers']:>8} {r['episodes']:>8} {r['frames']:>7} {r['wall_s']:>7} "
                   f"{r['frames_per_s']:>9} {r['projected_1000_demos_min']:>17}")
-        if args.out:
-            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.out).write_text(json.dumps(res, indent=2))
-            print(f"wrote {args.out}")
+        json_path = args.json
+        if args.out and not json_path:   # the old spelling: --bench --out FILE.json
+            print("lara demos: --bench --out FILE is deprecated; use --bench --json FILE", file=sys.stderr)
+            json_path = args.out
+        if json_path:
+            write_json(json_path, res)
+            print(f"wrote {json_path}")
         return 0
     if not args.out:
         print("lara demos: --out is required (the episode store to write)", file=sys.stderr)
@@ -324,6 +331,8 @@ def run(args: argparse.Namespace) -> int:
             Path(args.out).unlink()   # no half-written store left behind (it would block the next run)
         print(f"lara demos: {exc}", file=sys.stderr)
         return 2
+    if args.json:
+        write_json(args.json, st)
     kind = "action-free video episodes" if cfg.action_free else "expert demonstrations"
     print(f"wrote {st['episodes']} {kind} to {st['out']} in {st['wall_s']:.1f} s "
           f"({st['frames']} frames, {st['frames_per_s']:.0f} frames/s, {cfg.workers} worker(s))")
