@@ -17,17 +17,18 @@ import argparse
 import sys
 from pathlib import Path
 
-from lara_policy.errors import int_in_range, positive_int
+from lara_policy.errors import int_in_range, non_negative_int, positive_int
 from lara_policy.evaluation.harness import DEFAULT_EVAL_SEED_START, SeedOverlapError, evaluate
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.description = (__doc__ or "").split("\n\n")[0]
+    from lara_policy.cli import add_list_option, deprecated_alias, non_negative_float
+    p.description = __doc__
     p.epilog = "Outputs: results.json, results.md, success.png, videos/ in --out."
     p.add_argument("--policy", required=True,
                    help="what to evaluate (required): oracle (Meta-World scripted expert) | random | "
                         "PATH of a LARA checkpoint")
-    p.add_argument("--tasks", default="MT3", help="comma-separated tasks and/or suites (MT3, MT10, MT50)")
+    add_list_option(p, "--tasks", default=["MT3"], metavar="TASK", help="tasks and/or suites (MT3, MT10, MT50)")
     p.add_argument("--episodes", type=positive_int, default=50, help="episodes per task")
     p.add_argument("--seed-start", type=int, default=DEFAULT_EVAL_SEED_START,
                    help="first evaluation layout seed (episode i uses seed-start + i)")
@@ -36,18 +37,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="execute the first k of the H predicted actions, then replan (default: all H)")
     p.add_argument("--ensemble", action="store_true",
                    help="temporal ensembling: query every step, average overlapping chunks")
-    p.add_argument("--ensemble-decay", type=float, default=0.01, help="m in exp(-m * age) ensemble weights")
+    p.add_argument("--ensemble-decay", type=non_negative_float, default=0.01, help="m in exp(-m * age) ensemble weights")
     p.add_argument("--num-candidates", type=positive_int, default=1,
                    help="candidates per chunk passed to predict_chunk (N > 1 runs the LAM dynamics check)")
     p.add_argument("--workers", type=positive_int, default=1, help="worker processes (spawn)")
-    p.add_argument("--videos", type=int, default=2, help="rollout GIFs to write (first episodes, across tasks)")
-    p.add_argument("--train-store", action="append", default=[],
-                   help="training episode store(s) whose seeds evaluation must avoid (repeatable)")
-    p.add_argument("--image-size", type=int, default=None, help="override the policy's image size (square)")
+    p.add_argument("--videos", type=non_negative_int, default=2, help="rollout GIFs to write (first episodes, across tasks)")
+    add_list_option(p, "--train-store", metavar="STORE",
+                    help="training episode store(s) whose seeds evaluation must avoid")
+    p.add_argument("--image-size", type=positive_int, default=None, help="override the policy's image size (square)")
     p.add_argument("--distractors", default="none",
                    help="visual distractors during evaluation: none | low | medium | high | 0..1")
-    p.add_argument("--random-seed", type=int, default=0, help="seed of the random policy")
-    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--seed", dest="random_seed", type=int, default=0,
+                   help="RNG seed of the random policy (layouts: --seed-start)")
+    deprecated_alias(p, "--random-seed", "--seed", dest="random_seed", type=int)
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created): results.json, results.md, "
+                   "success.png, videos/")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
