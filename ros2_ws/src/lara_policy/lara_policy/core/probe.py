@@ -25,7 +25,6 @@ are training-set figures. `--allow-train-seeds` measures on them anyway, knowing
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -505,30 +504,44 @@ def format_dynamics_check(r: dict) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from lara_policy.cli import add_list_option, deprecated_alias, float_in_range
+    from lara_policy.errors import positive_int
     parser.add_argument("--lam", required=True, help="checkpoint holding a LAM (LAM-only or joint)")
-    parser.add_argument("--alignment", action="store_true",
-                        help="instead of the action probe: is L_LARA informative? (joint checkpoints; "
-                             "compares f_psi with shuffled targets, tau=0 and a constant prediction)")
-    parser.add_argument("--dynamics-check", action="store_true",
-                        help="instead of the action probe: does the LAM dynamics check rank the expert's chunk above "
-                             "corrupted ones, and surprise a blocked transition above the executed one? (ROC-AUC; "
-                             "joint checkpoints)")
-    parser.add_argument("--limit", type=int, default=256, help="--dynamics-check: held-out steps scored")
-    parser.add_argument("--samples", type=int, default=8, help="--dynamics-check: policy samples for 'consensus'")
-    parser.add_argument("--data", nargs="+", required=True,
-                        help="action-labelled episode store(s) with layouts (seeds) the checkpoint never trained on")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--alignment", action="store_true",
+                      help="instead of the action probe: is L_LARA informative? (joint checkpoints; "
+                           "compares f_psi with shuffled targets, tau=0 and a constant prediction)")
+    mode.add_argument("--dynamics-check", action="store_true",
+                      help="instead of the action probe: does the LAM dynamics check rank the expert's chunk above "
+                           "corrupted ones, and surprise a blocked transition above the executed one? (ROC-AUC; "
+                           "joint checkpoints)")
+    parser.add_argument("--limit", type=positive_int, default=256, help="--dynamics-check: held-out steps scored")
+    parser.add_argument("--samples", type=positive_int, default=8, help="--dynamics-check: policy samples for 'consensus'")
+    add_list_option(parser, "--data", required=True, metavar="STORE",
+                    help="action-labelled episode store(s) with layouts (seeds) the checkpoint never trained on")
     parser.add_argument("--allow-train-seeds", action="store_true",
                         help="measure even on a store that overlaps the checkpoint's train_seeds.json (training-set "
                              "figures; refused by default)")
-    parser.add_argument("--kind", choices=["linear", "mlp"], default="linear")
-    parser.add_argument("--holdout", type=float, default=0.25,
+    parser.add_argument("--kind", choices=["linear", "mlp"], default=None,
+                        help="action probe only: linear (ridge) or MLP regression from the latent to the actions "
+                             "(default: linear)")
+    parser.add_argument("--holdout", type=float_in_range(0.0, 1.0, lo_open=True, hi_open=True), default=0.25,
                         help="fraction of each task's episodes held out (its last ones)")
-    parser.add_argument("--quantized", action="store_true", help="probe the quantised latent instead of z")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", default="", help="write the result as JSON")
+    parser.add_argument("--quantized", action="store_true",
+                        help="action probe only: probe the quantised latent instead of z")
+    parser.add_argument("--threads", type=positive_int, default=2, help="torch CPU threads")
+    parser.add_argument("--json", metavar="FILE", help="also write the result as JSON (parent folders created)")
+    deprecated_alias(parser, "--out", "--json", dest="json")
 
 
 def run(args: argparse.Namespace) -> int:
+    from lara_policy.cli import write_json
+    if (args.alignment or args.dynamics_check) and (args.kind is not None or args.quantized):
+        mode = "--alignment" if args.alignment else "--dynamics-check"
+        flag = "--kind" if args.kind is not None else "--quantized"
+        print(f"lara probe: {flag} applies to the action probe only, not to {mode}", file=sys.stderr)
+        return 2
+    args.kind = args.kind or "linear"
     torch.set_num_threads(args.threads)
     try:
         if args.dynamics_check:
@@ -556,6 +569,6 @@ def run(args: argparse.Namespace) -> int:
               f"(shuffled control {result['r2_shuffled_control']:.3f}; train {result['train_samples']}, "
               f"test {result['test_samples']}); effective latent dims per token {result['latent_dims']:.2f} "
               f"(1 = collapsed onto a line)")
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2))
+    if args.json:
+        write_json(args.json, result)
     return 0
