@@ -45,14 +45,14 @@ if [ "${LARA_LOOP_RATE:-0}" != "0" ]; then rate_args=(--rate "$LARA_LOOP_RATE");
 [ -f "$out/heldout.hdf5" ] || run lara convert "${held_bags[@]}" --out "$out/heldout.hdf5" --trim-idle "${rate_args[@]}"
 if [ ! -f "$out/refine/final/config.json" ]; then
   run lara train --paradigm lam-refine --init "$init" --data "$out/train.hdf5" --steps "$steps" \
-      --save-every "$steps" --out "$out/refine" --no-progress
+      --save-every "$steps" --out "$out/refine" --quiet
 fi
 # the refined LAM alone is refine/final; surprise needs the policy's f_psi too: the joint
 # checkpoint of the last step (its VLA + f_psi trained with the refined LAM)
 after_joint=$(ls -d "$out"/refine/checkpoints/step_* | tail -1)
-[ -f "$out/probe_before.json" ] || run lara probe --lam "$init" --data "$out/heldout.hdf5" --out "$out/probe_before.json"
+[ -f "$out/probe_before.json" ] || run lara probe --lam "$init" --data "$out/heldout.hdf5" --json "$out/probe_before.json"
 [ -f "$out/probe_after.json" ] || \
-  run lara probe --lam "$out/refine/final" --data "$out/heldout.hdf5" --out "$out/probe_after.json"
+  run lara probe --lam "$out/refine/final" --data "$out/heldout.hdf5" --json "$out/probe_after.json"
 [ -f "$out/surprise_before.json" ] || run python -m lara_policy.evaluation.refine_loop surprise --policy "$init" \
     --episodes-json "$out/bags/episodes.json" --out "$out/surprise_before.json"
 [ -f "$out/surprise_after.json" ] || run python -m lara_policy.evaluation.refine_loop surprise \
