@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -135,14 +134,19 @@ def bench_training(config: ModelConfig, batch_size: int, rounds: int, steps_per_
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default="", help="write the figures as JSON to this file")
+    from lara_policy.cli import deprecated_alias
+    parser.add_argument("--json", default="", metavar="FILE", help="also write the figures as JSON (parent folders "
+                        "created)")
+    deprecated_alias(parser, "--out", "--json", dest="json")
+    parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed (default: report only)")
     parser.add_argument("--repeats", type=positive_int, default=100, help="timed inference calls per N")
     parser.add_argument("--threads", type=positive_int, default=1, help="torch threads for inference (LaraPolicy default)")
     parser.add_argument("--train-threads", type=positive_int, default=2,
                         help="torch threads for the training steps (2 = `lara train`'s default)")
     parser.add_argument("--batch-size", type=positive_int, default=64, help="training batch for the step-time ratio")
     parser.add_argument("--rounds", type=positive_int, default=6, help="training rounds (x steps-per-round alternating steps)")
-    parser.add_argument("--steps-per-round", type=positive_int, default=5)
+    parser.add_argument("--steps-per-round", type=positive_int, default=5,
+                        help="training steps per variant in each round (lara and dit_only alternate)")
     parser.add_argument("--fake-text", action="store_true", help="skip loading MiniLM (random text tokens)")
 
 
@@ -177,8 +181,8 @@ def run(args: argparse.Namespace) -> int:
     for name, value, target in rows:
         print(f"  {name:<40}{value:>16}  {target}")
     print("  targets met: " + ", ".join(f"{k}={'yes' if v else 'NO'}" for k, v in result["met"].items()))
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2))
-        print(f"wrote {args.out}")
-    return 0
+    if args.json:
+        from lara_policy.cli import write_json
+        write_json(args.json, result)
+        print(f"wrote {args.json}")
+    return 1 if args.check and not all(result["met"].values()) else 0
