@@ -19,7 +19,6 @@ the default size is built (same inference cost as a trained one; reported as suc
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -120,24 +119,32 @@ def analyse(chunks, twists, period: float, warmup_s: float = 0.5) -> dict:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from lara_policy.cli import deprecated_alias, positive_float
+    from lara_policy.errors import positive_int
+    parser.description = __doc__
     parser.add_argument("--config", default="sim", help="lara_bringup config with sim/policy/command nodes")
     parser.add_argument("--checkpoint", help="LARA checkpoint (default: the config's; random-init default "
                                              "model when that does not exist)")
     parser.add_argument("--task", default="reach-v3", help="Meta-World task the sim_node runs")
-    parser.add_argument("--seed", type=int, default=1000, help="layout seed of the simulated scene")
-    parser.add_argument("--duration", type=float, default=15.0, help="seconds armed and measured")
-    parser.add_argument("--num-candidates", type=int, default=1, help="> 1 runs the dynamics check")
-    parser.add_argument("--device", default="", help="torch device ('' = auto)")
+    parser.add_argument("--seed-start", type=int, default=1000,
+                        help="layout seed of the simulated scene (as in lara eval sim / lara bringup)")
+    deprecated_alias(parser, "--seed", "--seed-start", dest="seed_start", type=int)
+    parser.add_argument("--duration", type=positive_float, default=15.0, help="seconds armed and measured")
+    parser.add_argument("--num-candidates", type=positive_int, default=1, help="> 1 runs the dynamics check")
+    parser.add_argument("--device", default="", help="torch device (default: auto)")
     parser.add_argument("--control-priority", choices=("normal", "high", "realtime"), default="normal",
                         help="scheduling priority of the control thread, where permitted")
     parser.add_argument("--policy-process", action="store_true",
                         help="run policy_node in its own process (as `ros2 launch` does) instead of in "
                              "the bench process next to the control loop")
-    parser.add_argument("--out", metavar="FILE.json", help="write the results as JSON")
+    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON (parent folders created)")
+    deprecated_alias(parser, "--out", "--json", dest="json")
+    parser.add_argument("--check", action="store_true",
+                        help="exit 1 when a target is missed (camera->command p50, missed ticks; default: report only)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from lara_policy.ros.bringup import BringupError, Graph, bringup_settings, resolve_config, start_policy_process
+    from lara_policy.ros.bringup import BringupError, Graph, bringup_settings, resolve_config
     from lara_policy.ros.params import load_params_yaml, node_params, resolve_path
 
     try:
@@ -161,21 +168,23 @@ def run(args: argparse.Namespace) -> int:
         source = "random-init default-size model (no trained checkpoint found)"
 
     import rclpy
+    from std_srvs.srv import Trigger
+
+    from lara_msgs.srv import SetInstruction
     rclpy.init()
     graph = None
-    policy_proc = None
-    tmpdir_proc = tempfile.TemporaryDirectory(prefix="lara_bench_params_")
     try:
-        overrides = {"sim_node": {"task": args.task, "seed": args.seed, "auto_reset": True},
+        overrides = {"sim_node": {"task": args.task, "seed": args.seed_start, "auto_reset": True},
                      "policy_node": {"checkpoint": ckpt, "num_candidates": int(args.num_candidates)}}
         if args.device:
             overrides["policy_node"]["device"] = args.device
-        in_process = not args.policy_process
-        graph = Graph(config, ["sim_node", "policy_node", "command_node"] if in_process
-                      else ["sim_node", "command_node"], overrides=overrides,
-                      control_priority=args.control_priority)
+        # the graph of `lara bringup`; with --policy-process its policy_node is a child process
+        # (RemotePolicy: started and waited for by Graph, stopped by graph.close())
+        graph = Graph(config, ["sim_node", "policy_node", "command_node"], overrides=overrides,
+                      control_priority=args.control_priority, policy_process=args.policy_process)
         sim, cmd = graph.nodes["sim_node"], graph.nodes["command_node"]
-        pol = graph.nodes.get("policy_node")
+        policy = graph.policy                    # the in-process node or the RemotePolicy handle
+        pol = graph.nodes.get("policy_node")     # in-process only: its inference times
         chunk_topic = node_params(config, "policy_node").get("action_chunk_topic", "/lara/action_chunk")
         probe = Probe(rclpy, cmd.get_parameter("twist_topic").value, chunk_topic)
         graph.executor.add_node(probe.node)
@@ -183,29 +192,18 @@ def run(args: argparse.Namespace) -> int:
         ok, msg = sim.reset_episode()
         if not ok:
             raise BringupError(msg)
-        if in_process:
-            pol.reset_episode()
-            pol.set_instruction(sim.instruction)
-        else:
-            policy_proc = start_policy_process(config, overrides["policy_node"], tmpdir_proc.name)
-            from lara_msgs.srv import SetInstruction
-            t_wait = time.monotonic()
-            while True:   # the process needs a few seconds to load torch and the checkpoint
-                try:
-                    r = graph.call(SetInstruction, "/lara/set_instruction",
-                                   SetInstruction.Request(instruction=sim.instruction), timeout=20.0)
-                    if r.success:
-                        break
-                except BringupError:
-                    pass
-                if policy_proc.poll() is not None or time.monotonic() - t_wait > 90:
-                    raise BringupError("policy_node process did not come up (see its log above)")
+        # one way for both placements: the policy's services, as Graph.run_episode uses them
+        graph.call(Trigger, policy.topics["reset_service"], Trigger.Request())
+        r = graph.call(SetInstruction, policy.topics["set_instruction_service"],
+                       SetInstruction.Request(instruction=sim.instruction), timeout=20.0)
+        if not r.success:
+            raise BringupError(f"policy refused the instruction: {r.message}")
         probe.recording = True   # chunks before arming are only used to wait for the first one
         t_wait = time.monotonic()
         while not probe.chunks and time.monotonic() - t_wait < 60:
             time.sleep(0.02)
         if not probe.chunks:
-            raise BringupError(f"policy published no chunk: {pol.last_rejection if pol else 'see its log'}")
+            raise BringupError(f"policy published no chunk: {policy.last_rejection}")
         probe.chunks.clear()
         probe.twists.clear()
         if pol is not None:
@@ -234,14 +232,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"lara bench ros: {exc}", file=sys.stderr)
         return 1
     finally:
-        if policy_proc is not None:
-            policy_proc.terminate()
-            try:
-                policy_proc.wait(timeout=10)
-            except Exception:  # noqa: BLE001
-                policy_proc.kill()
-                policy_proc.wait(timeout=5)
-        tmpdir_proc.cleanup()
         if graph is not None:
             graph.close()
         if rclpy.ok():
@@ -256,8 +246,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"control ticks at {res['control_rate_hz']:.0f} Hz: {res['ticks']} ticks, {res['missed_ticks']} missed, "
           f"interval p50 {res['tick_interval_p50_ms']:.1f} ms, p99 {res['tick_interval_p99_ms']:.1f} ms, max "
           f"{res['tick_interval_max_ms']:.1f} ms; policy: {res['policy']}")
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as f:
-            json.dump(res, f, indent=2)
-        print(f"wrote {args.out}")
-    return 0
+    if args.json:
+        from lara_policy.cli import write_json
+        write_json(args.json, res)
+        print(f"wrote {args.json}")
+    return 1 if args.check and not res["pass"] else 0
