@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import os
 import sys
 import threading
@@ -441,11 +440,14 @@ def build_overrides(config: dict, args) -> dict[str, dict]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from lara_policy.cli import add_list_option, deprecated_alias, non_negative_float, positive_float
     parser.add_argument("config", help="params YAML (path, or a shipped config name: sim, real_arm, gazebo, "
                                        "isaac, offline_eval)")
     parser.add_argument("--task", help="Meta-World task (sim); default from the config's bringup section")
     parser.add_argument("--episodes", type=positive_int, help="episodes to run (sim, >= 1); default from the config")
-    parser.add_argument("--seed", type=int, help="first layout seed; default bringup.first_seed")
+    parser.add_argument("--seed-start", type=int,
+                        help="first layout seed (episode i uses seed-start + i); default bringup.first_seed")
+    deprecated_alias(parser, "--seed", "--seed-start", dest="seed_start", type=int)
     parser.add_argument("--max-steps", type=positive_int, help="step budget per episode (>= 1); default bringup.max_steps")
     parser.add_argument("--checkpoint", help="LARA checkpoint directory (overrides policy_node.checkpoint)")
     parser.add_argument("--num-candidates", type=positive_int,
@@ -456,17 +458,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--arm", action="store_true",
                         help="graphs without a sim (real arm): activate command_node at start "
                              "(default: configured, zero motion, until activated)")
-    parser.add_argument("--duration", type=float, default=0.0,
+    parser.add_argument("--duration", type=non_negative_float, default=0.0,
                         help="graphs without a sim: run this many seconds (0 = until Ctrl-C)")
     parser.add_argument("--control-priority", choices=CONTROL_PRIORITIES, default="normal",
                         help="scheduling priority of the control (command_node) thread, where permitted")
     parser.add_argument("--policy-process", action="store_true",
                         help="run policy_node in a process of its own (as `ros2 launch` does) instead of this one")
-    parser.add_argument("--json", metavar="FILE", help="also write the episode results as JSON")
-    parser.add_argument("--bag", nargs="+", help="offline_eval: recorded episode(s) whose observation topics are "
-                        "replayed into policy_node, then scored (lara eval bag metrics); default bringup.bag")
-    parser.add_argument("--rate", type=float, default=1.0, help="offline_eval: replay rate")
-    parser.add_argument("--out", default="runs/offline_eval", help="offline_eval: where the scores are written")
+    parser.add_argument("--json", metavar="FILE", help="also write the episode results as JSON (parent folders "
+                        "created)")
+    add_list_option(parser, "--bag", default=None, metavar="EPISODE",
+                    help="offline_eval: recorded episode(s) whose observation topics are replayed into policy_node, "
+                         "then scored (lara eval bag metrics); default bringup.bag")
+    parser.add_argument("--rate", type=positive_float, default=1.0, help="offline_eval: replay rate")
+    parser.add_argument("--out", default="runs/offline_eval", metavar="DIR",
+                        help="offline_eval: the folder the scores are written to (created)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -503,7 +508,7 @@ def run(args: argparse.Namespace) -> int:
             sim = graph.nodes["sim_node"]
             task = sim.get_parameter("task").value
             episodes = int(args.episodes if args.episodes is not None else bring.get("episodes", 1))
-            seed0 = int(args.seed if args.seed is not None else bring.get("first_seed", 0))
+            seed0 = int(args.seed_start if args.seed_start is not None else bring.get("first_seed", 0))
             max_steps = int(args.max_steps or bring.get("max_steps", 150))
             for i in range(episodes):
                 r = graph.run_episode(i + 1, task, seed0 + i, max_steps=max_steps, record=not args.no_record)
@@ -543,8 +548,7 @@ def run(args: argparse.Namespace) -> int:
         if rclpy.ok():
             rclpy.shutdown()
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump({"config": path, "episodes": [asdict(r) for r in results],
-                       "success_rate": (sum(r.success for r in results) / len(results)) if results else None},
-                      f, indent=2)
+        from lara_policy.cli import write_json
+        write_json(args.json, {"config": path, "episodes": [asdict(r) for r in results],
+                               "success_rate": (sum(r.success for r in results) / len(results)) if results else None})
     return 0
