@@ -6,6 +6,7 @@ import numpy as np
 from geometry_msgs.msg import PoseStamped
 
 from ..safety import MotionCommand
+from ..moveit_worker import START_TIMEOUT_S, MoveItWorker, WorkerError, pose_to_dict
 from .base import Backend, BackendError
 
 
@@ -26,63 +27,53 @@ def _rotvec_to_quat(rv):
     return np.concatenate([axis * np.sin(angle / 2), [np.cos(angle / 2)]])
 
 
-def default_moveit_factory(node_name: str, config_dict: dict | None = None):
-    """Import moveit_py lazily: only machines with MoveIt 2 installed have it. `config_dict`: the
-    MoveIt configuration (robot_description, SRDF, kinematics, planning pipelines, controllers;
-    what `MoveItConfigsBuilder(...).to_moveit_configs().to_dict()` returns). Without it MoveItPy
-    reads --params-file paths from argv, which in command_node hold LARA's parameters only."""
-    try:
-        from moveit.planning import MoveItPy  # noqa: PLC0415 (optional dependency)
-    except ImportError as e:
-        raise BackendError("backend 'moveit_py' needs MoveIt 2's moveit_py (not installed here); "
-                           "use backend 'servo' or 'joint_trajectory'") from e
-    try:
-        return MoveItPy(node_name=node_name, config_dict=config_dict) if config_dict else MoveItPy(node_name=node_name)
-    except RuntimeError as e:   # "Unable to construct robot model", "Failed to load planning pipelines"
-        raise BackendError(f"MoveItPy failed: {e} (give the MoveIt config: moveit_config_file)") from e
-
-
 class MoveItPyBackend(Backend):
     """moveit_py: integrates EE deltas onto the current EE pose (/lara/ee_pose) and plans +
     executes pose goals through MoveIt's documented Python API:
-        robot = MoveItPy(node_name=...); arm = robot.get_planning_component(group)
+        robot = MoveItPy(node_name=..., config_dict=...); arm = robot.get_planning_component(group)
         arm.set_start_state_to_current_state(); arm.set_goal_state(pose_stamped_msg=..., pose_link=...)
         result = arm.plan(); robot.execute(result.trajectory, controllers=[])
-    Planning is slow compared with the control rate, so a worker thread plans to the NEWEST
-    integrated target whenever the previous execution finished (goals coalesce).
-    zero(): drops the pending goal and re-anchors the target at the current pose, so no new
-    motion is started; pause() (deactivate, e-stop) also stops the execution in flight.
-    The integrated target is clamped to the workspace box. Limits NOT lifted: plan() holds the
-    GIL in moveit_py (execute releases it), so while OMPL plans, command_node's control thread
-    and e-stop service wait (up to the planning time); use the servo backend for reactive
-    control.
+        robot.get_trajectory_execution_manager().stop_execution()
+    MoveItPy lives in a worker PROCESS (lara_policy.ros.moveit_worker): plan() holds the GIL in
+    moveit_py, and in command_node's process that stalled the control loop and the e-stop for
+    the whole planning time. Nothing here waits for the worker once it is up: send() integrates
+    the target every tick and hands the NEWEST target to the worker whenever it is idle (goals
+    coalesce); zero() drops the pending target; pause() (deactivate, e-stop) also stops the
+    execution in flight and discards a plan still being computed (a shared-memory flag, never a
+    wait). A dead worker is a fault with its exit code or signal (fault_reason); a worker that
+    cannot start is a configure refusal with its reason.
+    The integrated target is clamped to the workspace box.
 
     NOT exercised against a real MoveIt here (MoveIt is not installable on these machines):
-    tests use a test double that records the calls above (`moveit_factory` argument)."""
+    tests drive the worker process with a FAKE moveit_py module on its sys.path
+    (tests/ros/fake_moveit) and in-process test doubles (`moveit_factory`, run on a thread)."""
     name = "moveit_py"
     action_spaces = frozenset({"ee_delta_xyz_gripper", "ee_delta_6d_gripper"})
 
     def __init__(self, node, gripper_topic: str, period: float, planning_group: str, pose_link: str,
-                 current_pose, moveit_factory=None, threaded: bool = True, node_name: str = "lara_moveit_py",
-                 config_dict: dict | None = None, workspace=None):
+                 current_pose, moveit_factory=None, node_name: str = "lara_moveit_py",
+                 config_dict: dict | None = None, workspace=None, start_timeout_s: float = START_TIMEOUT_S):
         super().__init__(node, gripper_topic, period)
         self._current_pose = current_pose          # callable -> PoseStamped | None
         self._workspace = workspace                # callable -> (min, max) arrays or (None, None)
         self.pose_link = pose_link
         self.group = planning_group
-        self.robot = (moveit_factory or default_moveit_factory)(node_name, config_dict)
-        self.arm = self.robot.get_planning_component(planning_group)
         self._lock = threading.Lock()
         self._target: PoseStamped | None = None    # integrated target
         self._pending = False
-        self._stop = threading.Event()
-        self.goals_sent = 0
-        self.last_error = ""
-        self._wake = threading.Event()
-        self._thread = None
-        if threaded:
-            self._thread = threading.Thread(target=self._run, name="moveit_py_backend", daemon=True)
-            self._thread.start()
+        logger = node.get_logger()
+
+        def log(level: str, text: str) -> None:
+            (logger.error if level == "error" else logger.warning)(text)
+        try:
+            self.worker = MoveItWorker(node_name, config_dict, planning_group, pose_link,
+                                       robot_factory=moveit_factory, start_timeout_s=start_timeout_s, log=log)
+        except WorkerError as e:
+            raise BackendError(str(e)) from e
+
+    @property
+    def goals_sent(self) -> int:
+        return self.worker.goals_sent
 
     def send(self, cmd: MotionCommand) -> None:
         with self._lock:
@@ -107,8 +98,9 @@ class MoveItPyBackend(Backend):
             tgt.pose.orientation.x, tgt.pose.orientation.y, tgt.pose.orientation.z, tgt.pose.orientation.w = \
                 (float(v) for v in q)
             self._target, self._pending = tgt, True
+            if self.worker.submit(pose_to_dict(tgt)):      # idle worker: the newest target, never a wait
+                self._pending = False
         self.send_gripper(cmd.gripper)
-        self._wake.set()
 
     def zero(self) -> None:
         with self._lock:
@@ -116,46 +108,19 @@ class MoveItPyBackend(Backend):
 
     def pause(self) -> None:
         """Deactivate / e-stop: also stop a trajectory in flight (MoveItCpp's
-        TrajectoryExecutionManager.stop_execution, bound in moveit_py)."""
+        TrajectoryExecutionManager.stop_execution, called by the worker) and discard a plan
+        still being computed. Returns at once."""
         self.zero()
-        try:
-            self.robot.get_trajectory_execution_manager().stop_execution()
-        except AttributeError as e:
-            raise BackendError(f"moveit_py cannot stop the execution in flight: {e}") from e
+        self.worker.stop()
 
-    def step(self) -> bool:
-        """Plan + execute the pending target once; True when a goal was executed."""
-        with self._lock:
-            if not self._pending or self._target is None:
-                return False
-            goal, self._pending = self._target, False
-        try:
-            self.arm.set_start_state_to_current_state()
-            self.arm.set_goal_state(pose_stamped_msg=goal, pose_link=self.pose_link)
-            result = self.arm.plan()
-            if not result:
-                self.last_error = "planning failed"
-                return False
-            try:
-                self.robot.execute(result.trajectory, controllers=[])          # Jazzy, Kilted, Rolling
-            except TypeError:
-                self.robot.execute(self.group, result.trajectory, blocking=True)   # Humble backport
-            self.goals_sent += 1
-            return True
-        except Exception as e:  # noqa: BLE001 - a planner error must never kill the node
-            self.last_error = f"{type(e).__name__}: {e}"
-            self.node.get_logger().error(f"moveit_py plan/execute failed: {self.last_error}")
-            return False
+    def activate(self) -> None:
+        dead = self.worker.death_reason()
+        if dead:
+            raise BackendError(f"{dead}; deactivate, cleanup and configure again to restart it")
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(0.1)
-            self._wake.clear()
-            self.step()
+    def fault_reason(self) -> str:
+        return self.worker.death_reason()
 
     def close(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=2.0)
+        self.worker.close()
         super().close()

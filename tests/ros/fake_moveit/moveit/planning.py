@@ -1,0 +1,126 @@
+"""TEST-ONLY FAKE of `moveit.planning` (moveit_py), shaped after the documented interface in
+moveit2's moveit_py/moveit/planning.pyi and its pybind11 bindings (moveit_cpp.cpp,
+planning_component.cpp, trajectory_execution_manager.cpp); written for LARA-ROS's tests, no
+upstream code. It moves nothing. Behaviour, from the environment:
+
+- FAKE_MOVEIT_PLAN_S: PlanningComponent.plan() blocks this long WITHOUT releasing the GIL (a C
+  call through ctypes.PyDLL, like the real binding, which has no gil_scoped_release on plan);
+  a heartbeat thread measures how long this process's other threads were starved
+  ("plan_end": heartbeat_max_gap_s), proving the fake really held the GIL.
+- FAKE_MOVEIT_EXEC_S: MoveItPy.execute() runs this long with the GIL released (the real
+  binding releases it) and returns early when stop_execution() is called.
+- FAKE_MOVEIT_FAIL: the MoveItPy constructor raises RuntimeError(<text>), as MoveItCpp does
+  without a robot model.
+Every call is logged to FAKE_MOVEIT_LOG (see _log.py)."""
+import ctypes
+import os
+import threading
+import time
+
+from ._log import event
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+_libc_gil_held = ctypes.PyDLL(None)     # PyDLL: calls keep the GIL (ctypes.CDLL would release it)
+
+
+def _block_holding_gil(seconds: float) -> None:
+    ts = _Timespec(int(seconds), int((seconds - int(seconds)) * 1e9))
+    _libc_gil_held.nanosleep(ctypes.byref(ts), None)
+
+
+class _Heartbeat:
+    """A thread that wakes every 5 ms and records the longest gap between its wake-ups."""
+
+    def __init__(self):
+        self.max_gap, self._stop = 0.0, threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _run(self):
+        last = time.monotonic()
+        while not self._stop.is_set():
+            time.sleep(0.005)
+            now = time.monotonic()
+            self.max_gap, last = max(self.max_gap, now - last), now
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._t.join()
+        return self.max_gap
+
+
+class _PlanResult:
+    def __init__(self, ok: bool):
+        self.trajectory = "fake_trajectory"
+        self._ok = ok
+
+    def __bool__(self):
+        return self._ok
+
+
+class PlanningComponent:
+    def __init__(self, group: str):
+        self.planning_group_name = group
+
+    def set_start_state_to_current_state(self):
+        event("start_state")
+
+    def set_goal_state(self, configuration_name=None, robot_state=None, pose_stamped_msg=None, pose_link=None,
+                       motion_plan_constraints=None):
+        p = pose_stamped_msg.pose.position
+        event("goal", frame_id=pose_stamped_msg.header.frame_id, position=[p.x, p.y, p.z], pose_link=pose_link,
+              msg_type=type(pose_stamped_msg).__module__ + "." + type(pose_stamped_msg).__name__)
+
+    def plan(self, single_plan_parameters=None, multi_plan_parameters=None):
+        seconds = float(os.environ.get("FAKE_MOVEIT_PLAN_S", "0"))
+        hb = _Heartbeat()
+        time.sleep(0.02)                       # let the heartbeat start ticking
+        event("plan_start", seconds=seconds)
+        _block_holding_gil(seconds)
+        event("plan_end", heartbeat_max_gap_s=hb.stop())
+        return _PlanResult(True)
+
+
+class TrajectoryExecutionManager:
+    def __init__(self, robot):
+        self._robot = robot
+
+    def stop_execution(self, auto_clear=True):
+        event("stop_execution", executing=self._robot._executing)
+        self._robot._stop.set()
+
+
+class MoveItPy:
+    def __init__(self, node_name="moveit_py", name_space="", launch_params_filepaths=None, config_dict=None,
+                 provide_planning_service=True, remappings=None):
+        fail = os.environ.get("FAKE_MOVEIT_FAIL")
+        event("init", node_name=node_name, config_keys=sorted(config_dict or {}))
+        if fail:
+            raise RuntimeError(fail)
+        self._stop = threading.Event()
+        self._executing = False
+        self._tem = TrajectoryExecutionManager(self)
+
+    def get_planning_component(self, planning_component_name):
+        event("group", group=planning_component_name)
+        return PlanningComponent(planning_component_name)
+
+    def get_trajectory_execution_manager(self):
+        return self._tem
+
+    def execute(self, robot_trajectory, controllers):
+        seconds = float(os.environ.get("FAKE_MOVEIT_EXEC_S", "0"))
+        self._stop.clear()
+        self._executing = True
+        event("execute_start", trajectory=robot_trajectory, controllers=list(controllers), seconds=seconds)
+        stopped = self._stop.wait(seconds)      # GIL released, as the real binding does
+        self._executing = False
+        event("execute_end", stopped=bool(stopped))
+        return True
+
+    def shutdown(self):
+        event("shutdown")
