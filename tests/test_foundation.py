@@ -103,5 +103,5 @@ def test_doctor_all_green_on_this_machine(tmp_path):
     assert out.returncode == 0, out.stdout + out.stderr
     import json
     results = json.loads(report.read_text())
-    assert {r["name"] for r in results} >= {"ros2 dds", "lara_msgs", "mujoco", "torch", "language model"}
+    assert {r["name"] for r in results} >= {"ros2-dds", "lara_msgs", "mujoco", "torch", "language-model"}
     assert all(r["ok"] for r in results if r["required"])

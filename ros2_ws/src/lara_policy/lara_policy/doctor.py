@@ -7,7 +7,6 @@ interpreter (an EGL/OSMesa driver) run in a subprocess.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -194,16 +193,25 @@ CHECKS: list[tuple[str, Callable[[], str], bool]] = [
     ("python", check_python, True),
     ("torch", check_torch, True),
     ("lara_msgs", check_lara_msgs, True),
-    ("ros2 dds", check_ros_round_trip, True),
+    ("ros2-dds", check_ros_round_trip, True),
     ("mujoco", check_mujoco, True),
     ("metaworld", check_metaworld, True),
-    ("language model", check_language_model, True),
+    ("language-model", check_language_model, True),
     ("rosbags", check_recorder_libs, True),
-    ("dds range", check_discovery_range, False),
+    ("dds-range", check_discovery_range, False),
 ]
 
 
+def check_name(text: str) -> str:
+    """A check name as given to --only, spelled with '-', '_' or spaces: the old names with spaces
+    ("ros2 dds", "language model", "dds range") still name the same check."""
+    def key(name: str) -> str:
+        return "-".join(name.replace("_", " ").replace("-", " ").lower().split())
+    return next((n for n, _, _ in CHECKS if key(n) == key(text)), text.strip())
+
+
 def run_checks(only: list[str] | None = None) -> list[CheckResult]:
+    only = [check_name(n) for n in only] if only else only
     results = []
     for name, fn, required in CHECKS:
         if only and name not in only:
@@ -228,10 +236,11 @@ def print_result(r: CheckResult) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from lara_policy.cli import add_list_option
     names = [n for n, _, _ in CHECKS]
-    parser.add_argument("--only", nargs="+", choices=names, metavar="CHECK",
-                        help=f"run only these checks ({', '.join(names)})")
-    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    add_list_option(parser, "--only", default=None, metavar="CHECK", item_type=check_name, item_choices=names,
+                    help=f"run only these checks ({', '.join(names)})")
+    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON (parent folders created)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -239,6 +248,6 @@ def run(args: argparse.Namespace) -> int:
     failed = [r.name for r in results if not r.ok and r.required]
     print("all required checks passed" if not failed else f"FAILED: {', '.join(failed)}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump([asdict(r) for r in results], f, indent=2)
+        from lara_policy.cli import write_json
+        write_json(args.json, [asdict(r) for r in results])
     return 1 if failed else 0
