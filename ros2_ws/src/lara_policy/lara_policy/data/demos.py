@@ -243,7 +243,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="spurious visual change: none | low | medium | high | a strength in [0, 1] "
                         "(lighting, colour, camera jitter, moving objects; pixels only)")
     p.add_argument("--workers", type=positive_int, default=1, help="worker processes (spawn)")
-    p.add_argument("--compression", default="lzf", choices=["lzf", "gzip", "none"])
+    p.add_argument("--compression", default="lzf", choices=["lzf", "gzip", "none"],
+                   help="HDF5 compression of the images (lzf: fast; gzip: smaller, slower)")
     p.add_argument("--out", default=None, metavar="STORE.hdf5", help="the episode store to write (a file; parent "
                    "folders created); required unless --bench")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")

@@ -40,28 +40,30 @@ PROXY_NOTE = ("OPEN-LOOP PROXY: predicted chunks are compared with the actions e
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from lara_policy.cli import positive_float
+    from lara_policy.errors import positive_int
     p.description = (__doc__ or "").split("\n\n")[0] + " " + PROXY_NOTE
     p.epilog = "Outputs in --out: results.json, results.md, pred_vs_exec_ep<i>.png, error_hist.png, surprise.png."
     p.add_argument("--policy", required=True, help="LARA checkpoint directory")
     p.add_argument("bags", nargs="+", metavar="BAG", help="recorder episode folders, a folder of them, or rosbag2 bags "
                    "(with --mapping)")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (chunk i uses seed + i)")
-    p.add_argument("--num-candidates", type=int, default=1, help="> 1 runs the LAM dynamics check")
-    p.add_argument("--replan-steps", type=int, default=8, help="control steps between predictions (policy_node's "
+    p.add_argument("--num-candidates", type=positive_int, default=1, help="> 1 runs the LAM dynamics check")
+    p.add_argument("--replan-steps", type=positive_int, default=8, help="control steps between predictions (policy_node's "
                    "replan_period_steps)")
     p.add_argument("--mapping", help="topic mapping for bags not written by the LARA recorder (docs/bag_conversion.md); "
                    "its state names must be the checkpoint's")
-    p.add_argument("--rate", type=float, help="control rate (default: the recorded chunks' dt, else 30 Hz)")
-    p.add_argument("--ee-delta-scale-m", type=float, default=0.01, help="command_node's ee_delta_scale_m of the "
+    p.add_argument("--rate", type=positive_float, help="control rate (default: the recorded chunks' dt, else 30 Hz)")
+    p.add_argument("--ee-delta-scale-m", type=positive_float, default=0.01, help="command_node's ee_delta_scale_m of the "
                    "recording (twist -> action units)")
     p.add_argument("--no-trim", action="store_true", help="keep the idle lead-in/tail (steps with nothing executed)")
     p.add_argument("--device", default="", help="torch device (default: cuda when present, else cpu)")
-    p.add_argument("--threads", type=int, default=1, help="CPU threads for inference")
+    p.add_argument("--threads", type=positive_int, default=1, help="CPU threads for inference")
     p.add_argument("--chunks-from", metavar="EPISODE", help="score the chunks policy_node published during a "
                    "replay (an offline_eval recording: /lara/eval/action_chunk; a folder: its newest episode) "
                    "instead of predicting them here")
-    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--no-plots", action="store_true", help="write results.json/results.md only (no PNG plots)")
 
 
 def _recorded_rate(bag: Path) -> float | None:
