@@ -191,6 +191,7 @@ register(Format("lerobot", detect=lerobot_v3.detect, read=lerobot_v3.read, write
 
 # ------------------------------------------------------------------------------ CLI
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from lara_policy.cli import positive_float
     parser.description = (
         "Convert episodes between formats; the source format is detected. Formats: "
         + "; ".join(f"{n} ({f.help})" for n, f in FORMATS.items())
@@ -198,19 +199,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--mapping MAP.yaml (docs/bag_conversion.md). Exit 2 on bad input, naming the bag/topic/field.")
     parser.add_argument("sources", nargs="+", metavar="SRC", help="bags / episode folders / stores to convert "
                         "(a folder of recorder episodes converts every episode)")
-    parser.add_argument("--out", required=True, metavar="DST", help="output (e.g. converted.hdf5)")
+    parser.add_argument("--out", required=True, metavar="DST", help="output: an episode store file (.hdf5) or, with "
+                        "--to lerobot, a dataset folder; parent folders created")
     parser.add_argument("--to", metavar="FORMAT", help="target format (default: from DST's extension)")
     parser.add_argument("--mapping", metavar="MAP.yaml", help="topic mapping for bags not written by the "
                         "LARA recorder (docs/bag_conversion.md)")
     parser.add_argument("--action-free", action="store_true", help="keep frames (and state) only: video-like data")
-    parser.add_argument("--rate", type=float, metavar="HZ", help="control rate the samples are aligned to "
+    parser.add_argument("--rate", type=positive_float, metavar="HZ", help="control rate the samples are aligned to "
                         "(default: the mapping's rate_hz, 30)")
     parser.add_argument("--trim-idle", action="store_true", help="drop idle lead-in and tail (no motion "
                         "commanded; for action-free data: frames that do not change)")
     parser.add_argument("--instruction", default="", help="fixed instruction text (overrides the mapping)")
     parser.add_argument("--camera-name", default="corner4", help="camera name for recorder episodes "
                         "(must match the checkpoint's camera to train from it)")
-    parser.add_argument("--ee-delta-scale-m", type=float, default=0.01, help="recorder episodes: metres per "
+    parser.add_argument("--ee-delta-scale-m", type=positive_float, default=0.01, help="recorder episodes: metres per "
                         "action unit per step, as command_node's ee_delta_scale_m (twist -> action)")
     parser.add_argument("--print-mapping", action="store_true", help="print the mapping used for the first "
                         "source as YAML, then convert")
