@@ -59,8 +59,8 @@ from std_srvs.srv import Trigger
 
 from lara_msgs.msg import ActionChunk, SafetyStatus
 from lara_policy.ros import topics
-from lara_policy.ros.backends import (Backend, BackendError, JointTrajectoryBackend, MoveItPyBackend,
-                                      ServoBackend, backend_class)
+from lara_policy.ros.backends import (Backend, BackendError, FollowJointTrajectoryBackend, JointTrajectoryBackend,
+                                      MoveItPyBackend, ServoBackend, backend_class)
 from lara_policy.ros.backends.gripper import GripperCommandOutput
 from lara_policy.ros.codec import msg_to_chunk
 from lara_policy.ros.ee_pose import FrameMap, TfPoseRelay, resolve_source
@@ -103,7 +103,8 @@ _PARAMS = [
     # name, default, description
     ("control_rate_hz", 20.0, "Control loop rate (Hz); one action is commanded per tick."),
     ("backend", "servo", "Motion backend: servo (MoveIt Servo TwistStamped), joint_trajectory "
-                         "(ros2_control JointTrajectory) or moveit_py (plan + execute pose goals)."),
+                         "(ros2_control JointTrajectory), follow_joint_trajectory (control_msgs "
+                         "FollowJointTrajectory action) or moveit_py (plan + execute pose goals)."),
     ("action_space", "ee_delta_xyz_gripper", "Action space of the checkpoint being run (checked "
                                              "against the backend at configure and per chunk)."),
     ("blend_steps", 3, "Control ticks over which a newer chunk is cross-faded into the current one."),
@@ -135,6 +136,8 @@ _PARAMS = [
                                  "services, e.g. LARA's sim_node)."),
     ("servo_wait_s", 5.0, "How long arming waits for Servo's services."),
     ("trajectory_topic", topics.JOINT_TRAJECTORY, "joint_trajectory backend output."),
+    ("trajectory_action", "/arm_controller/follow_joint_trajectory", "follow_joint_trajectory backend: the "
+                          "control_msgs/action/FollowJointTrajectory server (waited for servo_wait_s at arm)."),
     ("gripper_topic", topics.GRIPPER_COMMAND, "Gripper command output (std_msgs/Float64, -1 open .. +1 close)."),
     ("gripper_interface", "float64", "float64 (gripper_topic) | gripper_command (control_msgs/action/"
                                      "GripperCommand client on gripper_action)."),
@@ -491,6 +494,9 @@ class CommandNode(LifecycleNode):
                                         activation=str(self.p("servo_activation")),
                                         servo_node=str(self.p("servo_node")),
                                         wait_s=float(self.p("servo_wait_s")))
+        elif cls is FollowJointTrajectoryBackend:
+            self.backend = FollowJointTrajectoryBackend(self, grip, self.period, str(self.p("trajectory_action")),
+                                                        joint_names, wait_s=float(self.p("servo_wait_s")))
         elif cls is JointTrajectoryBackend:
             self.backend = JointTrajectoryBackend(self, grip, self.period, self.p("trajectory_topic"),
                                                   joint_names, self._joint_positions)
