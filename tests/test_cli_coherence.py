@@ -156,7 +156,9 @@ def test_bag_commands(tmp_path, capsys):
     assert cli.main(["bag", "info", str(empty)]) == 2
     assert str(empty / "metadata.yaml") in capsys.readouterr().err
     assert cli.main(["bag", "--help"]) == 0
-    assert "bag info" in capsys.readouterr().out
+    assert "usage: lara bag <info|recover|dump>" in capsys.readouterr().out
+    assert cli.main(["bag"]) == 2
+    assert "did you mean one of: bag info, bag recover, bag dump" in capsys.readouterr().err
 
 
 def test_bag_info_reads_a_real_bag(tmp_path, capsys):
