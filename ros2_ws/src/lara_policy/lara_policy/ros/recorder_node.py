@@ -53,6 +53,7 @@ from lara_policy.ros import topics as T
 from lara_policy.ros.bag_tools import META_NAME, SEGMENTS_DIR, atomic_write, dump_yaml, load_yaml, \
     merge_segment_metadata
 from lara_policy.ros.node_main import spin_node
+from lara_policy.ros.params import match_publisher_reliability
 
 DEFAULT_TOPICS = [T.CAMERA_IMAGE, T.JOINT_STATES, T.EE_POSE, T.ACTION_CHUNK, T.DYNAMICS_CHECK,
                   T.SERVO_TWIST, T.GRIPPER_COMMAND, T.SAFETY_STATUS, T.INSTRUCTION, T.TASK_SUCCESS]
@@ -224,7 +225,10 @@ _PARAMS = [
     ("min_free_disk_gb", 2.0, "Refuse to start below this much free disk; stop an episode when it drops below."),
     ("storage", "mcap", "rosbag2 storage plugin (only 'mcap' is supported)."),
     ("qos_reliable", True, "Subscribe reliably (must be compatible with the publishers; ENVIRONMENT.md: "
-                           "best-effort loses most 640x480 frames)."),
+                           "best-effort loses most 640x480 frames); used when qos_reliability is ''."),
+    ("qos_reliability", "auto", "Per recorded topic: auto (reliable, unless a publisher offers BEST_EFFORT, as a "
+                                "sensor-data camera driver does: then best_effort; re-checked every "
+                                "discovery_period_s) | reliable | best_effort | '' (= qos_reliable)."),
     ("qos_depth", 300, "Subscription queue depth: samples DDS keeps (and acknowledges) while Python is "
                        "busy; 300 = 10 s at 30 Hz, so a stall of the recorder process does not drop."),
     ("max_queue_mb", 512.0, "Messages waiting for the writer beyond this are dropped (and counted)."),
@@ -276,8 +280,14 @@ class RecorderNode(Node):
         self._stop_thread = threading.Event()
         self._writer = threading.Thread(target=self._writer_loop, name="recorder_writer", daemon=True)
         self._writer.start()
-        qos_r = ReliabilityPolicy.RELIABLE if self.p("qos_reliable") else ReliabilityPolicy.BEST_EFFORT
-        self._qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=int(self.p("qos_depth")), reliability=qos_r)
+        mode = str(self.p("qos_reliability")).strip().lower().replace("-", "_")
+        if not mode:
+            mode = "reliable" if self.p("qos_reliable") else "best_effort"
+        if mode not in ("auto", "reliable", "best_effort"):
+            raise ValueError(f"recorder_node: qos_reliability must be auto, reliable or best_effort, got "
+                             f"'{self.p('qos_reliability')}'")
+        self._qos_mode = mode
+        self._sub_rel: dict[str, str] = {}       # topic -> reliability of its subscription
         self.create_subscription(ActionChunk, self.p("action_chunk_topic"), self._on_chunk_meta, 10)
         self.create_subscription(DynamicsCheck, self.p("dynamics_check_topic"), self._on_check_meta, 10)
         self.create_service(StartEpisode, self.p("start_service"), self._on_start)
@@ -303,8 +313,41 @@ class RecorderNode(Node):
             elif self._not_recorded.get(topic, "").startswith("publishers offer"):
                 del self._not_recorded[topic]
 
+    def _qos(self, reliability: str) -> QoSProfile:
+        return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=int(self.p("qos_depth")),
+                          reliability=ReliabilityPolicy.RELIABLE if reliability == "reliable"
+                          else ReliabilityPolicy.BEST_EFFORT)
+
+    def _subscribe(self, topic: str, cls, reliability: str):
+        sub = self.create_subscription(cls, topic, lambda data, _t=topic: self._on_raw(_t, data),
+                                       self._qos(reliability), raw=True)
+        self._sub_rel[topic] = reliability
+        return sub
+
+    def _check_reliability(self) -> None:
+        """A RELIABLE subscription never receives from a BEST_EFFORT publisher (sensor-data camera
+        drivers): auto re-subscribes best_effort; an explicit 'reliable' says so, loudly."""
+        for topic, sub in list(self._subs.items()):
+            if sub is None or self._sub_rel.get(topic) != "reliable":
+                continue
+            be = any(i.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT
+                     for i in self.get_publishers_info_by_topic(topic))
+            why = ("publisher(s) offer BEST_EFFORT but the subscription is RELIABLE: nothing arrives from them "
+                   "(set qos_reliability: auto or best_effort)")
+            if be and self._qos_mode == "auto":
+                self.destroy_subscription(sub)
+                self._subs[topic] = self._subscribe(topic, message_class(self._types[topic]), "best_effort")
+                self.get_logger().warning(f"{topic}: a publisher offers BEST_EFFORT: now subscribed best_effort")
+            elif be:
+                if self._not_recorded.get(topic) != why:
+                    self.get_logger().error(f"cannot record {topic}: {why}")
+                self._not_recorded[topic] = why
+            elif self._not_recorded.get(topic) == why:
+                del self._not_recorded[topic]
+
     def _discover(self) -> None:
         self._check_types()
+        self._check_reliability()
         missing = [t for t in self._wanted if t not in self._subs]
         if not missing:
             return
@@ -327,8 +370,11 @@ class RecorderNode(Node):
                 continue
             self._not_recorded.pop(topic, None)
             try:
-                sub = self.create_subscription(
-                    cls, topic, lambda data, _t=topic: self._on_raw(_t, data), self._qos, raw=True)
+                # auto: the publishers' reliability where any is known now (params.match_publisher_reliability,
+                # as policy_node / command_node); one appearing later is handled by _check_reliability
+                rel = self._qos_mode if self._qos_mode != "auto" else \
+                    match_publisher_reliability(self, "auto", topic, wait_s=0.01)
+                sub = self._subscribe(topic, cls, rel)
             except Exception as e:  # noqa: BLE001 - rclpy's RCLError, e.g. the topic already has another type here
                 why = f"cannot subscribe as {mtype}: {' '.join(str(e).split(', at ')[0].split())}"
                 self.get_logger().error(f"cannot record {topic}: {why}")
@@ -337,7 +383,7 @@ class RecorderNode(Node):
                 continue
             self._types[topic] = mtype
             self._subs[topic] = sub
-            self.get_logger().info(f"recording {topic} [{mtype}]")
+            self.get_logger().info(f"recording {topic} [{mtype}], {self._sub_rel[topic]}")
 
     def _autostart(self) -> bool:
         self._autostart_pending = False
@@ -397,6 +443,7 @@ class RecorderNode(Node):
             "flush_period_s": float(self.p("flush_period_s")), "topics": {},
             "received": {}, "written": {}, "dropped": {}, "segments": 0, "flushed_messages": 0, "queue_high_water_mb": 0.0,
             "not_recorded": dict(self._not_recorded), "lost_messages": 0, "error": "",
+            "qos_reliability": dict(self._sub_rel),
         }
         if not self._control(("start", ep_id)):
             resp.message = f"could not create the episode bag: {self._ctl_error}"
