@@ -132,9 +132,10 @@ def test_store_rejects_bad_episode(small_store, tmp_path):
 def test_bench_option_reports_frames_per_second(tmp_path, capsys):
     out = tmp_path / "bench.json"
     rc = cli.main(["demos", "--bench", "--bench-workers", "1", "--tasks", "reach", "--episodes", "1",
-                   "--image-size", "32", "--quiet", "--out", str(out)])
+                   "--image-size", "32", "--quiet", "--compression", "gzip", "--json", str(out)])
     assert rc == 0 and "frames/s" in capsys.readouterr().out
     res = json.loads(out.read_text())
+    assert res["compression"] == "gzip"             # the bench measures what a real run would write
     row = res["rows"][0]
     assert row["workers"] == 1 and row["episodes"] == 1 and row["frames"] > 10 and row["frames_per_s"] > 0
     assert row["projected_1000_demos_min"] > 0

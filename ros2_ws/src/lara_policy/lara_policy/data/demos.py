@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -275,13 +275,14 @@ def _config_from_args(args) -> GenConfig:
                                                          or ["lara", "demos", *sys.argv[2:]])})
 
 
-def bench(cfg: GenConfig, worker_counts=(1, 2), progress: bool = True) -> dict:
-    """frames/s of demo generation per worker count; projection for 1000 demos."""
+def bench(cfg: GenConfig, worker_counts=(1, 2), progress: bool = True, compression: str | None = "lzf") -> dict:
+    """frames/s of demo generation per worker count (same compression as a real run);
+    projection for 1000 demos. `cfg` is not changed."""
     rows = []
     with tempfile.TemporaryDirectory() as d:
         for w in worker_counts:
-            cfg.workers = w
-            st = generate(cfg, Path(d) / f"bench_w{w}.hdf5", overwrite=True, progress=progress)
+            st = generate(replace(cfg, workers=w), Path(d) / f"bench_w{w}.hdf5", overwrite=True,
+                          progress=progress, compression=compression)
             eps = sum(st["successes"].values())
             frames_per_ep = st["frames"] / max(eps + sum(st["failed"].values()), 1)
             sec_per_demo = st["wall_s"] / max(eps, 1)
@@ -291,7 +292,7 @@ def bench(cfg: GenConfig, worker_counts=(1, 2), progress: bool = True) -> dict:
                          "frames_per_episode": round(frames_per_ep, 1),
                          "projected_1000_demos_min": round(1000 * sec_per_demo / 60, 1)})
     return {"tasks": cfg.tasks, "image_size": list(cfg.image_size), "cameras": list(cfg.cameras),
-            "episodes_per_task": cfg.episodes, "rows": rows,
+            "episodes_per_task": cfg.episodes, "compression": compression or "none", "rows": rows,
             "note": "wall time includes worker start-up and HDF5 writing; CPU shared with other jobs"}
 
 
@@ -305,7 +306,7 @@ def run(args: argparse.Namespace) -> int:
     if args.compression == "none":
         args.compression = None
     if args.bench:
-        res = bench(cfg, args.bench_workers, progress=not args.quiet)
+        res = bench(cfg, args.bench_workers, progress=not args.quiet, compression=args.compression)
         print(f"demo generation benchmark: {len(cfg.tasks)} tasks x {cfg.episodes} episodes, "
               f"{cfg.image_size[0]}x{cfg.image_size[1]} px, cameras {','.join(cfg.cameras)}")
         print(f"{'workers':>8} {'episodes':>8} {'frames':>7} {'wall_s':>7} {'frames/s':>9} {'1000 demos (min)':>17}")

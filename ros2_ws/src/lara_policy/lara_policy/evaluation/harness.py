@@ -224,7 +224,8 @@ def train_seeds_from_store(path: str | Path) -> dict[str, set[int]]:
         return s.used_seeds()
 
 
-def _merge(*dicts):
+def merge_seeds(*dicts: dict | None) -> dict[str, set[int]]:
+    """Union of {task: seeds} mappings (None entries skipped)."""
     out: dict[str, set[int]] = {}
     for d in dicts:
         for t, v in (d or {}).items():
@@ -255,7 +256,7 @@ def evaluate(policy_factory: Callable, tasks, episodes: int = 10, *, seed_start:
     if seed_start < 0:
         raise ValueError("seed_start must be >= 0")
     seeds = list(range(seed_start, seed_start + episodes))
-    recorded = _merge(train_seeds, train_seeds_from_store(train_store) if train_store else None)
+    recorded = merge_seeds(train_seeds, train_seeds_from_store(train_store) if train_store else None)
     check_seed_overlap(tasks, seeds, recorded)
     if image_size is not None and isinstance(image_size, int):
         image_size = (image_size, image_size)

@@ -66,9 +66,9 @@ def run(args: argparse.Namespace) -> int:
         train_seeds = None
         if isinstance(factory, CheckpointPolicyFactory):
             train_seeds = checkpoint_train_seeds(factory.path)
-        from lara_policy.evaluation.harness import _merge, train_seeds_from_store
+        from lara_policy.evaluation.harness import merge_seeds, train_seeds_from_store
         for st in args.train_store:
-            train_seeds = _merge(train_seeds, train_seeds_from_store(st))
+            train_seeds = merge_seeds(train_seeds, train_seeds_from_store(st))
         res = evaluate(factory, tasks, args.episodes, seed_start=args.seed_start, max_steps=args.max_steps,
                        execute_k=args.execute_k, ensemble=args.ensemble, ensemble_decay=args.ensemble_decay,
                        num_candidates=args.num_candidates, workers=args.workers, videos=args.videos,
