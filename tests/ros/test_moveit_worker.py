@@ -83,6 +83,7 @@ class Feeder:
         self.estop = self.n.create_client(Trigger, "/lara/estop")
         self.reset = self.n.create_client(Trigger, "/lara/estop_reset")
         self.lifecycle = self.n.create_client(ChangeState, "/command_node/change_state")
+        self.chunks_on = True
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._run, daemon=True)
         self._t.start()
@@ -95,8 +96,9 @@ class Feeder:
             pose.pose.position.x, pose.pose.position.z, pose.pose.orientation.w = 0.4, 0.3, 1.0
             self.pose_pub.publish(pose)
             t = self.n.get_clock().now().nanoseconds * 1e-9
-            self.chunk_pub.publish(chunk_to_msg(np.tile(np.array([[0.3, 0.0, 0.0, 0.0]], np.float32), (30, 1)),
-                                                t, PERIOD, "ee_delta_xyz_gripper", "reach", "test-model"))
+            if self.chunks_on:
+                self.chunk_pub.publish(chunk_to_msg(np.tile(np.array([[0.3, 0.0, 0.0, 0.0]], np.float32), (30, 1)),
+                                                    t, PERIOD, "ee_delta_xyz_gripper", "reach", "test-model"))
             self._stop.wait(0.1)
 
     def call(self, client, request, timeout=10.0):
@@ -213,11 +215,24 @@ def _pid_alive(pid: int) -> bool:
         return False
 
 
-def test_worker_death_faults_and_start_failure_refuses_configure(harness, tmp_path):
+def test_fault_stops_execution_worker_death_faults_and_start_failure_refuses_configure(harness, tmp_path):
     rig = Feeder(harness)
     proc, out, log = start_command_node(tmp_path, 0.1, 30.0)
     try:
         assert wait_for(lambda: events(log, "execute_start"), 60.0, period=0.05), out.text()
+        # any fault is zero motion: the policy stops (stale chunk) -> the execution in flight is stopped
+        t_pause = time.time()
+        rig.chunks_on = False
+        assert wait_for(lambda: rig.first_status("fault", t_pause), 5.0), rig.status[-3:]
+        t_fault, _, why = rig.first_status("fault", t_pause)
+        assert why.startswith("stale chunk"), why
+        assert wait_for(lambda: events(log, "execute_end"), 3.0), events(log)[-3:]
+        stops = [e for e in events(log, "stop_execution") if e["executing"]]
+        assert stops and events(log, "execute_end")[0]["stopped"]
+        print(f"stale-chunk fault -> stop_execution after {(stops[0]['t'] - t_fault) * 1e3:.1f} ms")
+        assert stops[0]["t"] - t_fault <= 3 * PERIOD
+        rig.chunks_on = True
+        assert wait_for(lambda: len(events(log, "execute_start")) >= 2, 15.0, period=0.05), out.text()
         worker = events(log, "init")[0]["pid"]
         t_kill = time.time()
         os.kill(worker, signal.SIGKILL)

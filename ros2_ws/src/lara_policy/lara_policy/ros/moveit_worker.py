@@ -228,6 +228,7 @@ class MoveItWorker:
         self._lock = threading.Lock()
         self._busy = False
         self._seq = 0
+        self._stopped_seq = 0
         self._dead = ""
         self._closing = False
         self.pid: int | None = None
@@ -356,7 +357,16 @@ class MoveItWorker:
     def stop(self) -> None:
         """Stop the execution in flight and discard a plan not yet executed. A shared-memory write:
         returns at once, even while the worker holds its GIL in plan()."""
+        with self._lock:
+            self._stopped_seq = self._seq
         self._epoch.value += 1
+
+    def stop_if_busy(self) -> None:
+        """stop(), once per outstanding goal (command_node calls zero() every faulted tick)."""
+        with self._lock:
+            if not self._busy or self._stopped_seq == self._seq:
+                return
+        self.stop()
 
     def close(self, timeout: float = 3.0) -> None:
         with self._lock:

@@ -38,9 +38,9 @@ class MoveItPyBackend(Backend):
     moveit_py, and in command_node's process that stalled the control loop and the e-stop for
     the whole planning time. Nothing here waits for the worker once it is up: send() integrates
     the target every tick and hands the NEWEST target to the worker whenever it is idle (goals
-    coalesce); zero() drops the pending target; pause() (deactivate, e-stop) also stops the
-    execution in flight and discards a plan still being computed (a shared-memory flag, never a
-    wait). A dead worker is a fault with its exit code or signal (fault_reason); a worker that
+    coalesce); zero() (any fault) drops the pending target and, like pause() (deactivate,
+    e-stop), stops the execution in flight and discards a plan still being computed (a
+    shared-memory flag, never a wait). A dead worker is a fault with its exit code or signal (fault_reason); a worker that
     cannot start is a configure refusal with its reason.
     The integrated target is clamped to the workspace box.
 
@@ -103,14 +103,18 @@ class MoveItPyBackend(Backend):
         self.send_gripper(cmd.gripper)
 
     def zero(self) -> None:
+        """Zero motion (every fault, stale input, end of chunk): drop the pending target and stop
+        the goal being planned or executed, if any (once per goal)."""
         with self._lock:
             self._target, self._pending = None, False
+        self.worker.stop_if_busy()
 
     def pause(self) -> None:
-        """Deactivate / e-stop: also stop a trajectory in flight (MoveItCpp's
+        """Deactivate / e-stop: stop a trajectory in flight (MoveItCpp's
         TrajectoryExecutionManager.stop_execution, called by the worker) and discard a plan
-        still being computed. Returns at once."""
-        self.zero()
+        still being computed, busy or not. Returns at once."""
+        with self._lock:
+            self._target, self._pending = None, False
         self.worker.stop()
 
     def activate(self) -> None:
