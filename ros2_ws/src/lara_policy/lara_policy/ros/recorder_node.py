@@ -22,6 +22,9 @@
 - Topics that cannot be recorded (unknown package or type, no definition for rosbags, a publisher
   type other than the configured one, no publisher yet) are logged once each, listed in the start
   service's answer and in episode_meta.json `not_recorded` (topic: reason): never a silent gap.
+- QoS (`qos_reliability`, default auto): per topic, reliable unless a publisher offers
+  BEST_EFFORT (sensor-data camera drivers), then best_effort; re-checked every discovery period.
+  An explicit 'reliable' facing a BEST_EFFORT publisher is listed in `not_recorded`.
 - Episode metadata (episode_meta.json in the bag folder): instruction, task, success, notes,
   model_id (from ActionChunk.model_id), dynamics checks seen / not accepted, start/stop times,
   per-topic message counts (received, written, dropped); rewritten at every flush.
