@@ -41,7 +41,7 @@ PERIOD = 1.0 / RATE
 ACTIVATE, DEACTIVATE = 3, 4          # lifecycle_msgs/msg/Transition ids
 
 
-def start_command_node(tmp_path: Path, plan_s: float, exec_s: float, fail: str = ""):
+def start_command_node(tmp_path: Path, plan_s: float, exec_s: float, fail: str = "", new_session: bool = False):
     log = tmp_path / "fake_moveit.jsonl"
     params = tmp_path / "params.yaml"
     params.write_text(
@@ -56,7 +56,7 @@ def start_command_node(tmp_path: Path, plan_s: float, exec_s: float, fail: str =
         env["FAKE_MOVEIT_FAIL"] = fail
     proc = subprocess.Popen([sys.executable, "-m", "lara_policy.ros.command_node", "--ros-args",
                              "--params-file", str(params)], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            stderr=subprocess.STDOUT, text=True, start_new_session=new_session)
     return proc, OutputReader(proc), log
 
 
@@ -265,3 +265,23 @@ def test_fault_stops_execution_worker_death_faults_and_start_failure_refuses_con
     finally:
         rig.close()
         kill(proc, signal.SIGINT)
+
+
+def test_ctrl_c_to_the_process_group_stops_the_execution_and_ends_the_worker(harness, tmp_path):
+    """A terminal's Ctrl-C reaches command_node AND its worker: the worker ignores SIGINT,
+    command_node commands zero (stop) and exits, the worker stops the execution and exits."""
+    rig = Feeder(harness)
+    proc, out, log = start_command_node(tmp_path, 0.1, 30.0, new_session=True)
+    try:
+        assert wait_for(lambda: events(log, "execute_start"), 60.0, period=0.05), out.text()
+        worker = events(log, "init")[0]["pid"]
+        t_int = time.time()
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=15) is not None
+        assert wait_for(lambda: not _pid_alive(worker), 5.0), "worker outlived command_node"
+        stops = [e for e in events(log, "stop_execution") if e["t"] > t_int and e["executing"]]
+        assert stops and events(log, "execute_end")[0]["stopped"], events(log)[-4:]
+        assert "shutting down: zero motion commanded" in out.text(), out.text()
+    finally:
+        rig.close()
+        kill(proc, signal.SIGKILL)

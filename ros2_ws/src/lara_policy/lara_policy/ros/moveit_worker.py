@@ -23,7 +23,8 @@ Protocol (parent = command_node's backend, child = the worker):
   epoch is old when planning ends is never executed.
 - ("close",) parent -> child, or the parent process disappearing (pipe EOF, parent sentinel),
   or SIGTERM: the child stops any execution and exits. SIGINT is ignored in the child (a
-  terminal's Ctrl-C reaches the whole process group; command_node decides what happens).
+  terminal's Ctrl-C reaches the whole process group; command_node decides what happens); both
+  handlers are re-installed after MoveItPy's rclcpp::init, which installs rclcpp's own.
 - death: the parent's receiver thread sees the pipe close; `death_reason()` names the exit code
   or signal, and command_node faults with it (zero motion) until reconfigured.
 
@@ -185,13 +186,16 @@ def child_main(conn, epoch, spec: dict, robot_factory=None) -> None:
     """Worker entry point (a spawned process, or a thread in tests: robot_factory given)."""
     in_process = robot_factory is not None
     loop_ref: list[_ChildLoop] = []
-    if not in_process:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
-        def _term(signum, frame):
-            if loop_ref:
-                loop_ref[0].terminate = True
+    def _term(signum, frame):
+        if loop_ref:
+            loop_ref[0].terminate = True
+
+    def _signals():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, _term)
+    if not in_process:
+        _signals()
         parent = multiprocessing.parent_process()
         parent_alive = (lambda: parent.is_alive()) if parent is not None else (lambda: True)
     else:
@@ -200,6 +204,10 @@ def child_main(conn, epoch, spec: dict, robot_factory=None) -> None:
         make = robot_factory or _import_moveit_py
         robot = make(spec["node_name"], spec["config_dict"])
         arm = robot.get_planning_component(spec["planning_group"])
+        if not in_process:
+            # MoveItPy's rclcpp::init installed rclcpp's SIGINT/SIGTERM handlers (shutdown of its
+            # context, which would leave a trajectory running): ours again
+            _signals()
     except WorkerError as e:
         conn.send(("error", str(e)))
         return
