@@ -5,8 +5,8 @@ import threading
 import numpy as np
 from geometry_msgs.msg import PoseStamped
 
-from ..safety import MotionCommand
 from ..moveit_worker import START_TIMEOUT_S, MoveItWorker, WorkerError, pose_to_dict
+from ..safety import MotionCommand
 from .base import Backend, BackendError
 
 
@@ -40,8 +40,8 @@ class MoveItPyBackend(Backend):
     the target every tick and hands the NEWEST target to the worker whenever it is idle (goals
     coalesce); zero() (any fault) drops the pending target and, like pause() (deactivate,
     e-stop), stops the execution in flight and discards a plan still being computed (a
-    shared-memory flag, never a wait). A dead worker is a fault with its exit code or signal (fault_reason); a worker that
-    cannot start is a configure refusal with its reason.
+    shared-memory flag, never a wait). A dead worker is a fault with its exit code or signal
+    (fault_reason); a worker that cannot start is a configure refusal with its reason.
     The integrated target is clamped to the workspace box.
 
     NOT exercised against a real MoveIt here (MoveIt is not installable on these machines):
