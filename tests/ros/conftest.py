@@ -1,12 +1,11 @@
-"""Helpers for the real-rclpy graph tests: an rclpy lifetime per test, a background
-executor thread, a wait-until helper, and a clearly named TEST DOUBLE policy.
+"""Fixtures of the real-rclpy graph tests: an rclpy lifetime per test (`ros`), the one harness
+(helpers_runtime.RosHarness: a background executor thread that records raising callbacks) as
+`harness` (private context) and `spinner` (default context), both failing the test when a
+callback raised, and the session's tiny checkpoint.
 
 Everything runs over real DDS on loopback in the ROS_DOMAIN_ID chosen by tests/conftest.py.
 """
 from __future__ import annotations
-
-import threading
-import traceback
 
 import pytest
 
@@ -15,6 +14,7 @@ pytest.importorskip("lara_msgs.msg", reason="lara_msgs not built (run scripts/se
 
 from graph_helpers import build_tiny_checkpoint  # noqa: E402
 from helpers_runtime import RosHarness  # noqa: E402
+
 
 @pytest.fixture
 def ros():
@@ -25,45 +25,28 @@ def ros():
         rclpy.shutdown()
 
 
-class Spinner:
-    """Spin nodes on a background thread; `close()` joins it. One executor thread, as
-    `lara bringup` does: rclpy's MultiThreadedExecutor busy-wakes and starves the other
-    threads on a 2-core machine (see docs/runtime.md)."""
+class Spinner(RosHarness):
+    """RosHarness on rclpy's default context (initialised by the `ros` fixture), for nodes
+    created without a context (`rclpy.create_node`, `PolicyNode(...)`), spinning `nodes`.
+    Not a second harness: the executor thread, error recording and teardown are RosHarness's."""
 
     def __init__(self, *nodes):
-        from rclpy.executors import SingleThreadedExecutor
-        self.executor = SingleThreadedExecutor()
-        self.nodes = list(nodes)
-        self.errors: list[str] = []          # tracebacks of callbacks that raised (the fixture fails on them)
+        super().__init__(context=rclpy.utilities.get_default_context())
         for n in nodes:
-            self.executor.add_node(n)
-        self.thread = threading.Thread(target=self._spin, daemon=True)
-        self.thread.start()
+            self.add(n)
 
-    def _spin(self):
-        try:
-            self.executor.spin()
-        except Exception:  # noqa: BLE001 - a callback raised (or a shutdown race): say so
-            if rclpy.ok():
-                traceback.print_exc()
-                self.errors.append(traceback.format_exc())
 
-    def add(self, node):
-        self.nodes.append(node)
-        self.executor.add_node(node)
-
-    def close(self):
-        self.executor.shutdown(timeout_sec=2.0)
-        self.thread.join(timeout=5.0)
-        for n in reversed(self.nodes):
-            try:
-                n.destroy_node()
-            except Exception:  # noqa: BLE001
-                pass
+def _close_and_check(harnesses) -> None:
+    """Close every harness; fail the test when a callback raised while it ran."""
+    errors = [e for h in harnesses for e in h.errors]   # before close: a shutdown race is not a test failure
+    for h in harnesses:
+        h.close()
+    assert not errors, "a callback raised while the test ran:\n" + "\n".join(errors)
 
 
 @pytest.fixture
 def spinner(ros):
+    """`spinner(*nodes)` spins nodes of the default context on a RosHarness thread."""
     made = []
 
     def make(*nodes):
@@ -72,10 +55,7 @@ def spinner(ros):
         return s
 
     yield make
-    errors = [e for s in made for e in s.errors]   # before close: a shutdown race is not a test failure
-    for s in made:
-        s.close()
-    assert not errors, "a callback raised while the test ran:\n" + "\n".join(errors)
+    _close_and_check(made)
 
 
 @pytest.fixture(scope="session")
@@ -90,6 +70,4 @@ def harness():
     try:
         yield h
     finally:
-        errors = list(h.errors)                    # before close: a shutdown race is not a test failure
-        h.close()
-    assert not errors, "a callback raised while the test ran:\n" + "\n".join(errors)
+        _close_and_check([h])

@@ -1,9 +1,12 @@
 """Test helpers for the command and recorder node tests (real rclpy, real DDS).
 
-RosHarness: a fresh rclpy Context + a SingleThreadedExecutor spinning in a thread (as `lara
-bringup` does: rclpy's MultiThreadedExecutor busy-wakes its pool threads and starved the
-other threads on a 2-core CI machine); everything is shut down in close(). Publisher scripts run as separate PROCESSES (inheriting os.environ, so
-the same ROS_DOMAIN_ID) when a test is about processes dying.
+RosHarness: the one harness of the ROS tests (the `harness` and `spinner` fixtures of conftest.py
+both use it): a SingleThreadedExecutor spinning in a thread (as `lara bringup` does: rclpy's
+MultiThreadedExecutor busy-wakes its pool threads and starved the other threads on a 2-core CI
+machine), on a fresh private rclpy Context or a given one; callbacks that raised are recorded.
+wait_for: poll a predicate until it holds (tests wait for the event itself, never a fixed sleep).
+Publisher scripts run as separate PROCESSES (inheriting os.environ, so the same ROS_DOMAIN_ID)
+when a test is about processes dying.
 """
 from __future__ import annotations
 
@@ -21,9 +24,20 @@ from rclpy.executors import SingleThreadedExecutor
 
 
 class RosHarness:
-    def __init__(self):
-        self.context = Context()
-        rclpy.init(context=self.context)
+    """The one ROS test harness: an executor thread spinning the added nodes, recording the
+    traceback of every callback that raised in `errors` (the `harness` and `spinner` fixtures
+    fail the test when it is not empty) and spinning on afterwards.
+
+    context=None: a fresh private rclpy Context, initialised here and shut down by close().
+    A given context (e.g. rclpy's default one, initialised by the `ros` fixture) is used as is
+    and left running."""
+
+    def __init__(self, context: Context | None = None):
+        self._owns_context = context is None
+        if context is None:
+            context = Context()
+            rclpy.init(context=context)
+        self.context = context
         self.executor = SingleThreadedExecutor(context=self.context)
         self.nodes = []
         self.errors: list[str] = []
@@ -31,13 +45,15 @@ class RosHarness:
         self._thread.start()
 
     def _spin(self):
-        try:
-            self.executor.spin()
-        except Exception:  # noqa: BLE001 - a callback raised: make it visible, keep spinning
-            traceback.print_exc()
-            self.errors.append(traceback.format_exc())
-            if self.context.ok():
-                self._spin()
+        while True:
+            try:
+                self.executor.spin()
+                return
+            except Exception:  # noqa: BLE001 - a callback raised: record it, keep spinning
+                if not self.context.ok():
+                    return          # a shutdown race, not a callback error
+                traceback.print_exc()
+                self.errors.append(traceback.format_exc())
 
     def add(self, node):
         self.nodes.append(node)
@@ -49,13 +65,14 @@ class RosHarness:
 
     def close(self):
         self.executor.shutdown(timeout_sec=2.0)
-        for n in self.nodes:
+        self._thread.join(timeout=5.0)
+        for n in reversed(self.nodes):
             try:
                 n.destroy_node()
             except Exception:  # noqa: BLE001
                 pass
-        self._thread.join(timeout=5.0)
-        rclpy.shutdown(context=self.context)
+        if self._owns_context and self.context.ok():
+            rclpy.shutdown(context=self.context)
 
     def __enter__(self):
         return self
