@@ -44,8 +44,11 @@ ACTIVATE, DEACTIVATE = 3, 4          # lifecycle_msgs/msg/Transition ids
 def start_command_node(tmp_path: Path, plan_s: float, exec_s: float, fail: str = "", new_session: bool = False):
     log = tmp_path / "fake_moveit.jsonl"
     params = tmp_path / "params.yaml"
+    moveit_cfg = tmp_path / "moveit_config.yaml"
+    moveit_cfg.write_text("robot_description: <robot name='r'/>\nplanning_pipelines:\n  pipeline_names: [ompl]\n")
     params.write_text(
         "/**:\n  ros__parameters:\n"
+        f"    moveit_config_file: {moveit_cfg}\n"
         "    autostart: true\n    backend: moveit_py\n    planning_group: arm\n    pose_link: tool0\n"
         f"    control_rate_hz: {RATE}\n    image_topic: ''\n    ee_pose_source: topic\n"
         "    max_chunk_age_s: 1.0\n    max_pose_age_s: 1.0\n    status_rate_hz: 4.0\n")
@@ -163,6 +166,9 @@ def test_planning_holding_the_gil_never_blocks_ticks_or_estop_and_estop_stops_ex
         assert n >= 0.7 * expected and gap <= 3 * PERIOD, (n, expected, gap)
         # the e-stop latched within 3 control periods although the worker was planning
         assert max(t_resp, t_estop) - t_req <= 3 * PERIOD, (t_resp - t_req, t_estop - t_req)
+        # the MoveIt config reached MoveItPy in the worker (pickled across the spawn)
+        assert events(log, "init")[0]["config_keys"] == ["planning_pipelines", "robot_description"]
+        assert events(log, "init")[0]["node_name"] == "lara_moveit_py"
         # moveit_py was imported only in the worker process, never in command_node's
         assert {e["pid"] for e in events(log, "import")} == {events(log, "init")[0]["pid"]}
         assert proc.pid not in {e["pid"] for e in events(log, "import")}
