@@ -34,22 +34,35 @@ def sim(ros, spinner):
     yield node, probe, got
 
 
-_CLIENTS = {}
+def _stamp(msg) -> float:
+    return msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
 
 
 def _reset(probe, seed_node, seed):
+    """Call the reset service; returns (response, probe-clock time the answer was in hand)."""
     from std_srvs.srv import Trigger
     seed_node.set_parameters([Parameter("seed", value=seed)])
-    # one client per node: a client created just before a call can miss its response
-    # while DDS is still matching it (a known ROS 2 race), so it is reused
-    cli = _CLIENTS.get(id(probe))
+    # one client per probe node, reused: a client created just before a call can miss its
+    # response while DDS is still matching its reply reader (a known ROS 2 race that
+    # wait_for_service does not cover), so an unanswered call is sent again (a reset with the
+    # same seed gives the same layout) instead of sleeping before the first call
+    cli = getattr(probe, "_lara_reset_client", None)
     if cli is None:
-        cli = _CLIENTS[id(probe)] = probe.create_client(Trigger, "/lara/sim/reset")
-        assert cli.wait_for_service(timeout_sec=5.0)
-        time.sleep(0.3)
-    fut = cli.call_async(Trigger.Request())
-    assert wait_for(fut.done, 30.0)
-    return fut.result()
+        cli = probe._lara_reset_client = probe.create_client(Trigger, "/lara/sim/reset")
+        assert cli.wait_for_service(timeout_sec=10.0)
+    for _ in range(4):
+        fut = cli.call_async(Trigger.Request())
+        if wait_for(fut.done, 15.0):
+            return fut.result(), probe.get_clock().now().nanoseconds * 1e-9
+        cli.remove_pending_request(fut)
+    raise AssertionError("the reset service never answered")
+
+
+def _goal_after(got, t):
+    """The goal point of the first /lara/goal message stamped after t (the sim publishes it
+    every tick; one stamped after the reset answered belongs to the new layout)."""
+    assert wait_for(lambda: any(_stamp(g) > t for g in list(got["goal"])), 10.0), "no goal after the reset"
+    return next(g for g in list(got["goal"]) if _stamp(g) > t).point
 
 
 def test_topics_and_reset_service(sim):
@@ -61,25 +74,22 @@ def test_topics_and_reset_service(sim):
     assert abs(now - (img.header.stamp.sec + img.header.stamp.nanosec * 1e-9)) < 2.0
     js = got["js"][-1]
     assert js.name[-1] == "gripper" and "right_j0" in js.name and len(js.position) == len(js.name)
-    r1 = _reset(probe, node, 1000)
+    r1, t1 = _reset(probe, node, 1000)
     assert r1.success and "seed=1000" in r1.message and "instruction=" in r1.message
-    time.sleep(0.2)
-    g1 = got["goal"][-1].point
-    r2 = _reset(probe, node, 1001)
+    g1 = _goal_after(got, t1)
+    r2, t2 = _reset(probe, node, 1001)
     assert r2.success
-    time.sleep(0.2)
-    g2 = got["goal"][-1].point
+    g2 = _goal_after(got, t2)
     assert (g1.x, g1.y, g1.z) != (g2.x, g2.y, g2.z), "a different seed must give a different goal"
-    _reset(probe, node, 1000)
-    time.sleep(0.2)
-    g3 = got["goal"][-1].point
+    _, t3 = _reset(probe, node, 1000)
+    g3 = _goal_after(got, t3)
     assert np.allclose([g1.x, g1.y, g1.z], [g3.x, g3.y, g3.z]), "the same seed must give the same layout"
     node.set_parameters([Parameter("task", value="no-such-task")])
-    bad = _reset(probe, node, 1000)
+    bad, _ = _reset(probe, node, 1000)
     assert not bad.success and "no-such-task" in bad.message
 
 
-def test_twist_moves_hand_and_timeout_stops_it(sim):
+def test_twist_moves_hand_and_timeout_stops_it(sim, capfd):
     from geometry_msgs.msg import TwistStamped
     from std_msgs.msg import Float64
 
@@ -106,16 +116,37 @@ def test_twist_moves_hand_and_timeout_stops_it(sim):
     assert moved_steps >= 10, moved_steps
     # each step moves the mocap 0.5 * 0.01 m; the hand lags the mocap a little
     assert 0.3 * 0.005 * moved_steps < dx < 1.5 * 0.005 * moved_steps, (dx, moved_steps)
-    # commands stop -> after command_timeout_s the sim holds still
-    time.sleep(0.5)
+    # commands stop -> once command_timeout_s has passed since the last command the node
+    # processed, it holds still: no env step over the next 10 sim ticks (counted, not slept).
+    # A command DDS delivered late restarts the window (it is a fresh command; the claim is
+    # about ticks with no fresh command).
+    for _ in range(5):
+        assert wait_for(lambda: node.current_action() is None, 10.0), "commands never timed out"
+        cmds, s1, x1, k1 = (node._twist, node._gripper), node.steps, node.state[0], node.ticks
+        assert wait_for(lambda: node.ticks >= k1 + 10, 10.0), "the sim stopped ticking"
+        if node._twist is cmds[0] and node._gripper is cmds[1]:
+            break
+    else:
+        raise AssertionError("commands kept arriving after the publisher stopped")
     assert node.current_action() is None
-    s1, x1 = node.steps, node.state[0]
-    time.sleep(0.5)
-    assert node.steps == s1 and abs(node.state[0] - x1) < 1e-4
-    # a NaN twist is refused: still no motion
-    for _ in range(10):
+    # the cut-off is command_timeout_s (0.2 s here) after the newest command's arrival, on the
+    # node's own receipt time: fresh just before it, none just after
+    newest = max(c[1] for c in cmds if c is not None)
+    assert node.current_action(now=newest + 0.2 - 1e-3) is not None
+    assert node.current_action(now=newest + 0.2 + 1e-3) is None
+    assert node.steps == s1 and abs(node.state[0] - x1) < 1e-4, (node.steps, s1, node.state[0] - x1)
+    # a NaN twist is refused: NaN twists are sent until the node says it ignored one, and on
+    # through 10 more sim ticks: still no step, the state finite
+    err = []
+
+    def send_nan(until):
         m = TwistStamped()
         m.twist.linear.x = float("nan")
         pub.publish(m)
-        time.sleep(1 / 30)
+        err.append(capfd.readouterr().err)
+        return until()
+    assert wait_for(lambda: send_nan(lambda: "non-finite twist ignored" in "".join(err)), 10.0, period=1 / 30), \
+        "the NaN twist was never reported"
+    k2 = node.ticks
+    assert wait_for(lambda: send_nan(lambda: node.ticks >= k2 + 10), 10.0, period=1 / 30)
     assert node.steps == s1 and np.all(np.isfinite(node.state))
