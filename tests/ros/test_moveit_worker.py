@@ -172,8 +172,9 @@ def test_planning_holding_the_gil_never_blocks_ticks_or_estop_and_estop_stops_ex
         # moveit_py was imported only in the worker process, never in command_node's
         assert {e["pid"] for e in events(log, "import")} == {events(log, "init")[0]["pid"]}
         assert proc.pid not in {e["pid"] for e in events(log, "import")}
-        # zero motion: no gripper command, no goal and no execution after the e-stop
-        assert not [t for t in rig.gripper if t > t_estop + 2 * PERIOD]
+        # zero motion: no command after the e-stop (at most the one tick in flight as it latched,
+        # on another writer than the status), no goal and no execution
+        assert len([t for t in rig.gripper if t > t_estop]) <= 1
         assert not [e for e in events(log, "goal") if e["t"] > t_req]
         assert not events(log, "execute_start"), "the plan finished after the e-stop was executed"
         assert [e for e in events(log, "stop_execution") if e["t"] > t_req]
@@ -246,7 +247,7 @@ def test_fault_stops_execution_worker_death_faults_and_start_failure_refuses_con
         t_fault, _, reason = rig.first_status("fault", t_kill)
         assert "moveit_py worker process died (killed by SIGKILL)" in reason, reason
         time.sleep(0.5)
-        assert not [t for t in rig.gripper if t > t_fault + 2 * PERIOD], "commands after the worker died"
+        assert len([t for t in rig.gripper if t > t_fault]) <= 1, "commands after the worker died"
         assert proc.poll() is None, out.text()           # command_node itself carries on, faulted
         # re-arming cannot hide it: activate is refused with the reason
         rig.call(rig.reset, Trigger.Request())
