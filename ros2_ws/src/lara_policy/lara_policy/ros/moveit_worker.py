@@ -261,6 +261,7 @@ class MoveItWorker:
             self._await_ready(start_timeout_s)
         except WorkerError:
             self._kill()
+            self._conn.close()
             raise
         self._rx = threading.Thread(target=self._receive, name="lara_moveit_py_rx", daemon=True)
         self._rx.start()
