@@ -227,7 +227,7 @@ def test_nan_chunk_is_refused_and_motion_stops(harness):
     assert wait_for(lambda: node.state == SafetyStatus.STATE_FAULT and "NaN" in node.reason, 5.0), node.reason
     # the arm side: every twist stamped at or after the fault tick is zero (the rejection holds
     # the node's lock, so no tick that decided to move publishes after it), none is NaN
-    assert_arm_got_zero_after(rig, t_fault - 1e-9, "NaN chunk", allow_in_flight=0)
+    assert_arm_got_zero_after(rig, t_fault, "NaN chunk", allow_in_flight=0)
     assert all(math.isfinite(m.twist.linear.x) for _, m in list(rig.twists))
     assert wait_for(lambda: any(s.state == "fault" and "NaN" in s.reason for s in rig.status), 5.0)
     # the next valid chunk clears the fault (published at a policy's replan rate, as a policy does)
@@ -341,9 +341,8 @@ def test_status_published_at_least_2hz_when_idle(harness):
     # the reason is the missing chunk (a late camera frame on a loaded CI machine may also
     # show up as "stale observation" in some of them: both are faults with zero motion)
     assert any(st.reason == "stale chunk: no chunk received" for st in window), [st.reason for st in window]
-    stamps = [stamp_s(st) for st in window]
-    gaps = np.diff(stamps)
-    assert np.all(gaps >= 0), stamps
+    # sorted: the timer (executor thread) and a change (control thread) may publish in either order
+    gaps = np.diff(sorted(stamp_s(st) for st in window))
     # at least 2 Hz, on the node's own stamps; the median, so one stalled timer cannot fail it
     assert float(np.median(gaps)) <= 0.5, gaps
     assert node._state_machine.current_state[0] == LcState.PRIMARY_STATE_ACTIVE
