@@ -128,11 +128,14 @@ def recorder_episode(out_dir: Path, episode_id: str = "episode_test_0", *, steps
 
 
 def foreign_bag(path: Path, *, storage: str = "mcap", steps: int = 40, seed: int = 1, t0: float = 500.0,
-                episodes: int = 1, image_size: int = 48, compressed: bool = True) -> Path:
+                episodes: int = 1, image_size: int = 48, compressed: bool = True,
+                bad_frames: dict[int, str] | None = None) -> Path:
     """A bag as `ros2 bag record` on someone else's arm would leave it: /wrist_cam/image/compressed
     (CompressedImage, jpeg) or /wrist_cam/image (bgr8), /tcp_pose (PoseStamped), /joint_states
     with finger_joint, /arm/servo/cmd (TwistStamped, m/s), /gripper/cmd (Float64),
-    /episode_marker (std_msgs/String 'start' at every episode start). No project metadata."""
+    /episode_marker (std_msgs/String 'start' at every episode start). No project metadata.
+    bad_frames {step: 'short' | 'size'} (uncompressed only): that step's Image is malformed (data
+    cut short) or of another size (a glitching driver, a stray publisher on the topic)."""
     import cv2
     from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.typesys import Stores, get_typestore
@@ -173,10 +176,12 @@ def foreign_bag(path: Path, *, storage: str = "mcap", steps: int = 40, seed: int
                     msg = M["sensor_msgs/msg/CompressedImage"](header=hdr(t), format="png",
                                                                data=np.frombuffer(enc.tobytes(), np.uint8))
                 else:
-                    bgr = np.ascontiguousarray(rgb[:, :, ::-1])
-                    msg = M["sensor_msgs/msg/Image"](header=hdr(t), height=image_size, width=image_size,
-                                                     encoding="bgr8", is_bigendian=0, step=image_size * 3,
-                                                     data=bgr.reshape(-1))
+                    bad = (bad_frames or {}).get(k, "")
+                    bgr = np.ascontiguousarray(rgb[:, :, ::-1] if bad != "size" else rgb[:20, :30, ::-1])
+                    data = bgr.reshape(-1)[: 100 if bad == "short" else None]
+                    msg = M["sensor_msgs/msg/Image"](header=hdr(t), height=bgr.shape[0], width=bgr.shape[1],
+                                                     encoding="bgr8", is_bigendian=0, step=bgr.shape[1] * 3,
+                                                     data=data)
                 wr.write(c["cam"], ns(t + 0.003), ts.serialize_cdr(msg, cam_type))
                 P = M["geometry_msgs/msg/Pose"](position=M["geometry_msgs/msg/Point"](x=hand[0], y=hand[1], z=hand[2]),
                                                 orientation=M["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=0.0, w=1.0))

@@ -2,6 +2,7 @@
 SIGKILLed recorder episodes, truncated bags) -> the LARA episode store, and bad input -> exit 2."""
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -104,6 +105,29 @@ def test_bare_mcap_file_and_uncompressed_bgr(tmp_path):
     with EpisodeStore(tmp_path / "b.hdf5") as s:
         img = s.episode(0).images["wrist"][0]
         assert tuple(img[24, 24]) == (230, 80, 30)            # bgr8 decoded to RGB
+
+
+def test_malformed_frames_are_skipped_and_counted_not_fatal(tmp_path, capsys):
+    """One bad message (cut short, another size) costs that frame, says so, and the rest of the
+    bag converts; a camera with no good frame at all is still a clear error."""
+    mp = tmp_path / "m.yaml"
+    mp.write_text(FOREIGN_MAPPING.replace("/wrist_cam/image/compressed", "/wrist_cam/image").replace(
+        "image_size: [48, 48]\n", ""))
+    assert "image_size" not in mp.read_text()                 # without resizing, a 30x20 frame is an odd size
+    bag = foreign_bag(tmp_path / "glitchy", compressed=False, bad_frames={5: "short", 9: "size"})
+    out = tmp_path / "g.hdf5"
+    assert convert(bag, "--out", out, "--mapping", mp) == 0
+    said = capsys.readouterr()
+    text = said.out + said.err
+    assert re.search(r"skipped 2 malformed frame\(s\) of \d+ on camera 'wrist'", text) and "too short" in text
+    with EpisodeStore(out) as s:
+        ep = s.episode(0)
+        assert ep.images["wrist"].shape[1:] == (48, 48, 3) and len(ep.actions) >= 38
+        assert "skipped 2 malformed" in ep.extra["conversion_note"]
+    dead = foreign_bag(tmp_path / "dead", compressed=False, bad_frames={k: "short" for k in range(1000)})
+    assert convert(dead, "--out", tmp_path / "d.hdf5", "--mapping", mp) == 2
+    err = _err(capsys)
+    assert "too short" in err and re.search(r"\d+ malformed, none usable", err) and "/wrist_cam/image" in err
 
 
 def test_sigkilled_recorder_episode_converts_from_complete_segments(tmp_path, capsys):

@@ -548,6 +548,7 @@ def read_streams(path: Path, mapping: Mapping, action_free: bool = False) -> Str
             need(mapping.split.topic, "episode split")
 
         cams = {n: ([], []) for n in mapping.cameras}
+        bad_frames: dict[str, list[str]] = {}    # camera -> reasons of the frames skipped
         state = {n: ([], []) for n, _ in mapping.state}
         act_t, act_v, grip, instr, succ, events = [], [], ([], []), ([], []), ([], []), []
         conns = [c for c in reader.connections if c.topic in wanted]
@@ -564,11 +565,11 @@ def read_streams(path: Path, mapping: Mapping, action_free: bool = False) -> Str
                 topic = conn.topic
                 for name, ctopic in mapping.cameras.items():
                     if ctopic == topic:
-                        img = decode_image(msg, conn.msgtype, f"{path}: camera '{name}' ({topic})")
-                        if mapping.image_size is not None:
-                            img = resize(img, mapping.image_size)
-                        cams[name][0].append(t)
-                        cams[name][1].append(img)
+                        img = _camera_frame(msg, conn.msgtype, f"{path}: camera '{name}' ({topic})",
+                                            mapping.image_size, cams[name][1], bad_frames.setdefault(name, []))
+                        if img is not None:
+                            cams[name][0].append(t)
+                            cams[name][1].append(img)
                 for name, spec in mapping.state:
                     if spec.topic == topic:
                         where = f"{path}: state '{name}' ({spec.label()})"
@@ -614,9 +615,16 @@ def read_streams(path: Path, mapping: Mapping, action_free: bool = False) -> Str
         note = opened.note
 
     s = Streams(path=path, topics=topics, action_kind=kind, action_space=action_space)
+    skipped = []
     for name, (t, frames) in cams.items():
+        bad = bad_frames.get(name) or []
+        if not frames and bad:
+            raise ConvertError(f"{bad[0]} (and every other frame of the camera: {len(bad)} malformed, none usable)")
         if not frames:
             raise ConvertError(f"{path}: camera '{name}' topic '{mapping.cameras[name]}' has no messages")
+        if bad:
+            skipped.append(f"skipped {len(bad)} malformed frame(s) of {len(bad) + len(frames)} on camera "
+                           f"'{name}'; first: {bad[0].removeprefix(f'{path}: ')}")
         order = np.argsort(np.asarray(t), kind="stable")
         s.cameras[name] = (np.asarray(t)[order], [frames[i] for i in order])
     for name, (t, v) in state.items():
@@ -644,8 +652,27 @@ def read_streams(path: Path, mapping: Mapping, action_free: bool = False) -> Str
             s.meta = json.loads(meta_path.read_text())
         except json.JSONDecodeError:
             s.meta = {}
-    s.note = note
+    s.note = "; ".join(x for x in (note, *skipped) if x)
     return s
+
+
+def _camera_frame(msg, msgtype: str, where: str, image_size, frames: list, bad: list) -> np.ndarray | None:
+    """One camera frame as RGB, or None (its reason appended to `bad`) when it is malformed (too
+    short, an encoding the nodes reject, undecodable) or, without image_size, another size than
+    the camera's first good frame: one glitching message (a driver hiccup, a stray publisher on
+    the topic) costs that frame, not the whole bag. The caller refuses a camera with no good frame."""
+    try:
+        img = decode_image(msg, msgtype, where)
+    except ConvertError as exc:
+        bad.append(str(exc))
+        return None
+    if image_size is not None:
+        return resize(img, image_size)
+    if frames and img.shape != frames[0].shape:
+        bad.append(f"{where}: frame of {img.shape[1]}x{img.shape[0]} px where the camera's frames are "
+                   f"{frames[0].shape[1]}x{frames[0].shape[0]} (give image_size in a mapping to resize every frame)")
+        return None
+    return img
 
 
 def _action_payload(msg, kind: str, spec: ActionSpec, where: str):
@@ -902,7 +929,7 @@ def bag_episodes(path: Path, mapping: Mapping, action_free: bool = False, trim_i
             if k in s.meta:
                 extra[k] = s.meta[k]
         if s.note:
-            extra["recovered"] = s.note
+            extra["conversion_note"] = s.note
         # `lara bringup` writes "... seed N ..." into the recorder's notes: keep the layout seed, so
         # the seed checks of training / evaluation see it (-1 = unknown)
         m_seed = re.search(r"\bseed (\d+)\b", str(s.meta.get("notes", "")))
