@@ -18,6 +18,10 @@ motion, no motion, shifted in time, another task's chunk, noise)? And does surpr
 transition where the arm was blocked above the one that was executed? ROC-AUC per corruption
 (0.5 = chance), for the shipped score and the candidate scores beside it.
 
+`--invariance` (any checkpoint with a LAM; core/probe_invariance.py) measures distractor invariance:
+the latents of the same transitions rendered clean (--data) and with distractors (--distractor-data),
+relative to the distance between different transitions, and the fraction of identical codes, per task.
+
 Every mode refuses a store holding layouts (seeds) the checkpoint trained on (its
 train_seeds.json): through L_LARA a joint LAM saw those steps' actions, so figures on them
 are training-set figures. `--allow-train-seeds` measures on them anyway, knowingly.
@@ -515,10 +519,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="instead of the action probe: does the LAM dynamics check rank the expert's chunk above "
                            "corrupted ones, and surprise a blocked transition above the executed one? (ROC-AUC; "
                            "joint checkpoints)")
-    parser.add_argument("--limit", type=positive_int, default=256, help="--dynamics-check: held-out steps scored")
+    mode.add_argument("--invariance", action="store_true",
+                      help="instead of the action probe: distractor invariance of the LAM: distance between the "
+                           "latents of the same transition in --data (clean) and --distractor-data (the same "
+                           "episodes rendered with distractors), relative to different transitions, and the "
+                           "fraction of identical codes; per task (any checkpoint with a LAM)")
+    add_list_option(parser, "--distractor-data", metavar="STORE",
+                    help="--invariance: the --data store(s) regenerated with `lara demos ... --distractors LEVEL` "
+                         "(same tasks, --episodes, --seed-start, cameras, image size), paired with --data in order")
+    parser.add_argument("--limit", type=positive_int, default=None,
+                        help="steps scored, sampled: --dynamics-check held-out steps (default 256), --invariance "
+                             "transitions (default 2048)")
     parser.add_argument("--samples", type=positive_int, default=8, help="--dynamics-check: policy samples for 'consensus'")
     add_list_option(parser, "--data", required=True, metavar="STORE",
-                    help="action-labelled episode store(s) with layouts (seeds) the checkpoint never trained on")
+                    help="action-labelled episode store(s) with layouts (seeds) the checkpoint never trained on "
+                         "(--invariance: the clean rendering; labels not needed)")
     parser.add_argument("--allow-train-seeds", action="store_true",
                         help="measure even on a store that overlaps the checkpoint's train_seeds.json (training-set "
                              "figures; refused by default)")
@@ -536,16 +551,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from lara_policy.cli import write_json
-    if (args.alignment or args.dynamics_check) and (args.kind is not None or args.quantized):
-        mode = "--alignment" if args.alignment else "--dynamics-check"
+    if (args.alignment or args.dynamics_check or args.invariance) and (args.kind is not None or args.quantized):
+        mode = "--alignment" if args.alignment else "--dynamics-check" if args.dynamics_check else "--invariance"
         flag = "--kind" if args.kind is not None else "--quantized"
         print(f"lara probe: {flag} applies to the action probe only, not to {mode}", file=sys.stderr)
+        return 2
+    if bool(args.invariance) != bool(args.distractor_data):
+        print("lara probe: --invariance needs --distractor-data STORE (the same episodes rendered with distractors)"
+              if args.invariance else "lara probe: --distractor-data applies to --invariance only", file=sys.stderr)
         return 2
     args.kind = args.kind or "linear"
     torch.set_num_threads(args.threads)
     try:
-        if args.dynamics_check:
-            result = dynamics_check_auc(args.lam, list(args.data), args.limit, args.samples,
+        if args.invariance:
+            from lara_policy.core.probe_invariance import DEFAULT_LIMIT, invariance
+            result = invariance(args.lam, list(args.data), list(args.distractor_data), args.limit or DEFAULT_LIMIT,
+                                allow_train_seeds=args.allow_train_seeds)
+        elif args.dynamics_check:
+            result = dynamics_check_auc(args.lam, list(args.data), args.limit or 256, args.samples,
                                         allow_train_seeds=args.allow_train_seeds)
         elif args.alignment:
             result = alignment(args.lam, list(args.data), args.holdout, allow_train_seeds=args.allow_train_seeds)
@@ -555,7 +578,10 @@ def run(args: argparse.Namespace) -> int:
     except (CheckpointError, StoreError, ValueError) as exc:
         print(f"lara probe: {exc}", file=sys.stderr)
         return 2
-    if args.dynamics_check:
+    if args.invariance:
+        from lara_policy.core.probe_invariance import format_invariance
+        print(format_invariance(result))
+    elif args.dynamics_check:
         print(format_dynamics_check(result))
     elif args.alignment:
         r = result
