@@ -3,6 +3,7 @@
 when finished and resumed from its checkpoint when interrupted."""
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -106,3 +107,72 @@ baseline: variant=dit_only
     log = (lara_run / "train.log").read_text()
     assert "resumed from" in log and "step 2" in log
     assert len(json.loads((out / "summary.json").read_text())["runs"]) == 2
+
+
+def test_probe_steps_run_once_per_checkpoint_and_land_in_the_summary(tmp_path, monkeypatch):
+    """The `probes:` step, orchestration only (the probes themselves are tested in tests/core): the
+    `lara` children are replaced by a fake that writes what train / eval sim / probe would."""
+    from lara_policy.evaluation import experiment as ex
+
+    calls = []
+
+    def fake_lara(argv, log):
+        calls.append(argv)
+        opt = {a: argv[i + 1] for i, a in enumerate(argv[:-1]) if a.startswith("--")}
+        if argv[0] == "train":
+            out = tmp_path / opt["--out"] if not opt["--out"].startswith("/") else Path(opt["--out"])
+            (out / "final").mkdir(parents=True, exist_ok=True)
+            (out / "final" / "config.json").write_text("{}")
+            (out / "train_config.json").write_text(json.dumps({"variant": opt.get("--variant", "lara"),
+                                                               "seed": int(opt.get("--seed", 0)), "steps": 4}))
+        elif argv[0] == "eval":
+            out = Path(opt["--out"])
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "results.json").write_text(json.dumps({
+                "mean_success": 0.5, "per_task": {"reach-v3": {"success_rate": 0.5, "successes": 1, "episodes": 2}},
+                "episodes": [{"task": "reach-v3", "seed": s, "success": s == 1} for s in (0, 1)],
+                "policy": {"model_id": "m"}, "config": {}}))
+        elif argv[0] == "probe":
+            assert Path(opt["--lam"]).name == "final" and "--data" in argv
+            Path(opt["--json"]).write_text(json.dumps({"r2": 0.4, "kind": "linear", "r2_shuffled_control": -0.1,
+                                                       "latent_dims": 3.0, "test_samples": 9}))
+        return 1.0
+
+    monkeypatch.setattr(ex, "_lara", fake_lara)
+    monkeypatch.chdir(tmp_path)
+    spec_text = """
+name: probed
+shared:
+  lam_video: {paradigm: lam-pretrain, data: [d.hdf5], steps: 2}
+train: {paradigm: pretrain, data: [d.hdf5], steps: 4}
+eval: {tasks: reach, episodes: 2}
+grid: {seed: [0, 1], eval.num_candidates: [1, 8]}
+probes:
+  action: {data: [held.hdf5], kind: mlp}
+probe_shared: [lam_video]
+"""
+    spec = _write(tmp_path / "p.yaml", spec_text)
+    assert cli.main(["experiment", "run", str(spec)]) == 0
+    probes = [c for c in calls if c[0] == "probe"]
+    # 2 trainings (the eval axis shares them) + the shared LAM: 3 probes, not 5
+    assert len(probes) == 3 and all(c[c.index("--kind") + 1] == "mlp" for c in probes)
+    assert any("shared/lam_video/final" in c[c.index("--lam") + 1] for c in probes)
+    out = tmp_path / "results" / "probed"
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["runs"]) == 4 and all(r["probes"]["action"]["r2"] == 0.4 for r in summary["runs"])
+    assert summary["shared_probes"]["lam_video"]["action"]["r2"] == 0.4
+    assert "| lam_video | action | R^2 0.400" in (out / "results.md").read_text()
+    # a second sitting probes nothing again; a deleted probe is redone alone
+    calls.clear()
+    (out / "runs" / "seed-1" / "probe_action.json").unlink()
+    assert cli.main(["experiment", "run", str(spec)]) == 0
+    assert [c[0] for c in calls] == ["probe"] and "seed-1/train/final" in calls[0][calls[0].index("--lam") + 1]
+    # --report keeps the probes; specs that cannot work are refused, naming the key
+    assert cli.main(["experiment", "run", str(spec), "--report"]) == 0
+    assert "probes" in json.loads((out / "summary.json").read_text())["runs"][0]
+    for bad, key in (("probe_shared: [nosuch]", "probe_shared"), ("probes: {x: {lam: a}}", "probes.x"),
+                     ("probes: [a]", "probes")):
+        text = spec_text.replace("probe_shared: [lam_video]", "").replace(
+            "probes:\n  action: {data: [held.hdf5], kind: mlp}", bad)
+        with pytest.raises(ExperimentError, match=key):
+            load_spec(_write(tmp_path / "bad.yaml", text))

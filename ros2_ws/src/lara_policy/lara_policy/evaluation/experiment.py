@@ -19,6 +19,17 @@ interrupted training from its last checkpoint, so a grid can span several sittin
 
 Grid axes are `lara train` options (w_lara, align_block, ...) or `lara eval sim` options
 prefixed `eval.` (eval.num_candidates). Argument names are the CLI's with `_` for `-`.
+
+Optional `lara probe` steps on the trained checkpoints (each written once, skipped when its JSON
+exists; runs that differ only in `eval.` axes share them):
+
+    probes:                              # name -> `lara probe` arguments (no --lam / --json)
+      action: {data: [data/held_out.hdf5]}
+      invariance: {invariance: true, data: [data/clean.hdf5], distractor_data: [data/distracted.hdf5]}
+    probe_shared: [lam_video]            # also probe these `shared` checkpoints
+
+Each run's train/final is probed into OUT/runs/<run>/probe_<name>.json (its record's `probes`),
+each listed shared checkpoint into OUT/shared/<name>/probe_<probe>.json (summary's `shared_probes`).
 """
 from __future__ import annotations
 
@@ -37,7 +48,7 @@ import numpy as np
 from lara_policy.errors import LaraError
 
 SPEC_KEYS = {"name", "out", "demos", "shared", "train", "eval", "grid", "overrides", "baseline", "eval_workers",
-             "description"}
+             "description", "probes", "probe_shared"}
 
 
 class ExperimentError(LaraError, ValueError):
@@ -94,6 +105,19 @@ def load_spec(path: str | Path) -> dict:
         axis, _, value = str(base).partition("=")
         if axis not in grid or value not in [str(v) for v in grid[axis]]:
             raise ExperimentError(f"{path}: baseline '{base}' names no grid value (axis=value)")
+    probes = spec.get("probes") or {}
+    if not isinstance(probes, dict) or not all(isinstance(v, dict) and re.fullmatch(r"[A-Za-z0-9_.-]+", str(k))
+                                               for k, v in probes.items()):
+        raise ExperimentError(f"{path}: 'probes' maps a plain name to the `lara probe` arguments of one probe")
+    for k, v in probes.items():
+        if {"lam", "json", "out"} & set(v):
+            raise ExperimentError(f"{path}: probes.{k}: 'lam' and 'json' are set by the runner (the checkpoint, "
+                                  "the run's probe_<name>.json)")
+    for name in spec.get("probe_shared") or []:
+        if name not in (spec.get("shared") or {}):
+            raise ExperimentError(f"{path}: probe_shared '{name}' names no entry of 'shared'")
+    if spec.get("probe_shared") and not probes:
+        raise ExperimentError(f"{path}: 'probe_shared' needs 'probes'")
     spec["_dir"] = str(path.resolve().parent)
     return spec
 
@@ -180,6 +204,29 @@ def train_run(args: dict, out: Path, log: Path, say) -> float:
     return _lara(argv, log)
 
 
+def probe_path(base: Path, name: str) -> Path:
+    return base / f"probe_{name}.json"
+
+
+def probe_argv(args: dict, checkpoint: Path, json_path: Path) -> list[str]:
+    return ["probe", *to_argv({**args, "lam": str(checkpoint), "json": str(json_path)})]
+
+
+def run_probes(spec: dict, checkpoint: Path, base: Path, log: Path, say) -> dict:
+    """The spec's probes on `checkpoint`, each into base/probe_<name>.json unless it exists."""
+    for name, args in (spec.get("probes") or {}).items():
+        path = probe_path(base, name)
+        if not path.exists():
+            say(f"probe {name}")
+            _lara(probe_argv(args, checkpoint, path), log)
+    return read_probes(spec, base)
+
+
+def read_probes(spec: dict, base: Path) -> dict:
+    return {name: json.loads(probe_path(base, name).read_text()) for name in (spec.get("probes") or {})
+            if probe_path(base, name).exists()}
+
+
 def _wall(d: Path) -> float:
     p = d / "wall_s.json"
     return float(json.loads(p.read_text())["wall_s"]) if p.exists() else 0.0
@@ -202,6 +249,11 @@ def run_experiment(spec: dict, out: Path | None = None, only: str = "", workers:
             say(f"shared {name}: lara train {' '.join(to_argv(spec['shared'][name]))} --out {shared_dirs[name]}")
         for r in runs:
             say(f"{r.name}: lara train {' '.join(to_argv(_resolve_refs(r.train, shared_dirs)))}")
+        for name in spec.get("probe_shared") or []:
+            for p, args in spec["probes"].items():
+                say(f"shared {name}: lara {' '.join(probe_argv(args, shared_dirs[name] / 'final', probe_path(shared_dirs[name], p)))}")
+        for p, args in (spec.get("probes") or {}).items():
+            say(f"every run: lara {' '.join(probe_argv(args, Path('runs/<run>/train/final'), Path(f'runs/<run>/probe_{p}.json')))}")
         return []
     out.mkdir(parents=True, exist_ok=True)
     (out / "spec.json").write_text(json.dumps({k: v for k, v in spec.items() if k != "_dir"}, indent=2))
@@ -214,6 +266,9 @@ def run_experiment(spec: dict, out: Path | None = None, only: str = "", workers:
     for name, args in (spec.get("shared") or {}).items():
         say(f"shared {name}: training" if not (shared_dirs[name] / "final").exists() else f"shared {name}: done")
         train_run(_resolve_refs(args, shared_dirs), shared_dirs[name], out / "logs" / f"shared_{name}.log", say)
+        if name in (spec.get("probe_shared") or []):
+            run_probes(spec, shared_dirs[name] / "final", shared_dirs[name], out / "logs" / f"shared_{name}.log",
+                       lambda m: say(f"shared {name}: {m}"))
     records = []
     for k, r in enumerate(runs, 1):
         train_dir, eval_dir = r.dirs(out)
@@ -232,12 +287,15 @@ def run_experiment(spec: dict, out: Path | None = None, only: str = "", workers:
             _add_wall(eval_dir, _lara(["eval", "sim", *to_argv(ev)], eval_dir.parent / f"{eval_dir.name}.log"))
         else:
             say(f"{prefix}: done (skipped)")
-        records.append(run_record(r, out))
+        if spec.get("probes"):
+            run_probes(spec, train_dir / "final", train_dir.parent, train_dir.parent / "probe.log",
+                       lambda m: say(f"{prefix}: {m}"))
+        records.append(run_record(r, out, spec))
         write_summary(spec, out, records)
     return records
 
 
-def run_record(r: Run, out: Path) -> dict:
+def run_record(r: Run, out: Path, spec: dict | None = None) -> dict:
     train_dir, eval_dir = r.dirs(out)
     res = json.loads((eval_dir / "results.json").read_text())
     cfg = json.loads((train_dir / "train_config.json").read_text())
@@ -248,7 +306,8 @@ def run_record(r: Run, out: Path) -> dict:
             "episodes": [[e["task"], e["seed"], bool(e["success"])] for e in res["episodes"]],
             "steps": cfg["steps"], "train_wall_s": round(_wall(train_dir), 1),
             "eval_wall_s": round(_wall(eval_dir), 1), "checkpoint_id": res["policy"].get("model_id", ""),
-            "checkpoint": str(train_dir / "final"), "eval": res["config"]}
+            "checkpoint": str(train_dir / "final"), "eval": res["config"],
+            **({"probes": read_probes(spec, train_dir.parent)} if spec and spec.get("probes") else {})}
 
 
 # ----------------------------------------------------------------------------------------
@@ -327,6 +386,8 @@ def aggregate(spec: dict, records: list[dict]) -> dict:
 def write_summary(spec: dict, out: Path, records: list[dict]) -> dict:
     agg = aggregate(spec, records)
     summary = {"experiment": spec["name"], "runs": records, **agg}
+    if spec.get("probe_shared"):
+        summary["shared_probes"] = {name: read_probes(spec, out / "shared" / name) for name in spec["probe_shared"]}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     (out / "results.md").write_text(markdown(spec, summary))
     try:
@@ -357,7 +418,28 @@ def markdown(spec: dict, summary: dict) -> str:
     for r in summary["runs"]:
         lines.append(f"| {r['run']} | {r['checkpoint_id']} | {r['steps']} | {r['train_wall_s']:.0f} | "
                      f"{r['eval_wall_s']:.0f} | {r['mean_success']:.3f} |")
+    rows = [(name, p, r) for name, probes in (summary.get("shared_probes") or {}).items() for p, r in probes.items()]
+    rows += [(run["run"], p, r) for run in summary["runs"] for p, r in (run.get("probes") or {}).items()]
+    if rows:
+        lines += ["", "| checkpoint | probe | figures (the whole result: probe_<name>.json) |", "|---|---|---|"]
+        lines += [f"| {name} | {p} | {probe_figures(r)} |" for name, p, r in rows]
     return "\n".join(lines) + "\n"
+
+
+def probe_figures(r: dict) -> str:
+    """The headline figures of one `lara probe` result, whatever its mode."""
+    if "overall" in r and "ratio" in r["overall"]:                       # --invariance
+        o = r["overall"]
+        return (f"invariance ratio {o['ratio']:.3f} (L2 {o['ratio_l2']:.3f}); codes identical "
+                f"{o['codes_identical_same']:.3f} vs {o['codes_identical_different']:.3f} different; "
+                f"{r['steps']} transitions")
+    if "r2" in r:                                                         # action probe
+        return (f"R^2 {r['r2']:.3f} ({r['kind']}{', z_q' if r.get('quantized') else ''}; shuffled "
+                f"{r['r2_shuffled_control']:.3f}); latent dims {r['latent_dims']:.2f}; {r['test_samples']} test")
+    if "l_lara" in r:                                                     # --alignment
+        return (f"L_LARA {r['l_lara']:.4f} (shuffled {r['l_lara_shuffled_targets']:.4f}, constant "
+                f"{r['l_lara_constant']:.4f})")
+    return "see the JSON"
 
 
 def plot(summary: dict, path: Path) -> None:
@@ -403,7 +485,7 @@ def run(args: argparse.Namespace) -> int:
     say = (lambda m: print(f"lara experiment: {m}", file=sys.stderr, flush=True))
     if args.report:
         out = Path(args.out or spec.get("out") or Path("results") / spec["name"])
-        records = [run_record(r, out) for r in expand(spec) if (r.dirs(out)[1] / "results.json").exists()]
+        records = [run_record(r, out, spec) for r in expand(spec) if (r.dirs(out)[1] / "results.json").exists()]
         if not records:
             raise ExperimentError(f"{out}: no finished runs to report")
         write_summary(spec, out, records)
