@@ -127,6 +127,7 @@ def test_quiet_seed_and_json_mean_one_thing():
     (["bench", "model", "--repeats", "0"], "--repeats"),
     (["bench", "ros", "--num-candidates", "0"], "--num-candidates"),
     (["bench", "recorder", "--minutes", "0"], "--minutes"),
+    (["experiment", "run", "spec.yaml", "--workers", "0"], "--workers"),
     (["probe", "--lam", "c", "--data", "d", "--holdout", "1"], "--holdout"),
     (["probe", "--lam", "c", "--data", "d", "--alignment", "--dynamics-check"], "--dynamics-check"),
 ])

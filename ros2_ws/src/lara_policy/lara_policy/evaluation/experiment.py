@@ -475,7 +475,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", help="experiment spec (YAML); see experiments/ and docs/RESULTS.md")
     p.add_argument("--out", default="", help="results directory (default: the spec's 'out' or results/<name>)")
     p.add_argument("--only", default="", help="regular expression: run only the runs whose name matches")
-    p.add_argument("--workers", type=int, default=None, help="evaluation worker processes (default: spec's eval_workers or 1)")
+    from lara_policy.errors import positive_int
+    p.add_argument("--workers", type=positive_int, default=None,
+                   help="evaluation worker processes (default: spec's eval_workers or 1)")
     p.add_argument("--dry-run", action="store_true", help="print the runs and their train commands; run nothing")
     p.add_argument("--report", action="store_true", help="only re-aggregate finished runs into summary/results/plot")
 
