@@ -163,15 +163,24 @@ def _run(a: argparse.Namespace) -> int:
         if not wait(lambda: any("recording 2 topics" in ln for ln in rec_log), 60):
             raise RuntimeError("recorder did not start:\n" + "\n".join(rec_log))
 
-        def call(srv_type, name, req):
+        def call(srv_type, name, req, tries: int = 4, per_try_s: float = 30.0):
+            # a response can be lost when the server answers before it has matched the client's
+            # response reader (seen once in CI): ask again instead of waiting forever
             cli = node.create_client(srv_type, name)
             if not cli.wait_for_service(timeout_sec=30):
                 raise RuntimeError(f"{name} not available")
-            fut = cli.call_async(req)
-            rclpy.spin_until_future_complete(node, fut, timeout_sec=120)
-            return fut.result()
+            for _ in range(tries):
+                fut = cli.call_async(req)
+                rclpy.spin_until_future_complete(node, fut, timeout_sec=per_try_s)
+                if fut.done() and fut.result() is not None:
+                    return fut.result()
+                cli.remove_pending_request(fut)
+            raise RuntimeError(f"{name}: no answer in {tries} calls of {per_try_s:.0f} s")
 
         r = call(StartEpisode, "/lara/recorder/start", StartEpisode.Request(instruction="benchmark", task="bench"))
+        already = re.search(r"already recording \((episode_[^)]+)\)", r.message)
+        if not r.success and already:      # an earlier call started it and its answer was lost
+            r.success, r.bag_path = True, str(out / already.group(1))
         if not r.success:
             raise RuntimeError(r.message)
         rss = [(0.0, rss_mb(rec.pid))]

@@ -914,6 +914,10 @@ def main(args=None) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _term)
+    # Ctrl-C must stop this node even when its parent started it with SIGINT ignored (a script's
+    # `cmd &`, nohup from a non-interactive shell: the ignore is inherited, and Python then
+    # installs no KeyboardInterrupt); `ros2 launch` stops nodes with SIGINT.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     node = CommandNode()
     if node.get_parameter("autostart").value:
         node.trigger_configure()
