@@ -255,3 +255,25 @@ def test_autostart_with_bad_limits_does_not_crash_and_ctrl_c_works_unconfigured(
         assert "Traceback" not in out.text(), out.text()
     finally:
         kill(proc, 9)
+
+
+COMMAND_NODE_SIGINT_IGNORED = """
+import signal, sys
+signal.signal(signal.SIGINT, signal.SIG_IGN)     # as a background job of a non-interactive shell
+from lara_policy.ros.command_node import main
+main(["command_node", "--ros-args"] + sys.argv[1:])
+"""
+
+
+def test_ctrl_c_works_when_started_with_sigint_ignored():
+    """A script's `ros2 run ... &` (or nohup from a non-interactive shell) starts the node with
+    SIGINT ignored; `ros2 launch` and an operator stop it with SIGINT: it must still stop."""
+    proc = spawn_python(COMMAND_NODE_SIGINT_IGNORED, "-p", "servo_activation:=none")
+    out = OutputReader(proc)
+    try:
+        assert wait_for(lambda: "waiting for lifecycle transitions" in out.text(), 30.0, period=0.1), out.text()
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=10.0)
+        assert proc.returncode == 0, out.text()
+    finally:
+        kill(proc, 9)
