@@ -143,6 +143,7 @@ def run(a: argparse.Namespace) -> int:
 def _run(a: argparse.Namespace) -> int:
     import rclpy
     from lara_msgs.srv import StartEpisode, StopEpisode
+    from lara_policy.ros.bringup import call_service
     from rosbags.rosbag2 import Reader
 
     frames = int(round(a.minutes * 60 * a.rate))
@@ -163,19 +164,11 @@ def _run(a: argparse.Namespace) -> int:
         if not wait(lambda: any("recording 2 topics" in ln for ln in rec_log), 60):
             raise RuntimeError("recorder did not start:\n" + "\n".join(rec_log))
 
-        def call(srv_type, name, req, tries: int = 4, per_try_s: float = 30.0):
-            # a response can be lost when the server answers before it has matched the client's
-            # response reader (seen once in CI): ask again instead of waiting forever
+        def call(srv_type, name, req):
             cli = node.create_client(srv_type, name)
             if not cli.wait_for_service(timeout_sec=30):
                 raise RuntimeError(f"{name} not available")
-            for _ in range(tries):
-                fut = cli.call_async(req)
-                rclpy.spin_until_future_complete(node, fut, timeout_sec=per_try_s)
-                if fut.done() and fut.result() is not None:
-                    return fut.result()
-                cli.remove_pending_request(fut)
-            raise RuntimeError(f"{name}: no answer in {tries} calls of {per_try_s:.0f} s")
+            return call_service(cli, req, name, timeout=120.0, attempts=4, spin_node=node)
 
         r = call(StartEpisode, "/lara/recorder/start", StartEpisode.Request(instruction="benchmark", task="bench"))
         already = re.search(r"already recording \((episode_[^)]+)\)", r.message)

@@ -180,6 +180,30 @@ class RemotePolicy:
         self._workdir.cleanup()
 
 
+def call_service(cli, request, name: str, *, timeout: float, attempts: int = 2, spin_node=None):
+    """Call a service and wait for its answer, asking again when none comes: a response can be
+    lost when the server answers before DDS has matched the client's response reader (a known
+    ROS 2 race, seen in CI). Each of `attempts` tries waits timeout/attempts seconds. With
+    `spin_node` the wait spins that node (no executor running it); otherwise an executor on
+    another thread must be spinning the client's node. Raises BringupError when nothing answers."""
+    per_try = timeout / attempts
+    for _ in range(attempts):
+        future = cli.call_async(request)
+        if spin_node is not None:
+            import rclpy
+            rclpy.spin_until_future_complete(spin_node, future, timeout_sec=per_try)
+        else:
+            done = threading.Event()
+            future.add_done_callback(lambda _f: done.set())
+            done.wait(per_try)
+        if future.done():
+            if future.exception() is not None:
+                raise BringupError(f"service {name} failed: {future.exception()}")
+            return future.result()
+        cli.remove_pending_request(future)
+    raise BringupError(f"service {name} did not answer within {timeout:g} s ({attempts} tries)")
+
+
 class Graph:
     """The node graph of one config, built in this process and spun on a background thread
     (with `policy_process`, policy_node runs in a child process instead: see RemotePolicy)."""
@@ -266,9 +290,8 @@ class Graph:
 
     # -- helpers ---------------------------------------------------------------------------
     def call(self, srv_type, name: str, request, timeout: float = 30.0, attempts: int = 2):
-        """Call a service from this process. Clients are created once and reused: a client
-        created right before its first call can miss the response while DDS is still
-        matching it (a known ROS 2 race), so an unanswered call is retried once."""
+        """Call a service from this process (the graph's executor thread spins the client).
+        Clients are created once and reused; see call_service for the retry."""
         key = (srv_type, name)
         cli = self._clients.get(key)
         if cli is None:
@@ -276,16 +299,7 @@ class Graph:
             if not cli.wait_for_service(timeout_sec=min(timeout, 10.0)):
                 raise BringupError(f"service {name} not available")
             time.sleep(0.2)
-        for attempt in range(attempts):
-            future = cli.call_async(request)
-            done = threading.Event()
-            future.add_done_callback(lambda _f: done.set())
-            if done.wait(timeout / attempts if attempt == 0 else timeout):
-                if future.exception() is not None:
-                    raise BringupError(f"service {name} failed: {future.exception()}")
-                return future.result()
-            cli.remove_pending_request(future) if hasattr(cli, "remove_pending_request") else None
-        raise BringupError(f"service {name} did not answer within {timeout:.0f} s")
+        return call_service(cli, request, name, timeout=timeout, attempts=attempts)
 
     def configure(self) -> None:
         """Configure command_node (zero motion, not armed)."""
