@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from lara_policy import cli
+from lara_policy.core.configuration import ModelConfig
 from lara_policy.evaluation.experiment import (ExperimentError, expand, hierarchical_bootstrap, load_spec,
                                                to_argv)
 
@@ -122,7 +123,9 @@ def test_probe_steps_run_once_per_checkpoint_and_land_in_the_summary(tmp_path, m
         if argv[0] == "train":
             out = tmp_path / opt["--out"] if not opt["--out"].startswith("/") else Path(opt["--out"])
             (out / "final").mkdir(parents=True, exist_ok=True)
-            (out / "final" / "config.json").write_text("{}")
+            model = ModelConfig(variant=opt.get("--variant", "lara"),
+                                components=["lam"] if opt.get("--paradigm") == "lam-pretrain" else ["vla", "lam"])
+            (out / "final" / "config.json").write_text(json.dumps({"model": model.to_dict()}))
             (out / "train_config.json").write_text(json.dumps({"variant": opt.get("--variant", "lara"),
                                                                "seed": int(opt.get("--seed", 0)), "steps": 4}))
         elif argv[0] == "eval":
@@ -147,6 +150,7 @@ shared:
 train: {paradigm: pretrain, data: [d.hdf5], steps: 4}
 eval: {tasks: reach, episodes: 2}
 grid: {seed: [0, 1], eval.num_candidates: [1, 8]}
+overrides: {seed=1: {variant: dit_only}}
 probes:
   action: {data: [held.hdf5], kind: mlp}
 probe_shared: [lam_video]
@@ -154,19 +158,22 @@ probe_shared: [lam_video]
     spec = _write(tmp_path / "p.yaml", spec_text)
     assert cli.main(["experiment", "run", str(spec)]) == 0
     probes = [c for c in calls if c[0] == "probe"]
-    # 2 trainings (the eval axis shares them) + the shared LAM: 3 probes, not 5
-    assert len(probes) == 3 and all(c[c.index("--kind") + 1] == "mlp" for c in probes)
+    # 2 trainings (the eval axis shares them), one of them dit_only (no LAM), + the shared LAM:
+    # 2 probes, not 5
+    assert len(probes) == 2 and all(c[c.index("--kind") + 1] == "mlp" for c in probes)
+    assert not any("seed-1" in c[c.index("--lam") + 1] for c in probes)
     assert any("shared/lam_video/final" in c[c.index("--lam") + 1] for c in probes)
     out = tmp_path / "results" / "probed"
     summary = json.loads((out / "summary.json").read_text())
-    assert len(summary["runs"]) == 4 and all(r["probes"]["action"]["r2"] == 0.4 for r in summary["runs"])
+    assert len(summary["runs"]) == 4
+    assert [r.get("probes", {}).get("action", {}).get("r2") for r in summary["runs"]] == [0.4, 0.4, None, None]
     assert summary["shared_probes"]["lam_video"]["action"]["r2"] == 0.4
     assert "| lam_video | action | R^2 0.400" in (out / "results.md").read_text()
     # a second sitting probes nothing again; a deleted probe is redone alone
     calls.clear()
-    (out / "runs" / "seed-1" / "probe_action.json").unlink()
+    (out / "runs" / "seed-0" / "probe_action.json").unlink()
     assert cli.main(["experiment", "run", str(spec)]) == 0
-    assert [c[0] for c in calls] == ["probe"] and "seed-1/train/final" in calls[0][calls[0].index("--lam") + 1]
+    assert [c[0] for c in calls] == ["probe"] and "seed-0/train/final" in calls[0][calls[0].index("--lam") + 1]
     # --report keeps the probes; specs that cannot work are refused, naming the key
     assert cli.main(["experiment", "run", str(spec), "--report"]) == 0
     assert "probes" in json.loads((out / "summary.json").read_text())["runs"][0]

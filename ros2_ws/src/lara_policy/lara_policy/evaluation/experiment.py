@@ -28,7 +28,8 @@ exists; runs that differ only in `eval.` axes share them):
       invariance: {invariance: true, data: [data/clean.hdf5], distractor_data: [data/distracted.hdf5]}
     probe_shared: [lam_video]            # also probe these `shared` checkpoints
 
-Each run's train/final is probed into OUT/runs/<run>/probe_<name>.json (its record's `probes`),
+Each run's train/final is probed into OUT/runs/<run>/probe_<name>.json (its record's `probes`;
+runs without a LAM, variant dit_only, are not probed),
 each listed shared checkpoint into OUT/shared/<name>/probe_<probe>.json (summary's `shared_probes`).
 """
 from __future__ import annotations
@@ -212,8 +213,17 @@ def probe_argv(args: dict, checkpoint: Path, json_path: Path) -> list[str]:
     return ["probe", *to_argv({**args, "lam": str(checkpoint), "json": str(json_path)})]
 
 
+def has_lam(checkpoint: Path) -> bool:
+    """Whether a checkpoint carries a LAM to probe (a dit_only VLA does not)."""
+    from lara_policy.core.configuration import ModelConfig
+    return ModelConfig.from_dict(json.loads((checkpoint / "config.json").read_text())["model"]).has_lam
+
+
 def run_probes(spec: dict, checkpoint: Path, base: Path, log: Path, say) -> dict:
-    """The spec's probes on `checkpoint`, each into base/probe_<name>.json unless it exists."""
+    """The spec's probes on `checkpoint`, each into base/probe_<name>.json unless it exists;
+    nothing for a checkpoint without a LAM."""
+    if not has_lam(checkpoint):
+        return {}
     for name, args in (spec.get("probes") or {}).items():
         path = probe_path(base, name)
         if not path.exists():
