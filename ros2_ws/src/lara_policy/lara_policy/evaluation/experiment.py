@@ -263,7 +263,7 @@ def run_experiment(spec: dict, out: Path | None = None, only: str = "", workers:
             for p, args in spec["probes"].items():
                 say(f"shared {name}: lara {' '.join(probe_argv(args, shared_dirs[name] / 'final', probe_path(shared_dirs[name], p)))}")
         for p, args in (spec.get("probes") or {}).items():
-            say(f"every run: lara {' '.join(probe_argv(args, Path('runs/<run>/train/final'), Path(f'runs/<run>/probe_{p}.json')))}")
+            say(f"every run with a LAM: lara {' '.join(probe_argv(args, Path('runs/<run>/train/final'), Path(f'runs/<run>/probe_{p}.json')))}")
         return []
     out.mkdir(parents=True, exist_ok=True)
     (out / "spec.json").write_text(json.dumps({k: v for k, v in spec.items() if k != "_dir"}, indent=2))
