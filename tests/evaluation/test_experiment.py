@@ -168,7 +168,11 @@ probe_shared: [lam_video]
     assert len(summary["runs"]) == 4
     assert [r.get("probes", {}).get("action", {}).get("r2") for r in summary["runs"]] == [0.4, 0.4, None, None]
     assert summary["shared_probes"]["lam_video"]["action"]["r2"] == 0.4
-    assert "| lam_video | action | R^2 0.400" in (out / "results.md").read_text()
+    md = (out / "results.md").read_text()
+    assert "| lam_video | action | R^2 0.400" in md
+    # the per-group probe table: the shared LAM, then the seed-0 runs (two eval axes, one training)
+    assert "| shared lam_video | 0.400 |" in md
+    assert "| eval.num_candidates=1 | 0.400 |" in md
     # a second sitting probes nothing again; a deleted probe is redone alone
     calls.clear()
     (out / "runs" / "seed-0" / "probe_action.json").unlink()

@@ -430,10 +430,52 @@ def markdown(spec: dict, summary: dict) -> str:
                      f"{r['eval_wall_s']:.0f} | {r['mean_success']:.3f} |")
     rows = [(name, p, r) for name, probes in (summary.get("shared_probes") or {}).items() for p, r in probes.items()]
     rows += [(run["run"], p, r) for run in summary["runs"] for p, r in (run.get("probes") or {}).items()]
+    lines += probe_group_table(summary)
     if rows:
         lines += ["", "| checkpoint | probe | figures (the whole result: probe_<name>.json) |", "|---|---|---|"]
         lines += [f"| {name} | {p} | {probe_figures(r)} |" for name, p, r in rows]
     return "\n".join(lines) + "\n"
+
+
+def probe_headline(r: dict) -> tuple[str, float] | None:
+    """(what, value) of one probe result: invariance ratio, action-probe R^2 or L_LARA."""
+    if "overall" in r and "ratio" in r["overall"]:
+        return "invariance ratio (lower: more invariant)", float(r["overall"]["ratio"])
+    if "r2" in r:
+        return "R^2", float(r["r2"])
+    if "l_lara" in r:
+        return "L_LARA", float(r["l_lara"])
+    return None
+
+
+def probe_group_table(summary: dict) -> list[str]:
+    """One row per shared checkpoint and per group of runs, one column per probe: its headline
+    figure (the mean over the group's seeds, then the per-seed values)."""
+    names = list(dict.fromkeys([p for probes in (summary.get("shared_probes") or {}).values() for p in probes]
+                               + [p for run in summary["runs"] for p in (run.get("probes") or {})]))
+    if not names:
+        return []
+    cells: dict[str, dict[str, list[float]]] = {}
+    whats: dict[str, str] = {}
+    for name, probes in (summary.get("shared_probes") or {}).items():
+        for p, r in probes.items():
+            if (h := probe_headline(r)) is not None:
+                whats[p] = h[0]
+                cells.setdefault(f"shared {name}", {}).setdefault(p, []).append(h[1])
+    for run in summary["runs"]:
+        for p, r in (run.get("probes") or {}).items():
+            if (h := probe_headline(r)) is not None:
+                whats[p] = h[0]
+                cells.setdefault(group_key(run), {}).setdefault(p, []).append(h[1])
+    lines = ["", "LAM probes, headline figure per probe (" + "; ".join(f"{p}: {whats.get(p, '?')}" for p in names)
+             + "); groups: mean over seeds [per seed]:", "",
+             "| checkpoint / group | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    for row, per in cells.items():
+        vals = [per.get(p) for p in names]
+        lines.append(f"| {row} | " + " | ".join(
+            "" if not v else (f"{v[0]:.3f}" if len(v) == 1 else
+                              f"{np.mean(v):.3f} [{', '.join(f'{x:.3f}' for x in v)}]") for v in vals) + " |")
+    return lines
 
 
 def probe_figures(r: dict) -> str:
