@@ -428,45 +428,54 @@ def markdown(spec: dict, summary: dict) -> str:
     for r in summary["runs"]:
         lines.append(f"| {r['run']} | {r['checkpoint_id']} | {r['steps']} | {r['train_wall_s']:.0f} | "
                      f"{r['eval_wall_s']:.0f} | {r['mean_success']:.3f} |")
-    rows = [(name, p, r) for name, probes in (summary.get("shared_probes") or {}).items() for p, r in probes.items()]
-    rows += [(run["run"], p, r) for run in summary["runs"] for p, r in (run.get("probes") or {}).items()]
-    lines += probe_group_table(summary)
+    rows = list(probe_results(summary))
     if rows:
+        lines += probe_group_table(rows)
         lines += ["", "| checkpoint | probe | figures (the whole result: probe_<name>.json) |", "|---|---|---|"]
-        lines += [f"| {name} | {p} | {probe_figures(r)} |" for name, p, r in rows]
+        lines += [f"| {name} | {p} | {probe_figures(r)} |" for name, _, p, r in rows]
     return "\n".join(lines) + "\n"
+
+
+def probe_results(summary: dict):
+    """(checkpoint, group, probe, result) for every probe result of a summary: the shared
+    checkpoints first (their own group), then every run (grouped by all axes but the seed)."""
+    for name, probes in (summary.get("shared_probes") or {}).items():
+        for p, r in probes.items():
+            yield name, f"shared {name}", p, r
+    for run in summary["runs"]:
+        for p, r in (run.get("probes") or {}).items():
+            yield run["run"], group_key(run), p, r
+
+
+def probe_kind(r: dict) -> str:
+    """Which `lara probe` mode wrote a result: invariance | action | alignment | other."""
+    if "overall" in r and "ratio" in r["overall"]:
+        return "invariance"
+    return "action" if "r2" in r else "alignment" if "l_lara" in r else "other"
 
 
 def probe_headline(r: dict) -> tuple[str, float] | None:
     """(what, value) of one probe result: invariance ratio, action-probe R^2 or L_LARA."""
-    if "overall" in r and "ratio" in r["overall"]:
+    kind = probe_kind(r)
+    if kind == "invariance":
         return "invariance ratio (lower: more invariant)", float(r["overall"]["ratio"])
-    if "r2" in r:
+    if kind == "action":
         return "R^2", float(r["r2"])
-    if "l_lara" in r:
+    if kind == "alignment":
         return "L_LARA", float(r["l_lara"])
     return None
 
 
-def probe_group_table(summary: dict) -> list[str]:
-    """One row per shared checkpoint and per group of runs, one column per probe: its headline
-    figure (the mean over the group's seeds, then the per-seed values)."""
-    names = list(dict.fromkeys([p for probes in (summary.get("shared_probes") or {}).values() for p in probes]
-                               + [p for run in summary["runs"] for p in (run.get("probes") or {})]))
-    if not names:
-        return []
+def probe_group_table(rows: list[tuple[str, str, str, dict]]) -> list[str]:
+    """One row per group of probe_results, one column per probe: its headline figure (the
+    mean over the group's seeds, then the per-seed values)."""
+    names = list(dict.fromkeys(p for _, _, p, _ in rows))
     cells: dict[str, dict[str, list[float]]] = {}
     whats: dict[str, str] = {}
-    for name, probes in (summary.get("shared_probes") or {}).items():
-        for p, r in probes.items():
-            if (h := probe_headline(r)) is not None:
-                whats[p] = h[0]
-                cells.setdefault(f"shared {name}", {}).setdefault(p, []).append(h[1])
-    for run in summary["runs"]:
-        for p, r in (run.get("probes") or {}).items():
-            if (h := probe_headline(r)) is not None:
-                whats[p] = h[0]
-                cells.setdefault(group_key(run), {}).setdefault(p, []).append(h[1])
+    for _, group, p, r in rows:
+        if (h := probe_headline(r)) is not None:
+            whats[p] = h[0]
+            cells.setdefault(group, {}).setdefault(p, []).append(h[1])
     lines = ["", "LAM probes, headline figure per probe (" + "; ".join(f"{p}: {whats.get(p, '?')}" for p in names)
              + "); groups: mean over seeds [per seed]:", "",
              "| checkpoint / group | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
@@ -480,15 +489,16 @@ def probe_group_table(summary: dict) -> list[str]:
 
 def probe_figures(r: dict) -> str:
     """The headline figures of one `lara probe` result, whatever its mode."""
-    if "overall" in r and "ratio" in r["overall"]:                       # --invariance
+    kind = probe_kind(r)
+    if kind == "invariance":
         o = r["overall"]
         return (f"invariance ratio {o['ratio']:.3f} (L2 {o['ratio_l2']:.3f}); codes identical "
                 f"{o['codes_identical_same']:.3f} vs {o['codes_identical_different']:.3f} different; "
                 f"{r['steps']} transitions")
-    if "r2" in r:                                                         # action probe
+    if kind == "action":
         return (f"R^2 {r['r2']:.3f} ({r['kind']}{', z_q' if r.get('quantized') else ''}; shuffled "
                 f"{r['r2_shuffled_control']:.3f}); latent dims {r['latent_dims']:.2f}; {r['test_samples']} test")
-    if "l_lara" in r:                                                     # --alignment
+    if kind == "alignment":
         return (f"L_LARA {r['l_lara']:.4f} (shuffled {r['l_lara_shuffled_targets']:.4f}, constant "
                 f"{r['l_lara_constant']:.4f})")
     return "see the JSON"
