@@ -79,10 +79,11 @@ class Feeder:
         self.pose_pub = self.n.create_publisher(PoseStamped, "/lara/ee_pose", 10)
         self.chunk_pub = self.n.create_publisher(ActionChunk, "/lara/action_chunk", 10)
         self.gripper: list[float] = []
-        self.status: list[tuple[float, str, str]] = []
+        self.status: list[tuple[float, str, str, float]] = []   # (arrival, state, reason, node stamp)
         self.n.create_subscription(Float64, "/lara/gripper_command", lambda m: self.gripper.append(time.time()), 100)
         self.n.create_subscription(SafetyStatus, "/lara/safety_status",
-                                   lambda m: self.status.append((time.time(), m.state, m.reason)), 100)
+                                   lambda m: self.status.append((time.time(), m.state, m.reason,
+                                                                  m.header.stamp.sec + m.header.stamp.nanosec * 1e-9)), 100)
         self.estop = self.n.create_client(Trigger, "/lara/estop")
         self.reset = self.n.create_client(Trigger, "/lara/estop_reset")
         self.lifecycle = self.n.create_client(ChangeState, "/command_node/change_state")
@@ -115,7 +116,7 @@ class Feeder:
         assert fut.done(), f"{client.srv_name} did not answer"
         return fut.result(), t_req, time.time()
 
-    def first_status(self, state: str, after: float) -> tuple[float, str, str] | None:
+    def first_status(self, state: str, after: float) -> tuple[float, str, str, float] | None:
         return next((s for s in list(self.status) if s[1] == state and s[0] >= after), None)
 
     def rearm(self):
@@ -150,7 +151,7 @@ def test_planning_holding_the_gil_never_blocks_ticks_or_estop_and_estop_stops_ex
         resp, t_req, t_resp = rig.call(rig.estop, Trigger.Request())
         assert resp.success
         assert wait_for(lambda: rig.first_status("estop", t_req), 2.0, period=0.005)
-        t_estop = rig.first_status("estop", t_req)[0]
+        t_estop, t_latched = rig.first_status("estop", t_req)[0], rig.first_status("estop", t_req)[3]
         assert wait_for(lambda: events(log, "plan_end"), 5.0), out.text()
         plan_end = events(log, "plan_end")[0]
         time.sleep(0.5)
@@ -161,11 +162,16 @@ def test_planning_holding_the_gil_never_blocks_ticks_or_estop_and_estop_stops_ex
         n, gap = _gaps(rig.gripper, plan_start + 0.1, t_req)
         expected = (t_req - plan_start - 0.1) * RATE
         print(f"during the plan: {n} commands in {t_req - plan_start - 0.1:.2f} s (expected ~{expected:.0f}), "
-              f"largest gap {gap * 1e3:.0f} ms; e-stop answered in {(t_resp - t_req) * 1e3:.1f} ms, "
-              f"ESTOP status after {(t_estop - t_req) * 1e3:.1f} ms")
+              f"largest gap {gap * 1e3:.0f} ms; e-stop latched {(t_latched - t_req) * 1e3:.1f} ms after the request "
+              f"(node's stamp), answer received after {(t_resp - t_req) * 1e3:.1f} ms, ESTOP status after "
+              f"{(t_estop - t_req) * 1e3:.1f} ms (this process's clock)")
         assert n >= 0.7 * expected and gap <= 3 * PERIOD, (n, expected, gap)
-        # the e-stop latched within 3 control periods although the worker was planning
-        assert max(t_resp, t_estop) - t_req <= 3 * PERIOD, (t_resp - t_req, t_estop - t_req)
+        # the e-stop latched within 3 control periods although the worker was planning, judged on
+        # the node's own stamp (when this test process itself gets the answer depends on how busy
+        # the machine is: a shared 2-core CI runner delayed it by 0.3 s once) ...
+        assert t_latched - t_req <= 3 * PERIOD, (t_latched - t_req, t_resp - t_req, t_estop - t_req)
+        # ... and the answer did not wait for the plan, which held the worker's GIL until plan_end
+        assert t_resp < plan_end["t"] and t_estop < plan_end["t"], (t_resp - t_req, t_estop - t_req, plan_end)
         # the MoveIt config reached MoveItPy in the worker (pickled across the spawn)
         assert events(log, "init")[0]["config_keys"] == ["planning_pipelines", "robot_description"]
         assert events(log, "init")[0]["node_name"] == "lara_moveit_py"
