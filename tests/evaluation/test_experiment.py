@@ -110,14 +110,11 @@ baseline: variant=dit_only
     assert len(json.loads((out / "summary.json").read_text())["runs"]) == 2
 
 
-def test_probe_steps_run_once_per_checkpoint_and_land_in_the_summary(tmp_path, monkeypatch):
-    """The `probes:` step, orchestration only (the probes themselves are tested in tests/core): the
-    `lara` children are replaced by a fake that writes what train / eval sim / probe would."""
-    from lara_policy.evaluation import experiment as ex
+def _fake_lara(tmp_path, calls):
+    """A stand-in for the `lara` child processes that writes what train / eval sim / probe would
+    (orchestration tests only; the real children run in test_tiny_grid_runs_skips_and_resumes)."""
 
-    calls = []
-
-    def fake_lara(argv, log):
+    def fake_lara(argv, log, wall=None):
         calls.append(argv)
         opt = {a: argv[i + 1] for i, a in enumerate(argv[:-1]) if a.startswith("--")}
         if argv[0] == "train":
@@ -139,7 +136,17 @@ def test_probe_steps_run_once_per_checkpoint_and_land_in_the_summary(tmp_path, m
             assert Path(opt["--lam"]).name == "final" and "--data" in argv
             Path(opt["--json"]).write_text(json.dumps({"r2": 0.4, "kind": "linear", "r2_shuffled_control": -0.1,
                                                        "latent_dims": 3.0, "test_samples": 9}))
-        return 1.0
+
+    return fake_lara
+
+
+def test_probe_steps_run_once_per_checkpoint_and_land_in_the_summary(tmp_path, monkeypatch):
+    """The `probes:` step, orchestration only (the probes themselves are tested in tests/core): the
+    `lara` children are replaced by a fake that writes what train / eval sim / probe would."""
+    from lara_policy.evaluation import experiment as ex
+
+    calls = []
+    fake_lara = _fake_lara(tmp_path, calls)
 
     monkeypatch.setattr(ex, "_lara", fake_lara)
     monkeypatch.chdir(tmp_path)
@@ -187,3 +194,51 @@ probe_shared: [lam_video]
             "probes:\n  action: {data: [held.hdf5], kind: mlp}", bad)
         with pytest.raises(ExperimentError, match=key):
             load_spec(_write(tmp_path / "bad.yaml", text))
+
+
+def test_two_only_sittings_each_leave_a_summary_of_every_finished_run(tmp_path, monkeypatch):
+    """Two runner processes with different --only (one per core) used to overwrite each other's
+    summary with their own runs alone."""
+    from lara_policy.evaluation import experiment as ex
+    monkeypatch.setattr(ex, "_lara", _fake_lara(tmp_path, []))
+    monkeypatch.chdir(tmp_path)
+    spec = _write(tmp_path / "s.yaml", """
+name: split
+train: {paradigm: pretrain, data: [d.hdf5], steps: 4}
+eval: {tasks: reach, episodes: 2}
+grid: {seed: [0, 1]}
+""")
+    assert cli.main(["experiment", "run", str(spec), "--only", "seed-1"]) == 0
+    out = tmp_path / "results" / "split"
+    assert [r["run"] for r in json.loads((out / "summary.json").read_text())["runs"]] == ["seed-1"]
+    assert cli.main(["experiment", "run", str(spec), "--only", "seed-0"]) == 0
+    assert [r["run"] for r in json.loads((out / "summary.json").read_text())["runs"]] == ["seed-0", "seed-1"]
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_a_childs_wall_time_is_recorded_while_it_runs(tmp_path, monkeypatch):
+    """A sitting killed part-way keeps the time its training had spent (the runner used to add it
+    only when the child finished)."""
+    import sys
+    import threading
+    import time
+    from lara_policy.evaluation import experiment as ex
+    monkeypatch.setattr(ex, "LARA_CMD", [sys.executable, "-c", "import time; time.sleep(1.0)"])
+    monkeypatch.setattr(ex, "WALL_FLUSH_S", 0.05)
+    wall = tmp_path / "run"
+    (wall / "wall_s.json").parent.mkdir()
+    (wall / "wall_s.json").write_text(json.dumps({"wall_s": 10.0}))    # an earlier sitting's time
+    t = threading.Thread(target=ex._lara, args=(["train"], tmp_path / "train.log"), kwargs={"wall": wall})
+    t.start()
+    seen = []
+    while t.is_alive():
+        seen.append(json.loads((wall / "wall_s.json").read_text())["wall_s"])
+        time.sleep(0.02)
+    t.join()
+    final = json.loads((wall / "wall_s.json").read_text())["wall_s"]
+    assert any(10.0 < v < final for v in seen), seen       # grew while the child ran
+    assert 10.9 <= final < 13.0, final
+    # a failing child raises with its exit status and the log's path
+    monkeypatch.setattr(ex, "LARA_CMD", [sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"])
+    with pytest.raises(ExperimentError, match=r"exit 3\); log .*bad.log:\n(.|\n)*boom"):
+        ex._lara(["train"], tmp_path / "bad.log")

@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import re
 import subprocess
 import sys
@@ -166,19 +167,36 @@ def to_argv(args: dict) -> list[str]:
 # Running
 
 
-def _lara(argv: list[str], log: Path) -> float:
+LARA_CMD = [sys.executable, "-m", "lara_policy.cli"]
+WALL_FLUSH_S = 30.0
+
+
+def _lara(argv: list[str], log: Path, wall: Path | None = None) -> None:
     """Run one `lara` command in a child process (its own torch threads, no state leaks), output
-    appended to `log`; returns its wall time; a failure raises with the log's tail."""
+    appended to `log`; a failure raises with the log's tail. With `wall` (a run's folder) the
+    child's wall time is added to wall/wall_s.json every WALL_FLUSH_S while it runs, so a sitting
+    killed part-way still counts the time it spent."""
     log.parent.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
     with open(log, "a") as f:
         f.write(f"$ lara {' '.join(argv)}\n")
         f.flush()
-        rc = subprocess.call([sys.executable, "-m", "lara_policy.cli", *argv], stdout=f, stderr=subprocess.STDOUT)
+        with subprocess.Popen([*LARA_CMD, *argv], stdout=f, stderr=subprocess.STDOUT) as proc:
+            last, rc = time.perf_counter(), None
+            while rc is None:
+                try:
+                    rc = proc.wait(timeout=WALL_FLUSH_S)
+                except subprocess.TimeoutExpired:
+                    pass
+                except BaseException:      # Ctrl-C / SIGTERM of the runner: the child goes too
+                    proc.kill()
+                    raise
+                now = time.perf_counter()
+                if wall is not None:
+                    _add_wall(wall, now - last)
+                last = now
     if rc != 0:
         tail = "".join(log.read_text().splitlines(keepends=True)[-15:])
         raise ExperimentError(f"`lara {argv[0]}` failed (exit {rc}); log {log}:\n{tail}")
-    return time.perf_counter() - t0
 
 
 def _resolve_refs(args: dict, shared_dirs: dict) -> dict:
@@ -192,17 +210,17 @@ def _resolve_refs(args: dict, shared_dirs: dict) -> dict:
     return out
 
 
-def train_run(args: dict, out: Path, log: Path, say) -> float:
-    """Train into `out` unless its final checkpoint exists; resume from the last checkpoint.
-    Returns the wall time spent now (0 when already finished)."""
+def train_run(args: dict, out: Path, log: Path, say) -> None:
+    """Train into `out` unless its final checkpoint exists; resume from the last checkpoint. The
+    wall time of every sitting adds up in out/wall_s.json."""
     if (out / "final" / "config.json").exists():
-        return 0.0
+        return
     argv = ["train", *to_argv({**args, "out": str(out), "quiet": True})]
     latest = out / "checkpoints" / "latest.json"
     if latest.exists():
         say(f"resuming from {json.loads(latest.read_text())['path']}")
         argv.append("--resume")
-    return _lara(argv, log)
+    _lara(argv, log, wall=out)
 
 
 def probe_path(base: Path, name: str) -> Path:
@@ -244,7 +262,7 @@ def _wall(d: Path) -> float:
 
 def _add_wall(d: Path, seconds: float) -> None:
     d.mkdir(parents=True, exist_ok=True)
-    (d / "wall_s.json").write_text(json.dumps({"wall_s": _wall(d) + seconds}))
+    _write_atomic(d / "wall_s.json", json.dumps({"wall_s": _wall(d) + seconds}))
 
 
 def run_experiment(spec: dict, out: Path | None = None, only: str = "", workers: int | None = None,
@@ -287,22 +305,28 @@ def run_experiment(spec: dict, out: Path | None = None, only: str = "", workers:
             train_args = _resolve_refs(r.train, shared_dirs)
             if not (train_dir / "final" / "config.json").exists():
                 say(f"{prefix}: training")
-            _add_wall(train_dir, train_run(train_args, train_dir, train_dir.parent / "train.log",
-                                           lambda m: say(f"{prefix}: {m}")))
+            train_run(train_args, train_dir, train_dir.parent / "train.log", lambda m: say(f"{prefix}: {m}"))
             say(f"{prefix}: evaluating")
             ev = {**r.eval, "policy": str(train_dir / "final"), "out": str(eval_dir),
                   "train_store": list(train_args.get("data") or []), "quiet": True,
                   "workers": workers or spec.get("eval_workers") or r.eval.get("workers") or 1}
             ev.setdefault("videos", 0)
-            _add_wall(eval_dir, _lara(["eval", "sim", *to_argv(ev)], eval_dir.parent / f"{eval_dir.name}.log"))
+            _lara(["eval", "sim", *to_argv(ev)], eval_dir.parent / f"{eval_dir.name}.log", wall=eval_dir)
         else:
             say(f"{prefix}: done (skipped)")
         if spec.get("probes"):
             run_probes(spec, train_dir / "final", train_dir.parent, train_dir.parent / "probe.log",
                        lambda m: say(f"{prefix}: {m}"))
         records.append(run_record(r, out, spec))
-        write_summary(spec, out, records)
+        # every finished run of the spec, not only this sitting's `--only` subset: two runner
+        # processes filling two cores each leave a complete summary
+        write_summary(spec, out, finished_records(spec, out))
     return records
+
+
+def finished_records(spec: dict, out: Path) -> list[dict]:
+    """The records of every run of the spec whose evaluation has finished, in grid order."""
+    return [run_record(r, out, spec) for r in expand(spec) if (r.dirs(out)[1] / "results.json").exists()]
 
 
 def run_record(r: Run, out: Path, spec: dict | None = None) -> dict:
@@ -398,13 +422,20 @@ def write_summary(spec: dict, out: Path, records: list[dict]) -> dict:
     summary = {"experiment": spec["name"], "runs": records, **agg}
     if spec.get("probe_shared"):
         summary["shared_probes"] = {name: read_probes(spec, out / "shared" / name) for name in spec["probe_shared"]}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    (out / "results.md").write_text(markdown(spec, summary))
+    _write_atomic(out / "summary.json", json.dumps(summary, indent=2))
+    _write_atomic(out / "results.md", markdown(spec, summary))
     try:
         plot(summary, out / "success.png")
     except Exception as exc:          # a plot is a convenience; the numbers are in summary.json
         print(f"lara experiment: plot skipped ({exc})", file=sys.stderr)
     return summary
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """A reader (or a second runner) never sees a half-written file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def markdown(spec: dict, summary: dict) -> str:
@@ -549,7 +580,7 @@ def run(args: argparse.Namespace) -> int:
     say = (lambda m: print(f"lara experiment: {m}", file=sys.stderr, flush=True))
     if args.report:
         out = Path(args.out or spec.get("out") or Path("results") / spec["name"])
-        records = [run_record(r, out, spec) for r in expand(spec) if (r.dirs(out)[1] / "results.json").exists()]
+        records = finished_records(spec, out)
         if not records:
             raise ExperimentError(f"{out}: no finished runs to report")
         write_summary(spec, out, records)
