@@ -130,7 +130,8 @@ def _fake_lara(tmp_path, calls):
             out.mkdir(parents=True, exist_ok=True)
             (out / "results.json").write_text(json.dumps({
                 "mean_success": 0.5, "per_task": {"reach-v3": {"success_rate": 0.5, "successes": 1, "episodes": 2}},
-                "episodes": [{"task": "reach-v3", "seed": s, "success": s == 1} for s in (0, 1)],
+                "episodes": [{"task": "reach-v3", "seed": s, "success": s == 1 or opt.get("--num-candidates") == "8"}
+                             for s in (0, 1)],
                 "policy": {"model_id": "m"}, "config": {}}))
         elif argv[0] == "probe":
             assert Path(opt["--lam"]).name == "final" and "--data" in argv
@@ -242,3 +243,29 @@ def test_a_childs_wall_time_is_recorded_while_it_runs(tmp_path, monkeypatch):
     monkeypatch.setattr(ex, "LARA_CMD", [sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"])
     with pytest.raises(ExperimentError, match=r"exit 3\); log .*bad.log:\n(.|\n)*boom"):
         ex._lara(["train"], tmp_path / "bad.log")
+
+
+def test_a_list_of_baselines_gives_one_set_of_paired_differences_each(tmp_path, monkeypatch):
+    """ablations.yaml pairs every configuration with the default recipe AND the dynamics check
+    (N=8) with N=1 on the same weights."""
+    from lara_policy.evaluation import experiment as ex
+    monkeypatch.setattr(ex, "_lara", _fake_lara(tmp_path, []))   # its N=8 evaluation solves both layouts
+    monkeypatch.chdir(tmp_path)
+    text = """
+name: twobase
+train: {paradigm: pretrain, data: [d.hdf5], steps: 4}
+eval: {tasks: reach, episodes: 2}
+grid: {seed: [0, 1], name: [default, other], eval.num_candidates: [1, 8]}
+baseline: [name=default, eval.num_candidates=1]
+"""
+    assert cli.main(["experiment", "run", str(_write(tmp_path / "b.yaml", text))]) == 0
+    diffs = json.loads((tmp_path / "results" / "twobase" / "summary.json").read_text())["paired_differences"]
+    assert set(diffs) == {"name=other,eval.num_candidates=1 - name=default",
+                          "name=other,eval.num_candidates=8 - name=default",
+                          "name=default,eval.num_candidates=8 - eval.num_candidates=1",
+                          "name=other,eval.num_candidates=8 - eval.num_candidates=1"}
+    assert diffs["name=other,eval.num_candidates=8 - eval.num_candidates=1"]["mean"] == pytest.approx(0.5)
+    assert diffs["name=other,eval.num_candidates=8 - eval.num_candidates=1"]["pairs"] == 2
+    assert diffs["name=other,eval.num_candidates=1 - name=default"]["mean"] == 0.0
+    with pytest.raises(ExperimentError, match="baseline 'eval.num_candidates=4'"):
+        load_spec(_write(tmp_path / "bad.yaml", text.replace("eval.num_candidates=1]", "eval.num_candidates=4]")))

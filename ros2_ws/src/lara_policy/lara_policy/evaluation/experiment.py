@@ -16,6 +16,7 @@ interrupted training from its last checkpoint, so a grid can span several sittin
     grid: {variant: [dit_only, frozen_lam, lara], seed: [0, 1, 2]}
     overrides: {"variant=frozen_lam": {lam: "@lam_video"}}    # train args for runs with that value
     baseline: "variant=dit_only"         # paired differences against the runs with this value
+                                         # (or a list: one set of differences per axis=value)
 
 Grid axes are `lara train` options (w_lara, align_block, ...) or `lara eval sim` options
 prefixed `eval.` (eval.num_candidates). Argument names are the CLI's with `_` for `-`.
@@ -102,9 +103,8 @@ def load_spec(path: str | Path) -> dict:
         axis, _, value = key.partition("=")
         if axis not in grid or value not in [str(v) for v in grid[axis]]:
             raise ExperimentError(f"{path}: override '{key}' names no grid value (axis=value)")
-    base = spec.get("baseline")
-    if base is not None:
-        axis, _, value = str(base).partition("=")
+    for base in baselines(spec):
+        axis, _, value = base.partition("=")
         if axis not in grid or value not in [str(v) for v in grid[axis]]:
             raise ExperimentError(f"{path}: baseline '{base}' names no grid value (axis=value)")
     probes = spec.get("probes") or {}
@@ -122,6 +122,12 @@ def load_spec(path: str | Path) -> dict:
         raise ExperimentError(f"{path}: 'probe_shared' needs 'probes'")
     spec["_dir"] = str(path.resolve().parent)
     return spec
+
+
+def baselines(spec: dict) -> list[str]:
+    """The spec's `baseline`, one "axis=value" or a list of them, as a list."""
+    base = spec.get("baseline")
+    return [] if base is None else [str(b) for b in (base if isinstance(base, list) else [base])]
 
 
 def run_name(axes: dict) -> str:
@@ -395,9 +401,8 @@ def aggregate(spec: dict, records: list[dict]) -> dict:
                                                       if t in r["per_task"]])) for t in tasks},
                        "train_wall_s": float(sum(r["train_wall_s"] for r in recs))}
     diffs = {}
-    base = spec.get("baseline")
-    if base:
-        axis, _, value = str(base).partition("=")
+    for base in baselines(spec):
+        axis, _, value = base.partition("=")
         for name, recs in groups.items():
             other = {k: v for k, v in recs[0]["axes"].items() if k not in ("seed", axis)}
             if str(recs[0]["axes"].get(axis)) == value:
