@@ -151,7 +151,7 @@ def test_planning_holding_the_gil_never_blocks_ticks_or_estop_and_estop_stops_ex
         resp, t_req, t_resp = rig.call(rig.estop, Trigger.Request())
         assert resp.success
         assert wait_for(lambda: rig.first_status("estop", t_req), 2.0, period=0.005)
-        t_estop, t_latched = rig.first_status("estop", t_req)[0], rig.first_status("estop", t_req)[3]
+        t_estop, _, _, t_latched = rig.first_status("estop", t_req)
         assert wait_for(lambda: events(log, "plan_end"), 5.0), out.text()
         plan_end = events(log, "plan_end")[0]
         time.sleep(0.5)
@@ -237,7 +237,7 @@ def test_fault_stops_execution_worker_death_faults_and_start_failure_refuses_con
         t_pause = time.time()
         rig.chunks_on = False
         assert wait_for(lambda: rig.first_status("fault", t_pause), 5.0), rig.status[-3:]
-        t_fault, _, why = rig.first_status("fault", t_pause)
+        t_fault, _, why, _ = rig.first_status("fault", t_pause)
         assert why.startswith("stale chunk"), why
         assert wait_for(lambda: events(log, "execute_end"), 3.0), events(log)[-3:]
         stops = [e for e in events(log, "stop_execution") if e["executing"]]
@@ -250,7 +250,7 @@ def test_fault_stops_execution_worker_death_faults_and_start_failure_refuses_con
         t_kill = time.time()
         os.kill(worker, signal.SIGKILL)
         assert wait_for(lambda: rig.first_status("fault", t_kill), 3.0, period=0.01), rig.status[-3:]
-        t_fault, _, reason = rig.first_status("fault", t_kill)
+        t_fault, _, reason, _ = rig.first_status("fault", t_kill)
         assert "moveit_py worker process died (killed by SIGKILL)" in reason, reason
         time.sleep(0.5)
         assert len([t for t in rig.gripper if t > t_fault]) <= 1, "commands after the worker died"
