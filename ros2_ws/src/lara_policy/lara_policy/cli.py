@@ -22,12 +22,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import re
 import sys
 from pathlib import Path
 
-from lara_policy import __version__
+from lara_policy import __version__, fileio
 from lara_policy.errors import LaraError
 
 # name -> (module, one-line help). Two-word names ("bench model") are nested commands.
@@ -167,10 +166,7 @@ def write_json(path: str | Path, data) -> Path:
     """`--json FILE` (and JSON `--out` files): parent folders created, written in one piece."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(path)
-    return path
+    return fileio.write_json(path, data)
 
 
 def _usage() -> str:

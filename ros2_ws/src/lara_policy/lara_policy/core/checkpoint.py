@@ -15,8 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +31,7 @@ VERSION = 1
 
 
 from lara_policy.errors import LaraError  # noqa: E402  (one error base for the CLI)
+from lara_policy.fileio import temp_path, write_json  # noqa: E402
 
 
 class CheckpointError(LaraError, RuntimeError):
@@ -47,12 +46,6 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _write_json(path: Path, data) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False))
-    os.replace(tmp, path)
-
-
 def save_checkpoint(path: str | Path, model: torch.nn.Module, config: ModelConfig, *,
                     stats: NormStats | None = None, instructions: list[str] | None = None,
                     text: tuple[np.ndarray, np.ndarray] | None = None, train_config: dict | None = None,
@@ -61,12 +54,12 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, config: ModelConfi
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tmp = path / "model.safetensors.tmp"
+    tmp = temp_path(path / "model.safetensors")
     save_file(weights, str(tmp))
     os.replace(tmp, path / "model.safetensors")
     digest = file_sha256(path / "model.safetensors")
     if stats is not None:
-        _write_json(path / "stats.json", stats.to_dict())
+        write_json(path / "stats.json", stats.to_dict())
     if text is not None:
         save_numpy({"embeddings": np.ascontiguousarray(text[0], np.float32),
                     "mask": np.ascontiguousarray(text[1]).astype(np.uint8)}, str(path / "text.safetensors"))
@@ -81,8 +74,8 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, config: ModelConfi
         "state_dim": v.state_dim, "state_names": config.state_names,
         "instructions": list(instructions or []), "step": step, **(extra or {}),
     }
-    _write_json(path / "meta.json", meta)
-    _write_json(path / "config.json", {"format": FORMAT, "version": VERSION, "model": config.to_dict(),
+    write_json(path / "meta.json", meta)
+    write_json(path / "config.json", {"format": FORMAT, "version": VERSION, "model": config.to_dict(),
                                        "train": train_config, "step": step})
     return path
 
@@ -221,7 +214,7 @@ def _save_optimizer(path: Path, optimizer: torch.optim.Optimizer) -> None:
             else:
                 scalars[f"{pid}.{k}"] = v
     save_file(tensors, str(path / "optimizer.safetensors"))
-    _write_json(path / "optimizer.json", {"param_groups": sd["param_groups"], "scalars": scalars})
+    write_json(path / "optimizer.json", {"param_groups": sd["param_groups"], "scalars": scalars})
 
 
 def load_optimizer(path: str | Path, optimizer: torch.optim.Optimizer) -> bool:

@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
 import re
 import subprocess
 import sys
@@ -49,6 +48,7 @@ from pathlib import Path
 import numpy as np
 
 from lara_policy.errors import LaraError
+from lara_policy.fileio import write_atomic, write_json
 
 SPEC_KEYS = {"name", "out", "demos", "shared", "train", "eval", "grid", "overrides", "baseline", "eval_workers",
              "description", "probes", "probe_shared"}
@@ -268,11 +268,13 @@ def _wall(d: Path) -> float:
 
 def _add_wall(d: Path, seconds: float) -> None:
     d.mkdir(parents=True, exist_ok=True)
-    _write_atomic(d / "wall_s.json", json.dumps({"wall_s": _wall(d) + seconds}))
+    write_json(d / "wall_s.json", {"wall_s": _wall(d) + seconds})
 
 
 def run_experiment(spec: dict, out: Path | None = None, only: str = "", workers: int | None = None,
                    dry_run: bool = False, say=print) -> list[dict]:
+    """Train, evaluate and probe every run of `spec` (matching `only`) that has not finished;
+    returns the records of all finished runs (empty when this sitting ran nothing)."""
     out = Path(out or spec.get("out") or Path("results") / spec["name"])
     runs = expand(spec)
     if only:
@@ -290,7 +292,7 @@ def run_experiment(spec: dict, out: Path | None = None, only: str = "", workers:
             say(f"every run with a LAM: lara {' '.join(probe_argv(args, Path('runs/<run>/train/final'), Path(f'runs/<run>/probe_{p}.json')))}")
         return []
     out.mkdir(parents=True, exist_ok=True)
-    (out / "spec.json").write_text(json.dumps({k: v for k, v in spec.items() if k != "_dir"}, indent=2))
+    write_json(out / "spec.json", {k: v for k, v in spec.items() if k != "_dir"})
     for i, d in enumerate(spec.get("demos") or []):
         if "out" not in d:
             raise ExperimentError(f"demos[{i}] needs 'out'")
@@ -323,10 +325,10 @@ def run_experiment(spec: dict, out: Path | None = None, only: str = "", workers:
         if spec.get("probes"):
             run_probes(spec, train_dir / "final", train_dir.parent, train_dir.parent / "probe.log",
                        lambda m: say(f"{prefix}: {m}"))
-        records.append(run_record(r, out, spec))
         # every finished run of the spec, not only this sitting's `--only` subset: two runner
         # processes filling two cores each leave a complete summary
-        write_summary(spec, out, finished_records(spec, out))
+        records = finished_records(spec, out)
+        write_summary(spec, out, records)
     return records
 
 
@@ -427,20 +429,13 @@ def write_summary(spec: dict, out: Path, records: list[dict]) -> dict:
     summary = {"experiment": spec["name"], "runs": records, **agg}
     if spec.get("probe_shared"):
         summary["shared_probes"] = {name: read_probes(spec, out / "shared" / name) for name in spec["probe_shared"]}
-    _write_atomic(out / "summary.json", json.dumps(summary, indent=2))
-    _write_atomic(out / "results.md", markdown(spec, summary))
+    write_json(out / "summary.json", summary)
+    write_atomic(out / "results.md", markdown(spec, summary))
     try:
         plot(summary, out / "success.png")
     except Exception as exc:          # a plot is a convenience; the numbers are in summary.json
         print(f"lara experiment: plot skipped ({exc})", file=sys.stderr)
     return summary
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """A reader (or a second runner) never sees a half-written file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def markdown(spec: dict, summary: dict) -> str:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from dataclasses import dataclass, field
 from io import StringIO
@@ -27,6 +26,7 @@ META_NAME = "episode_meta.json"
 SEGMENTS_DIR = ".segments"
 
 from lara_policy.errors import LaraError  # noqa: E402
+from lara_policy.fileio import write_atomic  # noqa: E402
 
 
 class BagError(LaraError, ValueError):
@@ -48,15 +48,6 @@ def _yaml() -> YAML:
     y = YAML(typ="safe")
     y.default_flow_style = False
     return y
-
-
-def atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def load_yaml(path: Path) -> dict:
@@ -124,7 +115,7 @@ def recover(episode_dir: str | Path) -> dict:
     if not segments:
         return {"episode": str(d), "segments": 0, "messages": 0, "missing": missing, "lost_partial": lost}
     merged = merge_segment_metadata(segments)
-    atomic_write(d / "metadata.yaml", dump_yaml(merged))
+    write_atomic(d / "metadata.yaml", dump_yaml(merged))
     info = merged["rosbag2_bagfile_information"]
     return {"episode": str(d), "segments": len(segments), "messages": info["message_count"],
             "missing": missing, "lost_partial": lost}

@@ -53,8 +53,8 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from lara_msgs.msg import ActionChunk, DynamicsCheck
 from lara_msgs.srv import StartEpisode, StopEpisode
 from lara_policy.ros import topics as T
-from lara_policy.ros.bag_tools import META_NAME, SEGMENTS_DIR, atomic_write, dump_yaml, load_yaml, \
-    merge_segment_metadata
+from lara_policy.fileio import write_atomic
+from lara_policy.ros.bag_tools import META_NAME, SEGMENTS_DIR, dump_yaml, load_yaml, merge_segment_metadata
 from lara_policy.ros.node_main import spin_node
 from lara_policy.ros.params import match_publisher_reliability
 
@@ -207,11 +207,11 @@ class _Segmenter:
             raise
         meta = load_yaml(seg_dir / "metadata.yaml")
         name = meta["rosbag2_bagfile_information"]["relative_file_paths"][0]
-        atomic_write(self.ep_dir / SEGMENTS_DIR / f"{self.index}.yaml", dump_yaml(meta))
+        write_atomic(self.ep_dir / SEGMENTS_DIR / f"{self.index}.yaml", dump_yaml(meta))
         os.replace(seg_dir / name, self.ep_dir / name)
         shutil.rmtree(seg_dir, ignore_errors=True)
         self.closed_segments.append(meta)
-        atomic_write(self.ep_dir / "metadata.yaml", dump_yaml(merge_segment_metadata(self.closed_segments)))
+        write_atomic(self.ep_dir / "metadata.yaml", dump_yaml(merge_segment_metadata(self.closed_segments)))
         self.flushed_messages += self.seg_count
         self.index += 1
         self.seg_count = 0
@@ -528,13 +528,9 @@ class RecorderNode(Node):
                   flushed_messages=seg.flushed_messages, topics=dict(self._types))
         saved = "episode_meta.json updated"
         try:
-            atomic_write(seg.ep_dir / META_NAME, json.dumps(ep, indent=2, default=str))
-        except OSError as e:
+            write_atomic(seg.ep_dir / META_NAME, json.dumps(ep, indent=2, default=str))
+        except OSError as e:   # write_atomic removed its temp file; the old episode_meta.json stands
             saved = f"episode_meta.json NOT updated ({e.strerror or e})"
-            try:
-                (seg.ep_dir / (META_NAME + ".tmp")).unlink()
-            except OSError:
-                pass
         self.get_logger().error(
             f"episode {seg.episode_id} STOPPED by a write error: {error}. The bag {seg.ep_dir} keeps its "
             f"{seg.index} closed segment(s) ({seg.flushed_messages} messages, readable); {lost} message(s) of "
@@ -603,7 +599,7 @@ class RecorderNode(Node):
 
     def _write_meta(self) -> None:
         ep = {k: (dict(v) if isinstance(v, dict) else v) for k, v in list(self._episode.items())}
-        atomic_write(self._seg.ep_dir / META_NAME, json.dumps(ep, indent=2, default=str))
+        write_atomic(self._seg.ep_dir / META_NAME, json.dumps(ep, indent=2, default=str))
 
     # ------------------------------------------------------------ lifecycle
     @property
