@@ -46,10 +46,10 @@ def test_follow_joint_trajectory_goals_cancel_on_estop_and_refusals_fault(harnes
         "    max_joint_state_age_s: 1.0\n")
     rig = harness.node("fjt_rig")
     log: dict = {}
-    status: list[tuple[float, str, str]] = []
+    status: list[tuple[float, str, str, float]] = []     # (arrival, state, reason, node stamp)
     rig.create_subscription(String, "/fake_fjt/log", lambda m: log.update(json.loads(m.data)), 10)
-    rig.create_subscription(SafetyStatus, "/lara/safety_status", lambda m: status.append((time.time(), m.state,
-                                                                                       m.reason)), 100)
+    rig.create_subscription(SafetyStatus, "/lara/safety_status", lambda m: status.append(
+        (time.time(), m.state, m.reason, m.header.stamp.sec + m.header.stamp.nanosec * 1e-9)), 100)
     mode = rig.create_publisher(String, "/fake_fjt/mode", 10)
     js = rig.create_publisher(JointState, "/joint_states", 10)
     chunks = rig.create_publisher(ActionChunk, "/lara/action_chunk", 10)
@@ -101,7 +101,12 @@ def test_follow_joint_trajectory_goals_cancel_on_estop_and_refusals_fault(harnes
         # ---- e-stop: latched within 3 periods; the last goal the controller accepted (also one still
         # in flight at the e-stop) is cancelled, so the controller holds; no goal after that cancel
         resp, t_req, t_resp = call(estop, Trigger.Request())
-        assert resp.success and t_resp - t_req <= 3 * PERIOD, t_resp - t_req
+        assert resp.success, resp.message
+        # latched within 3 periods, judged on command_node's own SafetyStatus stamp: when this test
+        # process gets the answer depends on how busy the machine is (a CI runner took 0.25 s once)
+        assert wait_for(lambda: [x for x in status if x[1] == "estop"], 5.0, period=0.005), status[-3:]
+        t_latched = min(x[3] for x in status if x[1] == "estop")
+        assert t_latched - t_req <= 3 * PERIOD, (t_latched - t_req, t_resp - t_req)
 
         def last_goal_cancelled():
             accepted = [g[0] for g in log.get("goals", []) if g[1]]
@@ -112,7 +117,8 @@ def test_follow_joint_trajectory_goals_cancel_on_estop_and_refusals_fault(harnes
         time.sleep(0.5)                          # a window in which a node still sending at 20 Hz sends 10 goals
         after = [g for g in log["goals"] if g[0] > t_last_cancel]
         in_flight = [g for g in log["goals"] if g[0] > t_req]
-        print(f"e-stop answered in {(t_resp - t_req) * 1e3:.1f} ms; first cancel at the controller after "
+        print(f"e-stop latched {(t_latched - t_req) * 1e3:.1f} ms after the request (node's stamp), answer "
+              f"received after {(t_resp - t_req) * 1e3:.1f} ms; first cancel at the controller after "
               f"{(min(c for c in log['cancels'] if c >= t_req) - t_req) * 1e3:.1f} ms; goals arriving after the "
               f"e-stop request (in flight): {len(in_flight)}, cancelled on acceptance; after the last cancel: "
               f"{len(after)}")

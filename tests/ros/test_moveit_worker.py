@@ -165,7 +165,9 @@ def test_planning_holding_the_gil_never_blocks_ticks_or_estop_and_estop_stops_ex
               f"largest gap {gap * 1e3:.0f} ms; e-stop latched {(t_latched - t_req) * 1e3:.1f} ms after the request "
               f"(node's stamp), answer received after {(t_resp - t_req) * 1e3:.1f} ms, ESTOP status after "
               f"{(t_estop - t_req) * 1e3:.1f} ms (this process's clock)")
-        assert n >= 0.7 * expected and gap <= 3 * PERIOD, (n, expected, gap)
+        # gaps are arrival times in THIS process (Float64 has no stamp), which a busy CI runner can
+        # stall for ~0.3 s; a tick loop blocked by the GIL-holding plan would leave a gap of ~plan_s
+        assert n >= 0.7 * expected and gap <= 0.25 * plan_s, (n, expected, gap)
         # the e-stop latched within 3 control periods although the worker was planning, judged on
         # the node's own stamp (when this test process itself gets the answer depends on how busy
         # the machine is: a shared 2-core CI runner delayed it by 0.3 s once) ...
