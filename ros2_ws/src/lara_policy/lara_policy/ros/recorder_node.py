@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import ctypes
 import importlib
-import json
 import os
 import queue
 import shutil
@@ -53,7 +52,7 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from lara_msgs.msg import ActionChunk, DynamicsCheck
 from lara_msgs.srv import StartEpisode, StopEpisode
 from lara_policy.ros import topics as T
-from lara_policy.fileio import write_atomic
+from lara_policy.fileio import write_atomic, write_json
 from lara_policy.ros.bag_tools import META_NAME, SEGMENTS_DIR, dump_yaml, load_yaml, merge_segment_metadata
 from lara_policy.ros.node_main import spin_node
 from lara_policy.ros.params import match_publisher_reliability
@@ -528,8 +527,8 @@ class RecorderNode(Node):
                   flushed_messages=seg.flushed_messages, topics=dict(self._types))
         saved = "episode_meta.json updated"
         try:
-            write_atomic(seg.ep_dir / META_NAME, json.dumps(ep, indent=2, default=str))
-        except OSError as e:   # write_atomic removed its temp file; the old episode_meta.json stands
+            write_json(seg.ep_dir / META_NAME, ep, default=str)
+        except OSError as e:   # write_json removed its temp file; the old episode_meta.json stands
             saved = f"episode_meta.json NOT updated ({e.strerror or e})"
         self.get_logger().error(
             f"episode {seg.episode_id} STOPPED by a write error: {error}. The bag {seg.ep_dir} keeps its "
@@ -599,7 +598,7 @@ class RecorderNode(Node):
 
     def _write_meta(self) -> None:
         ep = {k: (dict(v) if isinstance(v, dict) else v) for k, v in list(self._episode.items())}
-        write_atomic(self._seg.ep_dir / META_NAME, json.dumps(ep, indent=2, default=str))
+        write_json(self._seg.ep_dir / META_NAME, ep, default=str)
 
     # ------------------------------------------------------------ lifecycle
     @property
