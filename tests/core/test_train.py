@@ -297,3 +297,55 @@ def test_ddp_two_process_gloo_step_matches_single_process(stores, tmp_path, mixe
     assert abs(ddp[0] - float(loss)) < 1e-5 * max(1.0, abs(float(loss))), (ddp[0], float(loss))
     assert ddp.shape[0] - 1 == grads.shape[0]
     np.testing.assert_allclose(ddp[1:], grads, rtol=1e-3, atol=1e-6)
+
+
+# -- gradient clipping per module group (issue 26) ------------------------------------------
+
+def _vla_weights(run) -> dict:
+    return {k: v for k, v in _weights(run).items() if k.startswith(("observation_encoder.", "action_head."))}
+
+
+@pytest.mark.parametrize("scope", ["group", "global"])
+def test_lara_at_zero_alignment_weight_trains_the_dit_only_vla(stores, tmp_path, scope):
+    """With clipping per module group, lara at w_LARA = 0 trains bit-for-bit the VLA that dit_only
+    trains (same seed, batches and noise): the LAM's gradient cannot reach the VLA's step. With one
+    global clip (the old behaviour) the LAM's gradient norm shrinks the VLA's step and they differ.
+    A tight clip (0.05) keeps clipping active on every step."""
+    from lara_policy.core.train import train
+    common = dict(video=[str(stores["video"])], steps=8, lr=5e-3, grad_clip=0.05, grad_clip_scope=scope,
+                  ema_decay=0.0)
+    dit = train(tiny_train_config(tmp_path / "dit", [stores["demos"]], variant="dit_only", **common))
+    lara = train(tiny_train_config(tmp_path / "lara", [stores["demos"]], variant="lara", w_lara=0.0, **common))
+    a, b = _vla_weights(dit), _vla_weights(lara)
+    assert a.keys() == b.keys() and len(a) > 10
+    same = all(torch.equal(a[k], b[k]) for k in a)
+    if scope == "group":
+        assert same, [k for k in a if not torch.equal(a[k], b[k])][:5]
+    else:
+        assert not same
+
+
+def test_alignment_gradient_ratio_scales_with_the_weight_and_is_logged(stores, tmp_path):
+    """grad_ratio_lara_act = ||w grad L_LARA|| / ||grad L_ACT|| on the VLA weights both reach:
+    linear in w on one batch, absent for dit_only, and logged to metrics.csv when asked."""
+    from lara_policy.core.optim import alignment_gradient_ratio, module_groups
+    from lara_policy.core.train import train
+    torch.manual_seed(0)
+    model = LaraModel(tiny_model_config("lara")).train()
+    ds = ChunkDataset([str(stores["demos"])], image_size=32, horizon=8, offset=8)
+    ds.attach_text(*instruction_embeddings(ds.instructions, 16))
+    batch = ds.batch(np.arange(0, 60, 4), ds.fit_stats())
+    losses = model(batch, "lara", 0.01, 0.01)
+    vla = module_groups(model)["vla"]
+    r1, r100 = alignment_gradient_ratio(losses, vla, 0.01), alignment_gradient_ratio(losses, vla, 1.0)
+    assert r1 > 0 and r100 == pytest.approx(100 * r1, rel=1e-5)
+    # the ratio's backward passes leave the step's own graph usable
+    losses["loss"].backward()
+    assert all(p.grad is not None for p in vla)
+    dit = LaraModel(tiny_model_config("dit_only")).train()
+    assert alignment_gradient_ratio(dit(batch, "dit_only"), module_groups(dit)["vla"], 0.01) is None
+
+    run = tmp_path / "ratio"
+    train(tiny_train_config(run, [stores["demos"]], steps=10, log_every=5, grad_ratio_every=5))
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    assert [float(r["grad_ratio_lara_act"]) > 0 for r in rows] == [True, True]

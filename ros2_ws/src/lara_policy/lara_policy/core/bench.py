@@ -88,7 +88,8 @@ def bench_training(config: ModelConfig, batch_size: int, rounds: int, steps_per_
     Steps of the two variants alternate, so load from other processes hits both alike."""
     from lara_policy.core.configuration import TrainConfig
     from lara_policy.core.processing import ChunkDataset
-    from lara_policy.core.train import global_batch_plan, make_batch, make_optimizer, train_step
+    from lara_policy.core.optim import make_optimizer, module_groups
+    from lara_policy.core.train import global_batch_plan, make_batch, train_step
     v = config.vla
     with tempfile.TemporaryDirectory() as tmp:
         data = ChunkDataset([str(_synthetic_store(Path(tmp) / "bench.hdf5", config))],
@@ -106,13 +107,13 @@ def bench_training(config: ModelConfig, batch_size: int, rounds: int, steps_per_
         params = list(model.parameters())
         opt = make_optimizer(params, tcfg)
         ema = copy.deepcopy(model).eval().requires_grad_(False)
-        setups[variant] = (model, opt, [], params, ema)
+        setups[variant] = (model, opt, [], module_groups(model), ema)
 
     def step(variant, k):
-        model, opt, _, params, ema = setups[variant]
+        model, opt, _, groups, ema = setups[variant]
         plan = global_batch_plan(k, tcfg, len(data), v.horizon, v.action_dim, data.has_action > 0)
         batch = make_batch(data, stats, plan, tcfg, 0, 1, torch.device("cpu"))
-        train_step(model, model, opt, params, ema, batch, tcfg, variant, False, k)
+        train_step(model, model, opt, groups, ema, batch, tcfg, variant, False, k)
 
     for k in range(3):
         for variant in setups:

@@ -179,6 +179,8 @@ class TrainConfig:
     w_lara: float = 0.01              # w1
     w_lam: float = 0.01               # w2
     grad_clip: float = 1.0
+    grad_clip_scope: str = "group"    # group: per module group (VLA, LAM, f_psi); global: all together
+    grad_ratio_every: int = 0         # log ||w_LARA grad L_LARA|| / ||grad L_ACT|| every N steps (0: off)
     ema_decay: float = 0.999          # EMA of the weights (warmed up); final/ holds the EMA; 0 = off
     seed: int = 0
     init: str = ""                    # VLA checkpoint to start from (posttrain, lam-refine)
@@ -203,6 +205,8 @@ class TrainConfig:
             raise ValueError(f"paradigm must be one of {PARADIGMS}, got {self.paradigm!r}")
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
+        if self.grad_clip_scope not in ("group", "global"):
+            raise ValueError(f"grad_clip_scope must be group or global, got {self.grad_clip_scope!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -19,7 +19,6 @@ import copy
 import csv
 import dataclasses
 import json
-import math
 import os
 import sys
 import time
@@ -35,6 +34,8 @@ from lara_policy.core.checkpoint import (CheckpointError, load_optimizer, load_s
                                          read_config, save_checkpoint)
 from lara_policy.core.configuration import PARADIGMS, VARIANTS, ModelConfig, TrainConfig
 from lara_policy.core.modeling import LaraModel, VectorQuantizer, count_parameters
+from lara_policy.core.optim import (CLIP_SCOPES, alignment_gradient_ratio, clip_gradients, lr_at, make_optimizer,
+                                  module_groups)
 from lara_policy.core.processing import ChunkDataset, NormStats, TextEmbedder
 from lara_policy.data.store import StoreError, write_train_seeds
 from lara_policy.errors import non_negative_int, positive_int
@@ -188,13 +189,6 @@ def instruction_embeddings(instructions: list[str], tokens: int, known: list[str
             np.stack([lookup[s][1] for s in instructions]).astype(bool))
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-    return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
-
-
 def global_batch_plan(step: int, cfg: TrainConfig, num_samples: int, horizon: int, action_dim: int,
                       labelled: np.ndarray | None = None) -> dict:
     """Random choices of one global batch, identical on every rank. With `labelled` (bool per
@@ -261,23 +255,23 @@ def calibrate_null_effect(model: LaraModel, data: ChunkDataset, stats: NormStats
     return float(fraction * torch.cat(effects).median())
 
 
-def make_optimizer(params: list, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW with the fused kernel (the same update; measured ~4% faster per train step here,
-    the optimizer being ~8% of a step at this model's ~200 small tensors)."""
-    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
-
-
-def train_step(forward, model: LaraModel, optimizer: torch.optim.Optimizer, params: list, ema, batch: dict,
-               cfg: TrainConfig, variant: str, lam_only: bool, step: int, world: int = 1) -> dict:
-    """One optimisation step exactly as `lara train` takes it (lr schedule, loss, clipping, LAM
-    maintenance, EMA); `lara bench model` times this same function."""
+def train_step(forward, model: LaraModel, optimizer: torch.optim.Optimizer, groups: dict, ema, batch: dict,
+               cfg: TrainConfig, variant: str, lam_only: bool, step: int, world: int = 1,
+               measure_ratio: bool = False) -> dict:
+    """One optimisation step exactly as `lara train` takes it (lr schedule, loss, clipping per
+    module group, LAM maintenance, EMA); `lara bench model` times this same function. groups:
+    core.optim.module_groups(model). measure_ratio (one process only): also put the
+    alignment-to-action gradient ratio into the result as `grad_ratio_lara_act`."""
     for group in optimizer.param_groups:
         group["lr"] = lr_at(step, cfg)
     losses = forward(batch, variant, cfg.w_lara, cfg.w_lam, lam_only)
+    if measure_ratio and world == 1 and not lam_only and "vla" in groups:
+        ratio = alignment_gradient_ratio(losses, groups["vla"], cfg.w_lara)
+        if ratio is not None:
+            losses["grad_ratio_lara_act"] = torch.tensor(ratio)
     optimizer.zero_grad(set_to_none=True)
     losses["loss"].backward()
-    if cfg.grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+    clip_gradients(groups, cfg.grad_clip, cfg.grad_clip_scope)
     optimizer.step()
     if hasattr(model, "lam") and variant != "frozen_lam" or lam_only:
         model.lam.maintain()
@@ -412,6 +406,7 @@ def train(cfg: TrainConfig) -> Path:
         model.lam.requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, cfg)
+    groups = module_groups(model)
 
     start = 0
     latest = ckpt_dir / "latest.json"
@@ -445,7 +440,7 @@ def train(cfg: TrainConfig) -> Path:
 
     metrics_path = out / "metrics.csv"
     fields = ["step", "loss", "loss_act", "loss_lara", "loss_lam", "lam_recon", "lam_vq", "code_perplexity",
-              "code_usage", "latent_dims", "val_loss_act", "lr", "samples_per_s"]
+              "code_usage", "latent_dims", "val_loss_act", "grad_ratio_lara_act", "lr", "samples_per_s"]
     writer, metrics_file = None, None
     if rank == 0:
         new_file = not (cfg.resume and metrics_path.exists())
@@ -490,15 +485,18 @@ def train(cfg: TrainConfig) -> Path:
     last_val = start // max(1, cfg.val_every)
     for step in range(start, cfg.steps):
         batch = prefetch.get(step)
-        losses = train_step(forward, model, optimizer, params, ema, batch, cfg, variant, lam_only, step, world)
+        log_now = (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps
+        losses = train_step(forward, model, optimizer, groups, ema, batch, cfg, variant, lam_only, step, world,
+                            measure_ratio=log_now and cfg.grad_ratio_every > 0
+                            and ((step + 1) % cfg.grad_ratio_every == 0 or step + 1 == cfg.steps))
         n_since += cfg.batch_size
-        if rank == 0 and ((step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps):
+        if rank == 0 and log_now:
             now = time.perf_counter()
             row = {"step": step + 1, "lr": f"{lr_at(step, cfg):.3g}", "samples_per_s": f"{n_since / (now - t_last):.1f}"}
             if val is not None and ((step + 1) // cfg.val_every > last_val or step + 1 == cfg.steps):
                 last_val = (step + 1) // cfg.val_every
                 row["val_loss_act"] = f"{validation_loss(ema if ema is not None else model, val, stats, device):.6g}"
-            for k in ("loss", "loss_act", "loss_lara", "loss_lam", "lam_recon", "lam_vq"):
+            for k in ("loss", "loss_act", "loss_lara", "loss_lam", "lam_recon", "lam_vq", "grad_ratio_lara_act"):
                 if k in losses:
                     row[k] = f"{float(losses[k].detach()):.6g}"
             if "lam_indices" in losses:
@@ -617,6 +615,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="steps between checkpoints in --out/checkpoints (0: only the final one)")
     parser.add_argument("--log-every", type=positive_int, default=d.log_every,
                         help="steps between metric rows in metrics.csv")
+    parser.add_argument("--grad-clip-scope", choices=CLIP_SCOPES, default=d.grad_clip_scope,
+                        help="clip gradient norms per module group (VLA, LAM, f_psi: the LAM's gradient cannot "
+                             "shrink the VLA's step) or over all parameters together (runs before 2026-12)")
+    parser.add_argument("--grad-ratio-every", type=non_negative_int, default=d.grad_ratio_every,
+                        help="every N steps (at a logged step) log grad_ratio_lara_act = ||w_LARA grad L_LARA|| / "
+                             "||grad L_ACT|| on the VLA weights both reach (two extra backward passes; 0 = off)")
     parser.add_argument("--threads", type=positive_int, default=d.threads, help="torch CPU threads")
     parser.add_argument("--device", default="", help="cpu | cuda | cuda:1 (default: cuda when present, else cpu)")
     add_list_option(parser, "--cameras", nargs="*", metavar="CAMERA",
@@ -664,6 +668,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                        variant=args.variant, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                        w_lara=args.w_lara, w_lam=args.w_lam, seed=args.seed, init=args.init, lam=args.lam,
                        resume=args.resume, save_every=args.save_every, log_every=args.log_every,
+                       grad_clip_scope=args.grad_clip_scope, grad_ratio_every=args.grad_ratio_every,
                        aug_shift=args.aug_shift, ema_decay=args.ema_decay, threads=args.threads, device=args.device,
                        tensorboard=args.tensorboard, progress=not args.quiet,
                        cameras=list(args.cameras or []), model=model)
