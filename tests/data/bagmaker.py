@@ -223,3 +223,155 @@ instruction: {text: "move the gripper to the target"}
 task: wrist-reach
 episodes: {split: topic, topic: /episode_marker, field: data, value: start}
 """
+
+
+# ------------------------------------------------------------------------------ a lab's own bag
+LAB_RATE = 15.0           # camera (and control) rate of lab_bag
+LAB_SCALE = 0.01          # ee_delta_scale_m of lab_bag's mapping
+TOOL_IN_FLANGE = ([0.0, 0.02, 0.15], [0.3826834, 0.0, 0.0, 0.9238795])   # static flange -> tool0 (xyz, xyzw)
+BASE_IN_WORLD = ([1.0, 2.0, 0.0], [0.0, 0.0, 0.7071068, 0.7071068])     # static world -> base_link
+
+
+def _qmul(a, b):
+    ax, ay, az, aw = a
+    bx, by, bz, bw = b
+    return np.array([aw * bx + ax * bw + ay * bz - az * by, aw * by - ax * bz + ay * bw + az * bx,
+                     aw * bz + ax * by - ay * bx + az * bw, aw * bw - ax * bx - ay * by - az * bz])
+
+
+def _qrot(q, v):
+    return _qmul(_qmul(q, [*v, 0.0]), [-q[0], -q[1], -q[2], q[3]])[:3]
+
+
+def lab_bag(path: Path, *, storage: str = "sqlite3", episodes: int = 3, frames: int = 24, gap_s: float = 3.0,
+            t0: float = 700.0, grip_start_s: float = 0.2, image_size: int = 48, seed: int = 3) -> tuple[Path, dict]:
+    """A lab's own recording as `ros2 bag record` leaves it (metadata 8; sqlite3 or MCAP): a
+    CompressedImage camera at 15 Hz, the arm's JointState and /tcp_pose and /tf at 60 Hz, the
+    gripper's JointState on its own topic, Servo twists at 30 Hz, a Float64 gripper command at
+    15 Hz starting grip_start_s into the bag (late), /tf_static (world -> base_link, flange ->
+    tool0); `episodes` episodes of `frames` camera frames split by camera gaps of gap_s with no
+    command sent in the gaps. The arm moves until each episode's last frame (full speed at the
+    end). Every /tf message carries several transforms (distractors too) in a shuffled order;
+    the tool pose is only there as base_link -> flange (dynamic) + flange -> tool0 (static).
+    Returns (path, truth): per episode the frame times, the tool pose (xyz, quaternion xyzw) in
+    base_link at each frame, the commanded action after each frame (units) and the gripper
+    command after each frame (nan before the first)."""
+    import cv2
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    ts = get_typestore(Stores.LATEST)
+    M = ts.types
+    rng = np.random.default_rng(seed)
+
+    def hdr(t, frame=""):
+        n = int(round(t * 1e9))
+        return M["std_msgs/msg/Header"](stamp=M["builtin_interfaces/msg/Time"](
+            sec=n // 10**9, nanosec=n % 10**9), frame_id=frame)
+
+    def tfs(t, parent, child, xyz, q):
+        return M["geometry_msgs/msg/TransformStamped"](header=hdr(t, parent), child_frame_id=child,
+                                                        transform=M["geometry_msgs/msg/Transform"](
+            translation=M["geometry_msgs/msg/Vector3"](x=float(xyz[0]), y=float(xyz[1]), z=float(xyz[2])),
+            rotation=M["geometry_msgs/msg/Quaternion"](x=float(q[0]), y=float(q[1]), z=float(q[2]), w=float(q[3]))))
+
+    ns = lambda t: int(round(t * 1e9))  # noqa: E731
+    plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
+    truth = {"episodes": []}
+    msgs = []                                   # (t_receive, key, msg)
+    P = 1.0 / LAB_RATE
+    tool_t, tool_q = np.array(TOOL_IN_FLANGE[0]), np.array(TOOL_IN_FLANGE[1])
+    inv_tq = np.array([-tool_q[0], -tool_q[1], -tool_q[2], tool_q[3]])
+    t_ep = t0
+    first_grip = t0 + grip_start_s
+    for e in range(episodes):
+        d = rng.uniform(-1, 1, 3)
+        d /= np.linalg.norm(d)
+        speed = 0.4 + 0.5 * np.linspace(0, 1, frames)           # action units, fastest at the end
+        act = speed[:, None] * d[None]                          # (frames, 3) action after frame k
+        grip = np.where(np.arange(frames) < frames // 2, -1.0, 1.0) * (1 if e % 2 == 0 else -1)
+        ft = t_ep + np.arange(frames) * P
+        pos = np.array([0.4, 0.0, 0.3]) + 0.02 * e
+        poses, quats = [], []
+        # 60 Hz samples: pose integrates the twist in force (velocity act[k] * scale * rate from
+        # 1/60 s after frame k), orientation turns about a tilted axis
+        for j in range(frames * 4):
+            t = t_ep + j / 60.0
+            k = j // 4
+            v = act[k] * LAB_SCALE * LAB_RATE if j % 4 >= 1 else (act[k - 1] * LAB_SCALE * LAB_RATE if k else 0 * d)
+            if j:
+                pos = pos + v / 60.0
+            ang = 0.3 + 0.4 * (t - t0)
+            q = _qmul([0.0, 0.0, np.sin(ang / 2), np.cos(ang / 2)], [np.sin(0.2), 0.0, 0.0, np.cos(0.2)])
+            if j % 4 == 0:
+                poses.append(pos.copy())
+                quats.append(q)
+            # tool pose -> flange pose: T_base_flange = T_base_tool * inv(T_flange_tool)
+            fq = _qmul(q, inv_tq)
+            fpos = pos - _qrot(fq, tool_t)
+            msgs.append((t, "tcp", M["geometry_msgs/msg/PoseStamped"](header=hdr(t, "base_link"),
+                         pose=M["geometry_msgs/msg/Pose"](position=M["geometry_msgs/msg/Point"](
+                             x=pos[0], y=pos[1], z=pos[2]), orientation=M["geometry_msgs/msg/Quaternion"](
+                             x=q[0], y=q[1], z=q[2], w=q[3])))))
+            tr = [tfs(t, "base_link", "flange", fpos, fq), tfs(t, "odom", "base_footprint", [0.1 * j, 0, 0], [0, 0, 0, 1]),
+                  tfs(t, "base_link", "camera_link", [0.5, 0, 0.8], [0, 0.38268343, 0, 0.92387953]),
+                  tfs(t, "flange", "finger", [0, 0, 0.1 + 0.01 * np.sin(j)], [0, 0, 0, 1])]
+            order = rng.permutation(len(tr))
+            msgs.append((t + 0.001, "tf", M["tf2_msgs/msg/TFMessage"](transforms=[tr[i] for i in order])))
+            msgs.append((t + 0.001, "arm", M["sensor_msgs/msg/JointState"](
+                header=hdr(t), name=[f"j{i}" for i in range(6)], position=np.full(6, 0.01 * j),
+                velocity=np.zeros(0), effort=np.zeros(0))))
+        for k in range(frames):
+            t = ft[k]
+            rgb = scene(poses[k][0] - 0.4, poses[k][1], image_size)
+            ok, enc = cv2.imencode(".png", rgb[:, :, ::-1])
+            msgs.append((t + 0.004, "cam", M["sensor_msgs/msg/CompressedImage"](header=hdr(t, "cam"), format="png",
+                         data=np.frombuffer(enc.tobytes(), np.uint8))))
+            msgs.append((t + 0.002, "gjs", M["sensor_msgs/msg/JointState"](
+                header=hdr(t), name=["finger_joint"], position=np.array([0.04 * (grip[k - 1] > 0 if k else 0)]),
+                velocity=np.zeros(0), effort=np.zeros(0))))
+            for h in (1, 3):                                   # Servo twists at 30 Hz
+                tc = t + h / 60.0
+                lin = act[k] * LAB_SCALE * LAB_RATE
+                msgs.append((tc, "twist", M["geometry_msgs/msg/TwistStamped"](header=hdr(tc, "base_link"),
+                             twist=M["geometry_msgs/msg/Twist"](linear=M["geometry_msgs/msg/Vector3"](
+                                 x=lin[0], y=lin[1], z=lin[2]), angular=M["geometry_msgs/msg/Vector3"](x=0.0, y=0.0, z=0.0)))))
+            tg = t + 0.5 * P
+            if tg >= first_grip:
+                msgs.append((tg, "grip", M["std_msgs/msg/Float64"](data=float(grip[k]))))
+        gcmd = np.where(ft + 0.5 * P >= first_grip, grip, np.nan)
+        truth["episodes"].append({"frame_t": ft, "pos": np.array(poses), "quat": np.array(quats),
+                                  "action": np.concatenate([act, gcmd[:, None]], axis=1)})
+        t_ep = ft[-1] + gap_s
+    types = {"cam": ("/camera/color/image_raw/compressed", "sensor_msgs/msg/CompressedImage"),
+             "arm": ("/joint_states", "sensor_msgs/msg/JointState"),
+             "gjs": ("/gripper/joint_states", "sensor_msgs/msg/JointState"),
+             "tcp": ("/tcp_pose", "geometry_msgs/msg/PoseStamped"), "tf": ("/tf", "tf2_msgs/msg/TFMessage"),
+             "tfs": ("/tf_static", "tf2_msgs/msg/TFMessage"),
+             "twist": ("/servo_node/delta_twist_cmds", "geometry_msgs/msg/TwistStamped"),
+             "grip": ("/gripper/command", "std_msgs/msg/Float64")}
+    msgs.append((t0 - 0.5, "tfs", M["tf2_msgs/msg/TFMessage"](transforms=[
+        tfs(t0 - 0.5, "flange", "tool0", *TOOL_IN_FLANGE), tfs(t0 - 0.5, "world", "base_link", *BASE_IN_WORLD)])))
+    msgs.sort(key=lambda m: m[0])
+    with Writer(path, version=8, storage_plugin=plugin) as wr:
+        conns = {k: wr.add_connection(topic, mt, typestore=ts) for k, (topic, mt) in types.items()}
+        for t, key, msg in msgs:
+            wr.write(conns[key], ns(t), ts.serialize_cdr(msg, types[key][1]))
+    return path, truth
+
+
+LAB_MAPPING = """\
+# a lab's own bag (docs/bag_conversion.md): camera gaps split the episodes
+rate_hz: 15
+cameras:
+  front: /camera/color/image_raw/compressed
+state:
+  - {name: hand_x, topic: /tcp_pose, field: pose.position.x}
+  - {name: hand_y, topic: /tcp_pose, field: pose.position.y}
+  - {name: hand_z, topic: /tcp_pose, field: pose.position.z}
+  - {name: gripper, topic: /gripper/joint_states, joint: finger_joint}
+action: {topic: /servo_node/delta_twist_cmds, type: twist, ee_delta_scale_m: 0.01}
+gripper: {topic: /gripper/command, field: data}
+instruction: {text: "put the block in the bowl"}
+episodes: {split: gap, gap_s: 1.0}
+"""

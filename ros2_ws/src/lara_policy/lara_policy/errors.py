@@ -58,3 +58,9 @@ def positive_int_list(text: str) -> list[int]:
         except argparse.ArgumentTypeError as exc:
             raise argparse.ArgumentTypeError(f"{exc} (in {text!r}; expected e.g. 1,2,4)") from None
     return out
+
+
+class ConvertError(LaraError, ValueError):
+    """Bad input for a conversion (`lara convert`, `lara eval bag`); the message names the bag,
+    topic and/or field. Defined here so every data module can raise it without import cycles;
+    `lara_policy.data.rosbag_convert.ConvertError` is the same class."""

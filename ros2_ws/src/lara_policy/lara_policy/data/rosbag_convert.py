@@ -54,11 +54,9 @@ _EE = {"hand_x": "pose.position.x", "hand_y": "pose.position.y", "hand_z": "pose
 _GOAL = {"goal_x": "point.x", "goal_y": "point.y", "goal_z": "point.z"}
 
 
-from lara_policy.errors import LaraError  # noqa: E402  (one error base for the CLI)
-
-
-class ConvertError(LaraError, ValueError):
-    """Bad input for a conversion; the message names the bag, topic and/or field."""
+from lara_policy.errors import ConvertError  # noqa: E402,F401  (re-exported: one error base for the CLI)
+from lara_policy.data.bag_align import (Aligned, _latest, align, boundaries, idle_mask,  # noqa: E402,F401
+                                        trim_range)
 
 
 # ------------------------------------------------------------------------------ mapping
@@ -703,189 +701,7 @@ def _action_payload(msg, kind: str, spec: ActionSpec, where: str):
 
 
 # ------------------------------------------------------------------------------ alignment
-def _latest(times: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """Index of the latest time <= t (-1 where none)."""
-    return np.searchsorted(times, t, side="right") - 1
-
-
-@dataclass
-class Aligned:
-    """One bag's samples on the control-rate grid (before episode splitting)."""
-    times: np.ndarray                       # (T,) frame times of the steps (s)
-    images: dict[str, np.ndarray]           # camera -> (T, H, W, 3)
-    state: np.ndarray                       # (T, S)
-    actions: np.ndarray | None              # (T, A)
-    instruction: list[str]
-    step_success: np.ndarray | None
-    action_dims: list[str] = field(default_factory=list)
-
-
-def align(s: Streams, mapping: Mapping, action_free: bool = False) -> Aligned:
-    period = 1.0 / mapping.rate_hz
-    cam0 = next(iter(mapping.cameras))
-    t_cam0 = s.cameras[cam0][0]
-    starts = [s.cameras[n][0][0] for n in s.cameras] + [v[0][0] for v in s.state.values()]
-    if s.action is not None and s.action_kind in ("joint_trajectory", "action_chunk", "fields"):
-        starts.append(s.action[0][0] - period)     # first step whose NEXT frame has a command
-    t_begin, t_end = max(starts), t_cam0[-1]
-    if t_end < t_begin:
-        raise ConvertError(f"{s.path}: the mapped topics never overlap in time (camera ends at "
-                           f"{t_end:.3f} s, the last stream starts at {t_begin:.3f} s)")
-    grid = t_begin + np.arange(int(np.floor((t_end - t_begin) / period + 1e-6)) + 1) * period
-    half = 0.5 * period
-    idx0 = _latest(t_cam0, grid + half)
-    if mapping.frames == "unique":      # a camera slower than rate_hz: one step per new frame
-        first = np.concatenate([[True], np.diff(idx0) != 0])
-        grid, idx0 = grid[first], idx0[first]
-    frame_t = t_cam0[idx0]
-    images = {}
-    for name, (tc, frames) in s.cameras.items():
-        ii = _latest(tc, frame_t + 1e-6)
-        images[name] = np.stack([frames[max(i, 0)] for i in ii]).astype(np.uint8)
-    keep = np.ones(len(grid), bool)
-    state = np.zeros((len(grid), len(mapping.state)), np.float32)
-    for j, (name, _) in enumerate(mapping.state):
-        ts_, vs = s.state[name]
-        ii = _latest(ts_, frame_t + 1e-6)
-        ok = ii >= 0
-        ok &= frame_t - ts_[np.maximum(ii, 0)] <= mapping.max_age_s
-        keep &= ok
-        state[:, j] = vs[np.maximum(ii, 0)]
-    keep &= np.all(np.isfinite(state), axis=1)
-    next_t = np.append(frame_t[1:], frame_t[-1] + period)
-    actions, dims = None, []
-    if s.action is not None and (not action_free or s.gripper is not None or mapping.gripper is None):
-        actions, dims, ok = _actions(s, mapping, frame_t, next_t, period)
-        if action_free:
-            actions = None                  # dims kept for the store's action_dim
-        else:
-            keep &= ok
-    # instruction per step
-    if s.instruction is not None:
-        ii = _latest(s.instruction[0], frame_t)
-        instr = [s.instruction[1][max(i, 0)] for i in ii]
-    else:
-        text = mapping.instruction_text or str(s.meta.get("instruction", "") or "")
-        instr = [text] * len(grid)
-    step_success = None
-    if s.success is not None:
-        ii = _latest(s.success[0], frame_t + 1e-6)
-        step_success = np.where(ii >= 0, s.success[1][np.maximum(ii, 0)], False)
-    sel = np.nonzero(keep)[0]
-    return Aligned(frame_t[sel], {n: v[sel] for n, v in images.items()}, state[sel],
-                   None if actions is None else actions[sel], [instr[i] for i in sel],
-                   None if step_success is None else step_success[sel], dims)
-
-
-def _actions(s: Streams, mapping: Mapping, frame_t, next_t, period):
-    """(T, A) actions, dim names, valid-mask: the command in effect when the next frame was taken."""
-    spec, kind = mapping.action, s.action_kind
-    at, payload = s.action
-    ii = _latest(at, next_t - 1e-6)
-    T = len(frame_t)
-    ok = np.ones(T, bool)
-    if kind == "twist":
-        rot = spec.ee_rot_scale_rad > 0
-        dims = ["dx", "dy", "dz"] + (["droll", "dpitch", "dyaw"] if rot else [])
-        a = np.zeros((T, len(dims)), np.float64)
-        for k, i in enumerate(ii):
-            if i < 0 or next_t[k] - at[i] > spec.command_timeout_s:
-                continue                                   # no fresh command: zero motion (Servo)
-            v = payload[i]
-            a[k, :3] = v[:3] * period / spec.ee_delta_scale_m
-            if rot:
-                a[k, 3:6] = v[3:6] * period / spec.ee_rot_scale_rad
-    elif kind == "action_chunk":
-        first = payload[0][2]
-        dims = [f"a{j}" for j in range(first.shape[1])]
-        a = np.zeros((T, first.shape[1]), np.float64)
-        for k, i in enumerate(ii):
-            if i < 0:
-                ok[k] = False
-                continue
-            t0, dt, vals = payload[i]
-            step = int(round((frame_t[k] - t0) / dt))
-            if step < 0 or step >= vals.shape[0]:
-                ok[k] = False                              # chunk run out: nothing commanded
-                continue
-            a[k] = vals[step]
-    else:
-        width = None
-        for p in payload:
-            if p is not None:
-                width = len(p)
-                break
-        if width is None:
-            raise ConvertError(f"{s.path}: action topic '{spec.topic}' holds no usable command")
-        dims = (spec.joints or [f"j{j}" for j in range(width)]) if kind == "joint_trajectory" else list(spec.fields)
-        a = np.zeros((T, width), np.float64)
-        last = None
-        for k, i in enumerate(ii):
-            # an empty JointTrajectory is a "stop": hold the last target
-            while i >= 0 and payload[i] is None:
-                i -= 1
-            if i < 0:
-                ok[k] = False
-                continue
-            if len(payload[i]) != width:
-                raise ConvertError(f"{s.path}: action topic '{spec.topic}': commands change width "
-                                   f"({width} -> {len(payload[i])})")
-            a[k] = last = payload[i]
-        del last
-    if mapping.gripper is not None:
-        if s.gripper is None:
-            raise ConvertError(f"{s.path}: gripper topic '{mapping.gripper.topic}' has no messages")
-        gi = _latest(s.gripper[0], next_t - 1e-6)
-        g = np.where(gi >= 0, s.gripper[1][np.maximum(gi, 0)], 0.0)
-        a = np.concatenate([a, g[:, None]], axis=1)
-        dims = dims + ["gripper"]
-    if mapping.action_clip is not None:
-        a = np.clip(a, *mapping.action_clip)
-    return a.astype(np.float32), dims, ok
-
-
-# ------------------------------------------------------------------------------ episodes
-def _boundaries(s: Streams, al: Aligned, mapping: Mapping) -> list[tuple[int, int]]:
-    T = len(al.times)
-    if T == 0:
-        return []
-    if mapping.split.mode == "topic":
-        if s.events is None:
-            raise ConvertError(f"{s.path}: episode split topic '{mapping.split.topic}' has no matching message "
-                               f"(field '{mapping.split.field}' == {mapping.split.value!r})")
-        starts = sorted(set(int(np.searchsorted(al.times, e, side="left")) for e in s.events))
-        ends = starts[1:] + [T]
-        return [(a, b) for a, b in zip(starts, ends) if b > a]
-    if mapping.split.mode == "gap":
-        cut = np.nonzero(np.diff(al.times) > mapping.split.gap_s)[0] + 1
-        edges = [0, *cut.tolist(), T]
-        return [(a, b) for a, b in zip(edges[:-1], edges[1:]) if b > a]
-    return [(0, T)]
-
-
-def idle_mask(actions: np.ndarray | None, images: np.ndarray, eps: float, pixel_eps: float = 0.5,
-              has_gripper: bool = True) -> np.ndarray:
-    """True where a step is idle: no motion commanded (and the gripper command unchanged), or for
-    action-free data, a frame that hardly differs from the previous one."""
-    T = images.shape[0]
-    if actions is not None:
-        motion = actions[:, :-1] if has_gripper and actions.shape[1] > 1 else actions
-        idle = np.max(np.abs(motion), axis=1) <= eps
-        if has_gripper:
-            g = actions[:, -1]
-            idle &= np.concatenate([[True], np.abs(np.diff(g)) <= eps])
-        return idle
-    diff = np.zeros(T)
-    if T > 1:
-        diff[1:] = np.abs(images[1:].astype(np.int16) - images[:-1].astype(np.int16)).mean(axis=(1, 2, 3))
-    return diff <= pixel_eps
-
-
-def trim_range(idle: np.ndarray) -> tuple[int, int]:
-    active = np.nonzero(~idle)[0]
-    if active.size == 0:
-        return 0, 0
-    return int(active[0]), int(active[-1]) + 1
+# lara_policy.data.bag_align: the one alignment / episode split of convert and eval bag
 
 
 @dataclass
@@ -902,7 +718,7 @@ def bag_episodes(path: Path, mapping: Mapping, action_free: bool = False, trim_i
     s = read_streams(path, mapping, action_free)
     al = align(s, mapping, action_free)
     out = []
-    for a, b in _boundaries(s, al, mapping):
+    for a, b in boundaries(s, al, mapping):
         acts = None if al.actions is None else al.actions[a:b]
         cam0 = next(iter(al.images))
         if trim_idle:

@@ -54,9 +54,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "replan_period_steps)")
     p.add_argument("--mapping", help="topic mapping for bags not written by the LARA recorder (docs/bag_conversion.md); "
                    "its state names must be the checkpoint's")
-    p.add_argument("--rate", type=positive_float, help="control rate (default: the recorded chunks' dt, else 30 Hz)")
-    p.add_argument("--ee-delta-scale-m", type=positive_float, default=0.01, help="command_node's ee_delta_scale_m of the "
-                   "recording (twist -> action units)")
+    p.add_argument("--rate", type=positive_float, help="control rate (default and only accepted value: the "
+                   "checkpoint's, 1 / dt; another is an error)")
+    p.add_argument("--ee-delta-scale-m", type=positive_float, default=None, help="recorder episodes: command_node's "
+                   "ee_delta_scale_m of the recording (twist -> action units; default 0.01). With --mapping the "
+                   "mapping's action.ee_delta_scale_m applies; a different value here is an error")
     p.add_argument("--no-trim", action="store_true", help="keep the idle lead-in/tail (steps with nothing executed)")
     p.add_argument("--device", default="", help="torch device (default: cuda when present, else cpu)")
     p.add_argument("--threads", type=positive_int, default=1, help="CPU threads for inference")
@@ -64,16 +66,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "replay (an offline_eval recording: /lara/eval/action_chunk; a folder: its newest episode) "
                    "instead of predicting them here")
     p.add_argument("--no-plots", action="store_true", help="write results.json/results.md only (no PNG plots)")
-
-
-def _recorded_rate(bag: Path) -> float | None:
-    from lara_policy.ros.bag_tools import iter_messages
-    try:
-        for _, _, _, m in iter_messages(bag, ["/lara/action_chunk"]):
-            return 1.0 / float(m.dt) if m.dt > 0 else None
-    except Exception:  # noqa: BLE001 - no chunks recorded / unreadable: the default rate
-        return None
-    return None
 
 
 def _live_chunks(bag: Path) -> list[tuple[float, np.ndarray]]:
@@ -88,15 +80,33 @@ def _live_chunks(bag: Path) -> list[tuple[float, np.ndarray]]:
     return out
 
 
+def check_rate(meta, rate: float | None, where: str = "--rate") -> float:
+    """The control rate to replay at: the checkpoint's (1 / meta.dt). A rate that contradicts it
+    (a policy trained at 15 Hz replayed on a 30 Hz grid would be scored against actions of
+    another step size) is a ConvertError (exit 2)."""
+    from lara_policy.data.rosbag_convert import ConvertError
+    ckpt_rate = 1.0 / float(meta.dt) if getattr(meta, "dt", 0) else None
+    if rate is None:
+        return ckpt_rate or 30.0
+    if ckpt_rate is not None and abs(rate - ckpt_rate) > 0.01 * ckpt_rate:
+        raise ConvertError(f"{where} {rate:g} Hz contradicts the checkpoint's control rate {ckpt_rate:g} Hz "
+                           f"(dt {meta.dt:g} s): its actions are per {1000 / ckpt_rate:.1f} ms step; leave "
+                           f"{where} out (or make it {ckpt_rate:g})")
+    return float(rate)
+
+
 def episodes_for_policy(bags: list[Path], meta, mapping_path: str | None, rate: float | None, trim: bool,
-                        ee_delta_scale_m: float = 0.01):
-    """[(BagEpisode, bag path)] with the policy's camera/state names, on the control-rate grid."""
+                        ee_delta_scale_m: float | None = None):
+    """[(BagEpisode, bag path)] with the policy's camera/state names, on the control-rate grid.
+    The episodes come from rosbag_convert.bag_episodes with the mapping as given: the same
+    alignment, episode split (camera gaps), command_timeout_s and stream-start rule as
+    `lara convert` with that mapping (and --trim-idle where trim)."""
     from lara_policy.data.rosbag_convert import (ConvertError, bag_episodes, bag_topics, expand_sources,
                                                  is_recorder_episode, load_mapping, parse_mapping, policy_mapping)
     cam = meta.cameras[0]
     out = []
+    r = check_rate(meta, rate)
     for bag in expand_sources(bags):
-        r = rate or _recorded_rate(bag) or 30.0
         if mapping_path:
             m = load_mapping(mapping_path)
             names = [n for n, _ in m.state]
@@ -107,14 +117,20 @@ def episodes_for_policy(bags: list[Path], meta, mapping_path: str | None, rate: 
                 if len(m.cameras) != 1:
                     raise ConvertError(f"mapping {mapping_path}: no camera named '{cam}' (the checkpoint's camera)")
                 m.cameras = {cam: next(iter(m.cameras.values()))}
-            if rate:
-                m.rate_hz = rate
+            if "rate_hz" in m.source:
+                check_rate(meta, m.rate_hz, f"mapping {mapping_path}: rate_hz")
+            m.rate_hz = r
+            if ee_delta_scale_m is not None and m.action is not None and \
+                    abs(ee_delta_scale_m - m.action.ee_delta_scale_m) > 1e-12:
+                raise ConvertError(f"--ee-delta-scale-m {ee_delta_scale_m:g} contradicts the mapping's "
+                                   f"action.ee_delta_scale_m {m.action.ee_delta_scale_m:g} ({mapping_path}); "
+                                   "with --mapping the scale is the mapping's: set it there")
         else:
             if not is_recorder_episode(bag):
                 raise ConvertError(f"{bag}: not a LARA recorder episode; give --mapping MAP.yaml")
-            m = parse_mapping(policy_mapping(bag_topics(bag), list(meta.state_names), cam, r, ee_delta_scale_m),
+            m = parse_mapping(policy_mapping(bag_topics(bag), list(meta.state_names), cam, r,
+                                             0.01 if ee_delta_scale_m is None else ee_delta_scale_m),
                               "policy mapping")
-        m.frames = "grid"              # one step per control tick: chunks are timed by ticks
         m.action_clip = None
         eps, _ = bag_episodes(bag, m, trim_idle=trim)
         for be in eps:
