@@ -3,8 +3,9 @@ control_msgs mirror: control_msgs/action/FollowJointTrajectory at
 /arm_controller/follow_joint_trajectory, with the goal handling of ros2_controllers' JTC
 (joint_trajectory_controller.cpp): goals whose joint names differ from the controller's are
 rejected, a new goal preempts the active one (ABORTED, INVALID_GOAL, "Current goal preempted by
-new incoming action."), a cancel of the active goal is accepted (JTC then holds). It moves
-nothing. Each goal "executes" for FAKE_FJT_EXEC_S seconds (default 2) unless preempted/cancelled.
+new incoming action."; with FAKE_FJT_DISTRO=humble it ends CANCELED, INVALID_GOAL, "Current goal
+cancelled due to new incoming action.", as the humble branch's preempt_active_goal does), a cancel
+of the active goal is accepted (JTC then holds). It moves nothing. Each goal "executes" for FAKE_FJT_EXEC_S seconds (default 2) unless preempted/cancelled.
 
 Mode, from /fake_fjt/mode (std_msgs/String): "accept" (default) | "reject" (reject every goal,
 as an inactive controller does) | "abort" (accept, then abort at once with PATH_TOLERANCE_VIOLATED).
@@ -21,7 +22,10 @@ from control_msgs.action import FollowJointTrajectory
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.executors import MultiThreadedExecutor
+from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from std_msgs.msg import String
+
+GoalEvent = _rclpy.GoalEvent
 
 Result = FollowJointTrajectory.Result
 
@@ -29,6 +33,7 @@ Result = FollowJointTrajectory.Result
 def main():
     joints = sys.argv[1:]
     exec_s = float(os.environ.get("FAKE_FJT_EXEC_S", "2.0"))
+    humble = os.environ.get("FAKE_FJT_DISTRO", "") == "humble"
     rclpy.init()
     node = rclpy.create_node("arm_controller")
     lock = threading.Lock()
@@ -86,6 +91,12 @@ def main():
             if preempt.is_set():
                 with lock:
                     state["preempted"] += 1
+                if humble:     # humble preempt_active_goal: setCanceled (EXECUTING -> CANCELING -> CANCELED)
+                    res.error_code, res.error_string = (Result.INVALID_GOAL,
+                                                        "Current goal cancelled due to new incoming action.")
+                    handle._update_state(GoalEvent.CANCEL_GOAL)
+                    handle.canceled()
+                    return res
                 res.error_code, res.error_string = Result.INVALID_GOAL, "Current goal preempted by new incoming action."
                 handle.abort()
                 return res

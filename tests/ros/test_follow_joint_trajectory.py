@@ -150,3 +150,49 @@ def test_follow_joint_trajectory_refused_cleanly_where_control_msgs_is_missing(t
     from lara_policy.ros.backends import BackendError, FollowJointTrajectoryBackend
     with pytest.raises(BackendError, match="needs control_msgs"):
         FollowJointTrajectoryBackend(None, "", PERIOD, "/x", ["j1"])
+
+
+def test_humble_preemption_ends_canceled_and_is_no_fault(harness, tmp_path):
+    """Humble's JTC ends a goal preempted by our next goal CANCELED (not ABORTED as on Jazzy+):
+    at 20 goals/s every goal but the newest is preempted; none of that may fault."""
+    env = servo_interfaces.env(servo_interfaces.build())
+    env.update(FAKE_FJT_EXEC_S="2.0", FAKE_FJT_DISTRO="humble")
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        "/**:\n  ros__parameters:\n    autostart: true\n    backend: follow_joint_trajectory\n"
+        "    action_space: joint_position\n    joint_names: [j1, j2]\n"
+        f"    control_rate_hz: {RATE}\n    image_topic: ''\n    servo_wait_s: 20.0\n    max_chunk_age_s: 1.0\n"
+        "    max_joint_state_age_s: 1.0\n")
+    rig = harness.node("fjt_humble_rig")
+    log: dict = {}
+    status: list[tuple[str, str]] = []
+    rig.create_subscription(String, "/fake_fjt/log", lambda m: log.update(json.loads(m.data)), 10)
+    rig.create_subscription(SafetyStatus, "/lara/safety_status", lambda m: status.append((m.state, m.reason)), 100)
+    js = rig.create_publisher(JointState, "/joint_states", 10)
+    chunks = rig.create_publisher(ActionChunk, "/lara/action_chunk", 10)
+    stop = threading.Event()
+
+    def feed():
+        while not stop.is_set():
+            js.publish(JointState(name=["j1", "j2"], position=[0.1, -0.2]))
+            t = rig.get_clock().now().nanoseconds * 1e-9
+            chunks.publish(chunk_to_msg(np.tile(np.array([[0.3, -0.22]], np.float32), (30, 1)), t, PERIOD,
+                                        "joint_position", "reach", "test-model"))
+            stop.wait(0.1)
+    fake = subprocess.Popen([sys.executable, str(HERE / "fake_fjt.py"), "j1", "j2"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    cmd = subprocess.Popen([sys.executable, "-m", "lara_policy.ros.command_node", "--ros-args", "--params-file",
+                            str(params)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out = OutputReader(cmd)
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    try:
+        assert wait_for(lambda: log.get("preempted", 0) >= 10, 60.0, period=0.05), (out.text(), log)
+        time.sleep(0.5)
+        assert status and status[-1][0] == "armed", status[-3:]
+        bad = [s for s in status if "FollowJointTrajectory" in s[1]]
+        assert not bad, bad[:3]
+    finally:
+        stop.set()
+        kill(cmd, signal.SIGINT)
+        kill(fake, signal.SIGKILL)

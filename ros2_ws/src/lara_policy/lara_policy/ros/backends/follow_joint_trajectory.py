@@ -5,8 +5,11 @@ Behaviour of the server this is written against (ros-controls/ros2_controllers,
 joint_trajectory_controller.cpp, read at the 2026-08 snapshot):
 - a goal is REJECTED when the controller is inactive or the trajectory fails validation
   (joint names, empty, timestamps);
-- a new goal preempts the active one (the old goal ends ABORTED, INVALID_GOAL, "Current goal
-  preempted by new incoming action.");
+- a new goal preempts the active one: the old goal ends ABORTED, INVALID_GOAL, "Current goal
+  preempted by new incoming action." on Jazzy / Kilted / Rolling (joint_trajectory_controller.cpp
+  preempt_active_goal: setAborted), but CANCELED, INVALID_GOAL, "Current goal cancelled due to new
+  incoming action." on Humble (humble branch, preempt_active_goal: setCanceled). Neither is a
+  fault here: only our NEWEST goal ending ABORTED is;
 - cancelling the active goal makes the controller hold its current position (or decelerate
   to a hold, `should_decelerate_on_cancel`);
 - PATH_TOLERANCE_VIOLATED / GOAL_TOLERANCE_VIOLATED abort the goal.
