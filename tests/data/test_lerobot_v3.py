@@ -90,11 +90,12 @@ def independent_read(root: Path) -> dict:
         assert (f["info"]["video.height"], f["info"]["video.width"]) == tuple(f["shape"][:2])
         assert f["info"]["video.fps"] == info["fps"]
 
-    # tasks: text as the pandas index named "task", task_index column
+    # tasks: text as the (unnamed) pandas index, stored as __index_level_0__ as LeRobot's
+    # DataFrame({"task_index": ...}, index=tasks).to_parquet writes it; task_index column
     tt = pq.read_table(root / "meta/tasks.parquet")
     pandas_meta = json.loads(tt.schema.metadata[b"pandas"])
-    assert pandas_meta["index_columns"] == ["task"]
-    tasks = dict(zip(tt.column("task_index").to_pylist(), tt.column("task").to_pylist()))
+    assert pandas_meta["index_columns"] == ["__index_level_0__"]
+    tasks = dict(zip(tt.column("task_index").to_pylist(), tt.column("__index_level_0__").to_pylist()))
     assert sorted(tasks) == list(range(info["total_tasks"]))
 
     # episodes metadata

@@ -35,6 +35,8 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from lara_policy.data.lerobot_schema import (QUANTILES, aggregate, feature_stats, image_stats,  # noqa: F401
+                                             tasks_table, with_hf_metadata)
 from lara_policy.data.store import Episode, EpisodeStore, StoreError, StoreMeta, episode_summary
 
 CODEBASE_VERSION = "v3.0"
@@ -46,7 +48,6 @@ SIDECAR = "meta/lara.json"
 STATE_KEY, ACTION_KEY, SUCCESS_KEY = "observation.state", "action", "next.success"
 IMAGE_PREFIX = "observation.images."
 INDEX_FEATURES = ("timestamp", "frame_index", "episode_index", "index", "task_index")
-QUANTILES = (0.01, 0.10, 0.50, 0.90, 0.99)
 VCODECS = ("libsvtav1", "h264", "hevc")          # what LeRobot's encoder accepts
 # names for the action vector of known action spaces (else "<action_space>_<i>")
 ACTION_NAMES = {("ee_delta_xyz_gripper", 4): ["delta_x", "delta_y", "delta_z", "gripper"]}
@@ -74,45 +75,9 @@ def _camera_name(key: str) -> str:
 
 
 # ----------------------------------------------------------------------------------------
-# Statistics (LeRobot's per-episode stats and their count-weighted aggregation)
+# Statistics and column types: lara_policy.data.lerobot_schema (what LeRobot writes)
 
-
-def _feature_stats(x: np.ndarray) -> dict[str, list]:
-    """x (N, D) -> min/max/mean/std/count and quantiles, each a (D,) list."""
-    x = np.asarray(x, np.float64).reshape(len(x), -1)
-    out = {"min": x.min(0), "max": x.max(0), "mean": x.mean(0), "std": x.std(0)}
-    for q in QUANTILES:
-        out[f"q{int(round(q * 100)):02d}"] = np.quantile(x, q, axis=0)
-    res = {k: v.tolist() for k, v in out.items()}
-    res["count"] = [int(len(x))]
-    return res
-
-
-def _image_stats(frames: np.ndarray, max_frames: int = 100) -> dict[str, list]:
-    """(T, H, W, 3) uint8 -> per-channel stats in [0, 1], each shaped (3, 1, 1) as LeRobot does;
-    count = the frames used (at most max_frames, evenly spaced)."""
-    idx = np.unique(np.linspace(0, len(frames) - 1, min(len(frames), max_frames)).round().astype(int))
-    px = frames[idx].reshape(-1, 3).astype(np.float64) / 255.0
-    s = _feature_stats(px)
-    return {k: (v if k == "count" else [[[c]] for c in v]) for k, v in {**s, "count": [int(len(idx))]}.items()}
-
-
-def _aggregate(stats: list[dict[str, list]]) -> dict[str, list]:
-    """Combine per-episode stats: min/max exact, mean/std by the parallel formula, quantiles
-    count-weighted (LeRobot's aggregate_stats)."""
-    arr = {k: np.stack([np.asarray(s[k], np.float64) for s in stats]) for k in stats[0]}
-    counts = arr.pop("count").reshape(-1)
-    w = counts.reshape((-1,) + (1,) * (arr["mean"].ndim - 1))
-    total = counts.sum()
-    mean = (arr["mean"] * w).sum(0) / total
-    var = ((arr["std"] ** 2 + (arr["mean"] - mean) ** 2) * w).sum(0) / total
-    out = {"min": arr["min"].min(0), "max": arr["max"].max(0), "mean": mean, "std": np.sqrt(var)}
-    for k in arr:
-        if k.startswith("q"):
-            out[k] = (arr[k] * w).sum(0) / total
-    res = {k: v.tolist() for k, v in out.items()}
-    res["count"] = [int(total)]
-    return res
+_feature_stats, _image_stats, _aggregate = feature_stats, image_stats, aggregate
 
 
 # ----------------------------------------------------------------------------------------
@@ -233,25 +198,6 @@ class _VideoReader:
 
 # ----------------------------------------------------------------------------------------
 # Writing
-
-
-def _tasks_table(tasks: list[str]):
-    """meta/tasks.parquet as LeRobot writes it with pandas: column task_index plus the task text
-    as the (named) pandas index, so pandas.read_parquet gives a frame indexed by task."""
-    pa, _ = _pa()
-    table = pa.table({"task_index": pa.array(range(len(tasks)), pa.int64()), "task": pa.array(tasks, pa.string())})
-    pandas_meta = {
-        "index_columns": ["task"],
-        "column_indexes": [{"name": None, "field_name": None, "pandas_type": "unicode", "numpy_type": "object",
-                            "metadata": {"encoding": "UTF-8"}}],
-        "columns": [{"name": "task_index", "field_name": "task_index", "pandas_type": "int64",
-                     "numpy_type": "int64", "metadata": None},
-                    {"name": "task", "field_name": "task", "pandas_type": "unicode", "numpy_type": "object",
-                     "metadata": None}],
-        "creator": {"library": "pyarrow", "version": pa.__version__},
-        "pandas_version": "2.2.3",
-    }
-    return table.replace_schema_metadata({b"pandas": json.dumps(pandas_meta).encode()})
 
 
 def _fixed(values: np.ndarray, dtype):
@@ -421,9 +367,9 @@ def _write(out, m, episodes, source, fps, vcodec, crf, g, pix_fmt, chunks_size, 
                      "episode_index": pa.array(np.full(t, i, np.int64)), "index": pa.array(index),
                      "task_index": pa.array(np.full(t, ti, np.int64))})
         stats.update({"timestamp": _feature_stats(ts), "frame_index": _feature_stats(frame),
-                      "episode_index": _feature_stats(np.full(t, i)), "index": _feature_stats(index),
-                      "task_index": _feature_stats(np.full(t, ti))})
-        table = pa.table(cols)
+                      "episode_index": _feature_stats(np.full(t, i, np.int64)), "index": _feature_stats(index),
+                      "task_index": _feature_stats(np.full(t, ti, np.int64))})
+        table = with_hf_metadata(pa.table(cols), features)
         est = table.nbytes / 2 ** 20
         if writer is not None and cur.size + est >= data_mb:
             writer.close()
@@ -453,7 +399,7 @@ def _write(out, m, episodes, source, fps, vcodec, crf, g, pix_fmt, chunks_size, 
     ep_path = out / EPISODES_PATH.format(chunk_index=0, file_index=0)
     ep_path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist([e["row"] for e in eps]), ep_path, compression="snappy")
-    pq.write_table(_tasks_table(list(tasks)), out / "meta" / "tasks.parquet")
+    pq.write_table(tasks_table(list(tasks)), out / "meta" / "tasks.parquet")
     stats_all = {feat: _aggregate([s[feat] for s in ep_stats]) for feat in ep_stats[0]}
     (out / "meta" / "stats.json").write_text(json.dumps(stats_all, indent=4))
     info = {
