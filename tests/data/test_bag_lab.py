@@ -1,0 +1,110 @@
+"""A lab's own bag (bagmaker.lab_bag: 15 Hz CompressedImage camera, three episodes split by 3 s
+camera gaps, Servo twists at 30 Hz that stop in the gaps, a gripper command that starts 0.2 s
+in, the arm at full speed at each episode's end) through `lara convert` and `lara eval bag`:
+one alignment for both (data/bag_align.py), checked against the bag's ground truth."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("rosbags")
+pytest.importorskip("cv2")
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bagmaker import LAB_MAPPING, lab_bag  # noqa: E402
+
+from lara_policy.cli import main as lara  # noqa: E402
+from lara_policy.core.api import ChunkPrediction, PolicyMeta  # noqa: E402
+from lara_policy.data.rosbag_convert import ConvertError  # noqa: E402
+from lara_policy.data.store import EpisodeStore  # noqa: E402
+from lara_policy.evaluation.bag_eval import episodes_for_policy, evaluate_bags  # noqa: E402
+
+STATE = ["hand_x", "hand_y", "hand_z", "gripper"]
+META = PolicyMeta("ee_delta_xyz_gripper", 4, 8, 1 / 15, ["front"], (48, 48), 4, STATE, "lab")
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    d = tmp_path_factory.mktemp("lab")
+    bag, truth = lab_bag(d / "lab_sqlite", storage="sqlite3")
+    mp = d / "lab.yaml"
+    mp.write_text(LAB_MAPPING)
+    return bag, truth, mp
+
+
+def _episodes(path: Path) -> list:
+    with EpisodeStore(path) as s:
+        return [s.episode(i) for i in range(len(s))]
+
+
+def test_gap_split_episodes_match_the_truth(lab, tmp_path):
+    bag, truth, mp = lab
+    assert lara(["convert", str(bag), "--mapping", str(mp), "--out", str(tmp_path / "c.hdf5")]) == 0
+    eps = _episodes(tmp_path / "c.hdf5")
+    assert len(eps) == 3
+    for e, (ep, tr) in enumerate(zip(eps, truth["episodes"])):
+        # the gripper command starts 0.2 s in: episode 0 begins at the first frame whose next
+        # frame sees it (frame 3), never with a 0.0 gripper action
+        first = int(np.argmax(np.isfinite(tr["action"][:, 3])))
+        assert first == (3 if e == 0 else 0)
+        want = tr["action"][first:]
+        assert ep.num_steps == len(want)
+        np.testing.assert_allclose(ep.extra["t_start"], tr["frame_t"][first], atol=1e-6)
+        # every action, the LAST one of each episode too (the arm at full speed before the gap)
+        np.testing.assert_allclose(ep.actions, want, atol=1e-5)
+        assert np.abs(ep.actions[-1, :3]).max() > 0.5
+        np.testing.assert_allclose(ep.state[:, :3], tr["pos"][first:], atol=1e-6)
+
+
+def test_eval_bag_scores_exactly_the_converted_steps(lab, tmp_path):
+    bag, truth, mp = lab
+    for trim in (False, True):
+        out = tmp_path / f"c{int(trim)}.hdf5"
+        assert lara(["convert", str(bag), "--mapping", str(mp), "--out", str(out)] + (["--trim-idle"] if trim else [])) == 0
+        conv = _episodes(out)
+        scored = episodes_for_policy([bag], META, str(mp), None, trim=trim)
+        assert [be.episode.num_steps for be, _ in scored] == [ep.num_steps for ep in conv]
+        for (be, _), ep in zip(scored, conv):
+            np.testing.assert_allclose(be.episode.actions, ep.actions, atol=1e-6)
+            np.testing.assert_allclose(be.episode.state, ep.state, atol=1e-6)
+
+    class Zero:
+        meta = META
+
+        def reset(self):
+            pass
+
+        def predict_chunk(self, obs, num_candidates=1, seed=None):
+            return ChunkPrediction(actions=np.zeros((8, 4), np.float32), info={"latency_ms": 1.0})
+
+    res = evaluate_bags(Zero(), episodes_for_policy([bag], META, str(mp), None, trim=False), replan_steps=8)
+    assert [e["steps"] for e in res["per_episode"]] == [21, 24, 24]
+    # scored against zero: the error is the executed action itself, gap steps would add zeros
+    ex = np.concatenate([np.asarray(e["executed"]) for e in res["per_episode"]])
+    want = np.concatenate([tr["action"][3 if i == 0 else 0:] for i, tr in enumerate(truth["episodes"])])
+    np.testing.assert_allclose(ex, want, atol=1e-5)
+
+
+def test_mcap_converts_to_the_same_store(lab, tmp_path):
+    bag, truth, mp = lab
+    mcap, _ = lab_bag(tmp_path / "lab_mcap", storage="mcap")
+    for b, o in ((bag, "s.hdf5"), (mcap, "m.hdf5")):
+        assert lara(["convert", str(b), "--mapping", str(mp), "--out", str(tmp_path / o)]) == 0
+    for a, b in zip(_episodes(tmp_path / "s.hdf5"), _episodes(tmp_path / "m.hdf5")):
+        assert np.array_equal(a.actions, b.actions) and np.array_equal(a.state, b.state)
+        assert np.array_equal(a.images["front"], b.images["front"])
+
+
+def test_contradictions_are_errors(lab):
+    bag, _, mp = lab
+    with pytest.raises(ConvertError, match=r"--rate 30 Hz contradicts the checkpoint's control rate 15 Hz"):
+        episodes_for_policy([bag], META, str(mp), 30.0, trim=False)
+    with pytest.raises(ConvertError, match=r"--ee-delta-scale-m 0.02 contradicts the mapping's"):
+        episodes_for_policy([bag], META, str(mp), None, trim=False, ee_delta_scale_m=0.02)
+    assert episodes_for_policy([bag], META, str(mp), 15.0, trim=False, ee_delta_scale_m=0.01)
+    meta30 = PolicyMeta("ee_delta_xyz_gripper", 4, 8, 1 / 30, ["front"], (48, 48), 4, STATE, "lab30")
+    with pytest.raises(ConvertError, match=r"rate_hz 15 Hz contradicts the checkpoint's control rate 30 Hz"):
+        episodes_for_policy([bag], meta30, str(mp), None, trim=False)
