@@ -236,7 +236,7 @@ def print_result(r: CheckResult) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from lara_policy.cli import add_list_option
+    from lara_policy.common.args import add_list_option
     names = [n for n, _, _ in CHECKS]
     add_list_option(parser, "--only", default=None, metavar="CHECK", item_type=check_name, item_choices=names,
                     help=f"run only these checks ({', '.join(names)})")
@@ -248,6 +248,6 @@ def run(args: argparse.Namespace) -> int:
     failed = [r.name for r in results if not r.ok and r.required]
     print("all required checks passed" if not failed else f"FAILED: {', '.join(failed)}")
     if args.json:
-        from lara_policy.cli import write_json
+        from lara_policy.common.args import write_json
         write_json(args.json, [asdict(r) for r in results])
     return 1 if failed else 0

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lara_policy.core.api import Observation
+from lara_policy.common.policy_api import Observation
 from lara_policy.errors import positive_int
 from lara_policy.core.checkpoint import save_checkpoint
 from lara_policy.core.configuration import ModelConfig
@@ -135,7 +135,7 @@ def bench_training(config: ModelConfig, batch_size: int, rounds: int, steps_per_
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from lara_policy.cli import deprecated_alias
+    from lara_policy.common.args import deprecated_alias
     parser.add_argument("--json", default="", metavar="FILE", help="also write the figures as JSON (parent folders "
                         "created)")
     deprecated_alias(parser, "--out", "--json", dest="json")
@@ -183,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {name:<40}{value:>16}  {target}")
     print("  targets met: " + ", ".join(f"{k}={'yes' if v else 'NO'}" for k, v in result["met"].items()))
     if args.json:
-        from lara_policy.cli import write_json
+        from lara_policy.common.args import write_json
         write_json(args.json, result)
         print(f"wrote {args.json}")
     return 1 if args.check and not all(result["met"].values()) else 0

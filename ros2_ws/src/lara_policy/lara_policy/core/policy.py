@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lara_policy.core.api import ChunkPrediction, DynamicsCheckResult, Observation, PolicyMeta
+from lara_policy.common.policy_api import ChunkPrediction, DynamicsCheckResult, Observation, PolicyMeta
 from lara_policy.core.checkpoint import CheckpointError, load_stats, load_text, load_weights, read_config
 from lara_policy.core.configuration import ModelConfig
 from lara_policy.core.modeling import LaraModel

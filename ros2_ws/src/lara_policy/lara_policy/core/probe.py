@@ -35,44 +35,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lara_policy.core.checkpoint import (CheckpointError, load_stats, load_text, load_train_seeds, load_weights,
-                                         read_config, seed_overlap)
+from lara_policy.core.checkpoint import CheckpointError, load_stats, load_text
 from lara_policy.core.configuration import ModelConfig
 from lara_policy.core.modeling import LaraModel, VectorQuantizer
 from lara_policy.core.processing import ChunkDataset, NormStats
-from lara_policy.data.store import StoreError, open_episode_source, seed_ranges
-
-
-class TrainSeedOverlap(ValueError):
-    """The evaluation store holds layouts the checkpoint was trained on."""
-
-
-def check_heldout(checkpoint: str | Path, data: list[str], allow_train_seeds: bool = False) -> list[str]:
-    """Raise TrainSeedOverlap when a store in `data` holds seeds (layouts) listed in the
-    checkpoint's train_seeds.json, unless `allow_train_seeds`. Returns warnings to show."""
-    seeds = load_train_seeds(checkpoint)
-    if seeds is None:
-        return [f"warning: {checkpoint} has no train_seeds.json; cannot verify that {list(data)} is held out"]
-    warnings = []
-    for p in data:
-        with open_episode_source(p) as store:
-            bad = seed_overlap(seeds, store.used_seeds())
-        if not bad:
-            continue
-        desc = "; ".join(f"{t}: {len(v)} seeds ({seed_ranges(v)})" for t, v in sorted(bad.items()))
-        msg = (f"{p} holds layouts the checkpoint {checkpoint} was trained on (its train_seeds.json) -> {desc}. "
-               "Through L_LARA its LAM saw those steps' actions, so these would be training-set figures")
-        if not allow_train_seeds:
-            raise TrainSeedOverlap(f"{msg}. Measure on a store generated with disjoint seeds (e.g. `lara demos "
-                                   "... --seed-start 90000`), or pass --allow-train-seeds to do it knowingly")
-        warnings.append(f"warning: {msg} (--allow-train-seeds)")
-    return warnings
-
-
-def lam_camera(config: ModelConfig) -> str:
-    """The camera the checkpoint's LAM watches: the first of its cameras (the store's first at
-    training time, or the --init checkpoint's)."""
-    return config.vla.cameras[0]
+from lara_policy.core.probe_lam import TrainSeedOverlap, check_heldout, lam_camera, load_lam  # noqa: F401
+from lara_policy.data.store import StoreError, open_episode_source
 
 
 def r2_score(y: np.ndarray, pred: np.ndarray) -> float:
@@ -83,15 +51,6 @@ def r2_score(y: np.ndarray, pred: np.ndarray) -> float:
         return float("nan")
     sse = ((y - pred) ** 2).sum(0)
     return float(np.mean(1 - sse[keep] / sst[keep]))
-
-
-def load_lam(path: str | Path, device: str = "cpu") -> tuple[LaraModel, ModelConfig]:
-    config, _ = read_config(path)
-    if not config.has_lam:
-        raise CheckpointError(f"{path} holds no LAM (components={config.components}, variant={config.variant})")
-    model = LaraModel(config)
-    load_weights(path, model)
-    return model.to(device).eval(), config
 
 
 def step_tasks(data: list[str], ds: ChunkDataset) -> np.ndarray:
@@ -508,7 +467,7 @@ def format_dynamics_check(r: dict) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from lara_policy.cli import add_list_option, deprecated_alias, float_in_range
+    from lara_policy.common.args import add_list_option, deprecated_alias, float_in_range
     from lara_policy.errors import positive_int
     parser.add_argument("--lam", required=True, help="checkpoint holding a LAM (LAM-only or joint)")
     mode = parser.add_mutually_exclusive_group()
@@ -550,7 +509,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lara_policy.cli import write_json
+    from lara_policy.common.args import write_json
     if (args.alignment or args.dynamics_check or args.invariance) and (args.kind is not None or args.quantized):
         mode = "--alignment" if args.alignment else "--dynamics-check" if args.dynamics_check else "--invariance"
         flag = "--kind" if args.kind is not None else "--quantized"

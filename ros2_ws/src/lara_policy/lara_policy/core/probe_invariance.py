@@ -117,7 +117,7 @@ def _pair_stats(zc: torch.Tensor, zd: torch.Tensor, ic: torch.Tensor, idd: torch
 def invariance(lam: str | Path, data: list[str], distractor_data: list[str], limit: int = DEFAULT_LIMIT,
                seed: int = 0, batch: int = 256, allow_train_seeds: bool = False) -> dict:
     """Distractor invariance of the checkpoint's LAM (see the module docstring)."""
-    from lara_policy.core.probe import check_heldout, lam_camera, load_lam
+    from lara_policy.core.probe_lam import check_heldout, lam_camera, load_lam
     from lara_policy.core.processing import resize_uint8
 
     data, distractor_data = list(data), list(distractor_data)

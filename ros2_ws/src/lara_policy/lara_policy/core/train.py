@@ -577,7 +577,7 @@ def export_lam(model: LaraModel, config: ModelConfig, path: Path, extra: dict | 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from lara_policy.cli import add_list_option, deprecated_alias, float_in_range, non_negative_float, positive_float
+    from lara_policy.common.args import add_list_option, deprecated_alias, float_in_range, non_negative_float, positive_float
     d = TrainConfig()
     m = ModelConfig()
     parser.description = __doc__

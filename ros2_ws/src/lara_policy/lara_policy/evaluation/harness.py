@@ -1,4 +1,4 @@
-"""Closed-loop Meta-World evaluation of any lara_policy.core.api.Policy.
+"""Closed-loop Meta-World evaluation of any lara_policy.common.policy_api.Policy.
 
     from lara_policy.evaluation.harness import evaluate
     from lara_policy.evaluation.policies import OracleFactory

@@ -1,4 +1,4 @@
-"""Reference policies for the harness (both implement lara_policy.core.api.Policy) and
+"""Reference policies for the harness (both implement lara_policy.common.policy_api.Policy) and
 picklable factories for worker processes.
 
 - OraclePolicy: Meta-World's scripted expert, reading the privileged obs.raw; horizon 1.
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lara_policy.core.api import ChunkPrediction, Observation, PolicyMeta
+from lara_policy.common.policy_api import ChunkPrediction, Observation, PolicyMeta
 
 _DT = 0.0125
 _STATE_NAMES = ["hand_x", "hand_y", "hand_z", "gripper", "goal_x", "goal_y", "goal_z"]

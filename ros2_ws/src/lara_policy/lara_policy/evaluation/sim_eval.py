@@ -22,7 +22,7 @@ from lara_policy.evaluation.harness import DEFAULT_EVAL_SEED_START, SeedOverlapE
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from lara_policy.cli import add_list_option, deprecated_alias, non_negative_float
+    from lara_policy.common.args import add_list_option, deprecated_alias, non_negative_float
     p.description = __doc__
     p.epilog = "Outputs: results.json, results.md, success.png, videos/ in --out."
     p.add_argument("--policy", required=True,

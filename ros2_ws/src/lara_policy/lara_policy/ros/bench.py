@@ -119,7 +119,7 @@ def analyse(chunks, twists, period: float, warmup_s: float = 0.5) -> dict:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from lara_policy.cli import deprecated_alias, positive_float
+    from lara_policy.common.args import deprecated_alias, positive_float
     from lara_policy.errors import positive_int
     parser.description = __doc__
     parser.add_argument("--config", default="sim", help="lara_bringup config with sim/policy/command nodes")
@@ -247,7 +247,7 @@ def run(args: argparse.Namespace) -> int:
           f"interval p50 {res['tick_interval_p50_ms']:.1f} ms, p99 {res['tick_interval_p99_ms']:.1f} ms, max "
           f"{res['tick_interval_max_ms']:.1f} ms; policy: {res['policy']}")
     if args.json:
-        from lara_policy.cli import write_json
+        from lara_policy.common.args import write_json
         write_json(args.json, res)
         print(f"wrote {args.json}")
     return 1 if args.check and not res["pass"] else 0

@@ -26,7 +26,7 @@ import threading
 import time
 from pathlib import Path
 
-from lara_policy.cli import write_json
+from lara_policy.common.args import write_json
 from lara_policy.errors import LaraError
 
 PUBLISHER = """
@@ -101,7 +101,7 @@ def wait(pred, timeout):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from lara_policy.cli import non_negative_float, positive_float
+    from lara_policy.common.args import non_negative_float, positive_float
     from lara_policy.errors import positive_int
     parser.description = __doc__
     parser.add_argument("--minutes", type=positive_float, default=10.0, help="how long the publisher runs")
@@ -122,7 +122,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of scripts/bench_recorder.py (the same options as `lara bench recorder`)."""
-    from lara_policy.cli import HelpFormatter
+    from lara_policy.common.args import HelpFormatter
     ap = argparse.ArgumentParser(prog="bench_recorder.py", formatter_class=HelpFormatter)
     add_arguments(ap)
     try:

@@ -454,7 +454,7 @@ def build_overrides(config: dict, args) -> dict[str, dict]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from lara_policy.cli import add_list_option, deprecated_alias, non_negative_float, positive_float
+    from lara_policy.common.args import add_list_option, deprecated_alias, non_negative_float, positive_float
     parser.add_argument("config", help="params YAML (path, or a shipped config name: sim, real_arm, gazebo, "
                                        "isaac, offline_eval)")
     parser.add_argument("--task", help="Meta-World task (sim); default from the config's bringup section")
@@ -562,7 +562,7 @@ def run(args: argparse.Namespace) -> int:
         if rclpy.ok():
             rclpy.shutdown()
     if args.json:
-        from lara_policy.cli import write_json
+        from lara_policy.common.args import write_json
         write_json(args.json, {"config": path, "episodes": [asdict(r) for r in results],
                                "success_rate": (sum(r.success for r in results) / len(results)) if results else None})
     return 0

@@ -17,7 +17,7 @@ from builtin_interfaces.msg import Time
 from sensor_msgs.msg import Image
 
 from lara_msgs.msg import ActionChunk, DynamicsCheck
-from lara_policy.core.api import DynamicsCheckResult
+from lara_policy.common.policy_api import DynamicsCheckResult
 
 _CHANNELS = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}
 _DEPTH = {"16uc1", "32fc1", "mono16", "16sc1", "32sc1", "64fc1"}

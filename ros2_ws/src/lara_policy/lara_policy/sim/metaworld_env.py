@@ -3,7 +3,7 @@
 Used by `lara demos`, the closed-loop evaluation harness and the ROS sim node.
 
     env = MetaWorldEnv(task="drawer-open-v3", cameras=("corner4",), image_size=(128, 128))
-    obs = env.reset(seed=0)                  # lara_policy.core.api.Observation
+    obs = env.reset(seed=0)                  # lara_policy.common.policy_api.Observation
     obs, success, info = env.step(action)    # action (4,), clipped to [-1, 1] inside
     env.expert_action(obs)                   # Meta-World's scripted expert on obs.raw
 
@@ -35,7 +35,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from lara_policy.core.api import Observation
+from lara_policy.common.policy_api import Observation
 from lara_policy.sim.distractors import DistractorConfig, DistractorRenderer
 from lara_policy.sim.phrasings import TASK_PHRASINGS  # noqa: F401  (re-exported)
 
