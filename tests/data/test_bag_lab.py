@@ -108,3 +108,62 @@ def test_contradictions_are_errors(lab):
     meta30 = PolicyMeta("ee_delta_xyz_gripper", 4, 8, 1 / 30, ["front"], (48, 48), 4, STATE, "lab30")
     with pytest.raises(ConvertError, match=r"rate_hz 15 Hz contradicts the checkpoint's control rate 30 Hz"):
         episodes_for_policy([bag], meta30, str(mp), None, trim=False)
+
+
+TF_MAPPING = LAB_MAPPING.replace("""\
+  - {name: hand_x, topic: /tcp_pose, field: pose.position.x}
+  - {name: hand_y, topic: /tcp_pose, field: pose.position.y}
+  - {name: hand_z, topic: /tcp_pose, field: pose.position.z}
+""", """\
+  - {name: hand_x, tf: {parent: base_link, child: tool0}, field: translation.x}
+  - {name: hand_y, tf: {parent: base_link, child: tool0}, field: translation.y}
+  - {name: hand_z, tf: {parent: base_link, child: tool0}, field: translation.z}
+  - {name: qx, tf: {parent: base_link, child: tool0}, field: rotation.x}
+  - {name: qy, tf: {parent: base_link, child: tool0}, field: rotation.y}
+  - {name: qz, tf: {parent: base_link, child: tool0}, field: rotation.z}
+  - {name: qw, tf: {parent: base_link, child: tool0}, field: rotation.w}
+  - {name: world_x, tf: {parent: world, child: tool0}, field: translation.x}
+  - {name: world_y, tf: {parent: world, child: tool0}, field: translation.y}
+""")
+
+
+def test_state_from_tf_by_frame_matches_the_truth(lab, tmp_path):
+    """The tool pose is only in /tf as base_link -> flange (among other transforms, shuffled in
+    every message) plus flange -> tool0 in /tf_static: chained, stamped by the headers."""
+    from scipy.spatial.transform import Rotation
+    from bagmaker import BASE_IN_WORLD
+    bag, truth, _ = lab
+    assert "transforms[0]" not in TF_MAPPING
+    mp = tmp_path / "tf.yaml"
+    mp.write_text(TF_MAPPING)
+    assert lara(["convert", str(bag), "--mapping", str(mp), "--out", str(tmp_path / "tf.hdf5")]) == 0
+    with EpisodeStore(tmp_path / "tf.hdf5") as s:
+        assert s.meta.state_names[:7] == ["hand_x", "hand_y", "hand_z", "qx", "qy", "qz", "qw"]
+        eps = [s.episode(i) for i in range(len(s))]
+    rw = Rotation.from_quat(BASE_IN_WORLD[1])
+    for i, (ep, tr) in enumerate(zip(eps, truth["episodes"])):
+        first = 3 if i == 0 else 0
+        np.testing.assert_allclose(ep.state[:, :3], tr["pos"][first:], atol=2e-6)
+        q, qt = ep.state[:, 3:7].astype(np.float64), tr["quat"][first:]
+        np.testing.assert_allclose(np.abs(np.sum(q * qt, axis=1)), 1.0, atol=2e-6)     # same rotation (+-q)
+        world = rw.apply(tr["pos"][first:]) + np.asarray(BASE_IN_WORLD[0])
+        np.testing.assert_allclose(ep.state[:, 7:9], world[:, :2], atol=2e-6)
+
+
+@pytest.mark.parametrize("entry, message", [
+    ("{name: hand_x, tf: {parent: base_link, child: nowhere}, field: translation.x}",
+     "no chain of transforms from 'base_link' to 'nowhere' in /tf and /tf_static (frames there: base_footprint"),
+    ("{name: hand_x, tf: {parent: base_link, child: tool0}, field: position.x}",
+     "tf field 'position.x' unknown (one of translation.x"),
+    ("{name: hand_x, tf: {parent: flange, child: tool0}, field: translation.x}",
+     "'flange' -> 'tool0' is static (only in /tf_static)"),
+    ("{name: hand_x, tf: {parent: base_link}, field: translation.x}", "a tf entry is {tf: {parent: FRAME"),
+])
+def test_bad_tf_entries_one_line(lab, tmp_path, capsys, entry, message):
+    bag, _, _ = lab
+    mp = tmp_path / "bad.yaml"
+    mp.write_text(LAB_MAPPING.replace("{name: hand_x, topic: /tcp_pose, field: pose.position.x}", entry))
+    assert lara(["convert", str(bag), "--mapping", str(mp), "--out", str(tmp_path / "x.hdf5")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and err.startswith("lara convert: ") and len(err.splitlines()) == 1
+    assert not (tmp_path / "x.hdf5").exists()

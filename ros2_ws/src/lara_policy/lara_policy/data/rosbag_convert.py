@@ -65,8 +65,11 @@ class FieldSpec:
     topic: str
     field: str = ""                 # dotted path with [i] indexing, e.g. pose.position.x, data[2]
     joint: str = ""                 # sensor_msgs/JointState: value of this joint in `field` (position)
+    tf: tuple[str, str] | None = None   # (parent, child) frames: a pose from /tf + /tf_static (bag_tf)
 
     def label(self) -> str:
+        if self.tf:
+            return f"tf '{self.tf[0]}' -> '{self.tf[1]}' field '{self.field}' ({self.topic} and /tf_static)"
         what = f"joint '{self.joint}' of " if self.joint else ""
         return f"{what}field '{self.field or '(message)'}' of topic {self.topic}"
 
@@ -118,15 +121,31 @@ _TOP_KEYS = {"cameras", "state", "action", "gripper", "instruction", "task", "su
              "rate_hz", "stamps", "image_size", "action_space", "action_clip", "env", "max_age_s", "frames"}
 
 
-def _field_spec(value, where: str) -> FieldSpec:
+def _field_spec(value, where: str, allow_tf: bool = False) -> FieldSpec:
     if isinstance(value, str):
         return FieldSpec(topic=value)
+    if allow_tf and isinstance(value, dict) and "tf" in value:
+        return _tf_spec(value, where)
     if not isinstance(value, dict) or "topic" not in value:
-        raise ConvertError(f"mapping: '{where}' must be a topic name or {{topic: ..., field: ...}}, got {value!r}")
+        raise ConvertError(f"mapping: '{where}' must be a topic name or {{topic: ..., field: ...}}"
+                           + (" or {tf: {parent: ..., child: ...}, field: ...}" if allow_tf else "") + f", got {value!r}")
     extra = set(value) - {"topic", "field", "joint"}
     if extra:
-        raise ConvertError(f"mapping: '{where}' has unknown key(s) {sorted(extra)} (known: topic, field, joint)")
+        raise ConvertError(f"mapping: '{where}' has unknown key(s) {sorted(extra)} (known: topic, field, joint"
+                           + (", tf" if allow_tf else "") + ")")
     return FieldSpec(str(value["topic"]), str(value.get("field", "") or ""), str(value.get("joint", "") or ""))
+
+
+def _tf_spec(value: dict, where: str) -> FieldSpec:
+    from lara_policy.data.bag_tf import TF_TOPIC, tf_value_index
+    tf = value["tf"]
+    extra = set(value) - {"tf", "field", "topic"}
+    if extra or not isinstance(tf, dict) or set(tf) != {"parent", "child"}:
+        raise ConvertError(f"mapping: '{where}': a tf entry is {{tf: {{parent: FRAME, child: FRAME}}, field: "
+                           f"translation.x}} (optionally topic: /tf), got {value!r}")
+    field_ = str(value.get("field", "") or "")
+    tf_value_index(field_, f"mapping: '{where}'")
+    return FieldSpec(str(value.get("topic", TF_TOPIC)), field_, tf=(str(tf["parent"]), str(tf["child"])))
 
 
 def parse_mapping(data: dict, where: str = "mapping") -> Mapping:
@@ -149,7 +168,8 @@ def parse_mapping(data: dict, where: str = "mapping") -> Mapping:
     for i, s in enumerate(data.get("state") or []):
         if not isinstance(s, dict) or "name" not in s:
             raise ConvertError(f"{where}: state[{i}] needs a 'name' and a 'topic'")
-        state.append((str(s["name"]), _field_spec({k: v for k, v in s.items() if k != "name"}, f"state[{i}]")))
+        state.append((str(s["name"]), _field_spec({k: v for k, v in s.items() if k != "name"}, f"state[{i}]",
+                                                  allow_tf=True)))
     action = None
     if data.get("action") is not None:
         a = data["action"]
@@ -522,6 +542,12 @@ def read_streams(path: Path, mapping: Mapping, action_free: bool = False) -> Str
                                    f"{IMAGE} or {COMPRESSED}")
         for name, spec in mapping.state:
             need(spec.topic, f"state '{name}'")
+        tf_buf = None
+        if any(spec.tf for _, spec in mapping.state):
+            from lara_policy.data.bag_tf import TF_STATIC_TOPIC, TfBuffer
+            tf_buf = TfBuffer()
+            if TF_STATIC_TOPIC in topics:
+                need(TF_STATIC_TOPIC, "tf (static)")
         kind = ""
         # action-free: the action is still read where it exists (the store keeps its action_dim /
         # action_space, as `lara demos --action-free` does, so it trains beside labelled stores)
@@ -568,8 +594,11 @@ def read_streams(path: Path, mapping: Mapping, action_free: bool = False) -> Str
                         if img is not None:
                             cams[name][0].append(t)
                             cams[name][1].append(img)
+                if tf_buf is not None and (topic == TF_STATIC_TOPIC or any(sp.tf and sp.topic == topic
+                                                                           for _, sp in mapping.state)):
+                    tf_buf.add(msg, topic == TF_STATIC_TOPIC, int(t_bag) * 1e-9, mapping.stamps == "header")
                 for name, spec in mapping.state:
-                    if spec.topic == topic:
+                    if spec.topic == topic and not spec.tf:
                         where = f"{path}: state '{name}' ({spec.label()})"
                         if spec.joint:
                             names = list(get_field(msg, "name", where))
@@ -625,6 +654,11 @@ def read_streams(path: Path, mapping: Mapping, action_free: bool = False) -> Str
                            f"'{name}'; first: {bad[0].removeprefix(f'{path}: ')}")
         order = np.argsort(np.asarray(t), kind="stable")
         s.cameras[name] = (np.asarray(t)[order], [frames[i] for i in order])
+    for name, spec in mapping.state:
+        if spec.tf:
+            from lara_policy.data.bag_tf import tf_value_index
+            tt, tv = tf_buf.series(*spec.tf, f"{path}: state '{name}' ({spec.label()})")
+            state[name] = (list(tt), list(tv[:, tf_value_index(spec.field, name)]))
     for name, (t, v) in state.items():
         if not v:
             raise ConvertError(f"{path}: state '{name}' topic has no messages")
