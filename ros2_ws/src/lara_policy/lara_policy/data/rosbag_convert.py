@@ -236,8 +236,21 @@ def load_mapping(path: str | Path) -> Mapping:
     try:
         data = YAML(typ="safe").load(p.read_text())
     except YAMLError as exc:
-        raise ConvertError(f"mapping file {p}: not valid YAML: {exc}") from None
+        raise ConvertError(f"mapping file {p}: {yaml_error_line(exc)}") from None
     return parse_mapping(data, f"mapping {p}")
+
+
+def yaml_error_line(exc) -> str:
+    """A ruamel YAMLError as one line: where (line, column of the problem) and what; a '[' in a
+    plain value inside {...} (a field path such as position[2]) gets the fix: quote it."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem = " ".join(str(getattr(exc, "problem", "") or exc).split())
+    context = " ".join(str(getattr(exc, "context", "") or "").split())
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    hint = ""
+    if "'['" in problem or "'[" in problem:
+        hint = " (a field path with [i] inside {...} or [...] must be quoted: field: \"position[2]\")"
+    return f"not valid YAML at {where}{problem}" + (f" ({context})" if context else "") + hint
 
 
 def recorder_mapping(topics: dict[str, str], camera_name: str = "corner4", rate_hz: float = 30.0,
