@@ -147,9 +147,10 @@ def _err(capsys) -> str:
     return capsys.readouterr().err
 
 
-def test_truncated_bag_is_a_clear_error(tmp_path, capsys):
-    bag = foreign_bag(tmp_path / "trunc")
-    f = next(bag.glob("*.mcap"))
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_truncated_bag_is_a_clear_error(tmp_path, capsys, storage):
+    bag = foreign_bag(tmp_path / "trunc", storage=storage)
+    f = next(bag.glob("*.mcap" if storage == "mcap" else "*.db3"))
     data = f.read_bytes()
     f.write_bytes(data[: len(data) // 2])                     # as a killed `ros2 bag record` leaves it
     mp = tmp_path / "m.yaml"
@@ -157,6 +158,12 @@ def test_truncated_bag_is_a_clear_error(tmp_path, capsys):
     assert convert(bag, "--out", tmp_path / "t.hdf5", "--mapping", mp) == 2
     err = _err(capsys)
     assert str(bag) in err and ("truncated" in err or "cannot open" in err) and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    # the explanation is the storage's own: no MCAP footer talk for a sqlite3 bag
+    if storage == "mcap":
+        assert "MCAP file cut short" in err and "sqlite3" not in err
+    else:
+        assert "sqlite3 .db3 file cut short" in err and "MCAP" not in err
     assert not (tmp_path / "t.hdf5").exists()
 
 

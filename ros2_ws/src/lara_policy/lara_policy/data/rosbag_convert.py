@@ -360,10 +360,9 @@ class _OpenBag:
             self.reader.open()
         except (ReaderError, FileNotFoundError, OSError, KeyError, ValueError, IndexError) as exc:
             self._cleanup()
-            hint = (" (a writer killed before it closed the file leaves no MCAP footer/summary; "
-                    "recorder episodes avoid this by closing a segment every flush period)")
             files = sorted(f.name for f in self.path.glob("*") if f.suffix in (".mcap", ".db3")) \
-                if self.path.is_dir() else []
+                if self.path.is_dir() else [self.path.name]
+            hint = _storage_hint(files)
             where = f" (storage file(s): {', '.join(files)})" if files else ""
             raise ConvertError(f"{self.path}: cannot open as a rosbag2 bag{where}: {exc}{hint}") from None
         return self.reader
@@ -405,6 +404,22 @@ class _OpenBag:
             self.reader.close()
         finally:
             self._cleanup()
+
+
+def _storage_hint(files: list[str]) -> str:
+    """What a cut-short storage file means, for the storage at hand (MCAP or sqlite3)."""
+    kinds = {Path(f).suffix for f in files}
+    parts = []
+    if ".mcap" in kinds:
+        parts.append("an MCAP file cut short (a writer killed before it closed it) has no footer/summary; "
+                     "recorder episodes avoid this by closing a segment every flush period")
+    if ".db3" in kinds:
+        parts.append("a sqlite3 .db3 file cut short (copied or written only in part, or a disk full) reads as a "
+                     "malformed database; sqlite3 commits as it writes, so a bag whose writer was killed normally "
+                     "still opens")
+    if not parts:
+        return ""
+    return " (" + "; ".join(parts) + ")"
 
 
 def bag_topics(path: Path) -> dict[str, str]:
@@ -650,8 +665,10 @@ def read_streams(path: Path, mapping: Mapping, action_free: bool = False) -> Str
         except ConvertError:
             raise
         except Exception as exc:  # noqa: BLE001 - a truncated / corrupt storage file
+            files = sorted(f.name for f in path.glob("*") if f.suffix in (".mcap", ".db3")) \
+                if path.is_dir() else [path.name]
             raise ConvertError(f"{path}: reading the bag failed ({type(exc).__name__}: {exc}); the file is "
-                               "truncated or corrupt") from None
+                               f"truncated or corrupt{_storage_hint(files)}") from None
         note = opened.note
 
     s = Streams(path=path, topics=topics, action_kind=kind, action_space=action_space)
