@@ -61,7 +61,8 @@ from lara_msgs.msg import ActionChunk, SafetyStatus
 from lara_policy.ros import topics
 from lara_policy.ros.backends import (Backend, BackendError, FollowJointTrajectoryBackend, JointTrajectoryBackend,
                                       MoveItPyBackend, ServoBackend, backend_class)
-from lara_policy.ros.backends.gripper import GripperCommandOutput
+from lara_policy.ros.backends.gripper import OUTPUTS as GRIPPER_OUTPUTS
+from lara_policy.ros.backends.gripper import check_gripper_params
 from lara_policy.ros.codec import msg_to_chunk
 from lara_policy.ros.ee_pose import FrameMap, TfPoseRelay, resolve_source
 from lara_policy.ros.safety import (ACTION_SPACES, ChunkScheduler, SafetyLimits, TimedChunk,
@@ -140,14 +141,30 @@ _PARAMS = [
                           "control_msgs/action/FollowJointTrajectory server (waited for servo_wait_s at arm)."),
     ("gripper_topic", topics.GRIPPER_COMMAND, "Gripper command output (std_msgs/Float64, -1 open .. +1 close)."),
     ("gripper_interface", "float64", "float64 (gripper_topic) | gripper_command (control_msgs/action/"
-                                     "GripperCommand client on gripper_action)."),
-    ("gripper_action", "/gripper_controller/gripper_cmd", "GripperCommand action (ros2_controllers' "
-                                                           "gripper_action_controller: <controller>/gripper_cmd)."),
-    ("gripper_open_position", 0.08, "GripperCommand position for 'open' (driver units, e.g. m of gap)."),
-    ("gripper_closed_position", 0.0, "GripperCommand position for 'closed'."),
-    ("gripper_max_effort", 0.0, "GripperCommand max_effort (0 = the driver's default / no limit)."),
-    ("gripper_deadband", 0.05, "A new GripperCommand goal is sent only when the target moves by more than "
+                                     "GripperCommand client on gripper_action: gripper_action_controller on "
+                                     "Humble/Jazzy, franka_gripper) | parallel_gripper_command (control_msgs/"
+                                     "action/ParallelGripperCommand: parallel_gripper_action_controller, Robotiq "
+                                     "driver main branch)."),
+    ("gripper_action", "/gripper_controller/gripper_cmd", "Gripper action server (ros2_controllers' gripper "
+                                                           "controllers: <controller>/gripper_cmd; Robotiq: "
+                                                           "/robotiq_gripper_controller/gripper_cmd; Franka: "
+                                                           "/franka_gripper/gripper_action)."),
+    ("gripper_open_position", Parameter.Type.DOUBLE, "Action gripper position for 'open' (driver units; no "
+                                                     "default: Robotiq 2F-85 knuckle 0.0 rad, Franka finger "
+                                                     "0.04 m = half the width)."),
+    ("gripper_closed_position", Parameter.Type.DOUBLE, "Action gripper position for 'closed' (Robotiq 2F-85 "
+                                                       "0.7929 rad, Franka 0.0)."),
+    ("gripper_max_effort", Parameter.Type.DOUBLE, "Action gripper effort, > 0 (no default: effort-interface "
+                                                  "controllers clamp to +-max_effort, so 0 = no force; Franka: "
+                                                  "the grasp force in N)."),
+    ("gripper_joint", "", "parallel_gripper_command: the gripper joint named in the command (e.g. "
+                          "robotiq_85_left_knuckle_joint); '' = unnamed (the controller has one joint)."),
+    ("gripper_deadband", 0.05, "A new gripper goal is sent only when the target moves by more than "
                                "this fraction of the open-closed range."),
+    ("gripper_max_retries", 2, "An aborted or rejected gripper goal (our newest) is resent at most this often "
+                               "(not when the fingers stopped on an object)."),
+    ("gripper_fault_on_failure", True, "A gripper goal that keeps failing after gripper_max_retries faults "
+                                       "command_node (zero motion) until the next activate; false = log only."),
     ("safety_status_topic", topics.SAFETY_STATUS, "lara_msgs/SafetyStatus output."),
     ("estop_service", topics.ESTOP, "std_srvs/Trigger: latch the e-stop."),
     ("estop_reset_service", topics.ESTOP_RESET, "std_srvs/Trigger: clear the e-stop (stays disarmed)."),
@@ -485,9 +502,8 @@ class CommandNode(LifecycleNode):
         if self._status_pub is None:    # kept across cleanup/configure (it reports configure errors)
             self._status_pub = self.create_publisher(SafetyStatus, self.p("safety_status_topic"), 10)
         gripper_interface = str(self.p("gripper_interface"))
-        if gripper_interface not in ("float64", "gripper_command"):
-            raise ValueError(f"parameter gripper_interface must be 'float64' or 'gripper_command', "
-                             f"got '{gripper_interface}'")
+        check_gripper_params(gripper_interface, self.p("gripper_open_position"), self.p("gripper_closed_position"),
+                             self.p("gripper_max_effort"), self.p("gripper_deadband"), self.p("gripper_max_retries"))
         grip = str(self.p("gripper_topic")) if gripper_interface == "float64" else ""
         if cls is ServoBackend:
             self.backend = ServoBackend(self, grip, self.period, self.p("twist_topic"), self.p("frame_id"),
@@ -505,11 +521,12 @@ class CommandNode(LifecycleNode):
                                            lambda: self._ee_pose, moveit_factory=self._moveit_factory,
                                            config_dict=self._moveit_config(),
                                            workspace=lambda: (self.limits.workspace_min, self.limits.workspace_max))
-        if gripper_interface == "gripper_command":
-            self.backend.gripper_out = GripperCommandOutput(
+        if gripper_interface in GRIPPER_OUTPUTS:
+            self.backend.gripper_out = GRIPPER_OUTPUTS[gripper_interface](
                 self, str(self.p("gripper_action")), float(self.p("gripper_open_position")),
                 float(self.p("gripper_closed_position")), float(self.p("gripper_max_effort")),
-                float(self.p("gripper_deadband")))
+                float(self.p("gripper_deadband")), int(self.p("gripper_max_retries")), str(self.p("gripper_joint")))
+            self.backend.gripper_faults = bool(self.p("gripper_fault_on_failure"))
 
         self._subs.append(self.create_subscription(ActionChunk, self.p("chunk_topic"), self._on_chunk, 10))
         source = resolve_source(str(self.p("ee_pose_source")), self._tf_factory)
@@ -582,6 +599,7 @@ class CommandNode(LifecycleNode):
                 self._clock_seen = None
                 self._disarmed_after_estop = False
                 self.backend.activate()
+                self.backend.reset_gripper_fault()
                 self._active = True
         except Exception as e:  # noqa: BLE001 - never arm half-way
             why = str(e) if isinstance(e, BackendError) else f"{type(e).__name__}: {e}"
@@ -824,7 +842,7 @@ class CommandNode(LifecycleNode):
                         cmd, state, reason = None, FAULT, f"internal error in the control tick: {type(e).__name__}: {e}"
             if state == ARMED:
                 try:
-                    halt = self.backend.fault_reason()
+                    halt = self.backend.fault_reason() or self.backend.gripper_fault()
                 except Exception as e:  # noqa: BLE001
                     halt = f"backend error: {type(e).__name__}: {e}"
                 if halt:

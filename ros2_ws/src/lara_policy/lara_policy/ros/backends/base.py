@@ -19,6 +19,7 @@ class Backend:
         self.period = float(period)
         self._gripper_pub = node.create_publisher(Float64, gripper_topic, 10) if gripper_topic else None
         self.gripper_out = None     # e.g. a GripperCommandOutput (control_msgs action) instead of the topic
+        self.gripper_faults = False  # a gripper goal that keeps failing is a fault (gripper_fault_on_failure)
 
     @classmethod
     def check_action_space(cls, action_space: str) -> None:
@@ -45,6 +46,17 @@ class Backend:
         """Non-empty while the motion server reports that it halted the arm (command_node then
         faults with this reason, zero motion)."""
         return ""
+
+    def gripper_fault(self) -> str:
+        """Non-empty while the gripper action output reports a goal that kept failing and
+        gripper_fault_on_failure is set (command_node faults with it)."""
+        if self.gripper_out is None or not self.gripper_faults:
+            return ""
+        return self.gripper_out.failure()
+
+    def reset_gripper_fault(self) -> None:
+        if self.gripper_out is not None:
+            self.gripper_out.reset_failure()
 
     def send_gripper(self, value: float | None) -> None:
         if value is None:
