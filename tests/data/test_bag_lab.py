@@ -167,3 +167,31 @@ def test_bad_tf_entries_one_line(lab, tmp_path, capsys, entry, message):
     err = capsys.readouterr().err.strip()
     assert message in err and err.startswith("lara convert: ") and len(err.splitlines()) == 1
     assert not (tmp_path / "x.hdf5").exists()
+
+
+@pytest.mark.parametrize("to", ["hdf5", "lerobot"])
+def test_a_conversion_failing_part_way_leaves_nothing(lab, tmp_path, capsys, to):
+    """The first bag converts, the second is cut short: no store at --out (a rerun is not
+    blocked), no temp left; with --overwrite the previous output stays as it was."""
+    import shutil
+    bag, _, mp = lab
+    bad = tmp_path / "cut"
+    shutil.copytree(bag, bad)
+    db = next(bad.glob("*.db3"))
+    db.write_bytes(db.read_bytes()[: db.stat().st_size // 2])
+    out = tmp_path / ("o.hdf5" if to == "hdf5" else "o_v3")
+    extra = ["--to", "lerobot"] if to == "lerobot" else []
+    argv = ["convert", str(bag), str(bad), "--mapping", str(mp), "--out", str(out), *extra]
+    assert lara(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"lara convert: {bad}") and len(err.splitlines()) == 1
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["cut"]
+    # the rerun with the good bag is not blocked, and a failed --overwrite keeps it
+    assert lara(["convert", str(bag), "--mapping", str(mp), "--out", str(out), *extra]) == 0
+    before = sorted((p.relative_to(out), p.stat().st_size) for p in out.rglob("*")) if out.is_dir() \
+        else out.read_bytes()
+    assert lara([*argv, "--overwrite"]) == 2
+    after = sorted((p.relative_to(out), p.stat().st_size) for p in out.rglob("*")) if out.is_dir() \
+        else out.read_bytes()
+    assert after == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

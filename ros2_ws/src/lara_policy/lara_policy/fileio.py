@@ -40,3 +40,48 @@ def write_atomic(path: str | Path, data: str | bytes) -> Path:
 def write_json(path: str | Path, data, **dumps_kwargs) -> Path:
     """`data` as indented JSON, written atomically (parent folders must exist)."""
     return write_atomic(path, json.dumps(data, indent=2, **dumps_kwargs))
+
+
+class staged_output:
+    """`with staged_output(dst, overwrite) as tmp:` write a file or a folder at `tmp` (a hidden
+    per-process sibling of dst); on success it is renamed to `dst` (an existing dst, allowed by
+    `overwrite`, is replaced only then), on any failure `tmp` is removed and dst is untouched.
+    So no command leaves half an output at dst, and a failed rerun keeps the previous result."""
+
+    def __init__(self, dst: str | Path, overwrite: bool = False):
+        self.dst = Path(dst)
+        self.overwrite = overwrite
+        self.tmp = temp_path(self.dst)
+
+    def __enter__(self) -> Path:
+        if self.dst.exists() and not self.overwrite:
+            raise FileExistsError(f"{self.dst} exists")
+        self.dst.parent.mkdir(parents=True, exist_ok=True)
+        _remove(self.tmp)
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            _remove(self.tmp)
+            return
+        if not self.tmp.exists():
+            return
+        if self.dst.exists() and (self.dst.is_dir() and not self.dst.is_symlink()):
+            old = self.dst.with_name(f".{self.dst.name}.{os.getpid()}.old")
+            _remove(old)
+            os.replace(self.dst, old)
+            os.replace(self.tmp, self.dst)
+            _remove(old)
+        else:
+            os.replace(self.tmp, self.dst)
+
+
+def _remove(path: Path) -> None:
+    import shutil
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass

@@ -157,22 +157,26 @@ def _read_hdf5(sources: list[Path], args) -> tuple[StoreMeta, Iterator[Episode]]
 
 
 def _write_hdf5(dst: Path, meta: StoreMeta, episodes: Iterable[Episode], args) -> dict:
-    n = steps = 0
+    """The store is written under a temporary name and renamed to dst at the end: a conversion
+    that fails part-way leaves nothing at dst (and keeps a store it would have replaced)."""
+    from lara_policy.fileio import staged_output
+    n = 0
     phrasings: dict[str, set] = {t: set(v) for t, v in meta.phrasings.items()}
-    store = EpisodeStore.create(dst, meta, overwrite=args.overwrite)
-    try:
-        for ep in episodes:
-            store.append(ep)
-            phrasings.setdefault(ep.task, set()).add(ep.instruction)
-            n += 1
-            steps += ep.num_steps
-        store.set_phrasings({t: sorted(v) for t, v in phrasings.items()})
-        summary = store.summary()
-    finally:
-        store.close()
-    if n == 0:
-        dst.unlink(missing_ok=True)
-        raise ConvertError("no episode to write (all empty after alignment / trimming)")
+    if dst.exists() and not args.overwrite:
+        raise ConvertError(f"{dst} exists; pass --overwrite to replace it")
+    with staged_output(dst, overwrite=True) as tmp:
+        store = EpisodeStore.create(tmp, meta)
+        try:
+            for ep in episodes:
+                store.append(ep)
+                phrasings.setdefault(ep.task, set()).add(ep.instruction)
+                n += 1
+            store.set_phrasings({t: sorted(v) for t, v in phrasings.items()})
+            summary = store.summary()
+        finally:
+            store.close()
+        if n == 0:
+            raise ConvertError("no episode to write (all empty after alignment / trimming)")
     return summary
 
 

@@ -136,15 +136,27 @@ def store_meta(cfg: GenConfig) -> StoreMeta:
 
 def generate(cfg: GenConfig, out: str | Path, overwrite: bool = False, progress: bool = True,
              compression: str | None = "lzf") -> dict:
-    """Generate episodes into a new store at `out`; returns a stats dict."""
+    """Generate episodes into a new store at `out`; returns a stats dict. The store is written
+    under a temporary name and renamed to `out` when complete: a run that fails or is
+    interrupted leaves no half-written store at `out` (and an existing one, with --overwrite,
+    stays until the new one is complete)."""
+    from lara_policy.fileio import staged_output
     from lara_policy.sim.metaworld_env import resolve_tasks
     cfg.tasks = resolve_tasks(cfg.tasks)
     if cfg.episodes < 1:
         raise ValueError("episodes per task must be >= 1")
     if cfg.workers < 1:
         raise ValueError("workers must be >= 1")
+    if Path(out).exists() and not overwrite:
+        EpisodeStore.create(out, store_meta(cfg), overwrite=False)      # the usual "exists" StoreError
+    with staged_output(out, overwrite=True) as tmp:
+        res = _generate(cfg, tmp, compression, progress)
+    return {**res, "out": str(out)}
+
+
+def _generate(cfg: GenConfig, out: Path, compression: str | None, progress: bool) -> dict:
     max_att = cfg.max_attempts or (2 * cfg.episodes + 5 if cfg.fill else cfg.episodes)
-    store = EpisodeStore.create(out, store_meta(cfg), overwrite=overwrite)
+    store = EpisodeStore.create(out, store_meta(cfg))
     # per-task scheduling state
     next_seed = {t: cfg.seed_start for t in cfg.tasks}
     tried = {t: [] for t in cfg.tasks}

@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -253,7 +252,6 @@ def write_episodes(out: str | Path, meta: StoreMeta, episodes: Iterable[Episode]
             raise LeRobotError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
         if not out.is_dir() or (any(out.iterdir()) and not is_lerobot_dir(out)):
             raise LeRobotError(f"{out} exists and is not a LeRobot dataset folder; refusing to replace it")
-        shutil.rmtree(out)
     m = meta
     fps = int(round(1.0 / m.dt))
     if abs(fps * m.dt - 1.0) > 1e-3:
@@ -262,12 +260,13 @@ def write_episodes(out: str | Path, meta: StoreMeta, episodes: Iterable[Episode]
     h, w = m.image_size
     if m.cameras and (h % 2 or w % 2) and pix_fmt == "yuv420p":
         raise LeRobotError(f"image size {h}x{w} is odd; {pix_fmt} video needs even sizes")
-    try:
-        return _write(out, m, episodes, source, fps, vcodec, crf, g, pix_fmt, chunks_size,
-                      data_files_size_in_mb, video_files_size_in_mb, progress, pa, pq, t0)
-    except BaseException:
-        shutil.rmtree(out, ignore_errors=True)           # never leave half a dataset behind
-        raise
+    from lara_policy.fileio import staged_output
+    # written under a temporary name, renamed to `out` when complete: never half a dataset at
+    # `out`, and a dataset it replaces stays until the new one is whole
+    with staged_output(out, overwrite=True) as tmp:
+        res = _write(tmp, m, episodes, source, fps, vcodec, crf, g, pix_fmt, chunks_size,
+                     data_files_size_in_mb, video_files_size_in_mb, progress, pa, pq, t0)
+    return {**res, "out": str(out)}
 
 
 def _write(out, m, episodes, source, fps, vcodec, crf, g, pix_fmt, chunks_size, data_mb, video_mb,
@@ -703,7 +702,10 @@ def read_lerobot(src: str | Path, out: str | Path, overwrite: bool = False, prog
     with LeRobotV3Source(src) as ds:
         meta = StoreMeta(**{**ds.meta.__dict__, "created_by": f"lara convert (from {ds.meta.created_by})"})
         n = steps = 0
-        with EpisodeStore.create(out, meta, overwrite=overwrite) as store:
+        from lara_policy.fileio import staged_output
+        if Path(out).exists() and not overwrite:
+            raise LeRobotError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
+        with staged_output(out, overwrite=True) as tmp, EpisodeStore.create(tmp, meta) as store:
             for i, ep in enumerate(ds):
                 store.append(ep)
                 n += 1

@@ -394,8 +394,9 @@ def write_outputs(res: dict, out: Path, with_plots: bool = True) -> None:
     out.mkdir(parents=True, exist_ok=True)
     if with_plots:
         res["plots"] = plots(res, out)
-    (out / "results.json").write_text(json.dumps(res, indent=1))
-    (out / "results.md").write_text(markdown(res))
+    from lara_policy.fileio import write_atomic
+    write_atomic(out / "results.md", markdown(res))
+    write_atomic(out / "results.json", json.dumps(res, indent=1))     # last: its presence means complete
 
 
 def summary_line(res: dict) -> str:
