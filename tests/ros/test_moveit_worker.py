@@ -176,6 +176,8 @@ def test_planning_holding_the_gil_never_blocks_ticks_or_estop_and_estop_stops_ex
         assert t_resp < plan_end["t"] and t_estop < plan_end["t"], (t_resp - t_req, t_estop - t_req, plan_end)
         # the MoveIt config reached MoveItPy in the worker (pickled across the spawn)
         assert events(log, "init")[0]["config_keys"] == ["planning_pipelines", "robot_description"]
+        # ... and MoveItPy did not see command_node's `--params-file` (spawn copies sys.argv)
+        assert events(log, "init")[0]["argv_params_files"] == [], events(log, "init")
         assert events(log, "init")[0]["node_name"] == "lara_moveit_py"
         # moveit_py was imported only in the worker process, never in command_node's
         assert {e["pid"] for e in events(log, "import")} == {events(log, "init")[0]["pid"]}
@@ -300,3 +302,30 @@ def test_ctrl_c_to_the_process_group_stops_the_execution_and_ends_the_worker(har
     finally:
         rig.close()
         kill(proc, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("config, match", [
+    ("", "backend moveit_py needs moveit_config_file"),
+    ("robot_description: <robot name='r'/>\nplanning_pipelines: [ompl]\n", "no planning_pipelines.pipeline_names"),
+])
+def test_moveit_py_refuses_to_start_without_a_usable_config(ros, tmp_path, config, match):
+    """No moveit_config_file: MoveItPy would read command_node's --params-file from the worker's
+    argv; a dict without .moveit_cpp(file_path=...) has planning_pipelines as a list, and
+    MoveItCpp throws "Failed to load planning pipelines". Both are refused at configure, before
+    any worker starts."""
+    from rclpy.parameter import Parameter
+
+    from lara_policy.ros.command_node import CommandNode
+    path = ""
+    if config:
+        path = str(tmp_path / "moveit.yaml")
+        Path(path).write_text(config)
+    node = CommandNode(parameter_overrides=[Parameter("backend", value="moveit_py"),
+                                            Parameter("moveit_config_file", value=path),
+                                            Parameter("image_topic", value="")])
+    try:
+        node.trigger_configure()
+        assert node._state_machine.current_state[1] == "unconfigured"
+        assert match in node.reason, node.reason
+    finally:
+        node.destroy_node()

@@ -14,6 +14,7 @@ upstream code. It moves nothing. Behaviour, from the environment:
 Every call is logged to FAKE_MOVEIT_LOG (see _log.py)."""
 import ctypes
 import os
+import sys
 import threading
 import time
 
@@ -98,7 +99,14 @@ class MoveItPy:
     def __init__(self, node_name="moveit_py", name_space="", launch_params_filepaths=None, config_dict=None,
                  provide_planning_service=True, remappings=None):
         fail = os.environ.get("FAKE_MOVEIT_FAIL")
-        event("init", node_name=node_name, config_keys=sorted(config_dict or {}))
+        if launch_params_filepaths is None:     # the binding's default: --params-file values of sys.argv
+            argv = sys.argv
+            launch_params_filepaths = [argv[i + 1] for i, v in enumerate(argv[:-1]) if v == "--params-file"]
+        event("init", node_name=node_name, config_keys=sorted(config_dict or {}),
+              argv_params_files=list(launch_params_filepaths))
+        if not config_dict:
+            # MoveItCpp's constructor without planning_pipelines.pipeline_names (moveit_cpp.cpp)
+            raise RuntimeError("Failed to load planning pipelines from parameter server")
         if fail:
             raise RuntimeError(fail)
         self._stop = threading.Event()

@@ -196,6 +196,12 @@ def child_main(conn, epoch, spec: dict, robot_factory=None) -> None:
         signal.signal(signal.SIGTERM, _term)
     if not in_process:
         _signals()
+        # spawn gives the child the parent's sys.argv (command_node's `--ros-args --params-file ...`);
+        # moveit_py takes `--params-file` from sys.argv for its node when no config_dict is given
+        # (moveit_py/moveit/utils.py get_launch_params_filepaths, evaluated at import on Humble):
+        # never let MoveItPy see command_node's parameters
+        import sys  # noqa: PLC0415
+        sys.argv = sys.argv[:1]
         parent = multiprocessing.parent_process()
         parent_alive = (lambda: parent.is_alive()) if parent is not None else (lambda: True)
     else:

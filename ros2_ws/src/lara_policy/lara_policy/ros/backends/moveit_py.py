@@ -53,6 +53,21 @@ class MoveItPyBackend(Backend):
     def __init__(self, node, gripper_topic: str, period: float, planning_group: str, pose_link: str,
                  current_pose, moveit_factory=None, node_name: str = "lara_moveit_py",
                  config_dict: dict | None = None, workspace=None, start_timeout_s: float = START_TIMEOUT_S):
+        if not config_dict and moveit_factory is None:
+            # MoveItPy without config_dict reads `--params-file` from sys.argv (moveit_py/moveit/utils.py,
+            # get_launch_params_filepaths), and the spawned worker carries command_node's argv: it would
+            # load command_node's parameters and fail with "Failed to load planning pipelines"
+            raise BackendError(
+                "backend moveit_py needs moveit_config_file: a YAML of the MoveIt config dict, e.g. "
+                "MoveItConfigsBuilder('ur', package_name='ur_moveit_config').moveit_cpp(file_path=...)"
+                ".to_moveit_configs().to_dict() dumped with yaml.safe_dump (docs/runtime_command_recorder.md)")
+        if config_dict is not None and moveit_factory is None:
+            pipes = config_dict.get("planning_pipelines")
+            if not (isinstance(pipes, dict) and pipes.get("pipeline_names")):
+                raise BackendError(
+                    "moveit_config_file has no planning_pipelines.pipeline_names (MoveItCpp throws \"Failed to load "
+                    "planning pipelines from parameter server\" without it): build the dict with "
+                    "MoveItConfigsBuilder(...).moveit_cpp(file_path=<your moveit_cpp.yaml>) before to_dict()")
         super().__init__(node, gripper_topic, period)
         self._current_pose = current_pose          # callable -> PoseStamped | None
         self._workspace = workspace                # callable -> (min, max) arrays or (None, None)
