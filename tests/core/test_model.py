@@ -8,7 +8,7 @@ import torch
 from synthetic import tiny_model_config, tiny_train_config
 from lara_policy.core.modeling import LaraModel
 from lara_policy.core.processing import ChunkDataset
-from lara_policy.core.train import global_batch_plan, instruction_embeddings, make_batch
+from lara_policy.core.train_data import global_batch_plan, instruction_embeddings, make_batch
 
 
 def _dataset(stores, video=True, horizon=8, offset=8, image_size=32):

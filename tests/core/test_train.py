@@ -21,7 +21,7 @@ from lara_policy.core.checkpoint import read_config
 from lara_policy.core.modeling import LaraModel
 from lara_policy.core.policy import LaraPolicy
 from lara_policy.core.processing import ChunkDataset
-from lara_policy.core.train import global_batch_plan, instruction_embeddings, make_batch
+from lara_policy.core.train_data import global_batch_plan, instruction_embeddings, make_batch
 
 TINY = ["--image-size", "32", "--width", "64", "--horizon", "8", "--euler-steps", "4", "--lam-image-size", "16",
         "--num-queries", "4", "--latent-dim", "8", "--codebook-size", "16", "--threads", "1", "--no-progress",

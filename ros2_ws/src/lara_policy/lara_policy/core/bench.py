@@ -89,7 +89,8 @@ def bench_training(config: ModelConfig, batch_size: int, rounds: int, steps_per_
     from lara_policy.core.configuration import TrainConfig
     from lara_policy.core.processing import ChunkDataset
     from lara_policy.core.optim import make_optimizer, module_groups
-    from lara_policy.core.train import global_batch_plan, make_batch, train_step
+    from lara_policy.core.train import train_step
+    from lara_policy.core.train_data import global_batch_plan, make_batch
     v = config.vla
     with tempfile.TemporaryDirectory() as tmp:
         data = ChunkDataset([str(_synthetic_store(Path(tmp) / "bench.hdf5", config))],

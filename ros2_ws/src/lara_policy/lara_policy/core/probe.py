@@ -195,7 +195,7 @@ def _one_minus_cos(pred: torch.Tensor, target: torch.Tensor) -> float:
 def alignment(path: str | Path, data: list[str], holdout: float = 0.25, limit: int = 1024, seed: int = 0,
               batch: int = 128, allow_train_seeds: bool = False) -> dict:
     """Is the checkpoint's L_LARA informative? (see the module docstring)."""
-    from lara_policy.core.train import instruction_embeddings
+    from lara_policy.core.train_data import instruction_embeddings
 
     for w in check_heldout(path, data, allow_train_seeds):
         print(w, file=sys.stderr)
@@ -298,7 +298,7 @@ def dynamics_check_auc(path: str | Path, data: list[str], limit: int = 256, samp
     of another task's episode), noise (N(0, 1) in normalised units).
     Surprise: 1 - cos(z(I_t, I_t'), f_psi(h(expert chunk))) with I_t' = I_{t+C} (executed),
     I_t (arm blocked from the start) or I_{t+C/2} (blocked half way)."""
-    from lara_policy.core.train import instruction_embeddings
+    from lara_policy.core.train_data import instruction_embeddings
 
     for w in check_heldout(path, data, allow_train_seeds):
         print(w, file=sys.stderr)
