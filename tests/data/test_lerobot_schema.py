@@ -77,3 +77,27 @@ def test_tasks_index_named_as_lerobot(ours):
     t = pq.read_table(ours / "meta/tasks.parquet")
     assert t.column("__index_level_0__").to_pylist() == ["task 0", "task 1"]
     assert t.column("task_index").to_pylist() == [0, 1]
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("data/chunk-000/file-000.parquet", "cannot read the data (episode 0) parquet file"),
+    ("meta/episodes/chunk-000/file-000.parquet", "cannot read the episode metadata parquet file"),
+    ("meta/tasks.parquet", "cannot read the tasks parquet file"),
+    ("videos/observation.images.front/chunk-000/file-000.mp4", "video"),
+    ("meta/info.json", "meta/info.json: missing"),
+])
+def test_a_damaged_v3_folder_is_one_line_exit_2(ours, tmp_path, capsys, damage, message):
+    import shutil
+    src = tmp_path / "v3"
+    shutil.copytree(ours, src)
+    f = src / damage
+    if damage.endswith("info.json"):
+        f.unlink()
+    else:
+        f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])          # a copy cut short
+    out = tmp_path / "o.hdf5"
+    assert lara(["convert", str(src), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("lara convert: ") and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert message in err and str(f) in err
+    assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["v3"]

@@ -462,7 +462,8 @@ class LeRobotV3Source:
         self.path = self.root = Path(root)
         info_path = self.root / "meta" / "info.json"
         if not info_path.is_file():
-            raise LeRobotError(f"{self.root} is not a LeRobot dataset (no meta/info.json)")
+            raise LeRobotError(f"{info_path}: missing (a LeRobot v3 dataset folder has meta/info.json beside "
+                               "meta/tasks.parquet, meta/episodes/ and data/); is this the dataset's root folder?")
         try:
             self.info = info = json.loads(info_path.read_text())
         except json.JSONDecodeError as exc:
@@ -498,7 +499,7 @@ class LeRobotV3Source:
         tpath = self.root / "meta" / "tasks.parquet"
         if not tpath.is_file():
             raise LeRobotError(f"{self.root}: meta/tasks.parquet missing")
-        tt = pq.read_table(tpath)
+        tt = _read_parquet(tpath, "tasks")
         text_col = next((c for c in ("task", "__index_level_0__") if c in tt.column_names), None)
         if text_col is None or "task_index" not in tt.column_names:
             raise LeRobotError(f"{tpath}: expected columns task (or the pandas index) and task_index, "
@@ -511,7 +512,7 @@ class LeRobotV3Source:
             raise LeRobotError(f"{self.root}: no meta/episodes/chunk-*/file-*.parquet")
         tables = []
         for f in ep_files:
-            t = pq.read_table(f)
+            t = _read_parquet(f, "episode metadata")
             tables.append(t.select([c for c in t.column_names if not c.startswith("stats/")]))
         eps = pa.concat_tables(tables, promote_options="default")
         need = ["episode_index", "length", "data/chunk_index", "data/file_index"]
@@ -591,7 +592,7 @@ class LeRobotV3Source:
         if self._data_cache is None or self._data_cache[0] != path:
             if not path.is_file():
                 raise LeRobotError(f"data file {path} (episode {e['episode_index']}) does not exist")
-            table = pq.read_table(path)
+            table = _read_parquet(path, f"data (episode {e['episode_index']})")
             for c in ("episode_index", "frame_index", STATE_KEY):
                 if c not in table.column_names:
                     raise LeRobotError(f"{path}: column {c!r} missing")
@@ -717,6 +718,18 @@ def read_lerobot(src: str | Path, out: str | Path, overwrite: bool = False, prog
     return {"episodes": n, "frames": steps, "out": str(out), "seconds": round(time.time() - t0, 2)}
 
 
+def _read_parquet(path: Path, what: str):
+    """pq.read_table, a truncated or corrupt file as one LeRobotError line naming it."""
+    _, pq = _pa()
+    import pyarrow as pa
+    try:
+        return pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        msg = " ".join(str(exc).split())
+        raise LeRobotError(f"{path}: cannot read the {what} parquet file ({type(exc).__name__}: {msg}); "
+                           "the file is truncated or corrupt") from None
+
+
 def is_lerobot_dir(path: str | Path) -> bool:
     return (Path(path) / "meta" / "info.json").is_file()
 
@@ -726,8 +739,14 @@ def is_lerobot_dir(path: str | Path) -> bool:
 
 
 def detect(path: Path) -> bool:
-    """A LeRobot dataset folder: a directory with meta/info.json."""
-    return Path(path).is_dir() and is_lerobot_dir(path)
+    """A LeRobot dataset folder: a directory with meta/info.json, or one laid out as a v3 dataset
+    (meta/tasks.parquet, meta/episodes/ or data/chunk-*/) whose info.json is missing: reading it
+    then names the missing file instead of "format not recognised"."""
+    p = Path(path)
+    if not p.is_dir():
+        return False
+    return is_lerobot_dir(p) or (p / "meta" / "tasks.parquet").is_file() or (p / "meta" / "episodes").is_dir() \
+        or any(p.glob("data/chunk-*/*.parquet"))
 
 
 def read(sources: list[Path], args) -> tuple[StoreMeta, Iterator[Episode]]:
