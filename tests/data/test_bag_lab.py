@@ -195,3 +195,13 @@ def test_a_conversion_failing_part_way_leaves_nothing(lab, tmp_path, capsys, to)
         else out.read_bytes()
     assert after == before
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_convert_refuses_a_scale_that_contradicts_the_mapping(lab, tmp_path, capsys):
+    bag, _, mp = lab
+    out = tmp_path / "o.hdf5"
+    assert lara(["convert", str(bag), "--mapping", str(mp), "--out", str(out), "--ee-delta-scale-m", "0.02"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("lara convert: --ee-delta-scale-m 0.02 contradicts the mapping's action.ee_delta_scale_m "
+                          "0.01") and len(err.splitlines()) == 1 and not out.exists()
+    assert lara(["convert", str(bag), "--mapping", str(mp), "--out", str(out), "--ee-delta-scale-m", "0.01"]) == 0

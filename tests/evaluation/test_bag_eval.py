@@ -112,3 +112,17 @@ def test_bad_input_exit_2(ckpt, bags, tmp_path, capsys):
     assert "differ from the checkpoint's" in capsys.readouterr().err
     assert lara(["eval bag", "--policy", str(tmp_path), str(bags), "--out", str(tmp_path / "o")]) == 2
     assert "not a checkpoint directory" in capsys.readouterr().err
+
+
+def test_contradicting_rate_is_exit_2(ckpt, bags, tmp_path, capsys):
+    """--rate must be the checkpoint's control rate (its chunks are per step of 1/rate s)."""
+    from lara_policy.core.policy import LaraPolicy
+    rate = 1.0 / LaraPolicy.from_checkpoint(ckpt).meta.dt
+    out = tmp_path / "o"
+    assert lara(["eval bag", "--policy", str(ckpt), str(bags), "--out", str(out), "--rate", str(2 * rate)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"lara eval bag: --rate {2 * rate:g} Hz contradicts the checkpoint's control rate "
+                          f"{rate:g} Hz") and len(err.splitlines()) == 1
+    assert not out.exists()
+    assert lara(["eval bag", "--policy", str(ckpt), str(bags), "--out", str(out), "--rate", str(rate),
+                 "--no-plots"]) == 0

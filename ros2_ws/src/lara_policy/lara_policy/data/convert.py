@@ -111,10 +111,16 @@ def postprocess(meta: StoreMeta, episodes: Iterable[Episode], action_free: bool,
 def _read_rosbag(sources: list[Path], args) -> tuple[StoreMeta, Iterator[Episode]]:
     from lara_policy.data.rosbag_convert import convert_bags, load_mapping
     mapping = load_mapping(args.mapping) if getattr(args, "mapping", None) else None
+    scale = getattr(args, "ee_delta_scale_m", None)
+    if mapping is not None and scale is not None and mapping.action is not None \
+            and abs(scale - mapping.action.ee_delta_scale_m) > 1e-12:
+        raise ConvertError(f"--ee-delta-scale-m {scale:g} contradicts the mapping's action.ee_delta_scale_m "
+                           f"{mapping.action.ee_delta_scale_m:g} ({args.mapping}); with --mapping the scale is the "
+                           "mapping's: set it there")
     return convert_bags(sources, mapping, action_free=args.action_free, rate_hz=args.rate,
                         trim_idle=args.trim_idle, instruction=getattr(args, "instruction", "") or "",
                         camera_name=getattr(args, "camera_name", "corner4"),
-                        ee_delta_scale_m=getattr(args, "ee_delta_scale_m", 0.01),
+                        ee_delta_scale_m=0.01 if scale is None else scale,
                         log=lambda m: print(m, file=sys.stderr))
 
 
@@ -216,8 +222,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--instruction", default="", help="fixed instruction text (overrides the mapping)")
     parser.add_argument("--camera-name", default="corner4", help="camera name for recorder episodes "
                         "(must match the checkpoint's camera to train from it)")
-    parser.add_argument("--ee-delta-scale-m", type=positive_float, default=0.01, help="recorder episodes: metres per "
-                        "action unit per step, as command_node's ee_delta_scale_m (twist -> action)")
+    parser.add_argument("--ee-delta-scale-m", type=positive_float, default=None, help="recorder episodes: metres per "
+                        "action unit per step, as command_node's ee_delta_scale_m (twist -> action; default 0.01). "
+                        "With --mapping the mapping's action.ee_delta_scale_m applies; a different value here is "
+                        "an error")
     parser.add_argument("--print-mapping", action="store_true", help="print the mapping used for the first "
                         "source as YAML, then convert")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing DST")
@@ -260,4 +268,5 @@ def _print_mapping(src: Path, args) -> None:
     bag = expand_sources([src])[0]
     if is_recorder_episode(bag):
         print(f"# built-in mapping for recorder episode {bag}\n"
-              + dump_yaml(recorder_mapping(bag_topics(bag), args.camera_name, args.rate or 30.0, args.ee_delta_scale_m)))
+              + dump_yaml(recorder_mapping(bag_topics(bag), args.camera_name, args.rate or 30.0,
+                                           args.ee_delta_scale_m or 0.01)))
