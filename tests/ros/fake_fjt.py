@@ -34,6 +34,14 @@ def main():
     joints = sys.argv[1:]
     exec_s = float(os.environ.get("FAKE_FJT_EXEC_S", "2.0"))
     humble = os.environ.get("FAKE_FJT_DISTRO", "") == "humble"
+    # test hook: one byte written to this FIFO whenever a goal ends (tests/ros/fake_moveit's Humble
+    # execute blocks on it, holding its GIL, as MoveIt waits for the controller's result in C++)
+    done_fifo = os.environ.get("FAKE_FJT_DONE_FIFO")
+    done_fd = os.open(done_fifo, os.O_RDWR) if done_fifo else None
+
+    def goal_done():
+        if done_fd is not None:
+            os.write(done_fd, b"x")
     rclpy.init()
     node = rclpy.create_node("arm_controller")
     lock = threading.Lock()
@@ -87,6 +95,7 @@ def main():
         while time.monotonic() < end:
             if handle.is_cancel_requested:
                 handle.canceled()
+                goal_done()
                 return res
             if preempt.is_set():
                 with lock:
@@ -102,6 +111,7 @@ def main():
                 return res
             time.sleep(0.002)
         handle.succeed()
+        goal_done()
         res.error_code = Result.SUCCESSFUL
         return res
 

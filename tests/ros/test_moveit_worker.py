@@ -25,12 +25,13 @@ rclpy = pytest.importorskip("rclpy")
 
 from geometry_msgs.msg import PoseStamped  # noqa: E402
 from lifecycle_msgs.srv import ChangeState  # noqa: E402
-from std_msgs.msg import Float64  # noqa: E402
+from std_msgs.msg import Float64, String  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
 from lara_msgs.msg import ActionChunk, SafetyStatus  # noqa: E402
 from lara_policy.ros.codec import chunk_to_msg  # noqa: E402
 
+import servo_interfaces  # noqa: E402
 from helpers_runtime import OutputReader, kill, wait_for  # noqa: E402
 
 pytestmark = pytest.mark.ros
@@ -41,7 +42,8 @@ PERIOD = 1.0 / RATE
 ACTIVATE, DEACTIVATE = 3, 4          # lifecycle_msgs/msg/Transition ids
 
 
-def start_command_node(tmp_path: Path, plan_s: float, exec_s: float, fail: str = "", new_session: bool = False):
+def start_command_node(tmp_path: Path, plan_s: float, exec_s: float, fail: str = "", new_session: bool = False,
+                       extra_params: str = "", extra_env: dict | None = None):
     log = tmp_path / "fake_moveit.jsonl"
     params = tmp_path / "params.yaml"
     moveit_cfg = tmp_path / "moveit_config.yaml"
@@ -51,8 +53,8 @@ def start_command_node(tmp_path: Path, plan_s: float, exec_s: float, fail: str =
         f"    moveit_config_file: {moveit_cfg}\n"
         "    autostart: true\n    backend: moveit_py\n    planning_group: arm\n    pose_link: tool0\n"
         f"    control_rate_hz: {RATE}\n    image_topic: ''\n    ee_pose_source: topic\n"
-        "    max_chunk_age_s: 1.0\n    max_pose_age_s: 1.0\n    status_rate_hz: 4.0\n")
-    env = dict(os.environ)
+        "    max_chunk_age_s: 1.0\n    max_pose_age_s: 1.0\n    status_rate_hz: 4.0\n" + extra_params)
+    env = dict(extra_env or os.environ)
     env["PYTHONPATH"] = f"{FAKE}{os.pathsep}{env.get('PYTHONPATH', '')}"
     env.update(FAKE_MOVEIT_LOG=str(log), FAKE_MOVEIT_PLAN_S=str(plan_s), FAKE_MOVEIT_EXEC_S=str(exec_s))
     if fail:
@@ -327,5 +329,71 @@ def test_moveit_py_refuses_to_start_without_a_usable_config(ros, tmp_path, confi
         node.trigger_configure()
         assert node._state_machine.current_state[1] == "unconfigured"
         assert match in node.reason, node.reason
+    finally:
+        node.destroy_node()
+
+
+def test_humble_execute_holding_the_gil_is_stopped_by_the_estop_at_the_controller(harness, tmp_path):
+    """Humble's moveit_py execute(group, trajectory, blocking=True) keeps the GIL while the arm
+    moves (no gil_scoped_release in the humble binding), so the worker cannot call
+    stop_execution. The fake MoveItPy (FAKE_MOVEIT_DISTRO=humble) sends its trajectory to a fake
+    JTC process and blocks in a GIL-holding C read until that controller ends the goal; the
+    e-stop must still stop it within a fraction of the trajectory: command_node cancels every
+    goal of moveit_controller_actions at the controller."""
+    exec_s = 6.0
+    env = servo_interfaces.env(servo_interfaces.build())
+    fifo = tmp_path / "fjt_done"
+    os.mkfifo(fifo)
+    env.update(FAKE_FJT_EXEC_S=str(exec_s), FAKE_FJT_DONE_FIFO=str(fifo), FAKE_MOVEIT_DISTRO="humble",
+               FAKE_MOVEIT_CONTROLLER="/arm_controller/follow_joint_trajectory", FAKE_MOVEIT_EXEC_FIFO=str(fifo),
+               ROS_DISTRO="humble")
+    fjt_log: dict = {}
+    rig = Feeder(harness)
+    rig.n.create_subscription(String, "/fake_fjt/log", lambda m: fjt_log.update(json.loads(m.data)), 10)
+    fjt = subprocess.Popen([sys.executable, str(HERE / "fake_fjt.py"), "j1"], env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+    proc, out, log = start_command_node(
+        tmp_path, 0.0, exec_s, extra_env=env,
+        extra_params="    moveit_controller_actions: [/arm_controller/follow_joint_trajectory]\n")
+    try:
+        assert wait_for(lambda: events(log, "execute_start"), 60.0, period=0.02), out.text()
+        ex = events(log, "execute_start")[0]
+        assert ex["humble"] and ex["group"] == "arm", ex
+        assert wait_for(lambda: fjt_log.get("n_accepted", 0) >= 1, 5.0), fjt_log
+        while time.time() < ex["t"] + 0.5:
+            time.sleep(0.005)
+        resp, t_req, t_resp = rig.call(rig.estop, Trigger.Request())
+        assert resp.success
+        assert wait_for(lambda: events(log, "execute_end"), exec_s, period=0.01), (out.text(), fjt_log)
+        end = events(log, "execute_end")[0]
+        cancels = [c for c in fjt_log.get("cancels", []) if c >= t_req]
+        assert cancels, fjt_log
+        print(f"Humble execute (GIL held {end['heartbeat_max_gap_s']:.2f} s) ended {end['t'] - t_req:.2f} s after the "
+              f"e-stop request; cancel at the controller {(cancels[0] - t_req) * 1e3:.0f} ms after it")
+        # the fake really held the worker's GIL for the whole execution (no stop_execution possible) ...
+        assert end["heartbeat_max_gap_s"] >= 0.8 * (end["t"] - ex["t"]) - 0.1, end
+        assert not [e for e in events(log, "stop_execution") if t_req <= e["t"] < end["t"] and e["executing"]]
+        # ... and the e-stop ended it at the controller long before the trajectory's 6 s
+        assert cancels[0] - t_req < 1.0 and end["t"] - ex["t"] < exec_s - 2.0, (cancels[0] - t_req, end)
+    finally:
+        rig.close()
+        kill(proc, signal.SIGINT)
+        kill(fjt, signal.SIGKILL)
+
+
+def test_moveit_py_on_humble_refuses_to_start_without_controller_actions(ros, tmp_path, monkeypatch):
+    from rclpy.parameter import Parameter
+
+    from lara_policy.ros.command_node import CommandNode
+    monkeypatch.setenv("ROS_DISTRO", "humble")
+    cfg = tmp_path / "moveit.yaml"
+    cfg.write_text("robot_description: <robot name='r'/>\nplanning_pipelines:\n  pipeline_names: [ompl]\n")
+    node = CommandNode(parameter_overrides=[Parameter("backend", value="moveit_py"),
+                                            Parameter("moveit_config_file", value=str(cfg)),
+                                            Parameter("image_topic", value="")])
+    try:
+        node.trigger_configure()
+        assert node._state_machine.current_state[1] == "unconfigured"
+        assert "on Humble needs moveit_controller_actions" in node.reason, node.reason
     finally:
         node.destroy_node()

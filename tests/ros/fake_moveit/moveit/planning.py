@@ -11,6 +11,14 @@ upstream code. It moves nothing. Behaviour, from the environment:
   binding releases it) and returns early when stop_execution() is called.
 - FAKE_MOVEIT_FAIL: the MoveItPy constructor raises RuntimeError(<text>), as MoveItCpp does
   without a robot model.
+- FAKE_MOVEIT_DISTRO=humble: Humble's binding `execute(group_name, robot_trajectory,
+  blocking=True)` (the Jazzy call `execute(trajectory, controllers=[])` raises TypeError, as
+  pybind11 does for incompatible arguments), WITHOUT releasing the GIL: it sends one
+  FollowJointTrajectory goal (joint FAKE_MOVEIT_JOINT, default j1) to FAKE_MOVEIT_CONTROLLER
+  (a tests/ros/fake_fjt.py server) and blocks in a C read() through ctypes.PyDLL on the FIFO
+  FAKE_MOVEIT_EXEC_FIFO until the controller reports the goal's end (succeeded or cancelled),
+  as MoveIt's C++ waits for the controller. stop_execution() cannot run meanwhile (GIL);
+  "execute_end" reports heartbeat_max_gap_s.
 Every call is logged to FAKE_MOVEIT_LOG (see _log.py)."""
 import ctypes
 import os
@@ -112,6 +120,9 @@ class MoveItPy:
         self._stop = threading.Event()
         self._executing = False
         self._tem = TrajectoryExecutionManager(self)
+        self._humble = os.environ.get("FAKE_MOVEIT_DISTRO") == "humble"
+        if self._humble:
+            self._start_controller_client()
 
     def get_planning_component(self, planning_component_name):
         event("group", group=planning_component_name)
@@ -120,7 +131,49 @@ class MoveItPy:
     def get_trajectory_execution_manager(self):
         return self._tem
 
-    def execute(self, robot_trajectory, controllers):
+    def _start_controller_client(self):
+        import rclpy
+        from control_msgs.action import FollowJointTrajectory
+        from rclpy.action import ActionClient
+        from rclpy.executors import SingleThreadedExecutor
+
+        self._ctx = rclpy.Context()
+        rclpy.init(context=self._ctx)
+        self._node = rclpy.create_node("fake_moveit_controller_client", context=self._ctx)
+        self._fjt = FollowJointTrajectory
+        self._client = ActionClient(self._node, FollowJointTrajectory, os.environ["FAKE_MOVEIT_CONTROLLER"])
+        ex = SingleThreadedExecutor(context=self._ctx)
+        ex.add_node(self._node)
+        threading.Thread(target=ex.spin, daemon=True).start()
+        if not self._client.wait_for_server(timeout_sec=30.0):
+            raise RuntimeError("fake MoveItPy: controller action server not found")
+        self._fifo = os.open(os.environ["FAKE_MOVEIT_EXEC_FIFO"], os.O_RDWR)
+
+    def execute(self, *args, **kwargs):
+        if self._humble:
+            return self._execute_humble(*args, **kwargs)
+        return self._execute_jazzy(*args, **kwargs)
+
+    def _execute_humble(self, group_name, robot_trajectory, blocking=True):
+        if not isinstance(group_name, str):
+            raise TypeError("execute(): incompatible function arguments")
+        from builtin_interfaces.msg import Duration
+        from trajectory_msgs.msg import JointTrajectoryPoint
+        goal = self._fjt.Goal()
+        goal.trajectory.joint_names = [os.environ.get("FAKE_MOVEIT_JOINT", "j1")]
+        goal.trajectory.points = [JointTrajectoryPoint(positions=[0.5], time_from_start=Duration(sec=5))]
+        hb = _Heartbeat()
+        time.sleep(0.02)
+        event("execute_start", group=group_name, trajectory=robot_trajectory, humble=True)
+        t0 = time.monotonic()
+        self._client.send_goal_async(goal)          # the request leaves now; its answer is not needed
+        buf = ctypes.create_string_buffer(1)
+        _libc_gil_held.read(self._fifo, buf, 1)     # blocks WITH the GIL until the controller ends the goal
+        elapsed = time.monotonic() - t0
+        event("execute_end", humble=True, seconds=elapsed, heartbeat_max_gap_s=hb.stop())
+        return True
+
+    def _execute_jazzy(self, robot_trajectory, controllers):
         seconds = float(os.environ.get("FAKE_MOVEIT_EXEC_S", "0"))
         self._stop.clear()
         self._executing = True

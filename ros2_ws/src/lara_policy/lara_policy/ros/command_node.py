@@ -36,6 +36,7 @@ configure: changing it is refused while the node is configured (cleanup first).
 from __future__ import annotations
 
 import math
+import os
 import signal
 import struct
 import threading
@@ -200,6 +201,11 @@ _PARAMS = [
     ("pose_link", "tool0", "moveit_py link the pose goal is for."),
     ("moveit_config_file", "", "moveit_py: YAML of the MoveIt config dict (MoveItConfigsBuilder(...)"
                                ".to_moveit_configs().to_dict() dumped to a file); '' = MoveItPy's default."),
+    ("moveit_controller_actions", Parameter.Type.STRING_ARRAY, "moveit_py: the FollowJointTrajectory action(s) "
+                                                               "MoveIt executes on (e.g. /scaled_joint_trajectory_"
+                                                               "controller/follow_joint_trajectory); deactivate, "
+                                                               "e-stop and zero motion cancel every goal there. "
+                                                               "Required on Humble (execute holds the GIL)."),
     ("control_thread", True, "Run the control loop on a dedicated thread with deadline scheduling "
                              "(wall clock); false = an rclpy timer on the node clock."),
     ("status_rate_hz", 4.0, "SafetyStatus is published on every change and at this rate."),
@@ -520,7 +526,9 @@ class CommandNode(LifecycleNode):
             self.backend = MoveItPyBackend(self, grip, self.period, self.p("planning_group"), self.p("pose_link"),
                                            lambda: self._ee_pose, moveit_factory=self._moveit_factory,
                                            config_dict=self._moveit_config(),
-                                           workspace=lambda: (self.limits.workspace_min, self.limits.workspace_max))
+                                           workspace=lambda: (self.limits.workspace_min, self.limits.workspace_max),
+                                           controller_actions=list(self.p("moveit_controller_actions") or []),
+                                           ros_distro=os.environ.get("ROS_DISTRO", ""))
         if gripper_interface in GRIPPER_OUTPUTS:
             self.backend.gripper_out = GRIPPER_OUTPUTS[gripper_interface](
                 self, str(self.p("gripper_action")), float(self.p("gripper_open_position")),

@@ -376,12 +376,14 @@ class MoveItWorker:
             self._stopped_seq = self._seq
         self._epoch.value += 1
 
-    def stop_if_busy(self) -> None:
-        """stop(), once per outstanding goal (command_node calls zero() every faulted tick)."""
+    def stop_if_busy(self) -> bool:
+        """stop(), once per outstanding goal (command_node calls zero() every faulted tick);
+        True when it stopped one."""
         with self._lock:
             if not self._busy or self._stopped_seq == self._seq:
-                return
+                return False
         self.stop()
+        return True
 
     def close(self, timeout: float = 3.0) -> None:
         with self._lock:

@@ -8,6 +8,7 @@ from geometry_msgs.msg import PoseStamped
 from ..moveit_worker import START_TIMEOUT_S, MoveItWorker, WorkerError, pose_to_dict
 from ..safety import MotionCommand
 from .base import Backend, BackendError
+from .controller_cancel import ControllerCanceller
 
 
 def _quat_mul(q1, q2):
@@ -40,7 +41,9 @@ class MoveItPyBackend(Backend):
     the target every tick and hands the NEWEST target to the worker whenever it is idle (goals
     coalesce); zero() (any fault) drops the pending target and, like pause() (deactivate,
     e-stop), stops the execution in flight and discards a plan still being computed (a
-    shared-memory flag, never a wait). A dead worker is a fault with its exit code or signal
+    shared-memory flag, never a wait) and, with `controller_actions`, also cancels every goal of
+    those FollowJointTrajectory servers (needed on Humble, whose blocking execute holds the
+    worker's GIL: see controller_cancel.py). A dead worker is a fault with its exit code or signal
     (fault_reason); a worker that cannot start is a configure refusal with its reason.
     The integrated target is clamped to the workspace box.
 
@@ -52,7 +55,8 @@ class MoveItPyBackend(Backend):
 
     def __init__(self, node, gripper_topic: str, period: float, planning_group: str, pose_link: str,
                  current_pose, moveit_factory=None, node_name: str = "lara_moveit_py",
-                 config_dict: dict | None = None, workspace=None, start_timeout_s: float = START_TIMEOUT_S):
+                 config_dict: dict | None = None, workspace=None, start_timeout_s: float = START_TIMEOUT_S,
+                 controller_actions: list[str] = (), ros_distro: str = ""):
         if not config_dict and moveit_factory is None:
             # MoveItPy without config_dict reads `--params-file` from sys.argv (moveit_py/moveit/utils.py,
             # get_launch_params_filepaths), and the spawned worker carries command_node's argv: it would
@@ -68,7 +72,14 @@ class MoveItPyBackend(Backend):
                     "moveit_config_file has no planning_pipelines.pipeline_names (MoveItCpp throws \"Failed to load "
                     "planning pipelines from parameter server\" without it): build the dict with "
                     "MoveItConfigsBuilder(...).moveit_cpp(file_path=<your moveit_cpp.yaml>) before to_dict()")
+        if ros_distro == "humble" and not [a for a in controller_actions if a.strip("/")]:
+            raise BackendError(
+                "backend moveit_py on Humble needs moveit_controller_actions (the FollowJointTrajectory action(s) "
+                "MoveIt executes on, e.g. /scaled_joint_trajectory_controller/follow_joint_trajectory): Humble's "
+                "moveit_py execute() holds the GIL while the arm moves, so the worker cannot call stop_execution "
+                "and the e-stop must cancel at the controller")
         super().__init__(node, gripper_topic, period)
+        self.canceller = ControllerCanceller(node, list(controller_actions)) if controller_actions else None
         self._current_pose = current_pose          # callable -> PoseStamped | None
         self._workspace = workspace                # callable -> (min, max) arrays or (None, None)
         self.pose_link = pose_link
@@ -122,7 +133,8 @@ class MoveItPyBackend(Backend):
         the goal being planned or executed, if any (once per goal)."""
         with self._lock:
             self._target, self._pending = None, False
-        self.worker.stop_if_busy()
+        if self.worker.stop_if_busy() and self.canceller is not None:
+            self.canceller.cancel_all("zero motion while a moveit_py goal was in flight")
 
     def pause(self) -> None:
         """Deactivate / e-stop: stop a trajectory in flight (MoveItCpp's
@@ -131,6 +143,8 @@ class MoveItPyBackend(Backend):
         with self._lock:
             self._target, self._pending = None, False
         self.worker.stop()
+        if self.canceller is not None:      # Humble: the worker cannot stop a blocking execute itself
+            self.canceller.cancel_all("deactivate / e-stop")
 
     def activate(self) -> None:
         dead = self.worker.death_reason()
@@ -142,4 +156,7 @@ class MoveItPyBackend(Backend):
 
     def close(self) -> None:
         self.worker.close()
+        if self.canceller is not None:
+            self.canceller.close()
+            self.canceller = None
         super().close()
