@@ -11,11 +11,14 @@ Two kinds of source, one code path:
   state entry, the action, the gripper, the instruction, episode boundaries and success.
 
 Samples are aligned to a control rate (`rate_hz`) by header stamps (the bag's receive time
-for messages without a header): step k is at t_k = t_begin + k / rate_hz; the camera frame of
-step k is the latest frame stamped <= t_k + half a period, each state entry the latest value
-stamped <= that frame, and the action of step k the command in effect when the NEXT frame was
-taken (step t pairs observation t with the action applied after seeing it, as in the episode
-store). Velocity commands (Servo twists) become per-step deltas at the store's rate.
+for messages without a header) in lara_policy.data.bag_align, the one alignment of `lara
+convert` and `lara eval bag`: per camera segment (split at camera gaps with `split: gap`) step
+k is at t_k = first frame + k / rate_hz; the camera frame of step k is the latest frame stamped
+<= t_k + half a period, each state entry the latest value stamped <= that frame, and the action
+of step k the command in effect when the NEXT frame of the segment was taken (one period after
+the segment's last frame); steps before every mapped stream has started are dropped. Velocity
+commands (Servo twists) become per-step deltas at the store's rate. State may also come from
+/tf + /tf_static by frame (lara_policy.data.bag_tf).
 
 Errors in the input (a topic that is not in the bag, a type with no definition, an image
 encoding the nodes do not accept, a mapping field that does not exist, a truncated bag) raise
