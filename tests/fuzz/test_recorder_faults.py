@@ -333,8 +333,8 @@ def _disk_full_case(pre, tmp: Path, size_kb: int, flush: float, record) -> str:
 
 def _disk_full_injected(tmp: Path, record) -> None:
     """Fallback where mount namespaces are not allowed: ENOSPC injected into the segment writer."""
-    from lara_policy.ros import recorder_node as rn
-    real = rn._Segmenter.write
+    from lara_policy.data.episode_bag_writer import EpisodeBagWriter
+    real = EpisodeBagWriter.write
     h = RosHarness()
     try:
         rec = _make(h, tmp / "ep")
@@ -347,7 +347,7 @@ def _disk_full_injected(tmp: Path, record) -> None:
             if self.index >= 2:
                 raise OSError(errno.ENOSPC, "No space left on device (injected)")
             return real(self, *a)
-        rn._Segmenter.write = full
+        EpisodeBagWriter.write = full
         t_end = time.monotonic() + 15
         while rec.recording and time.monotonic() < t_end:
             cam.send()
@@ -357,7 +357,7 @@ def _disk_full_injected(tmp: Path, record) -> None:
             ep["flushed_messages"] > 0
         record.ok() if ok else record.fail("injected ENOSPC", f"{ep['state']} {ep['error']!r}")
     finally:
-        rn._Segmenter.write = real
+        EpisodeBagWriter.write = real
         h.close()
 
 
