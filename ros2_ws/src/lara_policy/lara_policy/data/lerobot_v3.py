@@ -278,41 +278,50 @@ def _write(out, m, episodes, source, fps, vcodec, crf, g, pix_fmt, chunks_size, 
     eps: list[dict] = []               # per episode: rows of episode metadata + arrays for the data
     tasks: dict[str, int] = {}
     total = 0
-    for i, ep in enumerate(episodes):
-        if set(ep.images) != set(m.cameras):
-            raise LeRobotError(f"episode {i}: cameras {sorted(ep.images)} != {m.cameras}")
-        t = ep.num_steps
-        tasks.setdefault(ep.instruction, len(tasks))
-        row = {"episode_index": i, "tasks": [ep.instruction], "length": t}
-        stats = {}
-        for cam in m.cameras:
-            img = ep.images[cam]
-            if img.shape[1:] != (h, w, 3) or img.dtype != np.uint8:
-                raise LeRobotError(f"episode {i} camera {cam}: images {img.shape} {img.dtype}, expected (T, {h}, {w}, 3) uint8")
-            vw, cur = vid_writer[cam], vid_cur[cam]
-            if vw is not None and vw.frame_mb() * (vw.frames + t) >= video_mb:
-                vw.close()
-                vid_writer[cam] = vw = None
-                cur.next(chunks_size)
-            if vw is None:
-                path = out / VIDEO_PATH.format(video_key=camera_key(cam), chunk_index=cur.chunk, file_index=cur.file)
-                vid_writer[cam] = vw = _VideoFileWriter(path, fps, (h, w), vcodec, crf, g, pix_fmt)
-                n_video += 1
-            f_ts, t_ts = vw.add(img)
-            key = camera_key(cam)
-            row.update({f"videos/{key}/chunk_index": cur.chunk, f"videos/{key}/file_index": cur.file,
-                        f"videos/{key}/from_timestamp": f_ts, f"videos/{key}/to_timestamp": t_ts})
-            stats[key] = _image_stats(img)
-        eps.append({"row": row, "img_stats": stats, "state": ep.state.astype(np.float32),
-                    "actions": None if ep.actions is None else ep.actions.astype(np.float32),
-                    "step_success": None if ep.step_success is None else np.asarray(ep.step_success, bool),
-                    "lara": {"episode_index": i, "task": ep.task, "seed": int(ep.seed), "success": bool(ep.success),
-                             "source": ep.source, "action_free": ep.actions is None, "extra": ep.extra}})
-        total += t
+    try:
+        for i, ep in enumerate(episodes):
+            if set(ep.images) != set(m.cameras):
+                raise LeRobotError(f"episode {i}: cameras {sorted(ep.images)} != {m.cameras}")
+            t = ep.num_steps
+            tasks.setdefault(ep.instruction, len(tasks))
+            row = {"episode_index": i, "tasks": [ep.instruction], "length": t}
+            stats = {}
+            for cam in m.cameras:
+                img = ep.images[cam]
+                if img.shape[1:] != (h, w, 3) or img.dtype != np.uint8:
+                    raise LeRobotError(f"episode {i} camera {cam}: images {img.shape} {img.dtype}, expected (T, {h}, {w}, 3) uint8")
+                vw, cur = vid_writer[cam], vid_cur[cam]
+                if vw is not None and vw.frame_mb() * (vw.frames + t) >= video_mb:
+                    vw.close()
+                    vid_writer[cam] = vw = None
+                    cur.next(chunks_size)
+                if vw is None:
+                    path = out / VIDEO_PATH.format(video_key=camera_key(cam), chunk_index=cur.chunk, file_index=cur.file)
+                    vid_writer[cam] = vw = _VideoFileWriter(path, fps, (h, w), vcodec, crf, g, pix_fmt)
+                    n_video += 1
+                f_ts, t_ts = vw.add(img)
+                key = camera_key(cam)
+                row.update({f"videos/{key}/chunk_index": cur.chunk, f"videos/{key}/file_index": cur.file,
+                            f"videos/{key}/from_timestamp": f_ts, f"videos/{key}/to_timestamp": t_ts})
+                stats[key] = _image_stats(img)
+            eps.append({"row": row, "img_stats": stats, "state": ep.state.astype(np.float32),
+                        "actions": None if ep.actions is None else ep.actions.astype(np.float32),
+                        "step_success": None if ep.step_success is None else np.asarray(ep.step_success, bool),
+                        "lara": {"episode_index": i, "task": ep.task, "seed": int(ep.seed), "success": bool(ep.success),
+                                 "source": ep.source, "action_free": ep.actions is None, "extra": ep.extra}})
+            total += t
+            if progress:
+                print(f"\r  episode {i + 1}", end="", file=sys.stderr, flush=True)
         if progress:
-            print(f"\r  episode {i + 1}", end="", file=sys.stderr, flush=True)
-    if progress:
-        print(file=sys.stderr)
+            print(file=sys.stderr)
+    except BaseException:
+        for vw in vid_writer.values():           # end each encoder cleanly: no encoder noise on stderr
+            if vw is not None:
+                try:
+                    vw.close()
+                except Exception:  # noqa: BLE001 - the first error is the one to report
+                    pass
+        raise
     for vw in vid_writer.values():
         if vw is not None:
             vw.close()
