@@ -221,14 +221,16 @@ def test_moveit_py_config_estop_stops_execution_humble_signature_and_target_in_b
     assert wait_for(lambda: ("stop_execution",) in fake.log, 5.0)        # execution in flight stopped
 
 
-def test_moveit_py_backend_refused_cleanly_where_moveit_is_missing(harness):
+def test_moveit_py_backend_refused_cleanly_where_moveit_is_missing(harness, tmp_path):
     pytest.importorskip("rclpy")
     try:
         import moveit.planning  # noqa: F401
         pytest.skip("moveit_py is installed here")
     except ImportError:
         pass
-    node = node_with(harness, backend="moveit_py")
+    cfg = tmp_path / "moveit.yaml"
+    cfg.write_text("robot_description: <robot name='r'/>\nplanning_pipelines:\n  pipeline_names: [ompl]\n")
+    node = node_with(harness, backend="moveit_py", moveit_config_file=str(cfg))
     node.trigger_configure()
     assert node._state_machine.current_state[1] == "unconfigured"
     assert "moveit_py" in node.reason and "not installed" in node.reason

@@ -66,6 +66,7 @@ from lara_policy.ros.backends.gripper import OUTPUTS as GRIPPER_OUTPUTS
 from lara_policy.ros.backends.gripper import check_gripper_params
 from lara_policy.ros.codec import msg_to_chunk
 from lara_policy.ros.ee_pose import FrameMap, TfPoseRelay, resolve_source
+from lara_policy.ros.motion_watch import MotionWatch
 from lara_policy.ros.safety import (ACTION_SPACES, ChunkScheduler, SafetyLimits, TimedChunk,
                                     action_dim_for, action_to_command)
 
@@ -137,6 +138,11 @@ _PARAMS = [
                                  "switch_command_type (Jazzy+) | start_servo (Humble) | none (no Servo "
                                  "services, e.g. LARA's sim_node)."),
     ("servo_wait_s", 5.0, "How long arming waits for Servo's services."),
+    ("max_not_following_s", 0.0, "servo backend: commanded motion for this long with the joint states / EE pose not "
+                                 "moving faults (latched until activate): wrong controller active, twists stale at "
+                                 "Servo. 0 = off (the real-arm configs set 1.0)."),
+    ("max_clock_offset_s", 0.0, "servo backend: joint_states stamps more than this off this node's clock fault (Servo "
+                                "judges twist stamps on its own clock). 0 = off (the real-arm configs set 0.05)."),
     ("trajectory_topic", topics.JOINT_TRAJECTORY, "joint_trajectory backend output."),
     ("trajectory_action", "/arm_controller/follow_joint_trajectory", "follow_joint_trajectory backend: the "
                           "control_msgs/action/FollowJointTrajectory server (waited for servo_wait_s at arm)."),
@@ -316,6 +322,7 @@ class CommandNode(LifecycleNode):
         self._moveit_factory = moveit_factory
         self._tf_factory = tf_factory      # tests: a double of tf2_ros (Buffer, TransformListener)
         self._tf_relay = None
+        self._watch = None             # MotionWatch (servo backend: arm follows? clocks agree?)
         self._lock = threading.RLock()
         self.tick_log: deque[TickRecord] = deque(maxlen=4000)
         self.rejected_chunks = 0
@@ -536,6 +543,13 @@ class CommandNode(LifecycleNode):
                 float(self.p("gripper_deadband")), int(self.p("gripper_max_retries")), str(self.p("gripper_joint")))
             self.backend.gripper_faults = bool(self.p("gripper_fault_on_failure"))
 
+        self._watch = None
+        for name in ("max_not_following_s", "max_clock_offset_s"):
+            _positive({name: self.p(name)}, name, zero_ok=True)
+        if cls is ServoBackend and (self.p("max_not_following_s") or self.p("max_clock_offset_s")):
+            self._watch = MotionWatch(self, str(self.p("joint_states_topic")), joint_names, lambda: self._ee_pose,
+                                      max_not_following_s=float(self.p("max_not_following_s")),
+                                      max_clock_offset_s=float(self.p("max_clock_offset_s")))
         self._subs.append(self.create_subscription(ActionChunk, self.p("chunk_topic"), self._on_chunk, 10))
         source = resolve_source(str(self.p("ee_pose_source")), self._tf_factory)
         self.get_logger().info(f"end-effector pose from {source}: " + (
@@ -608,6 +622,8 @@ class CommandNode(LifecycleNode):
                 self._disarmed_after_estop = False
                 self.backend.activate()
                 self.backend.reset_gripper_fault()
+                if self._watch is not None:
+                    self._watch.reset()
                 self._active = True
         except Exception as e:  # noqa: BLE001 - never arm half-way
             why = str(e) if isinstance(e, BackendError) else f"{type(e).__name__}: {e}"
@@ -708,6 +724,9 @@ class CommandNode(LifecycleNode):
         if self.backend is not None:
             self.backend.close()
             self.backend = None
+        if getattr(self, "_watch", None) is not None:
+            self._watch.close()
+            self._watch = None
         if self._tf_relay is not None:
             self._tf_relay.close()
             self._tf_relay = None
@@ -850,7 +869,8 @@ class CommandNode(LifecycleNode):
                         cmd, state, reason = None, FAULT, f"internal error in the control tick: {type(e).__name__}: {e}"
             if state == ARMED:
                 try:
-                    halt = self.backend.fault_reason() or self.backend.gripper_fault()
+                    halt = (self.backend.fault_reason() or self.backend.gripper_fault()
+                            or (self._watch.check(now, cmd) if self._watch is not None else ""))
                 except Exception as e:  # noqa: BLE001
                     halt = f"backend error: {type(e).__name__}: {e}"
                 if halt:
