@@ -46,7 +46,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                     help="training episode store(s) whose seeds evaluation must avoid")
     p.add_argument("--image-size", type=positive_int, default=None, help="override the policy's image size (square)")
     p.add_argument("--distractors", default="none",
-                   help="visual distractors during evaluation: none | low | medium | high | 0..1")
+                   help="visual distractors during evaluation (pixels only): none | low | medium | high | 0..1, "
+                        "optionally :EFFECT[,EFFECT] for only those effects (lighting, colour, jitter, "
+                        "objects), e.g. high:lighting")
     p.add_argument("--seed", dest="random_seed", type=int, default=0,
                    help="RNG seed of the random policy (layouts: --seed-start)")
     deprecated_alias(p, "--random-seed", "--seed", dest="random_seed", type=int)

@@ -7,7 +7,9 @@ objects (coloured spheres/boxes added to the MuJoCo scene as visual-only geoms a
 `update_scene`, so they do not exist for the simulator). Robot motion with and
 without distractors is therefore identical for the same seed and actions.
 
-Strength s in [0, 1] scales every effect; presets: low=0.25, medium=0.5, high=1.0.
+Strength s in [0, 1] scales every effect; presets: low=0.25, medium=0.5, high=1.0. A spec
+"STRENGTH:EFFECT[,EFFECT]" keeps only the named effects (lighting, colour, jitter, objects), e.g.
+"high:lighting" or "0.5:colour,objects", so each effect can be measured alone.
 """
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ import mujoco
 import numpy as np
 
 PRESETS = {"none": 0.0, "low": 0.25, "medium": 0.5, "high": 1.0}
+EFFECTS = {"lighting": "lighting", "colour": "colour", "color": "colour", "jitter": "camera_jitter",
+           "camera_jitter": "camera_jitter", "objects": "objects"}
 
 
 @dataclass
@@ -35,9 +39,24 @@ class DistractorConfig:
 
     @classmethod
     def parse(cls, spec) -> "DistractorConfig | None":
-        """None / "none" / 0 -> None; a preset name, a float strength, a dict or a config."""
+        """None / "none" / 0 -> None; a preset name or a float strength, optionally followed by
+        ":EFFECT,..." (only those effects: lighting, colour, jitter, objects); a dict or a config."""
         if spec is None or isinstance(spec, DistractorConfig):
             return spec if (spec is None or spec.strength > 0) else None
+        if isinstance(spec, str) and ":" in spec:
+            level, _, names = spec.partition(":")
+            effects = [n.strip().lower() for n in names.split(",") if n.strip()]
+            unknown = [n for n in effects if n not in EFFECTS]
+            if unknown or not effects:
+                raise ValueError(f"unknown distractor effect(s) {unknown or names!r} in '{spec}'; use "
+                                 f"STRENGTH:EFFECT[,EFFECT] with effects lighting, colour, jitter, objects")
+            base = cls.parse(level)
+            if base is None:
+                return None
+            keep = {EFFECTS[n] for n in effects}
+            for name in ("lighting", "colour", "camera_jitter", "objects"):
+                setattr(base, name, name in keep)
+            return base
         if isinstance(spec, str):
             key = spec.strip().lower()
             if key in PRESETS:
