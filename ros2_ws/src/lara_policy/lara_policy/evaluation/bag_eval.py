@@ -54,8 +54,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "replan_period_steps)")
     p.add_argument("--mapping", help="topic mapping for bags not written by the LARA recorder (docs/bag_conversion.md); "
                    "its state names must be the checkpoint's")
-    p.add_argument("--rate", type=positive_float, help="control rate (default and only accepted value: the "
-                   "checkpoint's, 1 / dt; another is an error)")
+    p.add_argument("--rate", type=positive_float, help="control rate (default: the recorded chunks' dt, else the "
+                   "mapping's rate_hz, else 30 Hz); one that differs from the checkpoint's 1 / dt gets a warning line")
     p.add_argument("--ee-delta-scale-m", type=positive_float, default=None, help="recorder episodes: command_node's "
                    "ee_delta_scale_m of the recording (twist -> action units; default 0.01). With --mapping the "
                    "mapping's action.ee_delta_scale_m applies; a different value here is an error")
@@ -80,32 +80,55 @@ def _live_chunks(bag: Path) -> list[tuple[float, np.ndarray]]:
     return out
 
 
-def check_rate(meta, rate: float | None, where: str = "--rate") -> float:
-    """The control rate to replay at: the checkpoint's (1 / meta.dt). A rate that contradicts it
-    (a policy trained at 15 Hz replayed on a 30 Hz grid would be scored against actions of
-    another step size) is a ConvertError (exit 2)."""
-    from lara_policy.data.rosbag_convert import ConvertError
-    ckpt_rate = 1.0 / float(meta.dt) if getattr(meta, "dt", 0) else None
-    if rate is None:
-        return ckpt_rate or 30.0
-    if ckpt_rate is not None and abs(rate - ckpt_rate) > 0.01 * ckpt_rate:
-        raise ConvertError(f"{where} {rate:g} Hz contradicts the checkpoint's control rate {ckpt_rate:g} Hz "
-                           f"(dt {meta.dt:g} s): its actions are per {1000 / ckpt_rate:.1f} ms step; leave "
-                           f"{where} out (or make it {ckpt_rate:g})")
-    return float(rate)
+def rate_warning(meta, rate: float, where: str) -> str:
+    """'' or the one warning line for a replay rate (given explicitly: --rate or a mapping's
+    rate_hz) that contradicts the checkpoint's training rate (1 / meta.dt): its chunks are then
+    scored against executed actions of another step size. Not an error: a checkpoint trained in
+    simulation (Meta-World dt 0.0125 s) is deployed by policy_node at its control_rate_hz."""
+    if not getattr(meta, "dt", 0):
+        return ""
+    ckpt_rate = 1.0 / float(meta.dt)
+    if abs(rate - ckpt_rate) <= 0.01 * ckpt_rate:
+        return ""
+    return (f"lara eval bag: warning: {where} {rate:g} Hz differs from the checkpoint's control rate {ckpt_rate:g} Hz "
+            f"(dt {meta.dt:g} s): its chunks are scored against executed actions of {1000 / rate:.1f} ms steps, "
+            f"not {1000 / ckpt_rate:.1f} ms")
+
+
+def _recorded_rate(bag: Path) -> float | None:
+    from lara_policy.ros.bag_tools import iter_messages
+    try:
+        for _, _, _, m in iter_messages(bag, ["/lara/action_chunk"]):
+            return 1.0 / float(m.dt) if m.dt > 0 else None
+    except Exception:  # noqa: BLE001 - no chunks recorded / unreadable: the default rate
+        return None
+    return None
 
 
 def episodes_for_policy(bags: list[Path], meta, mapping_path: str | None, rate: float | None, trim: bool,
-                        ee_delta_scale_m: float | None = None):
+                        ee_delta_scale_m: float | None = None, warn=None):
     """[(BagEpisode, bag path)] with the policy's camera/state names, on the control-rate grid.
     The episodes come from rosbag_convert.bag_episodes with the mapping as given: the same
     alignment, episode split (camera gaps), command_timeout_s and stream-start rule as
-    `lara convert` with that mapping (and --trim-idle where trim)."""
+    `lara convert` with that mapping (and --trim-idle where trim). Rate: --rate, else the
+    recorded chunks' dt (recorder episodes), else the mapping's rate_hz, else 30 Hz; an explicit
+    rate that differs from the checkpoint's gives one warning line (`warn`). --ee-delta-scale-m
+    that contradicts the mapping's is a ConvertError."""
     from lara_policy.data.rosbag_convert import (ConvertError, bag_episodes, bag_topics, expand_sources,
                                                  is_recorder_episode, load_mapping, parse_mapping, policy_mapping)
+    warn = warn or (lambda line: print(line, file=sys.stderr))
+    warned = set()
+
+    def check(r: float, where: str) -> None:
+        line = rate_warning(meta, r, where)
+        if line and line not in warned:
+            warned.add(line)
+            warn(line)
+
+    if rate is not None:
+        check(rate, "--rate")
     cam = meta.cameras[0]
     out = []
-    r = check_rate(meta, rate)
     for bag in expand_sources(bags):
         if mapping_path:
             m = load_mapping(mapping_path)
@@ -117,9 +140,10 @@ def episodes_for_policy(bags: list[Path], meta, mapping_path: str | None, rate: 
                 if len(m.cameras) != 1:
                     raise ConvertError(f"mapping {mapping_path}: no camera named '{cam}' (the checkpoint's camera)")
                 m.cameras = {cam: next(iter(m.cameras.values()))}
-            if "rate_hz" in m.source:
-                check_rate(meta, m.rate_hz, f"mapping {mapping_path}: rate_hz")
-            m.rate_hz = r
+            if rate is not None:
+                m.rate_hz = rate
+            elif "rate_hz" in m.source:
+                check(m.rate_hz, f"the mapping's rate_hz ({mapping_path})")
             if ee_delta_scale_m is not None and m.action is not None and \
                     abs(ee_delta_scale_m - m.action.ee_delta_scale_m) > 1e-12:
                 raise ConvertError(f"--ee-delta-scale-m {ee_delta_scale_m:g} contradicts the mapping's "
@@ -128,6 +152,7 @@ def episodes_for_policy(bags: list[Path], meta, mapping_path: str | None, rate: 
         else:
             if not is_recorder_episode(bag):
                 raise ConvertError(f"{bag}: not a LARA recorder episode; give --mapping MAP.yaml")
+            r = rate or _recorded_rate(bag) or 30.0
             m = parse_mapping(policy_mapping(bag_topics(bag), list(meta.state_names), cam, r,
                                              0.01 if ee_delta_scale_m is None else ee_delta_scale_m),
                               "policy mapping")
