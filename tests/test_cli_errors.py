@@ -37,6 +37,11 @@ def test_domain_errors_share_one_base():
                      (SeedOverlapError, ValueError), (UnknownTaskError, ValueError)]:
         # one base for the CLI, and the old base kept for existing `except` clauses
         assert issubclass(cls, LaraError) and issubclass(cls, old), cls
+    # the data modules raise one ConvertError (defined in errors, re-exported by rosbag_convert);
+    # LeRobot v3 input errors are StoreErrors
+    from lara_policy.data.lerobot_v3 import LeRobotError
+    from lara_policy.errors import ConvertError as ConvertError2
+    assert ConvertError is ConvertError2 and issubclass(LeRobotError, StoreError)
 
 
 def test_main_turns_a_lara_error_into_exit_2_on_stderr(monkeypatch, capsys):
