@@ -82,6 +82,10 @@ def test_eval_bag_scores_exactly_the_converted_steps(lab, tmp_path):
 
     res = evaluate_bags(Zero(), episodes_for_policy([bag], META, str(mp), None, trim=False), replan_steps=8)
     assert [e["steps"] for e in res["per_episode"]] == [21, 24, 24]
+    # frames: grid (every control tick) neither runs on through a camera gap
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(LAB_MAPPING + "frames: grid\n")
+    assert [be.episode.num_steps for be, _ in episodes_for_policy([bag], META, str(grid), None, trim=False)] == [21, 24, 24]
     # scored against zero: the error is the executed action itself, gap steps would add zeros
     ex = np.concatenate([np.asarray(e["executed"]) for e in res["per_episode"]])
     want = np.concatenate([tr["action"][3 if i == 0 else 0:] for i, tr in enumerate(truth["episodes"])])
