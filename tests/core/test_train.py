@@ -349,3 +349,29 @@ def test_alignment_gradient_ratio_scales_with_the_weight_and_is_logged(stores, t
     train(tiny_train_config(run, [stores["demos"]], steps=10, log_every=5, grad_ratio_every=5))
     rows = list(csv.DictReader(open(run / "metrics.csv")))
     assert [float(r["grad_ratio_lara_act"]) > 0 for r in rows] == [True, True]
+
+
+def test_photometric_augmentation_reaches_only_the_vla_images(stores):
+    """--aug-photometric: brightness/contrast/channel gain on the VLA's images, drawn from the step's
+    plan (same plan, same batch), the LAM's pair untouched, and off (0) leaves the plan and the
+    batch exactly as before."""
+    from lara_policy.core.configuration import TrainConfig
+    ds = ChunkDataset([str(stores["demos"])], image_size=32, horizon=8, offset=8)
+    ds.attach_text(*instruction_embeddings(ds.instructions, 16))
+    stats = ds.fit_stats()
+    off, on = TrainConfig(batch_size=16, seed=3), TrainConfig(batch_size=16, seed=3, aug_photometric=1.0)
+    p_off, p_on = global_batch_plan(5, off, len(ds), 8, 4), global_batch_plan(5, on, len(ds), 8, 4)
+    assert "photometric" not in p_off
+    for k in ("index", "shifts", "noise", "tau"):          # the other draws are unchanged
+        assert np.array_equal(np.asarray(p_off[k]), np.asarray(p_on[k])), k
+    cpu = torch.device("cpu")
+    b_off, b_on = make_batch(ds, stats, p_off, off, 0, 1, cpu), make_batch(ds, stats, p_on, on, 0, 1, cpu)
+    again = make_batch(ds, stats, global_batch_plan(5, on, len(ds), 8, 4), on, 0, 1, cpu)
+    assert torch.equal(b_on["images"], again["images"])
+    assert torch.equal(b_off["image_t"], b_on["image_t"]) and torch.equal(b_off["image_tc"], b_on["image_tc"])
+    assert b_on["images"].min() >= 0 and b_on["images"].max() <= 1
+    change = (b_on["images"] - b_off["images"]).abs().mean((1, 2, 3, 4))
+    assert (change > 0.01).float().mean() > 0.8                       # nearly every sample is changed
+    # a per-channel gain: the channel means of a sample move by different factors
+    ratio = b_on["images"].mean((1, 3, 4)) / b_off["images"].mean((1, 3, 4)).clamp(min=1e-3)
+    assert (ratio.max(1).values - ratio.min(1).values).mean() > 0.05

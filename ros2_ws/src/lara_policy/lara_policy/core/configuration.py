@@ -193,6 +193,7 @@ class TrainConfig:
                                       # moves the object relative to it; at 64 px push's puck spans
                                       # ~13 x 6 px across layouts and +-4 px left the policy unable to
                                       # use the image (push 0.18 -> 0.78 with 0; docs/model.md)
+    aug_photometric: float = 0.0      # strength of brightness/contrast/colour-gain augmentation (0 = off)
     threads: int = 2
     device: str = ""                  # "" -> cuda if available else cpu
     tensorboard: bool = False

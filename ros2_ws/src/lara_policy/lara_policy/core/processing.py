@@ -132,6 +132,25 @@ def random_shift(images: torch.Tensor, pad: int, shifts: torch.Tensor | None = N
     return torch.stack([x[i, :, :, sy:sy + h, sx:sx + w] for i, (sy, sx) in enumerate(shifts.tolist())])
 
 
+PHOTOMETRIC_CAMERAS = 4     # independent draws per sample; camera k uses draw k % 4
+
+
+def photometric(images: torch.Tensor, params: torch.Tensor | None) -> torch.Tensor:
+    """Brightness, contrast and per-channel colour gain per sample and camera (a real lab's light
+    and white balance; pixels only, geometry untouched, unlike a random shift, which moves small
+    objects relative to the world-frame state). images (B, n_cam, 3, S, S) float in [0, 1];
+    params (B, PHOTOMETRIC_CAMERAS, 5) in [-s, s] for strength s: brightness gain 1 + 0.5 p0,
+    contrast 1 + 0.4 p1 about the image mean, channel gains 1 + 0.4 p2..p4."""
+    if params is None:
+        return images
+    n = images.shape[1]
+    p = params[:, torch.arange(n) % params.shape[1]].to(images)               # (B, n_cam, 5)
+    mean = images.mean(dim=(2, 3, 4), keepdim=True)
+    x = (images - mean) * (1 + 0.4 * p[..., 1])[..., None, None, None] + mean
+    gain = (1 + 0.5 * p[..., 0:1]) * (1 + 0.4 * p[..., 2:5])                   # (B, n_cam, 3)
+    return (x * gain[..., None, None]).clamp(0, 1)
+
+
 # ----------------------------------------------------------------------------------------
 # Dataset
 
@@ -213,8 +232,11 @@ class ChunkDataset:
         self.text = (torch.from_numpy(embeddings), torch.from_numpy(mask))
 
     def batch(self, index: np.ndarray, stats: NormStats, aug_shift: int = 0,
-              shifts: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """Tensors for the samples at flat step indices `index` (see LaraModel.compute_losses)."""
+              shifts: torch.Tensor | None = None, photometric_params: torch.Tensor | None = None
+              ) -> dict[str, torch.Tensor]:
+        """Tensors for the samples at flat step indices `index` (see LaraModel.compute_losses).
+        Augmentation (shift, photometric) reaches the VLA's images only: the LAM watches the
+        un-augmented pair, so its latent describes the real change."""
         index = np.asarray(index, np.int64)
         end = self.ep_end[index]
         steps = index[:, None] + np.arange(self.horizon)[None]
@@ -229,7 +251,7 @@ class ChunkDataset:
         text, text_mask = self.text
         ids = torch.from_numpy(self.instruction_id[index])
         return {
-            "images": random_shift(images, aug_shift, shifts),
+            "images": photometric(random_shift(images, aug_shift, shifts), photometric_params),
             "image_t": images[:, 0],
             "image_tc": self.images[tc, 0].float() / 255.0,
             "state": torch.from_numpy(state.astype(np.float32)),

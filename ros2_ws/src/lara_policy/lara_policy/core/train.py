@@ -476,6 +476,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--aug-shift", type=non_negative_int, default=d.aug_shift,
                         help="+-pixels of random image shift (0: the state is not shifted with the image, "
                              "so a shift moves small objects relative to it; see docs/model.md)")
+    parser.add_argument("--aug-photometric", type=float_in_range(0.0, 1.0), default=d.aug_photometric,
+                        help="strength of photometric augmentation of the VLA's images: brightness +-50%%, contrast "
+                             "+-40%%, per-channel gain +-40%% at 1 (light and white-balance changes; 0 = off)")
     parser.add_argument("--ema-decay", type=float_in_range(0.0, 1.0, hi_open=True), default=d.ema_decay,
                         help="decay of the weight EMA written to final/ (0 disables it)")
     parser.add_argument("--name", default=m.name, help="model name (model_id = name + content hash)")
@@ -498,7 +501,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                        w_lara=args.w_lara, w_lam=args.w_lam, seed=args.seed, init=args.init, lam=args.lam,
                        resume=args.resume, save_every=args.save_every, log_every=args.log_every,
                        grad_clip_scope=args.grad_clip_scope, grad_ratio_every=args.grad_ratio_every,
-                       aug_shift=args.aug_shift, ema_decay=args.ema_decay, threads=args.threads, device=args.device,
+                       aug_shift=args.aug_shift, aug_photometric=args.aug_photometric, ema_decay=args.ema_decay,
+                       threads=args.threads, device=args.device,
                        tensorboard=args.tensorboard, progress=not args.quiet,
                        cameras=list(args.cameras or []), model=model)
 

@@ -14,7 +14,7 @@ import torch
 from lara_policy.core.checkpoint import CheckpointError, load_stats, load_weights, read_config
 from lara_policy.core.configuration import ModelConfig, TrainConfig
 from lara_policy.core.modeling import LaraModel
-from lara_policy.core.processing import ChunkDataset, NormStats, TextEmbedder
+from lara_policy.core.processing import PHOTOMETRIC_CAMERAS, ChunkDataset, NormStats, TextEmbedder
 def build_model_config(cfg: TrainConfig, data: ChunkDataset) -> tuple[ModelConfig, NormStats | None, dict]:
     """The model config of this run: from --init (architecture fixed) or from cfg.model + data."""
     info = data.info
@@ -148,10 +148,13 @@ def global_batch_plan(step: int, cfg: TrainConfig, num_samples: int, horizon: in
         index = index[torch.randperm(b, generator=g).numpy()]      # mixed across the ranks' slices
     else:
         index = torch.randint(0, num_samples, (b,), generator=g).numpy()
-    return {"index": index,
+    plan = {"index": index,
             "shifts": torch.randint(0, 2 * cfg.aug_shift + 1, (b, 2), generator=g),
             "noise": torch.randn(b, horizon, action_dim, generator=g),
             "tau": torch.rand(b, generator=g)}
+    if cfg.aug_photometric > 0:   # drawn last: runs without it keep exactly their batches
+        plan["photometric"] = cfg.aug_photometric * (2 * torch.rand(b, PHOTOMETRIC_CAMERAS, 5, generator=g) - 1)
+    return plan
 
 
 def identity_stats(data: ChunkDataset) -> NormStats:
@@ -165,7 +168,8 @@ def make_batch(data: ChunkDataset, stats: NormStats | None, plan: dict, cfg: Tra
     per = cfg.batch_size // world
     sl = slice(rank * per, (rank + 1) * per)
     stats = stats if stats is not None else identity_stats(data)
-    batch = data.batch(plan["index"][sl], stats, cfg.aug_shift, plan["shifts"][sl])
+    batch = data.batch(plan["index"][sl], stats, cfg.aug_shift, plan["shifts"][sl],
+                       plan["photometric"][sl] if "photometric" in plan else None)
     batch["noise"], batch["tau"] = plan["noise"][sl], plan["tau"][sl]
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
