@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Issue 28 remedies, each the default MT3 recipe (models/lara-metaworld-mt3/README.md: same demos,
+# video, steps, seed) with one change, then scored like experiments/robustness_sweep.sh on the same
+# held-out layouts: none / medium / high distractors. Resumable (finished steps are skipped).
+#   photometric: --aug-photometric 1.0 (brightness, contrast, channel gain on the VLA's images)
+#   dr:          domain randomisation: the same 120 expert demos also rendered with medium
+#                distractors (all four effects, other draws per episode) as extra labelled data
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+out=results/robustness
+demos() { [ -f "$1" ] || lara demos --cameras corner4 --image-size 64 --workers 1 --quiet --out "$@"; }
+demos data/mt3_train.hdf5 --tasks reach-v3,push-v3,drawer-close-v3 --episodes 40 --seed-start 0
+demos data/mt3_video.hdf5 --tasks reach-v3,push-v3,drawer-close-v3,button-press-v3 --episodes 20 \
+  --seed-start 50000 --action-free --distractors medium
+demos data/mt3_train_dr.hdf5 --tasks reach-v3,push-v3,drawer-close-v3 --episodes 40 --seed-start 0 \
+  --distractors medium
+common=(--paradigm pretrain --video data/mt3_video.hdf5 --video-fraction 0.125 --variant lara --steps 6000
+        --seed 1 --aug-shift 0 --threads 1 --save-every 500 --quiet)
+train() {  # name, extra args...
+  local name=$1; shift
+  [ -f "runs/robust_$name/final/model.safetensors" ] && return
+  lara train "${common[@]}" --name "lara-mt3-$name" --out "runs/robust_$name" --resume "$@"
+  mkdir -p "$out/runs/$name" && cp "runs/robust_$name/metrics.csv" "runs/robust_$name/training_curves.png" "$out/runs/$name/"
+}
+train photometric --data data/mt3_train.hdf5 --aug-photometric 1.0
+train dr --data data/mt3_train.hdf5 data/mt3_train_dr.hdf5
+for name in photometric dr; do
+  for setting in none medium high; do
+    dir="$out/$name/$setting"
+    [ -f "$dir/results.json" ] || lara eval sim --policy "runs/robust_$name/final" --tasks MT3 --episodes 30 \
+      --seed-start 100000 --execute-k 8 --distractors "$setting" --videos 1 --quiet --out "$dir"
+  done
+done
