@@ -364,3 +364,58 @@ def test_cli_on_damaged_files(base_files, tmp_path, capsys):
         err = capsys.readouterr().err
         assert str(bag / "metadata.yaml") in err and "Traceback" not in err
         shutil.rmtree(tmp)
+
+
+# ------------------------------------------------------------------------- mapping text (issue 21)
+def _mapping_case(n: int, tmp_path, capsys) -> None:
+    """The lab mapping (tests/data/bagmaker.LAB_MAPPING) with YAML-significant characters
+    inserted, spans deleted or lines duplicated, through `lara convert` on the lab bag: exit 0, or
+    exit 2 with exactly ONE line on stderr, `lara convert: ...`, no traceback, nothing at --out."""
+    pytest.importorskip("rosbags")
+    pytest.importorskip("cv2")
+    sys.path.insert(0, str(Path(__file__).parents[1] / "data"))
+    from bagmaker import LAB_MAPPING, lab_bag
+    bag, _ = lab_bag(tmp_path / "lab", episodes=1, frames=8)
+    text = LAB_MAPPING
+    bad = []
+
+    @_settings(n)
+    @given(st.data())
+    def prop(data):
+        t = text
+        for _ in range(data.draw(st.integers(1, 3))):
+            op = data.draw(st.sampled_from(["insert", "delete", "dup"]))
+            i = data.draw(st.integers(0, len(t)))
+            if op == "insert":
+                t = t[:i] + data.draw(st.sampled_from(list("[]{}:,#-'\"\t\n &*!|>%@`"))) + t[i:]
+            elif op == "delete":
+                t = t[:i] + t[i + data.draw(st.integers(1, 12)):]
+            else:
+                lines = t.splitlines(True)
+                k = data.draw(st.integers(0, max(len(lines) - 1, 0)))
+                t = "".join(lines[:k + 1] + lines[k:k + 1] + lines[k + 1:])
+        mp, out = tmp_path / "m.yaml", tmp_path / "o.hdf5"
+        mp.write_text(t)
+        out.unlink(missing_ok=True)
+        try:
+            rc = cli.main(["convert", str(bag), "--mapping", str(mp), "--out", str(out)])
+        except Exception as exc:  # noqa: BLE001 - the point of the fuzzer
+            bad.append((t, f"raised {type(exc).__name__}: {exc}"))
+            return
+        err = capsys.readouterr().err.strip()
+        if rc == 0:
+            return
+        if rc != 2 or len(err.splitlines()) != 1 or not err.startswith("lara convert: ") or out.exists():
+            bad.append((t, f"rc {rc}: {err[:300]}"))
+
+    prop()
+    assert not bad, f"{len(bad)} bad case(s); first: {bad[0][1]!r} for mapping:\n{bad[0][0]}"
+
+
+def test_mapping_text_sample(tmp_path, capsys):
+    _mapping_case(25, tmp_path, capsys)
+
+
+@pytest.mark.fuzz
+def test_mapping_text_full(tmp_path, capsys):
+    _mapping_case(500, tmp_path, capsys)
