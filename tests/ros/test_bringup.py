@@ -14,8 +14,8 @@ from graph_helpers import GoalSeekingTestPolicy
 pytestmark = pytest.mark.ros
 
 
-def _lara(*args, timeout=240):
-    return subprocess.run([sys.executable, "-m", "lara_policy.cli", *args], env=os.environ.copy(),
+def _lara(*args, timeout=240, env=None):
+    return subprocess.run([sys.executable, "-m", "lara_policy.cli", *args], env=env or os.environ.copy(),
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -55,7 +55,7 @@ def test_lara_bringup_errors_are_clear(tmp_path):
     assert f"cannot load checkpoint {bad}" in p.stderr and "Traceback" not in p.stderr, p.stderr[-2000:]
 
 
-SHIPPED = ["sim", "real_arm", "gazebo", "isaac", "offline_eval"]
+SHIPPED = ["sim", "ur5e_robotiq", "franka_fr3", "gazebo", "isaac", "offline_eval"]
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -92,10 +92,13 @@ def test_shipped_config_parameters_are_declared(ros, name):
         graph.close()
 
 
-def test_lara_bringup_real_arm_graph_starts_disarmed(tiny_checkpoint):
-    """Without a sim (real arm), the graph runs but command_node is NOT armed unless asked."""
-    p = _lara("bringup", "real_arm", "--checkpoint", str(tiny_checkpoint), "--no-record", "--duration", "2",
-              timeout=120)
+@pytest.mark.parametrize("profile", ["ur5e_robotiq", "franka_fr3"])
+def test_lara_bringup_real_arm_graph_starts_disarmed(tiny_checkpoint, profile):
+    """Without a sim (real arm), a robot profile's graph runs (command_node configures with the
+    profile's gripper and Servo settings) but command_node is NOT armed unless asked."""
+    import servo_interfaces     # the gripper action clients need control_msgs: the test-only mirror
+    p = _lara("bringup", profile, "--checkpoint", str(tiny_checkpoint), "--no-record", "--duration", "2",
+              timeout=120, env=servo_interfaces.env(servo_interfaces.build()))
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
     assert "nodes policy_node, command_node" in p.stdout
     assert "NOT armed" in p.stdout and "ARMED" not in p.stdout.replace("NOT armed", "")
@@ -112,3 +115,14 @@ def test_lara_bringup_policy_node_in_its_own_process(tiny_checkpoint, tmp_path):
     assert eps[0]["steps"] > 0 and "no action chunk" not in eps[0]["message"], eps   # chunks crossed processes
     pid = int(p.stdout.split("own process, pid ")[1].split(")")[0])
     assert not os.path.exists(f"/proc/{pid}"), "the policy_node process outlived lara bringup"
+
+
+def test_generic_real_arm_config_refuses_to_start_until_placeholders_are_set(tiny_checkpoint, tmp_path):
+    p = _lara("bringup", "real_arm", "--checkpoint", str(tiny_checkpoint), "--no-record", "--duration", "1",
+              timeout=60)
+    assert p.returncode == 2, p.stdout[-1000:] + p.stderr[-2000:]
+    for key in ("policy_node.frame_id = YOUR_BASE_FRAME", "command_node.gripper_max_effort = YOUR_GRIPPER_MAX_EFFORT",
+                "command_node.workspace_min = YOUR_WORKSPACE_MIN", "policy_node.gripper_joint_name = YOUR_GRIPPER_JOINT"):
+        assert key in p.stderr, p.stderr
+    assert "ur5e_robotiq.yaml, franka_fr3.yaml" in p.stderr and "Traceback" not in p.stderr, p.stderr
+    assert "nodes policy_node" not in p.stdout                  # nothing started

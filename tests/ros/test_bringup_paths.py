@@ -15,7 +15,7 @@ from lara_bringup.launch_common import node_specs  # noqa: E402
 from lara_policy.ros.bringup import build_overrides  # noqa: E402
 from lara_policy.ros.params import load_params_yaml  # noqa: E402
 
-CONFIGS = ["sim.yaml", "real_arm.yaml", "gazebo.yaml", "isaac.yaml"]
+CONFIGS = ["sim.yaml", "ur5e_robotiq.yaml", "franka_fr3.yaml", "gazebo.yaml", "isaac.yaml"]
 
 
 @pytest.mark.parametrize("name", CONFIGS)

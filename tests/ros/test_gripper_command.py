@@ -44,6 +44,17 @@ class Gripper:
         time.sleep(0.3)
 
 
+def profile_gripper(name: str) -> list[str]:
+    """The gripper parameters of a shipped robot profile (lara_bringup/config/<name>.yaml) as -p args."""
+    import os
+
+    from lara_bringup import config_dir
+    from lara_policy.ros.params import load_params_yaml, node_params
+    cmd = node_params(load_params_yaml(os.path.join(config_dir(), f"{name}.yaml")), "command_node")
+    return [f"{k}:={cmd[k]}" for k in ("gripper_interface", "gripper_action", "gripper_joint", "gripper_open_position",
+                                       "gripper_closed_position", "gripper_max_effort") if k in cmd]
+
+
 def command_node(env: dict, *params: str) -> tuple[subprocess.Popen, OutputReader]:
     args = [sys.executable, "-m", "lara_policy.ros.command_node", "--ros-args", "-p", "autostart:=true",
             "-p", "servo_activation:=none", "-p", "control_rate_hz:=20.0", "-p", "blend_steps:=0"]
@@ -93,11 +104,9 @@ def test_parallel_gripper_command_resends_aborted_goals_then_faults(harness):
     env = servo_interfaces.env(servo_interfaces.build())
     rig = Rig(harness)
     grip = Gripper(rig, env, "parallel_gripper_command", "robotiq_gripper_controller")
-    cmd, out = command_node(env, "gripper_interface:=parallel_gripper_command",
-                            "gripper_action:=/robotiq_gripper_controller/gripper_cmd",
-                            "gripper_joint:=robotiq_85_left_knuckle_joint", "gripper_open_position:=0.0",
-                            "gripper_closed_position:=0.7929", "gripper_max_effort:=50.0", "gripper_max_retries:=2",
-                            "gripper_deadband:=0.2")
+    params = profile_gripper("ur5e_robotiq")       # the shipped profile's values, checked against upstream
+    assert "gripper_interface:=parallel_gripper_command" in params and "gripper_closed_position:=0.7929" in params
+    cmd, out = command_node(env, *params, "gripper_max_retries:=2", "gripper_deadband:=0.2")
     goals = grip.goals
     closed = lambda g: g["position"] == pytest.approx(0.7929)  # noqa: E731
     try:
@@ -163,9 +172,9 @@ def test_franka_gripper_half_width_positions_and_grasp(harness):
     rig.status.clear()
     goals.clear()
     time.sleep(0.5)
-    cmd, out = command_node(env, "gripper_interface:=gripper_command", "gripper_action:=/franka_gripper/gripper_action",
-                            "gripper_open_position:=0.04", "gripper_closed_position:=0.0", "gripper_max_effort:=20.0",
-                            "gripper_deadband:=0.2")
+    params = profile_gripper("franka_fr3")         # the shipped profile's values
+    assert "gripper_open_position:=0.04" in params and "gripper_max_effort:=20.0" in params, params
+    cmd, out = command_node(env, *params, "gripper_deadband:=0.2")
     try:
         ok_open = lambda: [g for g in goals if g["position"] == pytest.approx(0.04) and g["outcome"] == "succeeded"]  # noqa: E731
         assert hold(rig, OPEN, ok_open, 40.0), (out.text(), goals)

@@ -15,6 +15,7 @@ pytestmark = pytest.mark.ros
 LAUNCH_FILES = ["sim.launch.py", "real_arm.launch.py", "gazebo.launch.py", "isaac.launch.py",
                 "offline_eval.launch.py"]
 CONFIG_OF = {f: f.replace(".launch.py", ".yaml") for f in LAUNCH_FILES}
+CONFIG_OF["real_arm.launch.py"] = "ur5e_robotiq.yaml"      # robot:=ur5e_robotiq (real_arm.yaml has placeholders)
 
 
 def _launch_dir():
@@ -84,3 +85,24 @@ def test_launch_description_where_launch_is_installed(name):
         if isinstance(entity, OpaqueFunction):
             nodes += [a for a in (entity.execute(context) or []) if isinstance(a, Node)]
     assert nodes and all(n.node_package == "lara_policy" for n in nodes)
+
+
+def test_real_arm_launch_selects_a_robot_profile(tmp_path):
+    """real_arm.launch.py: robot:=NAME picks lara_bringup/config/NAME.yaml, config:= wins, neither =
+    real_arm.yaml, whose placeholders refuse to start with the list of what to set."""
+    from lara_bringup import config_dir
+    from lara_bringup.launch_common import ROBOT_PROFILES, node_specs, select_config
+
+    assert set(ROBOT_PROFILES) == {"ur5e_robotiq", "franka_fr3"}
+    for robot in ROBOT_PROFILES:
+        path = select_config("", robot, "real_arm.yaml")
+        assert path == os.path.join(config_dir(), f"{robot}.yaml") and os.path.isfile(path)
+        cmd = {s["name"]: s["parameters"] for s in node_specs(path, checkpoint="/ckpt")}["command_node"]
+        assert cmd["gripper_max_effort"] > 0
+    assert select_config("/my.yaml", "ur5e_robotiq", "real_arm.yaml") == "/my.yaml"
+    with pytest.raises(ValueError, match="no such profile"):
+        select_config("", "ur5", "real_arm.yaml")
+    with pytest.raises(ValueError, match="YOUR_BASE_FRAME"):
+        node_specs(select_config("", "", "real_arm.yaml"), checkpoint="/ckpt")
+    src = open(os.path.join(_launch_dir(), "real_arm.launch.py"), encoding="utf-8").read()
+    assert "robot_arg=True" in src

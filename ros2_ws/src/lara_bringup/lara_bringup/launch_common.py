@@ -20,6 +20,23 @@ EXECUTABLES = {"sim_node": "sim_node", "policy_node": "policy_node",
                "command_node": "command_node", "recorder_node": "recorder_node"}
 
 
+# robot profiles shipped in lara_bringup/config (real_arm.launch.py robot:=NAME)
+ROBOT_PROFILES = ("ur5e_robotiq", "franka_fr3")
+
+
+def select_config(config: str, robot: str, default_file: str) -> str:
+    """The YAML a launch file reads: `config` (a path) if given, else the robot profile `robot`
+    (lara_bringup/config/<robot>.yaml), else `default_file` in lara_bringup/config."""
+    if config:
+        return config
+    if robot:
+        if robot not in ROBOT_PROFILES:
+            raise ValueError(f"robot:={robot}: no such profile (shipped: {', '.join(ROBOT_PROFILES)}); or pass "
+                             "config:=/path/to/your.yaml")
+        return os.path.join(config_dir(), f"{robot}.yaml")
+    return os.path.join(config_dir(), default_file)
+
+
 def _load(config_path: str) -> dict:
     return load_params_yaml(config_path)
 
@@ -64,7 +81,7 @@ def node_specs(config_path: str, *, checkpoint: str = "", task: str = "", record
 
 
 def make_launch_description(config_file: str, *, extra: dict | None = None, robot_launch_arg: bool = True,
-                            more_args=(), more_actions=None):
+                            more_args=(), more_actions=None, robot_arg: bool = False):
     """LaunchDescription for lara_bringup/config/<config_file>.
 
     Launch arguments: config (path), checkpoint, task, record_dir, arm (command_node
@@ -79,8 +96,9 @@ def make_launch_description(config_file: str, *, extra: dict | None = None, robo
 
     default_arm = "true" if config_file == "sim.yaml" else "false"
     args = [
-        DeclareLaunchArgument("config", default_value=os.path.join(config_dir(), config_file),
-                              description="LARA-ROS params YAML (same file `lara bringup` reads)"),
+        DeclareLaunchArgument("config", default_value="" if robot_arg else os.path.join(config_dir(), config_file),
+                              description="LARA-ROS params YAML (same file `lara bringup` reads)"
+                                          + (f"; '' = the robot profile, else {config_file}" if robot_arg else "")),
         DeclareLaunchArgument("checkpoint", default_value="", description="LARA checkpoint directory"),
         DeclareLaunchArgument("task", default_value="", description="Meta-World task (sim only)"),
         DeclareLaunchArgument("record_dir", default_value="", description="episode bag folder"),
@@ -89,6 +107,10 @@ def make_launch_description(config_file: str, *, extra: dict | None = None, robo
                                           "through its lifecycle services)"),
     ]
     args += [DeclareLaunchArgument(n, default_value=d, description=h) for n, d, h in more_args]
+    if robot_arg:
+        args.append(DeclareLaunchArgument("robot", default_value="", description=(
+            f"robot profile: {' | '.join(ROBOT_PROFILES)} (lara_bringup/config/<robot>.yaml); '' = {config_file}, "
+            "whose 'YOUR_...' values must be set first")))
     if robot_launch_arg:
         args.append(DeclareLaunchArgument("robot_launch", default_value="",
                                           description="launch file of the robot/simulator to include"))
@@ -100,7 +122,8 @@ def make_launch_description(config_file: str, *, extra: dict | None = None, robo
         actions = []
         if robot_launch_arg and get("robot_launch"):
             actions.append(IncludeLaunchDescription(PythonLaunchDescriptionSource(get("robot_launch"))))
-        for spec in node_specs(get("config"), checkpoint=get("checkpoint"), task=get("task"),
+        config = select_config(get("config"), get("robot") if robot_arg else "", config_file)
+        for spec in node_specs(config, checkpoint=get("checkpoint"), task=get("task"),
                                record_dir=get("record_dir"), extra=ex):
             actions.append(Node(package=spec["package"], executable=spec["executable"], name=spec["name"],
                                 parameters=[spec["parameters"]], output="screen", emulate_tty=True))

@@ -50,7 +50,34 @@ def load_params_yaml(path: str) -> dict:
             raise ValueError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping of node names at the top level")
+    unset = find_placeholders(data)
+    if unset:
+        raise ValueError(
+            f"{path}: {len(unset)} value(s) still 'YOUR ...' placeholders: " + "; ".join(unset)
+            + ". Copy the file and set them for your robot (docs/runtime_command_recorder.md, 'Bring up your "
+            "arm'), or start a robot profile: ur5e_robotiq.yaml, franka_fr3.yaml")
     return data
+
+
+PLACEHOLDER_PREFIXES = ("YOUR_", "YOUR ")
+
+
+def find_placeholders(data: Any, prefix: str = "") -> list[str]:
+    """'section.key = value' for every string value (also inside lists) that starts with YOUR_ /
+    'YOUR ' (the generic real_arm.yaml marks what must be set per robot that way)."""
+    out: list[str] = []
+    if isinstance(data, dict):
+        for k, v in data.items():
+            key = str(k) if not prefix else f"{prefix}.{k}"
+            out += find_placeholders(v, key.replace(".ros__parameters", ""))
+    elif isinstance(data, list):
+        for v in data:
+            if isinstance(v, str) and v.startswith(PLACEHOLDER_PREFIXES):
+                out.append(f"{prefix} = {v}")
+                break
+    elif isinstance(data, str) and data.startswith(PLACEHOLDER_PREFIXES):
+        out.append(f"{prefix} = {data}")
+    return out
 
 
 def _flatten(prefix: str, value: Any, out: dict) -> None:
