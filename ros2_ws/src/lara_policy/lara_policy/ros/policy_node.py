@@ -228,7 +228,9 @@ class PolicyNode(Node):
         p("camera_name", "", "policy camera the image topic feeds ('' = the policy's first)",
           read_only=True)
         self.gripper_joint_name = p("gripper_joint_name", "gripper",
-                                    "joint in joint_states holding the gripper state", read_only=True)
+                                    "joint in joint_states holding the gripper state (default: LARA's sim_node; "
+                                    "Robotiq 2F-85 robotiq_85_left_knuckle_joint, Franka fr3_finger_joint1: "
+                                    "lara_bringup/config/ur5e_robotiq.yaml, franka_fr3.yaml)", read_only=True)
         self.frame_id = p("frame_id", "base", "frame_id of published chunks (the robot base frame)",
                           read_only=True)
         ee_source = p("ee_pose_source", "auto", "end-effector pose from 'topic' (ee_pose_topic), 'tf' (tf2 "
@@ -241,9 +243,10 @@ class PolicyNode(Node):
                    "hand/goal state = R^T (position - origin)", read_only=True)
         self.frame_map = FrameMap(list(axes), list(origin))
         self.gripper_open = p("gripper_open_position", 1.0, "gripper joint position when open (driver units: "
-                              "m, rad, ...); mapped to the policy's 1", read_only=True)
-        self.gripper_closed = p("gripper_closed_position", 0.0, "gripper joint position when closed; mapped "
-                                "to the policy's 0", read_only=True)
+                              "m, rad, ...; sim_node 1.0, Robotiq knuckle 0.0 rad, Franka finger 0.04 m); "
+                              "mapped to the policy's 1", read_only=True)
+        self.gripper_closed = p("gripper_closed_position", 0.0, "gripper joint position when closed (sim_node "
+                                "0.0, Robotiq 0.7929 rad, Franka 0.0); mapped to the policy's 0", read_only=True)
         if not math.isfinite(self.gripper_open - self.gripper_closed) or self.gripper_open == self.gripper_closed:
             raise ValueError("policy_node: gripper_open_position and gripper_closed_position must differ")
         self.log_throttle_s = p("log_throttle_s", 2.0, "min seconds between repeated rejection logs",
