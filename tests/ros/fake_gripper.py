@@ -55,8 +55,7 @@ def main():
     def on_mode(msg):
         with lock:
             st["mode"] = msg.data
-            if msg.data.startswith("abort:"):
-                st["abort_left"] = int(msg.data.split(":")[1])
+            st["abort_left"] = int(msg.data.split(":")[1]) if msg.data.startswith("abort:") else 0
             st["object"] = float(msg.data.split(":")[1]) if msg.data.startswith("object:") else None
 
     def goal_cb(goal):

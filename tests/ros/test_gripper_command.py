@@ -16,6 +16,8 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy")
 
+from lifecycle_msgs.msg import Transition  # noqa: E402
+from lifecycle_msgs.srv import ChangeState  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
@@ -146,6 +148,17 @@ def test_parallel_gripper_command_resends_aborted_goals_then_faults(harness):
         assert reason.startswith("gripper goal aborted") and "by /robotiq_gripper_controller/gripper_cmd" in reason \
             and "after 2 resend" in reason, reason
         assert not rig.status[-1].moving
+
+        # re-armed (deactivate + activate) with the gripper fixed: the same open target is sent again
+        grip.mode("ok")
+        n = len(goals)
+        lifecycle = rig.n.create_client(ChangeState, "/command_node/change_state")
+        assert lifecycle.wait_for_service(timeout_sec=10.0)
+        for tid in (4, 3):                                   # lifecycle_msgs Transition: deactivate, activate
+            fut = lifecycle.call_async(ChangeState.Request(transition=Transition(id=tid)))
+            assert wait_for(fut.done, 10.0) and fut.result().success
+        assert hold(rig, OPEN, lambda: [g for g in goals[n:] if g["outcome"] == "succeeded"], 15.0), goals[n:]
+        assert rig.status[-1].state == "armed", rig.status[-1]
     finally:
         kill(cmd, 2)
         kill(grip.proc, 9)

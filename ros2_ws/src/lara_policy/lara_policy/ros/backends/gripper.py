@@ -116,8 +116,11 @@ class _GripperActionOutput:
             return self._failure
 
     def reset_failure(self) -> None:
+        """Re-arm: forget a standing failure, and the last target (so the next command is sent
+        again, even when it equals the goal that kept failing)."""
         with self._lock:
             self._failure = ""
+            self.last_sent = None
 
     def send(self, value: float) -> None:
         pos = self.position_for(value)
