@@ -69,7 +69,7 @@ def test_arm_not_following_twists_faults_latched_until_rearm(harness):
         t_stop = node.now()
         assert _run(rig, node, lambda: "arm not following" in node.reason, 10.0), node.reason
         t_fault = min(r.t for r in node.tick_log if "arm not following" in r.reason)
-        assert t_fault - t_stop <= 0.6 + 0.6 + 0.5, t_fault - t_stop     # <= 2 windows + slack (node clock)
+        assert t_fault - t_stop <= 0.6 + 0.6 + 1.0, t_fault - t_stop     # <= 2 windows + slack (node clock)
         assert "joints moved at most" in node.reason and "forward_position_controller" in node.reason
         assert not node.tick_log[-1].moving and node.state == "fault"
         # latched: the arm moving again does not clear it; re-arming does
