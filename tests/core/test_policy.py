@@ -71,7 +71,9 @@ def test_dynamics_check_picks_the_candidate_the_others_agree_on(policy, monkeypa
     pred_z = base + 0.3 * torch.randn(n, 4, 8, generator=torch.Generator().manual_seed(1))
     pred_z[0] = -base                                                  # the outlier ...
     effect = torch.tensor([5.0, 1.0, 1.0, 1.0, 1.0])                  # ... with the biggest effect
-    monkeypatch.setattr(policy.model, "dynamics_check", lambda image_t, hidden: (pred_z, effect, torch.zeros(n)))
+    real_sample = policy._sample
+    monkeypatch.setattr(policy, "_sample", lambda *a: (real_sample(*a)[0], pred_z))
+    monkeypatch.setattr(policy.model, "check_scores", lambda image_t, z: (effect, torch.zeros(n)))
     pred = policy.predict_chunk(_obs(), num_candidates=n, seed=3)
     chosen = pred.check.chosen_index
     assert chosen == int(latent_consensus(pred_z).argmax()) and chosen != 0

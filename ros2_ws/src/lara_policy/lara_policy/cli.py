@@ -36,6 +36,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demos": ("lara_policy.data.demos", "generate Meta-World expert demonstrations / action-free video into an episode store"),
     "convert": ("lara_policy.data.convert", "convert episodes between formats (rosbag2 bags -> episode store, ...); source format detected"),
     "train": ("lara_policy.core.train", "train: lam-pretrain | pretrain | posttrain | lam-refine (single process or torchrun)"),
+    "export": ("lara_policy.core.export", "export a checkpoint's inference path (ONNX) for the onnxruntime runtime: policy + dynamics-check graphs, parity checked"),
     "probe": ("lara_policy.core.probe", "action probe: how well LAM latents predict ground-truth actions (R^2)"),
     "eval sim": ("lara_policy.evaluation.sim_eval", "closed-loop Meta-World evaluation of a policy (oracle | random | checkpoint)"),
     "eval bag": ("lara_policy.evaluation.bag_eval", "open-loop replay of recorded bags through a checkpoint: action error, dynamics-check flags, surprise, latency (an offline proxy)"),

@@ -33,7 +33,10 @@ def _percentiles(samples: list[float]) -> tuple[float, float]:
     return float(np.percentile(a, 50)), float(np.percentile(a, 95))
 
 
-def bench_inference(config: ModelConfig, repeats: int, threads: int, real_text: bool) -> dict:
+def bench_inference(config: ModelConfig, repeats: int, threads: int, real_text: bool,
+                    runtimes: tuple[str, ...] = ("torch",)) -> dict:
+    """p50/p95 of LaraPolicy.predict_chunk at N=1 and N=8 per runtime, the runtimes' calls
+    interleaved (alternating order) so load from other processes hits them alike."""
     torch.manual_seed(0)
     model = LaraModel(config)
     v = config.vla
@@ -44,23 +47,33 @@ def bench_inference(config: ModelConfig, repeats: int, threads: int, real_text: 
         text = (np.random.default_rng(0).normal(size=(1, v.text_tokens, v.text_dim)).astype(np.float32),
                 np.ones((1, v.text_tokens), bool))
     config.null_effect_threshold = 1e-3
-    out = {}
     with tempfile.TemporaryDirectory() as tmp:
         save_checkpoint(Path(tmp) / "bench", model, config, stats=stats, instructions=[INSTRUCTION], text=text)
-        policy = LaraPolicy.from_checkpoint(Path(tmp) / "bench", device="cpu", threads=threads)
+        policies = {r: LaraPolicy.from_checkpoint(Path(tmp) / "bench", device="cpu", threads=threads, runtime=r)
+                    for r in runtimes}
     rng = np.random.default_rng(0)
     obs = Observation(images={c: rng.integers(0, 255, (v.image_size, v.image_size, 3), dtype=np.uint8)
                               for c in v.cameras},
                       state=rng.normal(size=v.state_dim).astype(np.float32), instruction=INSTRUCTION)
+    out: dict = {"runtimes": {r: {} for r in runtimes}}
     for n in (1, 8):
         for i in range(5):
-            policy.predict_chunk(obs, num_candidates=n, seed=i)
-        times = []
+            for policy in policies.values():
+                policy.predict_chunk(obs, num_candidates=n, seed=i)
+        times: dict[str, list[float]] = {r: [] for r in runtimes}
         for i in range(repeats):
-            t0 = time.perf_counter()
-            policy.predict_chunk(obs, num_candidates=n, seed=i)
-            times.append((time.perf_counter() - t0) * 1000)
-        out[f"infer_p50_ms_n{n}"], out[f"infer_p95_ms_n{n}"] = _percentiles(times)
+            for r in (runtimes if i % 2 == 0 else runtimes[::-1]):
+                t0 = time.perf_counter()
+                policies[r].predict_chunk(obs, num_candidates=n, seed=i)
+                times[r].append((time.perf_counter() - t0) * 1000)
+        for r in runtimes:
+            out["runtimes"][r][f"n{n}_p50_ms"], out["runtimes"][r][f"n{n}_p95_ms"] = _percentiles(times[r])
+    first = out["runtimes"][runtimes[0]]
+    for n in (1, 8):   # the headline figures: the first runtime (torch unless only onnxruntime is asked)
+        out[f"infer_p50_ms_n{n}"], out[f"infer_p95_ms_n{n}"] = first[f"n{n}_p50_ms"], first[f"n{n}_p95_ms"]
+    if "torch" in runtimes and "onnxruntime" in runtimes:
+        t, o = out["runtimes"]["torch"], out["runtimes"]["onnxruntime"]
+        out["onnxruntime_speedup"] = {f"n{n}": t[f"n{n}_p50_ms"] / o[f"n{n}_p50_ms"] for n in (1, 8)}
     return out
 
 
@@ -136,7 +149,7 @@ def bench_training(config: ModelConfig, batch_size: int, rounds: int, steps_per_
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from lara_policy.common.args import deprecated_alias
+    from lara_policy.common.args import add_list_option, deprecated_alias
     parser.add_argument("--json", default="", metavar="FILE", help="also write the figures as JSON (parent folders "
                         "created)")
     deprecated_alias(parser, "--out", "--json", dest="json")
@@ -150,6 +163,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps-per-round", type=positive_int, default=5,
                         help="training steps per variant in each round (lara and dit_only alternate)")
     parser.add_argument("--fake-text", action="store_true", help="skip loading MiniLM (random text tokens)")
+    add_list_option(parser, "--runtime", metavar="RUNTIME", item_choices=("torch", "onnxruntime"),
+                    default=["torch", "onnxruntime"],
+                    help="inference runtimes timed side by side (onnxruntime: the model exported to ONNX, "
+                         "`lara export`)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -165,13 +182,19 @@ def run(args: argparse.Namespace) -> int:
                    "depth": config.vla.depth, "euler_steps": config.vla.euler_steps,
                    "lam_image_size": config.lam.image_size, "batch_size": args.batch_size},
     }
-    result.update(bench_inference(config, args.repeats, args.threads, not args.fake_text))
+    runtimes = tuple(dict.fromkeys(args.runtime))
+    result.update(bench_inference(config, args.repeats, args.threads, not args.fake_text, runtimes))
     torch.set_num_threads(args.train_threads)
     result.update(bench_training(config, args.batch_size, args.rounds, args.steps_per_round))
     result["targets"] = TARGETS
     result["met"] = {k: result[k] <= t for k, t in TARGETS.items()}
     rows = [("inference N=1 p50 / p95 ms", f"{result['infer_p50_ms_n1']:.1f} / {result['infer_p95_ms_n1']:.1f}", "<= 25"),
             ("inference N=8 p50 / p95 ms (check on)", f"{result['infer_p50_ms_n8']:.1f} / {result['infer_p95_ms_n8']:.1f}", "<= 60"),
+            *[(f"  {r}: N=1 / N=8 p50 ms", f"{v['n1_p50_ms']:.1f} / {v['n8_p50_ms']:.1f}", "")
+              for r, v in result["runtimes"].items()],
+            *([("  onnxruntime speed-up N=1 / N=8", f"{result['onnxruntime_speedup']['n1']:.2f}x / "
+                                                   f"{result['onnxruntime_speedup']['n8']:.2f}x", ">= 2x")]
+              if "onnxruntime_speedup" in result else []),
             ("train step lara / dit_only ms", f"{result['train_step_ms_lara']:.0f} / {result['train_step_ms_dit_only']:.0f}", ""),
             ("train step ratio lara/dit_only (p50)", f"{result['train_step_ratio']:.2f}", "<= 1.3"),
             ("  (ratio of min step times)", f"{result['train_step_ratio_min']:.2f}", ""),

@@ -288,10 +288,14 @@ class LaraModel(nn.Module):
         """For N candidates: predicted latent f_psi(h), predicted effect (see predicted_effect)
         and plausibility (distance of the normalised latent to the nearest code)."""
         pred_z = self.project(hidden)                                 # (N, M, d)
+        return (pred_z, *self.check_scores(image_t, pred_z))
+
+    def check_scores(self, image_t, pred_z):
+        """(effect, plausibility) of N predicted latents (N, M, d) from the current image."""
         _, _, _, cos = self.lam.quantizer.lookup(pred_z)
         effect = self.predicted_effect(image_t, pred_z)
         plausibility = torch.sqrt((2 - 2 * cos).clamp(min=0)).mean(-1)
-        return pred_z, effect, plausibility
+        return effect, plausibility
 
     @torch.no_grad()
     def surprise(self, predicted_latent, image_t, image_tc):

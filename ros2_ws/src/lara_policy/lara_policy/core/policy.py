@@ -60,13 +60,14 @@ def latent_consensus(pred_z: torch.Tensor) -> torch.Tensor:
 
 
 CHECK_SCORES = ("consensus", "effect")
+RUNTIMES = ("torch", "onnxruntime")
 
 
 class LaraPolicy:
 
     def __init__(self, model: LaraModel, config: ModelConfig, stats: NormStats, instructions: list[str],
                  text: tuple[np.ndarray, np.ndarray], model_id: str, device: torch.device, threads: int = 1,
-                 check_score: str = "consensus"):
+                 check_score: str = "consensus", onnx=None):
         if not config.has_vla:
             raise CheckpointError(f"checkpoint {model_id} is a LAM-only checkpoint (components={config.components}); "
                                   "LaraPolicy needs a VLA checkpoint")
@@ -75,6 +76,8 @@ class LaraPolicy:
         self.model = model.eval()
         self.config = config
         self.check_score = check_score      # "effect": the score before issue 9 (for comparisons)
+        self.onnx = onnx                    # core.export.OnnxSession: runtime onnxruntime; None: torch
+        self.runtime = "onnxruntime" if onnx is not None else "torch"
         self.device = device
         self._lock = threading.Lock()
         self._threads = threads
@@ -90,9 +93,14 @@ class LaraPolicy:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device | None = None,
-                        threads: int = 1, check_score: str = "consensus") -> "LaraPolicy":
+                        threads: int = 1, check_score: str = "consensus", runtime: str = "torch",
+                        onnx_dir: str | Path | None = None) -> "LaraPolicy":
         """Load a checkpoint directory. On CPU, torch is limited to `threads` threads (1 by
-        default: on a small shared CPU, 2 threads contend and give long latency tails)."""
+        default: on a small shared CPU, 2 threads contend and give long latency tails).
+        runtime "onnxruntime": chunks are sampled by the ONNX graphs in `onnx_dir` (default
+        CKPT/onnx, exported on the fly when absent; core/export.py); surprise stays in torch."""
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
         path = Path(path)
         config, _ = read_config(path)
         if not config.has_vla:
@@ -112,8 +120,12 @@ class LaraPolicy:
         meta = json.loads((path / "meta.json").read_text())
         if device.type == "cpu":
             torch.set_num_threads(max(1, min(threads, torch.get_num_threads())))
+        onnx = None
+        if runtime == "onnxruntime":
+            from lara_policy.core.export import session_for
+            onnx = session_for(path, onnx_dir, threads=threads, device=device.type)
         return cls(model.to(device), config, stats, instructions, (emb, mask), meta.get("model_id", config.name),
-                   device, threads, check_score)
+                   device, threads, check_score, onnx)
 
     # -- Policy protocol --------------------------------------------------------------------
     def reset(self) -> None:
@@ -159,14 +171,14 @@ class LaraPolicy:
             v = self.config.vla
             g = torch.Generator().manual_seed(int(seed)) if seed is not None else None
             noise = torch.randn(n, v.horizon, v.action_dim, generator=g).to(self.device)
-            actions, hidden = self.model.sample(images, state, text, text_mask, noise, v.euler_steps)
+            actions, pred_z = self._sample(images, state, text, text_mask, noise)
             check, chosen, latent, consensus = None, 0, None, None
             if n > 1 and self.config.has_lam:
-                check, consensus = self._dynamics_check(images[:, 0], hidden)
+                check, consensus = self._dynamics_check(images[:, 0], pred_z)
                 chosen = check.chosen_index
                 latent = check.predicted_latent
             elif self.config.has_lam:
-                latent = self.model.project(hidden[:1])[0].float().cpu().numpy()
+                latent = pred_z[0].float().cpu().numpy()
             elif n > 1:   # dit_only: no LAM to check with; candidate 0, reported as unchecked
                 check = DynamicsCheckResult(num_candidates=n, chosen_index=0, predicted_effect=np.zeros(n, np.float32),
                                             plausibility=np.zeros(n, np.float32), accepted=True,
@@ -182,8 +194,19 @@ class LaraPolicy:
             info["dynamics_check"] = "unavailable: this checkpoint has no LAM (variant dit_only)"
         return ChunkPrediction(actions=result, check=check, info=info)
 
-    def _dynamics_check(self, image_t: torch.Tensor, hidden: torch.Tensor) -> tuple[DynamicsCheckResult, np.ndarray]:
-        pred_z, effect, plaus = self.model.dynamics_check(image_t, hidden)
+    def _sample(self, images, state, text, text_mask, noise) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """N normalised action chunks and their predicted latents f_psi(h) (None without a LAM)."""
+        if self.onnx is not None:
+            actions, pred_z = self.onnx.sample(images, state, text, text_mask, noise)
+            return actions.to(self.device), pred_z.to(self.device) if self.config.has_lam else None
+        actions, hidden = self.model.sample(images, state, text, text_mask, noise, self.config.vla.euler_steps)
+        return actions, self.model.project(hidden) if self.config.has_lam else None
+
+    def _dynamics_check(self, image_t: torch.Tensor, pred_z: torch.Tensor) -> tuple[DynamicsCheckResult, np.ndarray]:
+        if self.onnx is not None:
+            effect, plaus = (x.to(self.device) for x in self.onnx.check(image_t, pred_z))
+        else:
+            effect, plaus = self.model.check_scores(image_t, pred_z)
         threshold = self.config.null_effect_threshold
         consensus = latent_consensus(pred_z)
         if self.check_score == "effect":   # before issue 9: ~argmax of predicted visual change

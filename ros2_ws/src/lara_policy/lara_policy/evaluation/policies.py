@@ -100,10 +100,11 @@ class RandomFactory:
 @dataclass(frozen=True)
 class CheckpointPolicyFactory:
     path: str
+    runtime: str = "torch"          # torch | onnxruntime (core/export.py)
 
     def __call__(self):
         from lara_policy.core.policy import LaraPolicy  # lazy: only for checkpoints
-        return LaraPolicy.from_checkpoint(self.path)
+        return LaraPolicy.from_checkpoint(self.path, runtime=self.runtime)
 
 
 def checkpoint_train_seeds(path: str | Path) -> dict[str, set[int]] | None:
@@ -119,12 +120,12 @@ def checkpoint_train_seeds(path: str | Path) -> dict[str, set[int]] | None:
     return {str(t): {int(s) for s in v} for t, v in data.items()}
 
 
-def policy_factory_from_spec(spec: str, seed: int = 0):
-    """'oracle' | 'random' | a checkpoint path -> picklable factory."""
+def policy_factory_from_spec(spec: str, seed: int = 0, runtime: str = "torch"):
+    """'oracle' | 'random' | a checkpoint path -> picklable factory (runtime: a checkpoint's)."""
     if spec == "oracle":
         return OracleFactory()
     if spec == "random":
         return RandomFactory(seed=seed)
     if not Path(spec).exists():
         raise FileNotFoundError(f"policy '{spec}' is neither 'oracle', 'random' nor an existing checkpoint path")
-    return CheckpointPolicyFactory(str(Path(spec).resolve()))
+    return CheckpointPolicyFactory(str(Path(spec).resolve()), runtime)

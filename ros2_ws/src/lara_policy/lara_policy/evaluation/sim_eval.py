@@ -54,6 +54,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     deprecated_alias(p, "--random-seed", "--seed", dest="random_seed", type=int)
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created): results.json, results.md, "
                    "success.png, videos/")
+    p.add_argument("--runtime", choices=("torch", "onnxruntime"), default="torch",
+                   help="inference runtime of a checkpoint policy: onnxruntime runs the graphs of `lara export` "
+                        "(CKPT/onnx, exported on the fly when absent)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -64,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     from lara_policy.sim.metaworld_env import UnknownTaskError, resolve_tasks
     try:
         tasks = resolve_tasks(args.tasks)
-        factory = policy_factory_from_spec(args.policy, seed=args.random_seed)
+        factory = policy_factory_from_spec(args.policy, seed=args.random_seed, runtime=args.runtime)
         train_seeds = None
         if isinstance(factory, CheckpointPolicyFactory):
             train_seeds = checkpoint_train_seeds(factory.path)
