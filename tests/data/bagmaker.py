@@ -244,7 +244,8 @@ def _qrot(q, v):
 
 
 def lab_bag(path: Path, *, storage: str = "sqlite3", episodes: int = 3, frames: int = 24, gap_s: float = 3.0,
-            t0: float = 700.0, grip_start_s: float = 0.2, image_size: int = 48, seed: int = 3) -> tuple[Path, dict]:
+            t0: float = 700.0, grip_start_s: float = 0.2, image_size: int = 48, seed: int = 3,
+            twist_start_s: float = 0.0) -> tuple[Path, dict]:
     """A lab's own recording as `ros2 bag record` leaves it (metadata 8; sqlite3 or MCAP): a
     CompressedImage camera at 15 Hz, the arm's JointState and /tcp_pose and /tf at 60 Hz, the
     gripper's JointState on its own topic, Servo twists at 30 Hz, a Float64 gripper command at
@@ -255,7 +256,8 @@ def lab_bag(path: Path, *, storage: str = "sqlite3", episodes: int = 3, frames: 
     the tool pose is only there as base_link -> flange (dynamic) + flange -> tool0 (static).
     Returns (path, truth): per episode the frame times, the tool pose (xyz, quaternion xyzw) in
     base_link at each frame, the commanded action after each frame (units) and the gripper
-    command after each frame (nan before the first)."""
+    command after each frame (nan before the first). twist_start_s > 0: no twist is published
+    before then (Servo idle; the truth's action is 0 there)."""
     import cv2
     from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.typesys import Stores, get_typestore
@@ -332,6 +334,8 @@ def lab_bag(path: Path, *, storage: str = "sqlite3", episodes: int = 3, frames: 
                 velocity=np.zeros(0), effort=np.zeros(0))))
             for h in (1, 3):                                   # Servo twists at 30 Hz
                 tc = t + h / 60.0
+                if tc < t0 + twist_start_s:
+                    continue
                 lin = act[k] * LAB_SCALE * LAB_RATE
                 msgs.append((tc, "twist", M["geometry_msgs/msg/TwistStamped"](header=hdr(tc, "base_link"),
                              twist=M["geometry_msgs/msg/Twist"](linear=M["geometry_msgs/msg/Vector3"](
@@ -340,6 +344,7 @@ def lab_bag(path: Path, *, storage: str = "sqlite3", episodes: int = 3, frames: 
             if tg >= first_grip:
                 msgs.append((tg, "grip", M["std_msgs/msg/Float64"](data=float(grip[k]))))
         gcmd = np.where(ft + 0.5 * P >= first_grip, grip, np.nan)
+        act = np.where((ft + 3 / 60.0 < t0 + twist_start_s)[:, None], 0.0, act)   # no twist yet: no motion
         truth["episodes"].append({"frame_t": ft, "pos": np.array(poses), "quat": np.array(quats),
                                   "action": np.concatenate([act, gcmd[:, None]], axis=1)})
         t_ep = ft[-1] + gap_s

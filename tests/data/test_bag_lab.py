@@ -216,3 +216,17 @@ def test_convert_refuses_a_scale_that_contradicts_the_mapping(lab, tmp_path, cap
     assert err.startswith("lara convert: --ee-delta-scale-m 0.02 contradicts the mapping's action.ee_delta_scale_m "
                           "0.01") and len(err.splitlines()) == 1 and not out.exists()
     assert lara(["convert", str(bag), "--mapping", str(mp), "--out", str(out), "--ee-delta-scale-m", "0.01"]) == 0
+
+
+def test_before_the_first_twist_the_steps_are_kept_as_zero_motion(tmp_path):
+    """A twist stream's silence means 'hold still' (Servo): the steps before its first message are
+    kept with zero motion (unlike a late gripper command, whose steps are dropped)."""
+    bag, truth = lab_bag(tmp_path / "late_twist", episodes=1, grip_start_s=0.0, twist_start_s=0.5)
+    mp = tmp_path / "m.yaml"
+    mp.write_text(LAB_MAPPING)
+    assert lara(["convert", str(bag), "--mapping", str(mp), "--out", str(tmp_path / "o.hdf5")]) == 0
+    ep, = _episodes(tmp_path / "o.hdf5")
+    want = truth["episodes"][0]["action"]
+    assert ep.num_steps == len(want) == 24
+    np.testing.assert_allclose(ep.actions, want, atol=1e-5)
+    assert (np.abs(ep.actions[:7, :3]).max() == 0) and np.abs(ep.actions[8:, :3]).min() > 0

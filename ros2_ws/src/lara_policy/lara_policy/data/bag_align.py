@@ -11,7 +11,8 @@ Rules (docs/bag_conversion.md, "Alignment"):
   command in force one period after it. The next segment's first frame never stands in.
 - A step is kept only when every mapped stream has started (cameras, state entries, the action
   and the gripper command): steps before the first message of any of them are dropped, never
-  filled with 0. A twist older than command_timeout_s at the next frame is zero motion (Servo).
+  filled with 0. The one stream whose silence has a meaning is a Servo twist: no twist (before
+  the first, or older than command_timeout_s at the next frame) is zero motion, what Servo does.
 """
 from __future__ import annotations
 
@@ -53,11 +54,12 @@ def camera_segments(t_cam: np.ndarray, mapping) -> list[tuple[int, int]]:
 def stream_starts(s, mapping, action_free: bool) -> list[float]:
     """The time each mapped stream starts to give a value for a step (the latest is when the
     first step can begin): frames and state at their first message; commands (action, gripper)
-    one period before theirs (the step whose NEXT frame sees the first command)."""
+    one period before theirs (the step whose NEXT frame sees the first command). A twist stream
+    has no start: before its first message the arm is commanded nothing, i.e. zero motion."""
     period = 1.0 / mapping.rate_hz
     starts = [s.cameras[n][0][0] for n in s.cameras] + [v[0][0] for v in s.state.values()]
     if not action_free:
-        if s.action is not None:
+        if s.action is not None and s.action_kind != "twist":
             starts.append(s.action[0][0] - period)
         if s.gripper is not None and mapping.gripper is not None:
             starts.append(s.gripper[0][0] - period)
@@ -136,12 +138,12 @@ def align(s, mapping, action_free: bool = False) -> Aligned:
 def _actions(s, mapping, frame_t, next_t, period, action_free: bool = False):
     """(T, A) actions, dim names, valid-mask: the command in force when the next frame was taken.
     Invalid (dropped): no command of the action or the gripper stream yet (the stream has not
-    started), a chunk that ran out."""
+    started; a twist excepted: no twist is zero motion), a chunk that ran out."""
     spec, kind = mapping.action, s.action_kind
     at, payload = s.action
     ii = _latest(at, next_t - 1e-6)
     T = len(frame_t)
-    ok = ii >= 0
+    ok = (ii >= 0) | (kind == "twist")
     if kind == "twist":
         rot = spec.ee_rot_scale_rad > 0
         dims = ["dx", "dy", "dz"] + (["droll", "dpitch", "dyaw"] if rot else [])
