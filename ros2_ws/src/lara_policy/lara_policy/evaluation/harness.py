@@ -64,6 +64,8 @@ class EvalConfig:
     image_size: tuple[int, int] | None = None     # override the policy's image size
     cameras: tuple[str, ...] | None = None        # override the policy's cameras
     distractors: object = None
+    fault: object = None                          # sim.faults.FaultSpec (none: no fault)
+    monitor: object = None                        # evaluation.monitoring.MonitorSpec (None: no monitors)
 
 
 # -- chunk execution ------------------------------------------------------------------------
@@ -80,6 +82,7 @@ class ChunkExecutor:
         self.ensemble = ensemble
         self.decay = float(ensemble_decay)
         self.num_candidates = int(num_candidates)
+        self.listener = None            # called as listener(step, obs, prediction) after each prediction
         self.reset(0)
 
     def reset(self, episode_seed: int) -> None:
@@ -91,11 +94,13 @@ class ChunkExecutor:
         self.latencies_ms: list[float] = []
         self.rejected = 0
 
-    def _predict(self, obs) -> np.ndarray:
+    def _predict(self, obs, step: int) -> np.ndarray:
         t0 = time.perf_counter()
         pred = self.policy.predict_chunk(obs, num_candidates=self.num_candidates,
                                          seed=(self._seed * 7919 + self.calls) % (2 ** 31))
         self.latencies_ms.append((time.perf_counter() - t0) * 1e3)
+        if self.listener is not None:
+            self.listener(step, obs, pred)
         self.calls += 1
         if pred.check is not None and not pred.check.accepted:
             self.rejected += 1
@@ -111,9 +116,9 @@ class ChunkExecutor:
         self._t += 1
         if not self.ensemble:
             if not self._queue:
-                self._queue.extend(self._predict(obs)[: self.k])
+                self._queue.extend(self._predict(obs, t)[: self.k])
             return self._queue.popleft()
-        chunk = self._predict(obs)
+        chunk = self._predict(obs, t)
         self._chunks.append((t, chunk))
         self._chunks = [(t0, c) for t0, c in self._chunks if t - t0 < len(c)]
         acts = np.stack([c[t - t0] for t0, c in self._chunks])           # oldest first
@@ -151,7 +156,15 @@ def run_episode(policy, task: str, seed: int, cfg: EvalConfig, video_path: str |
     if not cams:
         size = (cfg.video_size, cfg.video_size)
     env = _env_for(task, cams, size, cfg.max_steps, cfg.distractors)
+    if cfg.fault is not None and cfg.fault.kind != "none":
+        from lara_policy.sim.faults import FaultyEnv
+        env = FaultyEnv(env, cfg.fault)
     ex = ChunkExecutor(policy, cfg.execute_k, cfg.ensemble, cfg.ensemble_decay, cfg.num_candidates)
+    monitors = None
+    if cfg.monitor is not None:
+        from lara_policy.evaluation.monitoring import EpisodeMonitors
+        monitors = EpisodeMonitors(policy, env.action_scale, cfg.monitor)
+        ex.listener = monitors.on_prediction
     t0 = time.perf_counter()
     policy.reset()
     ex.reset(seed)
@@ -166,12 +179,19 @@ def run_episode(policy, task: str, seed: int, cfg: EvalConfig, video_path: str |
     grab()
     success = False
     first = None
+    onset = getattr(env, "onset", None)
     while env.steps < cfg.max_steps:
         a = ex.act(obs)
-        obs, success, _ = env.step(a, render=bool(cams))
+        obs, ok, _ = env.step(a, render=bool(cams))
         grab()
-        if success:
-            first = env.steps
+        if monitors is not None:
+            monitors.on_step(env.steps, obs, a)
+        if ok and first is None:
+            success, first = True, env.steps
+        if onset is None or env.steps < onset:
+            if success:          # a fault not yet started never will: the episode ends on success
+                break
+        elif cfg.monitor is not None and env.steps >= onset + cfg.monitor.post_onset_steps:
             break
     wall = time.perf_counter() - t0
     if video_path is not None and frames:
@@ -181,7 +201,10 @@ def run_episode(policy, task: str, seed: int, cfg: EvalConfig, video_path: str |
     return {"task": task, "seed": int(seed), "success": bool(success), "length": int(env.steps),
             "instruction": obs.instruction, "wall_s": wall, "policy_calls": ex.calls,
             "latency_ms_p50": float(np.percentile(lat, 50)), "check_rejected": ex.rejected,
-            "video": video_path}
+            "video": video_path,
+            **({"fault": cfg.fault.kind, "fault_onset": onset,
+                "fault_reached": onset is not None and env.steps >= onset} if cfg.fault is not None else {}),
+            **({"monitor": monitors.record()} if monitors is not None else {})}
 
 
 def _job(factory, task, seed, cfg, video_path):
@@ -239,7 +262,7 @@ def evaluate(policy_factory: Callable, tasks, episodes: int = 10, *, seed_start:
              ensemble_decay: float = 0.01, num_candidates: int = 1, workers: int = 1, videos: int = 0,
              out: str | Path | None = None, train_seeds: dict[str, set[int]] | None = None,
              train_store: str | Path | None = None, image_size=None, cameras=None, distractors=None,
-             progress: bool = True, label: str | None = None) -> dict:
+             progress: bool = True, label: str | None = None, fault=None, monitor=None) -> dict:
     """Evaluate a policy closed-loop on Meta-World; returns the results dict (and writes
     results.json, results.md, success.png, videos/ into `out` when given).
 
@@ -264,7 +287,8 @@ def evaluate(policy_factory: Callable, tasks, episodes: int = 10, *, seed_start:
                      execute_k=execute_k, ensemble=ensemble, ensemble_decay=ensemble_decay,
                      num_candidates=num_candidates, videos=videos,
                      image_size=tuple(image_size) if image_size else None,
-                     cameras=tuple(cameras) if cameras is not None else None, distractors=distractors)
+                     cameras=tuple(cameras) if cameras is not None else None, distractors=distractors,
+                     fault=fault, monitor=monitor)
     outdir = Path(out) if out is not None else None
     if outdir is not None:
         outdir.mkdir(parents=True, exist_ok=True)
@@ -325,6 +349,11 @@ def evaluate(policy_factory: Callable, tasks, episodes: int = 10, *, seed_start:
     return res
 
 
+def _monitor_summary(results: list[dict]) -> dict:
+    from lara_policy.evaluation.monitoring import summarise_monitor
+    return summarise_monitor(results, dt=0.0125)     # Meta-World's control step
+
+
 def summarise(results: list[dict], tasks: list[str], wall: float, cfg: EvalConfig, meta, workers: int,
               label: str | None = None) -> dict:
     per_task = {}
@@ -358,6 +387,7 @@ def summarise(results: list[dict], tasks: list[str], wall: float, cfg: EvalConfi
                                                        for k, v in asdict(meta).items()}},
         "config": {**{k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()
                       if k != "distractors"}, "distractors": repr(cfg.distractors), "workers": workers},
+        **({"monitor": _monitor_summary(results)} if cfg.monitor is not None else {}),
         "episodes": sorted(results, key=lambda r: (r["task"], r["seed"])),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "ci_method": "Wilson score interval, 95%",

@@ -10,6 +10,14 @@ per-episode records), results.md (table), success.png (bar plot with 95% Wilson
 intervals) and videos/*.gif (rollouts with instruction and outcome drawn on them).
 Evaluation seeds start at --seed-start (default 100000) and must not overlap the seeds
 recorded by --train-store or a checkpoint's train_seeds.json (the run is refused).
+
+Fault monitors (issue 25; evaluation/monitoring.py): `--fault frozen-arm|frozen-camera|
+object-teleport` injects the fault at a seeded random step of each episode (sim/faults.py);
+`--monitor` runs the LAM monitor and the hand-motion monitor in every episode and adds
+results.json `monitor: {lam|hand: {detection_rate, detection_delay_s_p50, false_alarms_per_min,
+...}}`. The LAM monitor's threshold comes from the checkpoint's monitor.json, written by
+`--monitor --calibrate-monitor` on fault-free held-out layouts (use other seeds than the ones
+you then evaluate on).
 """
 from __future__ import annotations
 
@@ -17,7 +25,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from lara_policy.errors import int_in_range, non_negative_int, positive_int
+from lara_policy.errors import int_in_range, non_negative_int, positive_int, positive_int_list
 from lara_policy.evaluation.harness import DEFAULT_EVAL_SEED_START, SeedOverlapError, evaluate
 
 
@@ -57,6 +65,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runtime", choices=("torch", "onnxruntime"), default="torch",
                    help="inference runtime of a checkpoint policy: onnxruntime runs the graphs of `lara export` "
                         "(CKPT/onnx, exported on the fly when absent)")
+    p.add_argument("--fault", default="none", choices=("none", "frozen-arm", "frozen-camera", "object-teleport"),
+                   help="inject this fault from a seeded random step of each episode (sim/faults.py)")
+    p.add_argument("--fault-onset", type=positive_int_list, default=[24, 56], metavar="MIN,MAX",
+                   help="the fault's onset step is uniform in [MIN, MAX] (80 steps = 1 s)")
+    p.add_argument("--monitor", action="store_true",
+                   help="run the LAM fault monitor and the hand-motion monitor; results.json gets `monitor`")
+    p.add_argument("--monitor-threshold", type=float, default=None,
+                   help="LAM monitor surprise threshold (default: the checkpoint's monitor.json)")
+    p.add_argument("--monitor-debounce", type=positive_int, default=2,
+                   help="consecutive chunks over the threshold that raise an alarm")
+    p.add_argument("--calibrate-monitor", action="store_true",
+                   help="with --monitor and no fault: set the threshold from these episodes' surprises (quantile "
+                        "--monitor-quantile x 1.1) and write monitor.json into the checkpoint and --out")
+    p.add_argument("--monitor-quantile", type=float, default=0.999, help="quantile for --calibrate-monitor")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -74,16 +96,61 @@ def run(args: argparse.Namespace) -> int:
         from lara_policy.evaluation.harness import merge_seeds, train_seeds_from_store
         for st in args.train_store:
             train_seeds = merge_seeds(train_seeds, train_seeds_from_store(st))
+        fault, monitor = _fault_and_monitor(args, factory)
         res = evaluate(factory, tasks, args.episodes, seed_start=args.seed_start, max_steps=args.max_steps,
                        execute_k=args.execute_k, ensemble=args.ensemble, ensemble_decay=args.ensemble_decay,
                        num_candidates=args.num_candidates, workers=args.workers, videos=args.videos,
                        out=args.out, train_seeds=train_seeds, image_size=args.image_size,
                        distractors=DistractorConfig.parse(args.distractors), progress=not args.quiet,
+                       fault=fault, monitor=monitor,
                        label=args.policy if args.policy in ("oracle", "random") else "/".join(Path(args.policy).resolve().parts[-2:]))
     except (SeedOverlapError, UnknownTaskError, FileNotFoundError, ValueError) as exc:
         print(f"lara eval sim: {exc}", file=sys.stderr)
         return 2
     print((Path(args.out) / "results.md").read_text())
+    if args.calibrate_monitor:
+        _calibrate(args, factory, res)
+    elif "monitor" in res:
+        for det, m in res["monitor"].items():
+            rate, delay = m["detection_rate"], m["detection_delay_s_p50"]
+            print(f"monitor {det}: detected {m['detected']}/{m['fault_episodes']} fault episodes"
+                  + (f" ({rate:.2f}), p50 delay {delay:.2f} s" if rate is not None and delay is not None else "")
+                  + f"; {m['false_alarms']} false alarms in {m['normal_minutes']:.1f} min of normal operation")
     print(f"wrote {args.out}/results.json, results.md, success.png"
           + (", videos/" if args.videos else ""))
     return 0
+
+
+def _fault_and_monitor(args, factory):
+    from lara_policy.evaluation.monitoring import MonitorSpec, resolve_threshold
+    from lara_policy.evaluation.policies import CheckpointPolicyFactory
+    from lara_policy.sim.faults import FaultSpec
+    lo, hi = (list(args.fault_onset) + [args.fault_onset[-1]])[:2]
+    fault = FaultSpec(args.fault, lo, hi) if args.fault != "none" else None
+    if not args.monitor:
+        if args.calibrate_monitor:
+            raise ValueError("--calibrate-monitor needs --monitor")
+        return fault, None
+    if args.calibrate_monitor:
+        if fault is not None:
+            raise ValueError("--calibrate-monitor calibrates on normal episodes: drop --fault")
+        return None, MonitorSpec(float("inf"), args.monitor_debounce)
+    ckpt = factory.path if isinstance(factory, CheckpointPolicyFactory) else None
+    return fault, resolve_threshold(MonitorSpec(args.monitor_threshold, args.monitor_debounce), ckpt)
+
+
+def _calibrate(args, factory, res) -> None:
+    from lara_policy.core.monitor import MonitorConfig, calibrate_threshold
+    from lara_policy.evaluation.policies import CheckpointPolicyFactory
+    surprises = [s for r in res["episodes"] for s in r.get("monitor", {}).get("lam", {}).get("surprises", [])]
+    cfg = MonitorConfig(calibrate_threshold(surprises, args.monitor_quantile), args.monitor_debounce,
+                        args.monitor_quantile,
+                        {"tasks": sorted(res["per_task"]), "episodes": res["episodes_total"], "surprises": len(surprises),
+                         "seed_start": args.seed_start, "surprise_p50": float(sorted(surprises)[len(surprises) // 2]),
+                         "surprise_max": float(max(surprises)), "margin": 1.1})
+    cfg.save(args.out)
+    if isinstance(factory, CheckpointPolicyFactory):
+        cfg.save(factory.path)
+    print(f"monitor threshold {cfg.threshold:.4f} (quantile {cfg.quantile} of {len(surprises)} surprises x 1.1); "
+          f"wrote monitor.json into {args.out}" + (f" and {factory.path}" if isinstance(factory, CheckpointPolicyFactory)
+                                                  else ""))

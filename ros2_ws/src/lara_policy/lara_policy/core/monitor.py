@@ -1,0 +1,122 @@
+"""The LAM as a run-time fault monitor (issue 25): does the world answer the commands?
+
+After a chunk predicted at step t starts executing, the LAM's latent of what then happened,
+z(I_t, I_t+C), is compared with the latent the policy predicted for that chunk, f_psi(h):
+surprise = 1 - cos (LaraPolicy.surprise). A jammed arm, a frozen camera or an object moved by
+someone else make the observed change disagree with the predicted one. An alarm is raised when
+`debounce` consecutive surprises exceed the threshold (then it re-arms: every alarm is
+counted), calibrated as a high quantile of the
+surprises of held-out normal episodes and stored beside the checkpoint (monitor.json).
+
+`HandMotionMonitor` is the detector without a LAM that it is compared with: the hand moved much
+less than the commands asked for, over the same window.
+"""
+from __future__ import annotations
+
+import json
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+MONITOR_FILE = "monitor.json"
+
+
+@dataclass
+class MonitorConfig:
+    threshold: float                 # surprise above it counts (1 - cos: 0 as predicted, 2 opposite)
+    debounce: int = 2                # consecutive counted surprises that raise the alarm
+    quantile: float = 0.999          # of the calibration episodes' surprises
+    calibration: dict = field(default_factory=dict)    # where the threshold came from
+
+    def save(self, checkpoint: str | Path) -> Path:
+        from lara_policy.fileio import write_json
+        return write_json(Path(checkpoint) / MONITOR_FILE, asdict(self))
+
+    @classmethod
+    def load(cls, checkpoint: str | Path) -> "MonitorConfig | None":
+        p = Path(checkpoint) / MONITOR_FILE
+        if not p.exists():
+            return None
+        d = json.loads(p.read_text())
+        return cls(**{k: d[k] for k in ("threshold", "debounce", "quantile", "calibration") if k in d})
+
+
+class SurpriseMonitor:
+    """Feed it every chunk prediction (`on_chunk`) and every frame (`on_frame`); `alarms` lists
+    the steps at which an alarm was raised."""
+
+    def __init__(self, policy, threshold: float, debounce: int = 2):
+        if not getattr(policy.config, "has_lam", False):
+            raise ValueError("the LAM monitor needs a checkpoint with a LAM (not variant dit_only)")
+        self.policy, self.threshold, self.debounce = policy, float(threshold), int(debounce)
+        self.offset = int(policy.config.offset)            # C: the LAM's frame gap
+        self.camera = policy.meta.cameras[0]
+        self.reset()
+
+    def reset(self) -> None:
+        self._pending: deque = deque()     # (step, image at step, predicted latent)
+        self.surprises: list[tuple[int, float]] = []
+        self.run = 0
+        self.alarms: list[int] = []
+
+    def on_chunk(self, step: int, image: np.ndarray, predicted_latent) -> None:
+        if predicted_latent is not None:
+            self._pending.append((int(step), np.asarray(image).copy(), np.asarray(predicted_latent)))
+
+    def on_frame(self, step: int, image: np.ndarray) -> float | None:
+        """The surprise of the chunk predicted C steps ago, when there is one (else None)."""
+        score = None
+        while self._pending and self._pending[0][0] + self.offset <= step:
+            t0, img0, z = self._pending.popleft()
+            if t0 + self.offset < step:          # a frame was skipped: that prediction cannot be judged
+                continue
+            score = float(self.policy.surprise(z, img0, image))
+            self.surprises.append((int(step), score))
+            self.run = self.run + 1 if score > self.threshold else 0
+            if self.run >= self.debounce:
+                self.alarms.append(int(step))
+                self.run = 0
+        return score
+
+
+class HandMotionMonitor:
+    """No LAM: alarm when, over the last `window` steps, the hand moved less than `ratio` of the
+    commanded displacement while the commands asked for at least `min_command_m`."""
+
+    def __init__(self, action_scale: float, window: int = 16, ratio: float = 0.2, min_command_m: float = 0.01,
+                 debounce: int = 2):
+        self.scale, self.window, self.ratio, self.min_cmd = float(action_scale), int(window), float(ratio), \
+            float(min_command_m)
+        self.debounce = int(debounce)
+        self.reset()
+
+    def reset(self) -> None:
+        self._hist: deque = deque()
+        self.run = 0
+        self.alarms: list[int] = []
+
+    def on_step(self, step: int, hand_xyz: np.ndarray, action: np.ndarray | None) -> None:
+        self._hist.append((np.asarray(hand_xyz, np.float64).copy(),
+                           None if action is None else np.asarray(action[:3], np.float64) * self.scale))
+        if len(self._hist) <= self.window:
+            return
+        self._hist.popleft()
+        commanded = np.sum([c for _, c in list(self._hist)[1:] if c is not None], axis=0)
+        if np.linalg.norm(commanded) < self.min_cmd:
+            self.run = 0
+            return
+        moved = np.linalg.norm(self._hist[-1][0] - self._hist[0][0])
+        if step % self.window == 0:          # judged once per window, like the LAM monitor per chunk
+            self.run = self.run + 1 if moved < self.ratio * np.linalg.norm(commanded) else 0
+            if self.run >= self.debounce:
+                self.alarms.append(int(step))
+                self.run = 0
+
+
+def calibrate_threshold(surprises: list[float], quantile: float = 0.999, margin: float = 1.1) -> float:
+    """A threshold above `quantile` of normal surprises (times a margin): few false alarms."""
+    if not surprises:
+        raise ValueError("no surprises to calibrate on (episodes shorter than the LAM's frame gap?)")
+    return float(np.quantile(np.asarray(surprises, np.float64), quantile) * margin)

@@ -1,0 +1,92 @@
+"""Fault monitors inside closed-loop episodes (`lara eval sim --fault KIND --monitor`), and their
+figures: detection rate, detection delay, false alarms per minute of normal operation.
+
+Two detectors watch every episode side by side: the LAM monitor (core/monitor.py,
+SurpriseMonitor: observed vs predicted latent action) and the hand-motion monitor without a LAM
+(HandMotionMonitor: the hand did not move as commanded). Normal operation = fault-free episodes
+plus the steps of fault episodes before their onset; an alarm there is a false alarm. A fault is
+detected by the first alarm at or after its onset.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from lara_policy.core.monitor import HandMotionMonitor, MonitorConfig, SurpriseMonitor
+
+
+@dataclass(frozen=True)
+class MonitorSpec:
+    threshold: float | None = None     # None: the checkpoint's monitor.json; inf: collect surprises only
+    debounce: int = 2
+    post_onset_steps: int = 240        # a fault episode ends this long after the onset (3 s at 80 Hz)
+
+
+def resolve_threshold(spec: MonitorSpec, checkpoint: str | None) -> MonitorSpec:
+    if spec.threshold is not None:
+        return spec
+    cfg = MonitorConfig.load(checkpoint) if checkpoint else None
+    if cfg is None:
+        raise ValueError(f"no monitor threshold: {checkpoint or 'this policy'} has no monitor.json; calibrate one "
+                         "with `lara eval sim --policy CKPT --monitor --calibrate-monitor` on fault-free held-out "
+                         "layouts, or give --monitor-threshold")
+    return MonitorSpec(cfg.threshold, cfg.debounce, spec.post_onset_steps)
+
+
+class EpisodeMonitors:
+    def __init__(self, policy, action_scale: float, spec: MonitorSpec):
+        self.lam = None
+        if getattr(getattr(policy, "config", None), "has_lam", False):
+            self.lam = SurpriseMonitor(policy, spec.threshold if spec.threshold is not None else float("inf"),
+                                       spec.debounce)
+        window = int(policy.config.offset) if hasattr(policy, "config") else 16
+        self.hand = HandMotionMonitor(action_scale, window=window, debounce=spec.debounce)
+        self.camera = policy.meta.cameras[0] if policy.meta.cameras else None
+
+    def on_prediction(self, step: int, obs, pred) -> None:
+        if self.lam is not None and self.camera in obs.images:
+            self.lam.on_chunk(step, obs.images[self.camera], pred.info.get("predicted_latent"))
+
+    def on_step(self, step: int, obs, action) -> None:
+        if self.lam is not None and self.camera in obs.images:
+            self.lam.on_frame(step, obs.images[self.camera])
+        self.hand.on_step(step, obs.state[:3], action)
+
+    def record(self) -> dict:
+        out = {"hand": {"alarms": list(self.hand.alarms)}}
+        if self.lam is not None:
+            out["lam"] = {"alarms": list(self.lam.alarms),
+                          "surprises": [round(s, 5) for _, s in self.lam.surprises]}
+        return out
+
+
+def summarise_monitor(episodes: list[dict], dt: float) -> dict:
+    """Per detector: detection_rate (of episodes whose fault started), detection_delay_s_p50/p90,
+    false_alarms_per_min over normal operation, and the counts behind them."""
+    out = {}
+    detectors = sorted({d for r in episodes for d in r.get("monitor", {})})
+    for det in detectors:
+        normal_steps, false_alarms, delays, reached, detected = 0, 0, [], 0, 0
+        for r in episodes:
+            alarms = r["monitor"].get(det, {}).get("alarms", [])
+            onset = r.get("fault_onset")
+            if onset is None or not r.get("fault_reached"):
+                normal_steps += r["length"]
+                false_alarms += len(alarms)
+                continue
+            reached += 1
+            normal_steps += onset - 1
+            false_alarms += sum(a < onset for a in alarms)
+            after = [a for a in alarms if a >= onset]
+            if after:
+                detected += 1
+                delays.append((after[0] - onset) * dt)
+        minutes = normal_steps * dt / 60.0
+        out[det] = {"detection_rate": detected / reached if reached else None,
+                    "detection_delay_s_p50": float(np.median(delays)) if delays else None,
+                    "detection_delay_s_p90": float(np.percentile(delays, 90)) if delays else None,
+                    "false_alarms": int(false_alarms), "normal_minutes": round(minutes, 3),
+                    "false_alarms_per_min": false_alarms / minutes if minutes > 0 else None,
+                    "fault_episodes": reached, "detected": detected}
+    return out

@@ -1,0 +1,105 @@
+"""Fault monitors (core/monitor.py, evaluation/monitoring.py): alarms with debounce and re-arming,
+the hand-motion baseline, and the figures results.json reports, checked on hand-made episodes;
+then `lara eval sim --fault --monitor --calibrate-monitor` end to end on a tiny real checkpoint."""
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from lara_policy.core.monitor import HandMotionMonitor, MonitorConfig, SurpriseMonitor, calibrate_threshold
+from lara_policy.evaluation.monitoring import summarise_monitor
+
+
+class _ScriptedPolicy:
+    """Stands in for LaraPolicy.surprise: the score is the mean of the later image (scripted)."""
+    def __init__(self):
+        self.config = SimpleNamespace(has_lam=True, offset=4)
+        self.meta = SimpleNamespace(cameras=["corner4"])
+
+    def surprise(self, z, img0, img1):
+        return float(np.mean(img1))
+
+
+def test_surprise_monitor_debounces_and_rearms():
+    mon = SurpriseMonitor(_ScriptedPolicy(), threshold=0.5, debounce=2)
+    frame = lambda v: np.full((2, 2, 3), v, np.float32)   # noqa: E731
+    # a chunk every 4 steps, judged 4 steps later against the frame then
+    scores = {4: 0.1, 8: 0.9, 12: 0.1, 16: 0.9, 20: 0.9, 24: 0.9, 28: 0.9}
+    for step in range(0, 29):
+        if step % 4 == 0:
+            mon.on_chunk(step, frame(0), np.zeros((2, 2)))
+        if step in scores:
+            assert mon.on_frame(step, frame(scores[step])) == pytest.approx(scores[step])
+    assert mon.alarms == [20, 28]         # one high score alone (8) raises nothing; then every 2nd
+    assert len(mon.surprises) == 7
+    with pytest.raises(ValueError, match="LAM"):
+        SurpriseMonitor(SimpleNamespace(config=SimpleNamespace(has_lam=False)), 0.5)
+
+
+def test_hand_motion_monitor_flags_commands_the_hand_does_not_follow():
+    def run(follow: bool):
+        m = HandMotionMonitor(action_scale=0.01, window=8, debounce=2)
+        hand = np.zeros(3)
+        for step in range(1, 60):
+            a = np.array([1.0, 0, 0, 0])
+            if follow or step < 20:
+                hand = hand + a[:3] * 0.01
+            m.on_step(step, hand, a)
+        return m.alarms
+    assert run(True) == []
+    alarms = run(False)
+    assert alarms and 20 < alarms[0] <= 20 + 3 * 8
+
+
+def test_monitor_figures_from_episode_records():
+    eps = [  # normal: 800 steps = 10 s, one false alarm
+        {"length": 800, "monitor": {"lam": {"alarms": [300]}}},
+        # fault at 100, detected at 180 (1.0 s), one false alarm before the onset
+        {"length": 340, "fault_onset": 100, "fault_reached": True, "monitor": {"lam": {"alarms": [40, 180]}}},
+        # fault at 50, never detected
+        {"length": 290, "fault_onset": 50, "fault_reached": True, "monitor": {"lam": {"alarms": []}}},
+        # succeeded before its fault: normal operation only
+        {"length": 60, "fault_onset": 70, "fault_reached": False, "monitor": {"lam": {"alarms": []}}},
+    ]
+    m = summarise_monitor(eps, dt=0.0125)["lam"]
+    assert m["fault_episodes"] == 2 and m["detected"] == 1 and m["detection_rate"] == 0.5
+    assert m["detection_delay_s_p50"] == pytest.approx(1.0)
+    normal_s = (800 + 99 + 49 + 60) * 0.0125
+    assert m["false_alarms"] == 2 and m["false_alarms_per_min"] == pytest.approx(2 / (normal_s / 60))
+    assert calibrate_threshold([0.1, 0.2, 0.3], quantile=1.0) == pytest.approx(0.33)
+
+
+def test_eval_sim_fault_monitor_end_to_end(tmp_path, capsys):
+    """A tiny joint checkpoint (LAM included) in Meta-World: calibrate on fault-free layouts (writes
+    monitor.json), then a frozen camera with the calibrated threshold; every figure is reported."""
+    from lara_policy.cli import main as lara_main
+    from lara_policy.core.configuration import ModelConfig, TrainConfig
+    from lara_policy.core.train import train
+    from lara_policy.data.demos import GenConfig, generate
+    store = tmp_path / "demos.hdf5"
+    generate(GenConfig(tasks=["reach-v3"], episodes=2, image_size=(32, 32)), store, progress=False)
+    m = ModelConfig(name="tiny", variant="lara")
+    m.vla.image_size, m.vla.width, m.vla.depth, m.vla.heads = 32, 32, 2, 2
+    m.vla.vision_channels, m.vla.horizon, m.vla.euler_steps, m.vla.align_block = [8, 16, 32], 8, 2, 1
+    m.lam.image_size, m.lam.width, m.lam.num_queries, m.lam.latent_dim, m.lam.codebook_size = 16, 32, 4, 8, 16
+    m.lam.channels, m.lam.patch_size = [16, 32], 4
+    final = train(TrainConfig(data=[str(store)], out=str(tmp_path / "run"), steps=5, batch_size=8, warmup_steps=1,
+                              threads=1, progress=False, log_every=5, save_every=0, model=m))
+    common = ["eval", "sim", "--policy", str(final), "--tasks", "reach-v3", "--episodes", "2", "--max-steps", "90",
+              "--videos", "0", "--quiet", "--monitor"]
+    assert lara_main([*common, "--seed-start", "300000", "--calibrate-monitor", "--out", str(tmp_path / "cal")]) == 0
+    cfg = MonitorConfig.load(final)
+    assert cfg is not None and cfg.threshold > 0 and cfg.calibration["surprises"] > 0
+    assert lara_main([*common, "--seed-start", "300100", "--fault", "frozen-camera", "--fault-onset", "20,30",
+                      "--out", str(tmp_path / "fault")]) == 0
+    res = json.loads((tmp_path / "fault" / "results.json").read_text())
+    assert set(res["monitor"]) == {"lam", "hand"}
+    for det in ("lam", "hand"):
+        assert res["monitor"][det]["fault_episodes"] + sum(not e["fault_reached"] for e in res["episodes"]) == 2
+    assert all(20 <= e["fault_onset"] <= 30 for e in res["episodes"])
+    assert "monitor lam:" in capsys.readouterr().out
+    # a fault with calibration is refused in one line
+    assert lara_main([*common, "--fault", "frozen-arm", "--calibrate-monitor", "--out", str(tmp_path / "x")]) == 2
