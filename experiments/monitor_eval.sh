@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Issue 25: the LAM fault monitor vs the hand-motion monitor on one checkpoint. Calibrate the LAM
+# threshold on fault-free layouts (seeds 400000+), then on other held-out layouts (100000+): normal
+# episodes (false alarms) and each fault. Resumable: finished steps are skipped.
+#   experiments/monitor_eval.sh [CKPT] [OUT] [EPISODES_PER_TASK]
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ckpt=${1:-models/lara-metaworld-mt3}
+out=${2:-results/monitor/$(basename "$ckpt")}
+n=${3:-30}
+common=(--policy "$ckpt" --tasks MT3 --episodes "$n" --execute-k 8 --videos 0 --quiet --monitor)
+[ -f "$ckpt/monitor.json" ] || lara eval sim "${common[@]}" --seed-start 400000 --calibrate-monitor --out "$out/calibration"
+for fault in none frozen-arm frozen-camera object-teleport; do
+  [ -f "$out/$fault/results.json" ] || lara eval sim "${common[@]}" --seed-start 100000 --fault "$fault" --out "$out/$fault"
+done
+python - "$out" <<'PY'
+import json, sys
+from pathlib import Path
+out = Path(sys.argv[1])
+lines = ["| fault | detector | detected | rate | p50 delay s | p90 delay s | false alarms | normal min | per 10 min |",
+         "|---|---|---|---|---|---|---|---|---|"]
+for fault in ("none", "frozen-arm", "frozen-camera", "object-teleport"):
+    f = out / fault / "results.json"
+    if not f.exists():
+        continue
+    for det, m in sorted(json.loads(f.read_text())["monitor"].items()):
+        fmt = lambda v, p=2: "-" if v is None else f"{v:.{p}f}"   # noqa: E731
+        fa10 = None if m["false_alarms_per_min"] is None else 10 * m["false_alarms_per_min"]
+        lines.append(f"| {fault} | {det} | {m['detected']}/{m['fault_episodes']} | {fmt(m['detection_rate'])} | "
+                     f"{fmt(m['detection_delay_s_p50'])} | {fmt(m['detection_delay_s_p90'])} | {m['false_alarms']} | "
+                     f"{m['normal_minutes']:.1f} | {fmt(fa10)} |")
+(out / "table.md").write_text("\n".join(lines) + "\n")
+print("\n".join(lines))
+PY
