@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from lara_policy import cli
-from lara_policy.errors import LaraError
+from lara_policy.common.errors import LaraError
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "models" / "lara-metaworld-mt3"
@@ -29,18 +29,18 @@ def _err(capsys) -> str:
 
 def test_domain_errors_share_one_base():
     from lara_policy.core.checkpoint import CheckpointError
-    from lara_policy.data.rosbag_convert import ConvertError
-    from lara_policy.data.store import StoreError
+    from lara_policy.formats.rosbag import ConvertError
+    from lara_policy.formats.store import StoreError
     from lara_policy.evaluation.harness import SeedOverlapError
     from lara_policy.sim.metaworld_env import UnknownTaskError
     for cls, old in [(StoreError, RuntimeError), (CheckpointError, RuntimeError), (ConvertError, ValueError),
                      (SeedOverlapError, ValueError), (UnknownTaskError, ValueError)]:
         # one base for the CLI, and the old base kept for existing `except` clauses
         assert issubclass(cls, LaraError) and issubclass(cls, old), cls
-    # the data modules raise one ConvertError (defined in errors, re-exported by rosbag_convert);
+    # the data modules raise one ConvertError (defined in errors, re-exported by formats.rosbag);
     # LeRobot v3 input errors are StoreErrors
-    from lara_policy.data.lerobot_v3 import LeRobotError
-    from lara_policy.errors import ConvertError as ConvertError2
+    from lara_policy.formats.lerobot_v3 import LeRobotError
+    from lara_policy.common.errors import ConvertError as ConvertError2
     assert ConvertError is ConvertError2 and issubclass(LeRobotError, StoreError)
 
 

@@ -27,7 +27,7 @@ def test_docs_have_yaml_blocks():
 @pytest.mark.parametrize("name, line, block", yaml_blocks(), ids=lambda v: str(v)[:40] if isinstance(v, str) else str(v))
 def test_yaml_block_parses(name, line, block):
     from ruamel.yaml import YAML, YAMLError
-    from lara_policy.data.rosbag_convert import yaml_error_line
+    from lara_policy.formats.rosbag import yaml_error_line
     try:
         YAML(typ="safe").load(block)
     except YAMLError as exc:
@@ -37,7 +37,7 @@ def test_yaml_block_parses(name, line, block):
 def test_the_error_line_of_an_unquoted_field_path():
     """The rule the docs follow, shown on the mistake it prevents."""
     from ruamel.yaml import YAML, YAMLError
-    from lara_policy.data.rosbag_convert import yaml_error_line
+    from lara_policy.formats.rosbag import yaml_error_line
     with pytest.raises(YAMLError) as info:
         YAML(typ="safe").load("state:\n  - {name: g, topic: /js, field: position[2]}\n")
     line = yaml_error_line(info.value)
@@ -48,7 +48,7 @@ def test_the_error_line_of_an_unquoted_field_path():
 def test_the_documented_mapping_is_a_valid_mapping():
     """The full mapping example of docs/bag_conversion.md is accepted by the mapping parser."""
     from ruamel.yaml import YAML
-    from lara_policy.data.rosbag_convert import parse_mapping
+    from lara_policy.formats.rosbag import parse_mapping
     blocks = [b for name, _, b in yaml_blocks() if name == "bag_conversion.md" and "cameras:" in b]
     assert blocks
     for b in blocks:

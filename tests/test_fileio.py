@@ -1,4 +1,4 @@
-"""lara_policy.fileio: the one atomic write the package uses (checkpoints, experiment summaries,
+"""lara_policy.common.fileio: the one atomic write the package uses (checkpoints, experiment summaries,
 `--json` files, the recorder's bag metadata)."""
 import errno
 import json
@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from lara_policy import fileio
+from lara_policy.common import fileio
 
 
 def test_write_atomic_replaces_and_leaves_no_temp(tmp_path):
@@ -39,7 +39,7 @@ def test_failed_write_keeps_the_old_file_and_removes_its_temp(tmp_path, monkeypa
 
 WRITER = textwrap.dedent("""
     import sys
-    from lara_policy.fileio import write_json
+    from lara_policy.common.fileio import write_json
     for i in range(300):
         write_json(sys.argv[1], {"writer": sys.argv[2], "i": i, "pad": "x" * 20000})
 """)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from lara_policy.core.configuration import ModelConfig, TrainConfig
-from lara_policy.data.store import Episode, EpisodeStore, StoreMeta
+from lara_policy.formats.store import Episode, EpisodeStore, StoreMeta
 
 STATE_NAMES = ["hand_x", "hand_y", "hand_z", "gripper", "goal_x", "goal_y", "goal_z"]
 TASKS = {"move-right": "move the square to the right", "move-down": "push the square down"}

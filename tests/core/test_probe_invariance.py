@@ -13,7 +13,7 @@ import pytest
 from synthetic import make_store, tiny_train_config
 from lara_policy.cli import main as lara_main
 from lara_policy.core.probe_invariance import PairingError, invariance
-from lara_policy.data.store import Episode, EpisodeStore
+from lara_policy.formats.store import Episode, EpisodeStore
 from lara_policy.core.train import train
 
 

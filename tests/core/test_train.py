@@ -90,7 +90,7 @@ def _weights(ckpt) -> dict:
 def _store_like(path, cameras=("corner4",), state_names=None, action_space="ee_delta_xyz_gripper", seed=5):
     """A tiny synthetic store whose cameras / state names / action space can differ."""
     from synthetic import STATE_NAMES, TASKS, make_episode
-    from lara_policy.data.store import EpisodeStore, StoreMeta
+    from lara_policy.formats.store import EpisodeStore, StoreMeta
     meta = StoreMeta(env="synthetic-square", action_space=action_space, action_dim=4, state_dim=7,
                      cameras=list(cameras), image_size=(40, 40), dt=0.0125,
                      state_names=list(state_names or STATE_NAMES), phrasings={k: [v] for k, v in TASKS.items()})

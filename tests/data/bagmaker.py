@@ -54,7 +54,7 @@ def recorder_episode(out_dir: Path, episode_id: str = "episode_test_0", *, steps
     for the next tick; instruction at the start. With kill_after_segments the writer stops like
     a SIGKILL: later data stays in .partial (lost), episode_meta.json says 'recording';
     lose_metadata also removes metadata.yaml (kill between a segment's move and its rewrite)."""
-    from lara_policy.ros.recorder_node import _Segmenter, writer_typestore
+    from lara_policy.formats.rosbag.writer import EpisodeBagWriter as _Segmenter, writer_typestore
 
     ts = writer_typestore()
     M = ts.types

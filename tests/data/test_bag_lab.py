@@ -1,7 +1,7 @@
 """A lab's own bag (bagmaker.lab_bag: 15 Hz CompressedImage camera, three episodes split by 3 s
 camera gaps, Servo twists at 30 Hz that stop in the gaps, a gripper command that starts 0.2 s
 in, the arm at full speed at each episode's end) through `lara convert` and `lara eval bag`:
-one alignment for both (data/bag_align.py), checked against the bag's ground truth."""
+one alignment for both (formats/rosbag/align.py), checked against the bag's ground truth."""
 from __future__ import annotations
 
 import sys
@@ -18,8 +18,8 @@ from bagmaker import LAB_MAPPING, lab_bag  # noqa: E402
 
 from lara_policy.cli import main as lara  # noqa: E402
 from lara_policy.core.api import ChunkPrediction, PolicyMeta  # noqa: E402
-from lara_policy.data.rosbag_convert import ConvertError  # noqa: E402
-from lara_policy.data.store import EpisodeStore  # noqa: E402
+from lara_policy.formats.rosbag import ConvertError  # noqa: E402
+from lara_policy.formats.store import EpisodeStore  # noqa: E402
 from lara_policy.evaluation.bag_eval import episodes_for_policy, evaluate_bags  # noqa: E402
 
 STATE = ["hand_x", "hand_y", "hand_z", "gripper"]

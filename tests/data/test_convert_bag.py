@@ -19,8 +19,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from bagmaker import FOREIGN_MAPPING, SCALE, foreign_bag, plan, recorder_episode  # noqa: E402
 
 from lara_policy.cli import main as lara  # noqa: E402
-from lara_policy.data.convert import FORMATS, detect  # noqa: E402
-from lara_policy.data.store import EpisodeStore  # noqa: E402
+from lara_policy.formats.convert import FORMATS, detect  # noqa: E402
+from lara_policy.formats.store import EpisodeStore  # noqa: E402
 
 
 def convert(*argv) -> int:
@@ -201,9 +201,9 @@ def test_unknown_type_and_camera_type_errors(tmp_path, capsys):
     assert convert(bag, "--out", tmp_path / "o.hdf5", "--mapping", mp) == 2
     assert "camera 'front' topic '/cam' has type std_msgs/msg/String" in _err(capsys)
     # a type with no definition anywhere (bag without message definitions): named
-    from lara_policy.data.rosbag_convert import ConvertError, Mapping, read_streams
+    from lara_policy.formats.rosbag import ConvertError, Mapping, read_streams
     m = Mapping(cameras={"front": "/cam"})
-    from lara_policy.data import rosbag_convert as rc
+    from lara_policy.formats.rosbag import streams as rc
     orig = rc._typestore
     rc._typestore = lambda reader: type("TS", (), {"fielddefs": {}})()
     try:

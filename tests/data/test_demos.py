@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from lara_policy import cli
-from lara_policy.data.demos import GenConfig, generate
-from lara_policy.data.store import EpisodeStore, StoreError
+from lara_policy.formats.demos import GenConfig, generate
+from lara_policy.formats.store import EpisodeStore, StoreError
 from lara_policy.sim.metaworld_env import TASK_PHRASINGS
 
 
@@ -119,7 +119,7 @@ def test_two_workers_match_one_worker(tmp_path):
 
 
 def test_store_rejects_bad_episode(small_store, tmp_path):
-    from lara_policy.data.demos import store_meta
+    from lara_policy.formats.demos import store_meta
     s = EpisodeStore.create(tmp_path / "bad.hdf5", store_meta(GenConfig(tasks=["reach-v3"], image_size=(32, 32))))
     with EpisodeStore(small_store[0]) as src:
         ep = src.episode(0)          # 48 px, two cameras: does not fit a 32 px corner4-only store

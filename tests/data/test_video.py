@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from lara_policy.data.demos import GenConfig, generate, rollout_expert
-from lara_policy.data.store import EpisodeStore
+from lara_policy.formats.demos import GenConfig, generate, rollout_expert
+from lara_policy.formats.store import EpisodeStore
 from lara_policy.sim.distractors import DistractorConfig
 from lara_policy.sim.metaworld_env import MetaWorldEnv
 

@@ -91,7 +91,7 @@ def test_random_policy_scores_near_zero(oracle_run):
 
 
 def test_train_eval_seed_overlap_is_refused(tmp_path, capsys):
-    from lara_policy.data.demos import GenConfig, generate
+    from lara_policy.formats.demos import GenConfig, generate
     store = tmp_path / "train.hdf5"
     generate(GenConfig(tasks=["reach-v3"], episodes=2, image_size=(32, 32), seed_start=5), store, progress=False)
     with pytest.raises(SeedOverlapError, match=r"reach-v3: 1 seeds \(6\)"):

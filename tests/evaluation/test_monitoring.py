@@ -78,7 +78,7 @@ def test_eval_sim_fault_monitor_end_to_end(tmp_path, capsys):
     from lara_policy.cli import main as lara_main
     from lara_policy.core.configuration import ModelConfig, TrainConfig
     from lara_policy.core.train import train
-    from lara_policy.data.demos import GenConfig, generate
+    from lara_policy.formats.demos import GenConfig, generate
     store = tmp_path / "demos.hdf5"
     generate(GenConfig(tasks=["reach-v3"], episodes=2, image_size=(32, 32)), store, progress=False)
     m = ModelConfig(name="tiny", variant="lara")

@@ -26,7 +26,7 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
 
 from lara_policy import cli  # noqa: E402
-from lara_policy.errors import LaraError  # noqa: E402
+from lara_policy.common.errors import LaraError  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "models" / "lara-metaworld-mt3"
@@ -113,7 +113,7 @@ def base_files(tmp_path_factory):
 
 
 def _make_store(path: Path) -> Path:
-    from lara_policy.data.store import Episode, EpisodeStore, StoreMeta
+    from lara_policy.formats.store import Episode, EpisodeStore, StoreMeta
     meta = StoreMeta(env="metaworld", action_space="ee_delta_xyz_gripper", action_dim=4, state_dim=7,
                      cameras=["corner4"], image_size=(16, 16), dt=1 / 80,
                      state_names=[f"s{i}" for i in range(7)], phrasings={"reach-v3": ["reach the goal"]},
@@ -222,7 +222,7 @@ def _damage_store(p: Path, draw) -> str:
 
 
 def _load_store(p: Path) -> None:
-    from lara_policy.data.store import EpisodeStore
+    from lara_policy.formats.store import EpisodeStore
     with EpisodeStore(p) as s:
         for _ in s:
             pass
@@ -250,8 +250,8 @@ def _damage_bag(d: Path, draw) -> str:
 
 
 def _load_bag(d: Path) -> None:
-    from lara_policy.data.rosbag_convert import expand_sources
-    from lara_policy.ros.bag_tools import bag_info, iter_messages
+    from lara_policy.formats.rosbag import expand_sources
+    from lara_policy.formats.rosbag import bag_info, iter_messages
     expand_sources([d])
     bag_info(d)
     for _ in iter_messages(d):
@@ -351,7 +351,7 @@ def test_cli_on_damaged_files(base_files, tmp_path, capsys):
     shutil.rmtree(tmp)
 
     if base_files["bag"] is not None:
-        from lara_policy.ros import bag_tools
+        from lara_policy.formats.rosbag import episode as bag_tools
         tmp, bag = _fresh_copy("bag", base_files, tmp_path)
         _cut(sorted(bag.glob("*.mcap"))[0], 0.5)
         rc, err = _cli(["convert", bag, "--out", tmp_path / "b.hdf5"], capsys)

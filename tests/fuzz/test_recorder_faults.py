@@ -1,5 +1,5 @@
 """recorder_node fault targets (issue 13), real DDS, real bags: each fault gives a clear error or
-a bag that opens (rosbags Reader and this project's bag_tools), never a silent loss.
+a bag that opens (rosbags Reader and this project's formats.rosbag), never a silent loss.
 
 - unwritable output folder: a path under a regular file, a read-only mount, the folder replaced by
   a file before a start, the episode folder removed mid-episode;
@@ -115,7 +115,7 @@ def _open_count(bag: Path) -> int:
     """Messages in the bag through rosbags AND this project's bag tools (they must agree)."""
     from rosbags.rosbag2 import Reader
 
-    from lara_policy.ros import bag_tools
+    from lara_policy.formats import rosbag as bag_tools
     with Reader(bag) as r:
         n = r.message_count
     assert bag_tools.bag_info(bag)["messages"] == n
@@ -333,7 +333,7 @@ def _disk_full_case(pre, tmp: Path, size_kb: int, flush: float, record) -> str:
 
 def _disk_full_injected(tmp: Path, record) -> None:
     """Fallback where mount namespaces are not allowed: ENOSPC injected into the segment writer."""
-    from lara_policy.data.episode_bag_writer import EpisodeBagWriter
+    from lara_policy.formats.rosbag.writer import EpisodeBagWriter
     real = EpisodeBagWriter.write
     h = RosHarness()
     try:
@@ -378,8 +378,8 @@ def test_recorder_disk_full(fuzz_record, tmp_path, full):
 
 # ------------------------------------------------------------------------------------ SIGKILL
 def _sigkill_case(tmp: Path, delay: float, flush: float, record) -> None:
-    from lara_policy.errors import LaraError
-    from lara_policy.ros import bag_tools
+    from lara_policy.common.errors import LaraError
+    from lara_policy.formats import rosbag as bag_tools
 
     stop = tmp / "stop"
     proc = spawn_python(RECORDER_UNTIL_STOPFILE, str(tmp / "episodes"), str(flush), str(stop), CAM_TOPIC, "0")

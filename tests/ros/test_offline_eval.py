@@ -33,7 +33,7 @@ def test_bringup_offline_eval_replays_observations_records_and_scores(tiny_check
     th.start()
     graph = None
     try:
-        from lara_policy.ros.bag_tools import run_offline_eval
+        from lara_policy.ros.offline_eval import run_offline_eval
         from lara_policy.ros.bringup import Graph, resolve_config
         from lara_policy.ros.params import load_params_yaml
         out, rec = tmp_path / "score", tmp_path / "evalrec"

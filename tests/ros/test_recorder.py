@@ -19,7 +19,7 @@ from sensor_msgs.msg import Image  # noqa: E402
 
 from lara_msgs.msg import ActionChunk, DynamicsCheck  # noqa: E402
 from lara_msgs.srv import StartEpisode, StopEpisode  # noqa: E402
-from lara_policy.ros import bag_tools  # noqa: E402
+from lara_policy.formats import rosbag as bag_tools  # noqa: E402
 from lara_policy.ros.codec import chunk_to_msg, rgb_to_image_msg  # noqa: E402
 from lara_policy.ros.recorder_node import RecorderNode  # noqa: E402
 
@@ -160,7 +160,7 @@ def test_bag_survives_sigkill_of_recorder_process(harness, tmp_path):
         with Reader(bag) as reader:
             as_is = reader.message_count
         assert as_is >= msgs_logged > 0
-        # ... and recover() (also `python -m lara_policy.ros.bag_tools recover`) agrees
+        # ... and recover() (also `python -m lara_policy.formats.rosbag.episode recover`) agrees
         rep = bag_tools.recover(bag)
         assert rep["messages"] >= msgs_logged and rep["segments"] >= segs_logged
         # (rep["lost_partial"] names the in-flight segment, if one was open at the kill: lost)

@@ -16,7 +16,7 @@ rclpy = pytest.importorskip("rclpy")
 from rclpy.parameter import Parameter  # noqa: E402
 
 from lara_msgs.srv import StartEpisode, StopEpisode  # noqa: E402
-from lara_policy.ros import bag_tools  # noqa: E402
+from lara_policy.formats import rosbag as bag_tools  # noqa: E402
 from lara_policy.ros.recorder_node import RecorderNode  # noqa: E402
 
 from helpers_runtime import call_service, kill, spawn_python, wait_for  # noqa: E402

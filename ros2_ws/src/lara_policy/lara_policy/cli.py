@@ -6,7 +6,7 @@ Each subcommand lives in its own module exposing
 and is imported only when used, so `lara --help` and `lara doctor` stay fast
 and the ROS-free commands never import rclpy.
 
-One error path: a subcommand raises a `lara_policy.errors.LaraError` (or a subclass:
+One error path: a subcommand raises a `lara_policy.common.errors.LaraError` (or a subclass:
 StoreError, CheckpointError, BringupError, ConvertError, ...) for bad input; main() prints
 "lara <command>: <message>" to stderr, no traceback, and returns 2. argparse usage errors
 also return 2 (message on stderr); main() returns the code instead of raising SystemExit.
@@ -28,13 +28,13 @@ from lara_policy import __version__
 # the option conventions (common/args.py) are re-exported for code that imported them from here
 from lara_policy.common.args import (HelpFormatter, ListOption, add_list_option, deprecated_alias,  # noqa: F401
                                      float_in_range, non_negative_float, positive_float, write_json)
-from lara_policy.errors import LaraError
+from lara_policy.common.errors import LaraError
 
 # name -> (module, one-line help). Two-word names ("bench model") are nested commands.
 COMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("lara_policy.doctor", "check the installation: ROS 2 + DDS, lara_msgs, MuJoCo, torch, language model"),
-    "demos": ("lara_policy.data.demos", "generate Meta-World expert demonstrations / action-free video into an episode store"),
-    "convert": ("lara_policy.data.convert", "convert episodes between formats (rosbag2 bags -> episode store, ...); source format detected"),
+    "demos": ("lara_policy.formats.demos", "generate Meta-World expert demonstrations / action-free video into an episode store"),
+    "convert": ("lara_policy.formats.convert", "convert episodes between formats (rosbag2 bags -> episode store, ...); source format detected"),
     "train": ("lara_policy.core.train", "train: lam-pretrain | pretrain | posttrain | lam-refine (single process or torchrun)"),
     "export": ("lara_policy.core.export", "export a checkpoint's inference path (ONNX) for the onnxruntime runtime: policy + dynamics-check graphs, parity checked"),
     "probe": ("lara_policy.core.probe", "action probe: how well LAM latents predict ground-truth actions (R^2)"),
@@ -46,10 +46,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench recorder": ("lara_policy.ros.bench_recorder", "benchmark the recorder: camera + state at a fixed rate for "
                        "N minutes over DDS; messages lost, recorder memory, bag size"),
     "bringup": ("lara_policy.ros.bringup", "run a node graph (sim/real) from a lara_bringup YAML in one process"),
-    "bag info": ("lara_policy.ros.bag_tools", "summary of a recorder episode bag (files, messages, duration, topics) as JSON"),
-    "bag recover": ("lara_policy.ros.bag_tools", "rebuild metadata.yaml of an interrupted recorder episode from its "
+    "bag info": ("lara_policy.formats.rosbag.episode", "summary of a recorder episode bag (files, messages, duration, topics) as JSON"),
+    "bag recover": ("lara_policy.formats.rosbag.episode", "rebuild metadata.yaml of an interrupted recorder episode from its "
                     "closed segments"),
-    "bag dump": ("lara_policy.ros.bag_tools", "one line per message of an episode bag: time, topic, type"),
+    "bag dump": ("lara_policy.formats.rosbag.episode", "one line per message of an episode bag: time, topic, type"),
 }
 
 

@@ -13,7 +13,7 @@ import re
 import sys
 from pathlib import Path
 
-from lara_policy import fileio
+from lara_policy.common import fileio
 
 _NAMES_DEFAULT = re.compile(r"\(default\b|\bdefault:", re.IGNORECASE)
 

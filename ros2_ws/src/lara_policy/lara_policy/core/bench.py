@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from lara_policy.common.policy_api import Observation
-from lara_policy.errors import positive_int
+from lara_policy.common.errors import positive_int
 from lara_policy.core.checkpoint import save_checkpoint
 from lara_policy.core.configuration import ModelConfig
 from lara_policy.core.modeling import LaraModel, count_parameters
@@ -79,7 +79,7 @@ def bench_inference(config: ModelConfig, repeats: int, threads: int, real_text: 
 
 def _synthetic_store(path: Path, config: ModelConfig, episodes: int = 16, steps: int = 60) -> Path:
     """Random-walk squares at the model's image size: enough to time real batch assembly."""
-    from lara_policy.data.store import Episode, EpisodeStore, StoreMeta
+    from lara_policy.formats.store import Episode, EpisodeStore, StoreMeta
     v, size = config.vla, config.vla.image_size
     meta = StoreMeta(env="bench", action_space=config.action_space, action_dim=v.action_dim, state_dim=v.state_dim,
                      cameras=list(v.cameras), image_size=(size, size), dt=config.dt)

@@ -30,8 +30,8 @@ FORMAT = "lara-checkpoint"
 VERSION = 1
 
 
-from lara_policy.errors import LaraError  # noqa: E402  (one error base for the CLI)
-from lara_policy.fileio import temp_path, write_json  # noqa: E402
+from lara_policy.common.errors import LaraError  # noqa: E402  (one error base for the CLI)
+from lara_policy.common.fileio import temp_path, write_json  # noqa: E402
 
 
 class CheckpointError(LaraError, RuntimeError):

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lara_policy.errors import LaraError
+from lara_policy.common.errors import LaraError
 
 OPSET = 17
 POLICY_INPUTS = ["images", "state", "text", "text_mask", "noise"]

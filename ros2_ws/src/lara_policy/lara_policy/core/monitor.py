@@ -31,7 +31,7 @@ class MonitorConfig:
     calibration: dict = field(default_factory=dict)    # where the threshold came from
 
     def save(self, checkpoint: str | Path) -> Path:
-        from lara_policy.fileio import write_json
+        from lara_policy.common.fileio import write_json
         return write_json(Path(checkpoint) / MONITOR_FILE, asdict(self))
 
     @classmethod

@@ -40,7 +40,7 @@ from lara_policy.core.configuration import ModelConfig
 from lara_policy.core.modeling import LaraModel, VectorQuantizer
 from lara_policy.core.processing import ChunkDataset, NormStats
 from lara_policy.core.probe_lam import TrainSeedOverlap, check_heldout, lam_camera, load_lam  # noqa: F401
-from lara_policy.data.store import StoreError, open_episode_source
+from lara_policy.formats.store import StoreError, open_episode_source
 
 
 def r2_score(y: np.ndarray, pred: np.ndarray) -> float:
@@ -468,7 +468,7 @@ def format_dynamics_check(r: dict) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from lara_policy.common.args import add_list_option, deprecated_alias, float_in_range
-    from lara_policy.errors import positive_int
+    from lara_policy.common.errors import positive_int
     parser.add_argument("--lam", required=True, help="checkpoint holding a LAM (LAM-only or joint)")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--alignment", action="store_true",

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lara_policy.data.store import StoreError, open_episode_source
+from lara_policy.formats.store import StoreError, open_episode_source
 
 DEFAULT_LIMIT = 2048
 STATE_ATOL = 1e-5

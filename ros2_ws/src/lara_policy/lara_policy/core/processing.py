@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lara_policy.data.store import StoreError, open_episode_source
+from lara_policy.formats.store import StoreError, open_episode_source
 
 # ----------------------------------------------------------------------------------------
 # Normalisation

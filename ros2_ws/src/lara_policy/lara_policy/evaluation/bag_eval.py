@@ -40,8 +40,8 @@ PROXY_NOTE = ("OPEN-LOOP PROXY: predicted chunks are compared with the actions e
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from lara_policy.cli import positive_float
-    from lara_policy.errors import positive_int
+    from lara_policy.common.args import positive_float
+    from lara_policy.common.errors import positive_int
     p.description = (__doc__ or "").split("\n\n")[0] + " " + PROXY_NOTE
     p.epilog = "Outputs in --out: results.json, results.md, pred_vs_exec_ep<i>.png, error_hist.png, surprise.png."
     p.add_argument("--policy", required=True, help="LARA checkpoint directory")
@@ -69,7 +69,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _live_chunks(bag: Path) -> list[tuple[float, np.ndarray]]:
-    from lara_policy.ros.bag_tools import iter_messages
+    from lara_policy.formats.rosbag import iter_messages
     out = []
     try:
         for _, _, _, m in iter_messages(bag, ["/lara/action_chunk"]):
@@ -96,7 +96,7 @@ def rate_warning(meta, rate: float, where: str) -> str:
 
 
 def _recorded_rate(bag: Path) -> float | None:
-    from lara_policy.ros.bag_tools import iter_messages
+    from lara_policy.formats.rosbag import iter_messages
     try:
         for _, _, _, m in iter_messages(bag, ["/lara/action_chunk"]):
             return 1.0 / float(m.dt) if m.dt > 0 else None
@@ -108,13 +108,13 @@ def _recorded_rate(bag: Path) -> float | None:
 def episodes_for_policy(bags: list[Path], meta, mapping_path: str | None, rate: float | None, trim: bool,
                         ee_delta_scale_m: float | None = None, warn=None):
     """[(BagEpisode, bag path)] with the policy's camera/state names, on the control-rate grid.
-    The episodes come from rosbag_convert.bag_episodes with the mapping as given: the same
+    The episodes come from formats.rosbag.bag_episodes with the mapping as given: the same
     alignment, episode split (camera gaps), command_timeout_s and stream-start rule as
     `lara convert` with that mapping (and --trim-idle where trim). Rate: --rate, else the
     recorded chunks' dt (recorder episodes), else the mapping's rate_hz, else 30 Hz; an explicit
     rate that differs from the checkpoint's gives one warning line (`warn`). --ee-delta-scale-m
     that contradicts the mapping's is a ConvertError."""
-    from lara_policy.data.rosbag_convert import (ConvertError, bag_episodes, bag_topics, expand_sources,
+    from lara_policy.formats.rosbag import (ConvertError, bag_episodes, bag_topics, expand_sources,
                                                  is_recorder_episode, load_mapping, parse_mapping, policy_mapping)
     warn = warn or (lambda line: print(line, file=sys.stderr))
     warned = set()
@@ -167,8 +167,8 @@ def recorded_chunks(path: Path) -> list[dict]:
     """Chunks (and their dynamics checks) recorded by policy_node in a bag: what `lara bringup
     offline_eval.yaml` / offline_eval.launch.py record (topics /lara/eval/*), or a live run's
     /lara/action_chunk. A folder of episodes: the newest. [{t0, actions, flagged, surprise}]"""
-    from lara_policy.data.rosbag_convert import ConvertError, expand_sources
-    from lara_policy.ros.bag_tools import iter_messages
+    from lara_policy.formats.rosbag import ConvertError, expand_sources
+    from lara_policy.formats.rosbag import iter_messages
     bags = expand_sources([Path(path)])
     bag = max(bags, key=lambda b: b.stat().st_mtime)
     if bag.is_dir() and not (bag / "metadata.yaml").is_file():
@@ -419,7 +419,7 @@ def write_outputs(res: dict, out: Path, with_plots: bool = True) -> None:
     out.mkdir(parents=True, exist_ok=True)
     if with_plots:
         res["plots"] = plots(res, out)
-    from lara_policy.fileio import write_atomic
+    from lara_policy.common.fileio import write_atomic
     write_atomic(out / "results.md", markdown(res))
     write_atomic(out / "results.json", json.dumps(res, indent=1))     # last: its presence means complete
 
@@ -430,7 +430,7 @@ def summary_line(res: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lara_policy.data.rosbag_convert import ConvertError
+    from lara_policy.formats.rosbag import ConvertError
     t0 = time.monotonic()
     ckpt = Path(args.policy)
     if not (ckpt / "config.json").is_file():

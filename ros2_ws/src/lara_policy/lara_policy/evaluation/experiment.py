@@ -47,8 +47,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lara_policy.errors import LaraError
-from lara_policy.fileio import write_atomic, write_json
+from lara_policy.common.errors import LaraError
+from lara_policy.common.fileio import write_atomic, write_json
 
 SPEC_KEYS = {"name", "out", "demos", "shared", "train", "eval", "grid", "overrides", "baseline", "eval_workers",
              "description", "probes", "probe_shared"}
@@ -568,7 +568,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", help="experiment spec (YAML); see experiments/ and docs/RESULTS.md")
     p.add_argument("--out", default="", help="results directory (default: the spec's 'out' or results/<name>)")
     p.add_argument("--only", default="", help="regular expression: run only the runs whose name matches")
-    from lara_policy.errors import positive_int
+    from lara_policy.common.errors import positive_int
     p.add_argument("--workers", type=positive_int, default=None,
                    help="evaluation worker processes (default: spec's eval_workers or 1)")
     p.add_argument("--dry-run", action="store_true", help="print the runs and their train commands; run nothing")

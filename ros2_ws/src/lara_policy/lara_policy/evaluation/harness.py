@@ -42,7 +42,7 @@ DEFAULT_EVAL_SEED_START = 100_000
 VIDEO_CAMERA = "corner4"
 
 
-from lara_policy.errors import LaraError  # noqa: E402  (one error base for the CLI)
+from lara_policy.common.errors import LaraError  # noqa: E402  (one error base for the CLI)
 
 
 class SeedOverlapError(LaraError, ValueError):
@@ -235,14 +235,14 @@ def check_seed_overlap(tasks: Iterable[str], seeds: Iterable[int],
         if common:
             bad[t] = sorted(common)
     if bad:
-        from lara_policy.data.store import seed_ranges
+        from lara_policy.formats.store import seed_ranges
         desc = "; ".join(f"{t}: {len(v)} seeds ({seed_ranges(v)})" for t, v in bad.items())
         raise SeedOverlapError(f"evaluation seeds overlap the {source} seeds -> {desc}. "
                                f"Choose a --seed-start past the training range.")
 
 
 def train_seeds_from_store(path: str | Path) -> dict[str, set[int]]:
-    from lara_policy.data.store import EpisodeStore
+    from lara_policy.formats.store import EpisodeStore
     with EpisodeStore(path) as s:
         return s.used_seeds()
 

@@ -45,7 +45,7 @@ def auc(pos: list[float], neg: list[float]) -> float | None:
 
 def safety_states(bag: Path) -> tuple[np.ndarray, np.ndarray]:
     """(times s, armed-and-moving flags) of command_node's /lara/safety_status in a bag."""
-    from lara_policy.ros.bag_tools import iter_messages
+    from lara_policy.formats.rosbag import iter_messages
     t, ok = [], []
     try:
         for _, _, _, m in iter_messages(bag, ["/lara/safety_status"]):

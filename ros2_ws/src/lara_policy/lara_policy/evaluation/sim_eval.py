@@ -25,7 +25,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from lara_policy.errors import int_in_range, non_negative_int, positive_int, positive_int_list
+from lara_policy.common.errors import int_in_range, non_negative_int, positive_int, positive_int_list
 from lara_policy.evaluation.harness import DEFAULT_EVAL_SEED_START, SeedOverlapError, evaluate
 
 

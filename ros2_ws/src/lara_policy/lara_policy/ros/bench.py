@@ -120,7 +120,7 @@ def analyse(chunks, twists, period: float, warmup_s: float = 0.5) -> dict:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from lara_policy.common.args import deprecated_alias, positive_float
-    from lara_policy.errors import positive_int
+    from lara_policy.common.errors import positive_int
     parser.description = __doc__
     parser.add_argument("--config", default="sim", help="lara_bringup config with sim/policy/command nodes")
     parser.add_argument("--checkpoint", help="LARA checkpoint (default: the config's; random-init default "

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from lara_policy.common.args import write_json
-from lara_policy.errors import LaraError
+from lara_policy.common.errors import LaraError
 
 PUBLISHER = """
 import sys, time, rclpy
@@ -102,7 +102,7 @@ def wait(pred, timeout):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from lara_policy.common.args import non_negative_float, positive_float
-    from lara_policy.errors import positive_int
+    from lara_policy.common.errors import positive_int
     parser.description = __doc__
     parser.add_argument("--minutes", type=positive_float, default=10.0, help="how long the publisher runs")
     parser.add_argument("--rate", type=positive_float, default=30.0, help="camera and state rate (Hz)")

@@ -40,7 +40,7 @@ DEFAULT_NODES = ["sim_node", "policy_node", "command_node", "recorder_node"]
 BRINGUP_SECTION = "lara_bringup"
 
 
-from lara_policy.errors import LaraError, positive_int  # noqa: E402
+from lara_policy.common.errors import LaraError, positive_int  # noqa: E402
 
 
 class BringupError(LaraError, RuntimeError):
@@ -535,7 +535,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"lara bringup: {n_ok}/{len(results)} episodes succeeded on {task}", flush=True)
         elif getattr(args, "bag", None) or bring.get("bag"):
             from lara_policy.evaluation.bag_eval import summary_line
-            from lara_policy.ros.bag_tools import run_offline_eval
+            from lara_policy.ros.offline_eval import run_offline_eval
             bags = args.bag or [resolve_path(str(bring.get("bag")))]
             res = run_offline_eval(graph, bags, args.out, rate=args.rate, topics=bring.get("observation_topics"))
             print(f"lara bringup: offline_eval [open-loop proxy]: {summary_line(res)} -> {args.out}/results.md",

@@ -7,9 +7,9 @@
 - Crash safety: the episode is written as a split rosbag2 bag whose segments are CLOSED every
   `flush_period_s` (each segment a complete MCAP file with footer/index), and metadata.yaml is
   rewritten atomically after each close. A SIGKILL therefore loses at most the segment being
-  written (one flush period); the bag opens as it is. `bag_tools.recover()` rebuilds
+  written (one flush period); the bag opens as it is. `lara_policy.formats.rosbag.recover()` rebuilds
   metadata.yaml from per-segment metadata if the kill hit between a segment's close and the
-  metadata update. Layout: see lara_policy.ros.bag_tools.
+  metadata update. Layout: lara_policy.formats.rosbag.layout.
 - Disk: refuses to start when free space < min_free_disk_gb; stops the episode cleanly (bag
   closed and readable, stop_reason "disk low") when free space drops below it mid-episode.
 - Write errors (disk full, the folder removed or remounted read-only, ...): the episode stops at
@@ -50,9 +50,9 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from lara_msgs.msg import ActionChunk, DynamicsCheck
 from lara_msgs.srv import StartEpisode, StopEpisode
 from lara_policy.ros import topics as T
-from lara_policy.fileio import write_json
-from lara_policy.data.episode_bag_writer import EpisodeBagWriter, free_gb, writable_problem, writer_typestore
-from lara_policy.ros.bag_tools import META_NAME
+from lara_policy.common.fileio import write_json
+from lara_policy.formats.rosbag.writer import EpisodeBagWriter, free_gb, writable_problem, writer_typestore
+from lara_policy.formats.rosbag import META_NAME
 from lara_policy.ros.node_main import spin_node
 from lara_policy.ros.params import match_publisher_reliability
 
@@ -87,8 +87,6 @@ def set_malloc_mmap_threshold(kb: int) -> bool:
     except (OSError, AttributeError):
         return False
 
-
-_Segmenter = EpisodeBagWriter   # its old name here (tests/data/bagmaker.py); to go with the formats move
 
 _PARAMS = [
     ("output_dir", "episodes", "Folder the episode bags are written to."),

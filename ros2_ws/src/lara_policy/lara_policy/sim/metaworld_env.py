@@ -76,7 +76,7 @@ def _close_all() -> None:
         env.close()
 
 
-from lara_policy.errors import LaraError  # noqa: E402  (one error base for the CLI)
+from lara_policy.common.errors import LaraError  # noqa: E402  (one error base for the CLI)
 
 
 class UnknownTaskError(LaraError, ValueError):

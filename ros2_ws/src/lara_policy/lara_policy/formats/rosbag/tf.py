@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lara_policy.errors import ConvertError
+from lara_policy.common.errors import ConvertError
 
 TF_TOPIC, TF_STATIC_TOPIC = "/tf", "/tf_static"
 TF_FIELDS = ("translation.x", "translation.y", "translation.z", "rotation.x", "rotation.y", "rotation.z",

@@ -1,7 +1,7 @@
 """The recorder's episode bag on disk: one rosbag2 MCAP bag per episode, written as consecutive
 complete segments (each closed every flush period, with footer and index) so that a kill loses
 at most the segment being written. ROS-free (rosbags); recorder_node runs it on its writer
-thread. Layout and recovery: lara_policy.ros.bag_tools."""
+thread. Layout: formats/rosbag/layout.py; recovery: formats/rosbag/episode.py."""
 from __future__ import annotations
 
 import os
@@ -9,8 +9,8 @@ import shutil
 import time
 from pathlib import Path
 
-from lara_policy.fileio import write_atomic
-from lara_policy.ros.bag_tools import SEGMENTS_DIR, dump_yaml, load_yaml, merge_segment_metadata
+from lara_policy.common.fileio import write_atomic
+from lara_policy.formats.rosbag.layout import SEGMENTS_DIR, dump_yaml, load_yaml, merge_segment_metadata
 
 
 def writer_typestore():

@@ -1,5 +1,5 @@
 """Bag streams -> control-rate steps -> episodes: the ONE alignment used by `lara convert` and
-`lara eval bag` (lara_policy.data.rosbag_convert.bag_episodes calls it; nothing else aligns).
+`lara eval bag` (lara_policy.formats.rosbag.bag_episodes calls it; nothing else aligns).
 
 Rules (docs/bag_conversion.md, "Alignment"):
 - The bag's first camera is cut into camera segments: with `episodes: {split: gap}` a camera gap
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lara_policy.errors import ConvertError
+from lara_policy.common.errors import ConvertError
 
 
 def _latest(times: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -67,7 +67,7 @@ def stream_starts(s, mapping, action_free: bool) -> list[float]:
 
 
 def align(s, mapping, action_free: bool = False) -> Aligned:
-    """Streams (rosbag_convert.read_streams) -> Aligned steps, segment by segment."""
+    """Streams (formats.rosbag.streams.read_streams) -> Aligned steps, segment by segment."""
     period = 1.0 / mapping.rate_hz
     half = 0.5 * period
     cam0 = next(iter(mapping.cameras))
