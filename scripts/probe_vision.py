@@ -98,7 +98,7 @@ def main(argv=None) -> int:
     ins_all = _json.loads((Path(args.policy) / "meta.json").read_text())["instructions"]
     own = [i for i in ins_all if i in env_phrasings] or ins_all[:1]
     other = [i for i in ins_all if i not in env_phrasings]
-    from lara_policy.core.api import Observation
+    from lara_policy.common.policy_api import Observation
     cam = cfg.cameras[0]
     test = list(range(args.train_seeds, n))[:50]
 

@@ -33,7 +33,7 @@ log() { echo "refine_loop: $*" | tee -a "$out/commands.txt"; }
 run() { log "\$ $*"; "$@"; }
 
 if [ ! -f "$out/bags/episodes.json" ]; then
-  run python -m lara_policy.evaluation.refine_loop record --task "$task" --episodes "$K" --faults "$F" \
+  run python -m lara_policy.ros.refine_loop record --task "$task" --episodes "$K" --faults "$F" \
       --seed "$seed" --checkpoint "$init" --control-rate "${LARA_LOOP_RATE:-0}" \
       --fault-s "${LARA_LOOP_FAULT_S:-2.5}" --out "$out/bags"
 fi
@@ -53,9 +53,9 @@ after_joint=$(ls -d "$out"/refine/checkpoints/step_* | tail -1)
 [ -f "$out/probe_before.json" ] || run lara probe --lam "$init" --data "$out/heldout.hdf5" --json "$out/probe_before.json"
 [ -f "$out/probe_after.json" ] || \
   run lara probe --lam "$out/refine/final" --data "$out/heldout.hdf5" --json "$out/probe_after.json"
-[ -f "$out/surprise_before.json" ] || run python -m lara_policy.evaluation.refine_loop surprise --policy "$init" \
+[ -f "$out/surprise_before.json" ] || run python -m lara_policy.ros.refine_loop surprise --policy "$init" \
     --episodes-json "$out/bags/episodes.json" --out "$out/surprise_before.json"
-[ -f "$out/surprise_after.json" ] || run python -m lara_policy.evaluation.refine_loop surprise \
+[ -f "$out/surprise_after.json" ] || run python -m lara_policy.ros.refine_loop surprise \
     --policy "$after_joint" --episodes-json "$out/bags/episodes.json" --out "$out/surprise_after.json"
 python - "$out" <<'PY'
 import json, sys

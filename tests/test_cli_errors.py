@@ -39,7 +39,7 @@ def test_domain_errors_share_one_base():
         assert issubclass(cls, LaraError) and issubclass(cls, old), cls
     # the data modules raise one ConvertError (defined in errors, re-exported by formats.rosbag);
     # LeRobot v3 input errors are StoreErrors
-    from lara_policy.formats.lerobot_v3 import LeRobotError
+    from lara_policy.formats.lerobot import LeRobotError
     from lara_policy.common.errors import ConvertError as ConvertError2
     assert ConvertError is ConvertError2 and issubclass(LeRobotError, StoreError)
 

@@ -114,7 +114,7 @@ def test_action_loss_falls_tenfold(stores, tmp_path):
     after = eval_loss(model)
     assert after * 10 <= before, f"action loss {before:.4f} -> {after:.4f}: less than a 10x fall"
     # a dit_only checkpoint serves chunks; the dynamics check is reported as unavailable
-    from lara_policy.core.api import Observation
+    from lara_policy.common.policy_api import Observation
     from lara_policy.core.policy import LaraPolicy
     from synthetic import TASKS, draw
     policy = LaraPolicy.from_checkpoint(final, device="cpu")

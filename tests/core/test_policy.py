@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from lara_policy.core.api import ChunkPrediction, Observation, Policy
+from lara_policy.common.policy_api import ChunkPrediction, Observation, Policy
 from lara_policy.core.checkpoint import (CheckpointError, load_stats, load_text, load_weights, read_config,
                                          save_checkpoint)
 from lara_policy.core.modeling import LaraModel

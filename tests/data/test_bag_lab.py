@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from bagmaker import LAB_MAPPING, lab_bag  # noqa: E402
 
 from lara_policy.cli import main as lara  # noqa: E402
-from lara_policy.core.api import ChunkPrediction, PolicyMeta  # noqa: E402
+from lara_policy.common.policy_api import ChunkPrediction, PolicyMeta  # noqa: E402
 from lara_policy.formats.rosbag import ConvertError  # noqa: E402
 from lara_policy.formats.store import EpisodeStore  # noqa: E402
 from lara_policy.evaluation.bag_eval import episodes_for_policy, evaluate_bags  # noqa: E402

@@ -233,6 +233,6 @@ def test_cli_exit_code_and_stderr_in_a_process(tmp_path):
 
 
 def test_refine_loop_auc():
-    from lara_policy.evaluation.refine_loop import auc
+    from lara_policy.ros.refine_loop import auc
     assert auc([3.0, 2.0], [1.0, 0.5]) == 1.0 and auc([0.1], [1.0, 2.0]) == 0.0
     assert auc([1.0], [1.0]) == 0.5 and auc([], [1.0]) is None and auc([float("nan"), 2.0], [1.0]) == 1.0

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from lara_policy.cli import main as lara
-from lara_policy.formats.lerobot_v3 import write_episodes
+from lara_policy.formats.lerobot import write_episodes
 from lara_policy.formats.store import Episode, StoreMeta
 
 LEROBOT = json.loads((Path(__file__).parent / "lerobot_0.4.4_schema.json").read_text())

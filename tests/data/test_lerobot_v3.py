@@ -1,8 +1,8 @@
-"""LeRobotDataset v3.0 in and out (lara_policy.formats.lerobot_v3).
+"""LeRobotDataset v3.0 in and out (lara_policy.formats.lerobot).
 
 LeRobot itself cannot be installed beside this project's torch (it pins torch < 2.8), so the
 written layout is checked here against the published v3.0 format with an independent reader
-(plain pyarrow + PyAV, none of lerobot_v3's code), and the reader is checked on a dataset laid
+(plain pyarrow + PyAV, none of formats/lerobot's code), and the reader is checked on a dataset laid
 out the way LeRobot's own writer lays it out (episodes encoded one by one and concatenated into
 shared mp4 files, several data/video files and chunks, two cameras, tasks as text, list columns,
 the older pandas tasks index, extra columns, no lara sidecar)."""
@@ -22,9 +22,10 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "core"))
 sys.path.insert(0, str(Path(__file__).parent))
 from synthetic import draw, make_episode, make_store, tiny_model_config  # noqa: E402
 
-from lara_policy.formats.lerobot_v3 import (LeRobotError, LeRobotV3Source, read_lerobot,  # noqa: E402
+from lara_policy.formats.lerobot import (LeRobotError, LeRobotV3Source, read_lerobot,  # noqa: E402
                                          write_lerobot)
-from lara_policy.formats.store import Episode, EpisodeStore, StoreMeta, open_episode_source  # noqa: E402
+from lara_policy.formats.sources import open_episode_source  # noqa: E402
+from lara_policy.formats.store import Episode, EpisodeStore, StoreMeta  # noqa: E402
 
 # Measured on these synthetic episodes (sharp saturated squares, 32-40 px, AV1 crf 30 yuv420p):
 # 28.9-33.4 dB per episode; the thresholds leave ~2 dB of margin.

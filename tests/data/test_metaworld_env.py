@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from lara_policy.core.api import Observation
+from lara_policy.common.policy_api import Observation
 from lara_policy.sim.metaworld_env import (MT10, STATE_NAMES, TASK_PHRASINGS, MetaWorldEnv,
                                            UnknownTaskError, resolve_tasks)
 

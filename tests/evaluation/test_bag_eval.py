@@ -19,7 +19,7 @@ from bagmaker import FOREIGN_MAPPING, foreign_bag, plan, recorder_episode  # noq
 from graph_helpers import build_tiny_checkpoint  # noqa: E402
 
 from lara_policy.cli import main as lara  # noqa: E402
-from lara_policy.core.api import ChunkPrediction, PolicyMeta  # noqa: E402
+from lara_policy.common.policy_api import ChunkPrediction, PolicyMeta  # noqa: E402
 from lara_policy.evaluation.bag_eval import episodes_for_policy, evaluate_bags  # noqa: E402
 
 STATE = ["hand_x", "hand_y", "hand_z", "gripper", "goal_x", "goal_y", "goal_z"]

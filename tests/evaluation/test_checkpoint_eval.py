@@ -13,7 +13,7 @@ def tiny_checkpoint(tmp_path_factory):
     from lara_policy.core.configuration import ModelConfig, TrainConfig   # a broken core import fails here
     from lara_policy.core.train import train
     from lara_policy.formats.demos import GenConfig, generate
-    from lara_policy.formats.store import write_train_seeds
+    from lara_policy.formats.sources import write_train_seeds
     d = tmp_path_factory.mktemp("ckpt_eval")
     store = d / "demos.hdf5"
     generate(GenConfig(tasks=["reach-v3"], episodes=3, image_size=(32, 32)), store, progress=False)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from lara_policy import cli
-from lara_policy.core.api import ChunkPrediction, Policy, PolicyMeta
+from lara_policy.common.policy_api import ChunkPrediction, Policy, PolicyMeta
 from lara_policy.evaluation.harness import ChunkExecutor, SeedOverlapError, evaluate
 from lara_policy.evaluation.policies import OracleFactory, OraclePolicy, RandomFactory, RandomPolicy
 from lara_policy.evaluation.stats import wilson_interval

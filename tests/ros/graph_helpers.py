@@ -5,7 +5,7 @@ import time
 
 import numpy as np
 
-from lara_policy.core.api import ChunkPrediction, DynamicsCheckResult, PolicyMeta
+from lara_policy.common.policy_api import ChunkPrediction, DynamicsCheckResult, PolicyMeta
 
 STATE_NAMES = ["hand_x", "hand_y", "hand_z", "gripper", "goal_x", "goal_y", "goal_z"]
 # Meta-World judges reach success on the finger-pad centre (tcp_center), which sits 4.5 cm below

@@ -70,7 +70,7 @@ def test_bringup_offline_eval_replays_observations_records_and_scores(tiny_check
     # predicted from the previous tick's state.
     import numpy as np
 
-    from lara_policy.core.api import Observation
+    from lara_policy.common.policy_api import Observation
     from lara_policy.core.policy import LaraPolicy
     from lara_policy.evaluation.bag_eval import episodes_for_policy, recorded_chunks
     pol = LaraPolicy.from_checkpoint(tiny_checkpoint, device="cpu")

@@ -1,4 +1,5 @@
 """Moved to lara_policy.common.policy_api (the policy contract sits below sim and core, which both
-use it). Re-exported here for code that imports it from the old place."""
-from lara_policy.common.policy_api import (ChunkPrediction, DynamicsCheckResult, Observation, Policy,  # noqa: F401
-                                           PolicyMeta)
+use it); this alias goes in the next release."""
+from lara_policy.common.moved import alias
+
+alias(__name__, "lara_policy.common.policy_api")

@@ -40,7 +40,8 @@ from lara_policy.core.configuration import ModelConfig
 from lara_policy.core.modeling import LaraModel, VectorQuantizer
 from lara_policy.core.processing import ChunkDataset, NormStats
 from lara_policy.core.probe_lam import TrainSeedOverlap, check_heldout, lam_camera, load_lam  # noqa: F401
-from lara_policy.formats.store import StoreError, open_episode_source
+from lara_policy.formats.sources import open_episode_source
+from lara_policy.formats.store import StoreError
 
 
 def r2_score(y: np.ndarray, pred: np.ndarray) -> float:

@@ -32,7 +32,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lara_policy.formats.store import StoreError, open_episode_source
+from lara_policy.formats.sources import open_episode_source
+from lara_policy.formats.store import StoreError
 
 DEFAULT_LIMIT = 2048
 STATE_ATOL = 1e-5

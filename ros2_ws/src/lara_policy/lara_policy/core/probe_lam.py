@@ -9,7 +9,8 @@ from pathlib import Path
 from lara_policy.core.checkpoint import CheckpointError, load_train_seeds, load_weights, read_config, seed_overlap
 from lara_policy.core.configuration import ModelConfig
 from lara_policy.core.modeling import LaraModel
-from lara_policy.formats.store import open_episode_source, seed_ranges
+from lara_policy.formats.sources import open_episode_source
+from lara_policy.formats.store import seed_ranges
 
 
 class TrainSeedOverlap(ValueError):

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lara_policy.formats.store import StoreError, open_episode_source
+from lara_policy.formats.sources import open_episode_source
+from lara_policy.formats.store import StoreError
 
 # ----------------------------------------------------------------------------------------
 # Normalisation

@@ -40,7 +40,8 @@ from lara_policy.core.processing import ChunkDataset, NormStats
 from lara_policy.core.train_data import (BatchPrefetcher, build_model_config, global_batch_plan,
                                          identity_stats, inherit_train_seeds, instruction_embeddings,
                                          load_initial_weights, make_batch)
-from lara_policy.formats.store import StoreError, write_train_seeds
+from lara_policy.formats.sources import write_train_seeds
+from lara_policy.formats.store import StoreError
 from lara_policy.common.errors import non_negative_int, positive_int
 
 

@@ -1,4 +1,4 @@
-"""Moved to lara_policy.formats.lerobot_v3; this alias goes in the next release."""
+"""Moved to lara_policy.formats.lerobot (a package now); this alias goes in the next release."""
 from lara_policy.common.moved import alias
 
-alias(__name__, "lara_policy.formats.lerobot_v3")
+alias(__name__, "lara_policy.formats.lerobot")

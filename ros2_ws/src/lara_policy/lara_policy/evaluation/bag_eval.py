@@ -203,7 +203,7 @@ def evaluate_bags(policy, episodes, *, seed: int = 0, num_candidates: int = 1, r
     With `recorded` (recorded_chunks()), the chunks policy_node published during a replay are
     scored instead of predicting here (same metrics; the chunk at observation stamp t0 is
     compared with the actions executed from the control step of t0)."""
-    from lara_policy.core.api import Observation
+    from lara_policy.common.policy_api import Observation
     meta = policy.meta
     cam = meta.cameras[0]
     H = int(meta.horizon)

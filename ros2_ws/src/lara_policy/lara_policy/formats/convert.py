@@ -11,12 +11,12 @@ Formats (the registry `FORMATS`, checked in registration order):
     lara-hdf5   read/write   the LARA episode store (docs/episode_store.md); reading one and writing
                        another re-applies --action-free / --trim-idle
 
-Adding a format (e.g. LeRobot v3 in lara_policy/formats/lerobot_v3.py) is one registration at the
-end of this module:
+    lerobot     read/write   LeRobotDataset v3.0 folders (docs/lerobot_v3.md); lara_policy.formats.lerobot
 
-    from lara_policy.formats import lerobot_v3
-    register(Format("lerobot-v3", detect=lerobot_v3.detect, read=lerobot_v3.read,
-                    write=lerobot_v3.write, extensions=(), help="LeRobotDataset v3 folder"))
+Adding a format is one registration at the end of this module, e.g.
+
+    register(Format("lerobot", detect=lerobot.detect, read=_read_lerobot, write=_write_lerobot,
+                    help="LeRobotDataset v3.0 folder"))
 
 with
     detect(path: Path) -> bool
@@ -37,7 +37,7 @@ from typing import Callable, Iterable, Iterator
 
 from lara_policy.formats.rosbag import ConvertError, idle_mask, trim_range
 from lara_policy.formats.store import Episode, EpisodeStore, StoreError, StoreMeta
-from lara_policy.formats import lerobot_v3
+from lara_policy.formats import lerobot
 
 
 @dataclass
@@ -195,7 +195,19 @@ register(Format("rosbag2", detect=_rosbag_detect, read=_read_rosbag,
                 help="rosbag2 MCAP/sqlite3: recorder episodes (no mapping needed) or any bag with --mapping"))
 register(Format("lara-hdf5", detect=_detect_hdf5, read=_read_hdf5, write=_write_hdf5,
                 extensions=(".hdf5", ".h5"), help="LARA episode store (HDF5)"))
-register(Format("lerobot", detect=lerobot_v3.detect, read=lerobot_v3.read, write=lerobot_v3.write,
+def _read_lerobot(sources: list[Path], args) -> tuple[StoreMeta, Iterator[Episode]]:
+    """One or more v3 folders -> (StoreMeta, episodes); --action-free / --trim-idle applied."""
+    return read_concatenated(sources, lerobot.LeRobotV3Source, lerobot.LeRobotError, args)
+
+
+def _write_lerobot(dst: Path, meta: StoreMeta, episodes: Iterable[Episode], args) -> dict:
+    """`lara convert SRC --to lerobot --out DIR`: LeRobot's default encoding (AV1, crf 30)."""
+    summary = lerobot.write_episodes(dst, meta, episodes, overwrite=getattr(args, "overwrite", False),
+                                     source=" ".join(str(s) for s in getattr(args, "sources", [])))
+    return {**summary, "steps": summary["frames"]}
+
+
+register(Format("lerobot", detect=lerobot.detect, read=_read_lerobot, write=_write_lerobot,
                 help="LeRobotDataset v3.0 folder: parquet + mp4 (docs/lerobot_v3.md); write with --to lerobot"))
 
 

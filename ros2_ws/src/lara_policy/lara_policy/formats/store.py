@@ -277,16 +277,6 @@ class EpisodeStore:
         self.close()
 
 
-def open_episode_source(path: str | Path):
-    """Open training data read-only: an episode store (HDF5 file) or a LeRobot v3.0 dataset
-    directory (`lara_policy.formats.lerobot_v3.LeRobotV3Source`: same .meta, len, episode(i),
-    iteration over Episode, used_seeds(), context manager)."""
-    if Path(path).is_dir():
-        from lara_policy.formats.lerobot_v3 import LeRobotV3Source
-        return LeRobotV3Source(path)
-    return EpisodeStore(path)
-
-
 def episode_summary(source) -> dict:
     """Counts per task / source, action-free episodes and total steps of any episode source
     with `__len__` and `episode_attrs(i)` (an EpisodeStore, a LeRobot v3 reader)."""
@@ -314,17 +304,3 @@ def seed_ranges(v: list[int]) -> str:
         if x is not None:
             start = prev = x
     return ", ".join(out[:6]) + (" ..." if len(out) > 6 else "")
-
-
-def write_train_seeds(checkpoint_dir: str | Path, stores: list[str | Path]) -> Path:
-    """Write `train_seeds.json` ({task: [seeds]}, the union of the stores' used_seeds())
-    into a checkpoint directory; `lara eval sim --policy DIR` then refuses those seeds."""
-    seeds: dict[str, set[int]] = {}
-    for p in stores:
-        with open_episode_source(p) as s:
-            for t, v in s.used_seeds().items():
-                seeds.setdefault(t, set()).update(v)
-    out = Path(checkpoint_dir) / "train_seeds.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({t: sorted(v) for t, v in sorted(seeds.items())}))
-    return out

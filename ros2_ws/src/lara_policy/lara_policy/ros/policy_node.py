@@ -38,6 +38,9 @@ NaN state (a pose with a non-finite orientation counts as NaN); an image stamped
 (clocks disagree) or too old; a policy that raises ValueError or returns non-finite actions.
 Joint states are merged by joint name (arm and gripper drivers may publish separate
 JointState messages on the same topic).
+
+This file is the node shell (parameters, topics, services, the inference worker); the buffered
+inputs, their checks and the synchronised snapshot are ObservationAssembler's (observation.py).
 """
 from __future__ import annotations
 
@@ -45,7 +48,6 @@ import math
 import os
 import threading
 import time
-import unicodedata
 from collections import defaultdict, deque
 
 import numpy as np
@@ -60,108 +62,16 @@ from std_srvs.srv import Trigger
 
 from lara_msgs.msg import ActionChunk, DynamicsCheck
 from lara_msgs.srv import SetInstruction
-from lara_policy.core.api import DynamicsCheckResult, Observation
+from lara_policy.common.policy_api import DynamicsCheckResult, Observation
 from lara_policy.ros import topics
-from lara_policy.ros.codec import (ImageConversionError, check_to_msg, chunk_to_msg,
-                                   compressed_msg_to_rgb, image_msg_to_rgb, stamp_to_sec)
+from lara_policy.ros.codec import check_to_msg, chunk_to_msg, compressed_msg_to_rgb, image_msg_to_rgb
 from lara_policy.ros.ee_pose import FrameMap, TfPoseRelay, resolve_source
 from lara_policy.ros.params import declare, match_publisher_reliability, qos_from_params, resolve_path
 from lara_policy.ros.node_main import spin_node
+# observation assembly lives beside this shell; its names stay importable from here
+from lara_policy.ros.observation import (EE_NAMES, GOAL_NAMES, ObservationAssembler, _Series,  # noqa: F401
+                                         compressed_dims, instruction_problem, stamp_problem)
 
-EE_NAMES = {"hand_x": 0, "hand_y": 1, "hand_z": 2}
-GOAL_NAMES = {"goal_x": 0, "goal_y": 1, "goal_z": 2}
-_HISTORY = 64          # samples kept per state source (pick by stamp)
-_STAMP_EPS = 1e-6      # stamps equal within a microsecond (float seconds)
-
-
-class _Series:
-    """Recent samples (stamp s, value) of one state source, in arrival order."""
-
-    __slots__ = ("samples",)
-
-    def __init__(self):
-        self.samples: deque = deque(maxlen=_HISTORY)
-
-    def add(self, stamp: float, value) -> None:
-        self.samples.append((stamp, value))
-
-    def pick(self, t: float):
-        """(stamp, value): the latest sample stamped <= t, else the earliest later one; None if empty."""
-        before = [s for s in self.samples if s[0] <= t + _STAMP_EPS]
-        if before:
-            return max(before, key=lambda s: s[0])
-        return min(self.samples, key=lambda s: s[0]) if self.samples else None
-
-    def pending(self, t: float, horizon: float) -> bool:
-        """True when no sample stamped >= t has arrived yet but the source's next one is due by
-        t + horizon (from the spacing of its last stamps): worth waiting for."""
-        if len(self.samples) < 2:
-            return False
-        last = max(s[0] for s in self.samples)
-        if last >= t - _STAMP_EPS:
-            return False
-        recent = sorted(s[0] for s in list(self.samples)[-8:])
-        gaps = [b - a for a, b in zip(recent, recent[1:]) if b - a > _STAMP_EPS]
-        if not gaps:
-            return False
-        period = sorted(gaps)[len(gaps) // 2]
-        return last + period <= t + horizon + _STAMP_EPS
-
-
-_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
-
-
-def compressed_dims(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from a PNG or JPEG header without decoding (None: unknown format or no
-    size found in the first bytes): lets a decompression bomb be refused before OpenCV allocates it."""
-    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
-        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-    if data[:2] != b"\xff\xd8":
-        return None
-    i = 2
-    while i + 4 <= len(data):
-        if data[i] != 0xFF:
-            return None
-        marker = data[i + 1]
-        if marker == 0xFF:                       # fill byte
-            i += 1
-            continue
-        if marker == 0x01 or 0xD0 <= marker <= 0xD8:   # markers without a length
-            i += 2
-            continue
-        if marker in _JPEG_SOF:
-            if i + 9 > len(data):
-                return None
-            return int.from_bytes(data[i + 7:i + 9], "big"), int.from_bytes(data[i + 5:i + 7], "big")
-        i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
-    return None
-
-
-def stamp_problem(stamp) -> str:
-    """'' for a usable header stamp, else why not (invalid nanosec, zero = never stamped)."""
-    if not 0 <= int(stamp.nanosec) < 1_000_000_000:
-        return f"header.stamp.nanosec {stamp.nanosec} is not in [0, 1e9) (invalid builtin_interfaces/Time)"
-    if int(stamp.sec) == 0 and int(stamp.nanosec) == 0:
-        return "header.stamp is zero (the driver does not stamp its messages)"
-    return ""
-
-
-def instruction_problem(text: str, max_chars: int) -> tuple[str, str]:
-    """('', '') for an acceptable (stripped) instruction, else (cause, why it is refused)."""
-    if not text:
-        return "empty", "empty instruction refused"
-    if len(text) > max_chars:
-        return "too_long", (f"instruction of {len(text)} characters refused (> max_instruction_chars {max_chars}; "
-                f"starts '{text[:40]}...'): the language model reads only its first tokens, and a huge text "
-                "stalls tokenisation and travels in every ActionChunk")
-    if "\ufffd" in text:
-        return "utf8", "instruction refused: it is not valid UTF-8 (decoded with replacement characters)"
-    bad = sorted({f"U+{ord(c):04X}" for c in text if unicodedata.category(c) == "Cc" and c not in "\t\n\r"})
-    if bad:
-        return "control", f"instruction refused: it holds control characters ({', '.join(bad[:5])})"
-    if not any(c.isalpha() for c in text):
-        return "no_letter", f"instruction refused: '{text[:40]}' has no letter"
-    return "", ""
 
 
 class PolicyLoadError(ValueError):
@@ -282,21 +192,17 @@ class PolicyNode(Node):
             raise ValueError(f"policy_node: policy state_names {self.state_names} do not match "
                              f"state_dim {meta.state_dim}")
 
-        # latest buffered inputs (written by the executor, read by the worker)
-        self._lock = threading.Lock()
-        self._image = None            # (rgb, stamp_s)
-        self._ee = None               # (xyz, stamp_s)
-        self._goal = None             # (xyz, stamp_s)
-        self._joints: dict = {}       # {name: (pos, stamp_s)}, merged over JointState messages
-        self._cond = threading.Condition(self._lock)   # state arrivals wake a worker waiting for them
-        self._ee_hist, self._goal_hist = _Series(), _Series()
-        self._joint_hist: dict[str, _Series] = {}
-        self.sync_waits = 0           # snapshots that waited for a state sample of the image's tick
-        self.sync_timeouts = 0        # ... and gave up after state_sync_timeout_s
-        self.state_stamps_used: deque = deque(maxlen=1000)   # (image stamp, {state name: sample stamp})
-        self._instruction = str(self.get_parameter("instruction").value).strip()
-        if self._instruction:
-            _, why = instruction_problem(self._instruction, int(self.get_parameter("max_instruction_chars").value))
+        # latest buffered inputs (written by the executor, read by the worker) and the snapshot
+        self.assembler = ObservationAssembler(
+            param=lambda name: self.get_parameter(name).value, now=lambda: self.get_clock().now().nanoseconds * 1e-9,
+            reject=self._reject, decode=self._decode_image, topics=t, state_names=self.state_names,
+            camera_name=self.camera_name, gripper_joint_name=self.gripper_joint_name,
+            gripper_open=self.gripper_open, gripper_closed=self.gripper_closed, frame_id=self.frame_id,
+            frame_map=self.frame_map)
+        self._lock = self.assembler.lock    # one lock: buffered inputs, instruction, episode and surprise state
+        instruction = self.assembler.instruction = str(self.get_parameter("instruction").value).strip()
+        if instruction:
+            _, why = instruction_problem(instruction, int(self.get_parameter("max_instruction_chars").value))
             if why:
                 raise ValueError(f"policy_node: parameter 'instruction': {why}")
         # surprise (worker thread): chunks waiting for their frame t + C, and the latest value
@@ -336,12 +242,12 @@ class PolicyNode(Node):
         except ValueError as exc:
             raise ValueError(f"policy_node: {exc}") from exc
         if ee_source == "tf":
-            self._tf_relay = TfPoseRelay(self, self.frame_id, ee_link, self._on_ee, tf_factory=tf_factory)
+            self._tf_relay = TfPoseRelay(self, self.frame_id, ee_link, self.assembler.on_ee, tf_factory=tf_factory)
         else:
-            self.create_subscription(PoseStamped, t["ee_pose_topic"], self._on_ee, 10)
+            self.create_subscription(PoseStamped, t["ee_pose_topic"], self.assembler.on_ee, 10)
         self.ee_pose_source = ee_source
-        self.create_subscription(PointStamped, t["goal_topic"], self._on_goal, 10)
-        self.create_subscription(JointState, t["joint_states_topic"], self._on_joints, 10)
+        self.create_subscription(PointStamped, t["goal_topic"], self.assembler.on_goal, 10)
+        self.create_subscription(JointState, t["joint_states_topic"], self.assembler.on_joints, 10)
         # services keep up to 100 queued requests (the default 10 dropped requests of a burst: the
         # callers' futures never completed)
         from rclpy.qos import QoSProfile
@@ -391,131 +297,27 @@ class PolicyNode(Node):
             why = f"{len(pubs)} publisher(s) on {topic} ({', '.join(types)}) but nothing arrives"
         self._reject("no_camera", f"no camera image for {idle:.0f} s: {why}")
 
-    # -- inputs (executor thread) --------------------------------------------------------
-    def _image_precheck(self, msg) -> tuple[str, str]:
-        """(cause, problem) found from the message fields alone (before any decoding), or ('', '')."""
-        why = stamp_problem(msg.header.stamp)
-        if why:
-            return "stamp", why
-        max_px = int(self.get_parameter("max_image_pixels").value)
-        if isinstance(msg, CompressedImage):
-            if len(msg.data) > 3 * max_px:
-                return "size", (f"compressed image of {len(msg.data)} bytes is larger than an uncompressed "
-                                f"max_image_pixels {max_px} frame")
-            dims = compressed_dims(bytes(msg.data[:65536]))
-            if dims is not None and dims[0] * dims[1] > max_px:
-                return "size", (f"compressed image declares {dims[0]}x{dims[1]} ({dims[0] * dims[1] / 1e6:.1f} MP), "
-                                f"more than max_image_pixels {max_px}: refused before decoding")
-            return "", ""
-        h, w, step = int(msg.height), int(msg.width), int(msg.step)
-        if h * w > max_px:
-            return "size", (f"image {w}x{h} ({h * w / 1e6:.1f} MP) has more than max_image_pixels {max_px}: "
-                            "lower the camera resolution (the policy uses ~100 px) or raise max_image_pixels")
-        if h > 0 and w > 0 and len(msg.data) != step * h:
-            return "data", (f"image data is {len(msg.data)} bytes but step x height = {step} x {h} = "
-                            f"{step * h} ({w}x{h} '{msg.encoding}'): a malformed message")
-        return "", ""
+    # -- inputs (executor thread; the state sources go to ObservationAssembler) ----------
+    @staticmethod
+    def _decode_image(msg):
+        """RGB of a raw or compressed image message (ImageConversionError when it cannot be)."""
+        return compressed_msg_to_rgb(msg) if isinstance(msg, CompressedImage) else image_msg_to_rgb(msg)
 
     def _on_image(self, msg) -> None:
         self._last_image_arrival = time.monotonic()
-        cause, why = self._image_precheck(msg)
-        try:
-            if why:
-                raise ImageConversionError(why)
-            cause = "decode"
-            rgb = compressed_msg_to_rgb(msg) if isinstance(msg, CompressedImage) else image_msg_to_rgb(msg)
-            cause = "size"
-            ew = int(self.get_parameter("expected_image_width").value)
-            eh = int(self.get_parameter("expected_image_height").value)
-            if (ew and rgb.shape[1] != ew) or (eh and rgb.shape[0] != eh):
-                raise ImageConversionError(f"image size {rgb.shape[1]}x{rgb.shape[0]} != expected "
-                                           f"{ew or rgb.shape[1]}x{eh or rgb.shape[0]}")
-            max_px = int(self.get_parameter("max_image_pixels").value)
-            if rgb.shape[0] * rgb.shape[1] > max_px:     # a compressed image decodes to its real size
-                raise ImageConversionError(f"image {rgb.shape[1]}x{rgb.shape[0]} has more than "
-                                           f"max_image_pixels {max_px}")
-        except ImageConversionError as exc:
-            with self._lock:
-                self._image = None     # never act on an older frame while the camera is bad
-            self._reject("image", f"bad image on {self.topics['image_topic']}: {exc}", cause=cause)
-            return
-        with self._lock:
-            self._image = (rgb, stamp_to_sec(msg.header.stamp))
-        self._new_image.set()
-
-    def _state_stamp(self, msg, key: str, topic: str):
-        """The message's stamp in seconds, or None (and a rejection) when it is unusable."""
-        why = stamp_problem(msg.header.stamp)
-        if why:
-            self._reject(key, f"{topic}: {why}; message ignored", cause="stamp")
-            return None
-        return stamp_to_sec(msg.header.stamp)
-
-    def _on_ee(self, msg: PoseStamped) -> None:
-        frame = msg.header.frame_id
-        if frame and frame.lstrip("/") != str(self.frame_id).lstrip("/"):
-            with self._lock:
-                self._ee = None
-                self._ee_hist = _Series()       # never fall back on a pose from before the bad frame
-            self._reject("ee_frame", f"end-effector pose on {self.topics['ee_pose_topic']} is in frame '{frame}', "
-                                     f"not frame_id '{self.frame_id}' (publish it in the base frame)")
-            return
-        stamp = self._state_stamp(msg, "ee_pose", self.topics["ee_pose_topic"])
-        if stamp is None:
-            return
-        p, q = msg.pose.position, msg.pose.orientation
-        xyz = np.array([p.x, p.y, p.z], dtype=np.float64)
-        if not all(math.isfinite(v) for v in (q.x, q.y, q.z, q.w)):
-            xyz[:] = np.nan            # a pose with a NaN orientation is not trusted: the tick says why
-            self._reject("ee_pose", f"end-effector pose on {self.topics['ee_pose_topic']} has a non-finite "
-                         "orientation; treated as NaN", cause="orientation")
-        with self._cond:
-            self._ee = (xyz, stamp)
-            self._ee_hist.add(stamp, xyz)
-            self._cond.notify_all()
-
-    def _on_goal(self, msg: PointStamped) -> None:
-        stamp = self._state_stamp(msg, "goal", self.topics["goal_topic"])
-        if stamp is None:
-            return
-        p = msg.point
-        xyz = np.array([p.x, p.y, p.z], dtype=np.float64)
-        with self._cond:
-            self._goal = (xyz, stamp)
-            self._goal_hist.add(stamp, xyz)
-            self._cond.notify_all()
-
-    def _on_joints(self, msg: JointState) -> None:
-        if len(msg.position) != len(msg.name):
-            self._reject("joint_states", f"joint_states has {len(msg.name)} names but "
-                         f"{len(msg.position)} positions", cause="length")
-            return
-        stamp = self._state_stamp(msg, "joint_states", self.topics["joint_states_topic"])
-        if stamp is None:
-            return
-        with self._cond:
-            # merged by name: the arm's broadcaster and a separate gripper driver usually publish
-            # different joints on the same topic
-            for name, v in zip(msg.name, msg.position):
-                self._joints[name] = (float(v), stamp)
-                series = self._joint_hist.get(name)
-                if series is None:
-                    if len(self._joint_hist) >= 1024:     # a flood of made-up joint names
-                        continue
-                    series = self._joint_hist[name] = _Series()
-                series.add(stamp, float(v))
-            self._cond.notify_all()
+        if self.assembler.add_image(msg):
+            self._new_image.set()
 
     def set_instruction(self, text: str) -> tuple[bool, str]:
         text = (text or "").strip()
         cause, why = instruction_problem(text, int(self.get_parameter("max_instruction_chars").value))
         if why:
-            self._reject("instruction", f"{why} (keeping '{self._instruction[:60]}')" if self._instruction
-                         else why, cause=cause)
+            current = self.assembler.instruction
+            self._reject("instruction", f"{why} (keeping '{current[:60]}')" if current else why, cause=cause)
             return False, why
         with self._lock:
-            changed = text != self._instruction
-            self._instruction = text
+            changed = text != self.assembler.instruction
+            self.assembler.instruction = text
         if changed:
             self.reset_episode()
         return True, f"instruction set: '{text}'"
@@ -531,9 +333,7 @@ class PolicyNode(Node):
         """Forget per-episode state: policy memory, buffered frame/state, surprise reference."""
         with self._lock:
             self._epoch += 1
-            self._image = self._ee = self._goal = None
-            self._joints = {}
-            self._ee_hist, self._goal_hist, self._joint_hist = _Series(), _Series(), {}
+            self.assembler.clear()
             self._surprise_pending.clear()
             self._surprise_last = float("nan")
         try:
@@ -548,101 +348,36 @@ class PolicyNode(Node):
 
     @property
     def instruction(self) -> str:
-        return self._instruction
+        return self.assembler.instruction
 
-    # -- observation ---------------------------------------------------------------------
-    def _sources(self) -> list[tuple[str, _Series | None]]:
-        """(state name, its series) for every state entry (caller holds the lock)."""
-        out = []
-        for name in self.state_names:
-            if name in EE_NAMES:
-                out.append((name, self._ee_hist))
-            elif name in GOAL_NAMES:
-                out.append((name, self._goal_hist))
-            else:
-                out.append((name, self._joint_hist.get(self.gripper_joint_name if name == "gripper" else name)))
-        return out
-
-    def _synced_state(self, t_img: float):
-        """(ee, goal, joints) as (value, stamp) picked for the image stamped t_img: per source the
-        latest sample stamped <= t_img, after waiting (bounded) for samples of that tick that are due."""
-        timeout = float(self.get_parameter("state_sync_timeout_s").value)
-        deadline = time.monotonic() + timeout
-        waited = False
-        with self._cond:
-            while timeout > 0:
-                due = [n for n, s in self._sources() if s is not None and s.pending(t_img, timeout)]
-                left = deadline - time.monotonic()
-                if not due:
-                    break
-                if left <= 0:
-                    self.sync_timeouts += 1
-                    break
-                waited = True
-                self._cond.wait(left)
-            if waited:
-                self.sync_waits += 1
-
-            def swap(pick):
-                return None if pick is None else (pick[1], pick[0])
-            ee, goal = swap(self._ee_hist.pick(t_img)), swap(self._goal_hist.pick(t_img))
-            joints = {}
-            for name, series in self._sources():
-                if series is not None and name not in EE_NAMES and name not in GOAL_NAMES:
-                    key = self.gripper_joint_name if name == "gripper" else name
-                    joints[key] = swap(series.pick(t_img))
-        return ee, goal, joints
-
+    # -- observation (ObservationAssembler) ----------------------------------------------
     def snapshot(self) -> tuple[Observation | None, str, str]:
         """(observation, "", "") or (None, cause key, message)."""
-        with self._lock:
-            image, instr = self._image, self._instruction
-        if not instr:
-            return None, "no_instruction", "no instruction yet (topic or service)"
-        if image is None:
-            return None, "no_image", f"no valid image on {self.topics['image_topic']}"
-        rgb, t_img = image
-        now = self.get_clock().now().nanoseconds * 1e-9
-        max_age = float(self.get_parameter("max_image_age_s").value)
-        if max_age > 0 and now - t_img > max_age:
-            return None, "stale_image", f"latest image is {now - t_img:.2f} s old (> {max_age:.2f} s)"
-        max_future = float(self.get_parameter("max_future_stamp_s").value)
-        if t_img - now > max_future:
-            return None, "future_image", (
-                f"latest image on {self.topics['image_topic']} is stamped {t_img - now:.2f} s in the future "
-                f"(> {max_future:.2f} s): the camera's clock is ahead of this node's (sync the hosts' clocks, "
-                "or the sim clock jumped back)")
-        ee, goal, joints = self._synced_state(t_img)
-        used = {"ee": None if ee is None else ee[1], "goal": None if goal is None else goal[1]}
-        used.update({k: None if v is None else v[1] for k, v in joints.items()})
-        self.state_stamps_used.append((t_img, used))
-        skew = float(self.get_parameter("max_state_skew_s").value)
-        state = np.zeros(len(self.state_names), dtype=np.float64)
-        for i, name in enumerate(self.state_names):
-            if name in EE_NAMES:
-                src, what = ee, self.topics["ee_pose_topic"]
-                value = None if ee is None else self.frame_map.position_to_policy(ee[0])[EE_NAMES[name]]
-            elif name in GOAL_NAMES:
-                src, what = goal, self.topics["goal_topic"]
-                value = None if goal is None else self.frame_map.position_to_policy(goal[0])[GOAL_NAMES[name]]
-            else:
-                key = self.gripper_joint_name if name == "gripper" else name
-                what = f"{self.topics['joint_states_topic']}[{key}]"
-                src = joints.get(key)
-                value = None if src is None else src[0]
-                if name == "gripper" and value is not None:    # driver units -> 0 closed .. 1 open
-                    value = (value - self.gripper_closed) / (self.gripper_open - self.gripper_closed)
-            if src is None or value is None:
-                return None, f"missing_state:{name}", f"state '{name}' missing (no message on {what})"
-            if skew > 0 and abs(src[1] - t_img) > skew:
-                return None, f"stale_state:{name}", (f"state '{name}' from {what} is {abs(src[1] - t_img):.2f} s "
-                                             f"away from the image (> {skew:.2f} s)")
-            if not math.isfinite(value):
-                return None, f"nan_state:{name}", f"state '{name}' from {what} is {value} (NaN/inf)"
-            state[i] = value
-        obs = Observation(images={self.camera_name: rgb}, state=state.astype(np.float32),
-                          instruction=instr, stamp=t_img)
-        return obs, "", ""
+        return self.assembler.snapshot()
+
+    @property
+    def sync_waits(self) -> int:
+        return self.assembler.sync_waits
+
+    @property
+    def sync_timeouts(self) -> int:
+        return self.assembler.sync_timeouts
+
+    @property
+    def state_stamps_used(self) -> deque:
+        return self.assembler.state_stamps_used
+
+    @property
+    def _ee_hist(self) -> _Series:
+        return self.assembler.ee_hist
+
+    @property
+    def _goal_hist(self) -> _Series:
+        return self.assembler.goal_hist
+
+    @property
+    def _joint_hist(self) -> dict[str, _Series]:
+        return self.assembler.joint_hist
 
     # -- inference (worker thread) --------------------------------------------------------
     def _run_worker(self) -> None:
@@ -735,7 +470,7 @@ class PolicyNode(Node):
         if not self._surprise_pending:
             return
         with self._lock:
-            image = self._image
+            image = self.assembler.image
         if image is None:
             return
         rgb, stamp = image

@@ -1,7 +1,7 @@
 """The LAM refinement loop's two measuring steps (scripts/refine_loop.sh runs the whole loop).
 
-    python -m lara_policy.evaluation.refine_loop record --episodes 20 --faults 4 --out runs/loop/bags
-    python -m lara_policy.evaluation.refine_loop surprise --policy CKPT --episodes-json runs/loop/bags/episodes.json \\
+    python -m lara_policy.ros.refine_loop record --episodes 20 --faults 4 --out runs/loop/bags
+    python -m lara_policy.ros.refine_loop surprise --policy CKPT --episodes-json runs/loop/bags/episodes.json \\
         --split heldout --out runs/loop/surprise_before.json
 
 `record`: K episodes of a Meta-World task through the ROS graph of lara_bringup/config/sim.yaml
@@ -201,7 +201,7 @@ def surprise(args) -> int:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m lara_policy.evaluation.refine_loop", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m lara_policy.ros.refine_loop", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("record", help="K episodes through the ROS graph, some with a jammed arm, recorded")

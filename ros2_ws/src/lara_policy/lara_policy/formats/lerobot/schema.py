@@ -1,4 +1,4 @@
-"""The column types LeRobot itself writes in a v3.0 dataset, in one place (lerobot_v3 writes
+"""The column types LeRobot itself writes in a v3.0 dataset, in one place (formats/lerobot/writer.py writes
 through these helpers; docs/lerobot_v3.md has the table, checked against LeRobot 0.4.4).
 
 - Episode stats (meta/episodes/*.parquet, `stats/<feature>/<stat>`): `min` and `max` keep the
