@@ -251,20 +251,30 @@ class LaraModel(nn.Module):
 
     # -- inference --------------------------------------------------------------------
     @torch.no_grad()
-    def sample(self, images, state, text, text_mask, noise, steps: int):
+    def sample(self, images, state, text, text_mask, noise, steps: int, guide=None, guide_weights=None):
         """Euler-integrate the flow from noise (tau=0) to actions (tau=1).
-        images etc. have batch 1 or N; noise (N, H, D). Returns (actions (N, H, D), hidden (N, w))."""
+        images etc. have batch 1 or N; noise (N, H, D). Returns (actions (N, H, D), hidden (N, w)).
+
+        Real-time chunking (inpainting): with `guide` (1 or N, H, D; normalised actions the new
+        chunk should continue, e.g. the rest of the chunk still executing) and `guide_weights`
+        (H,) in [0, 1], after every Euler step the guided positions are pulled toward the
+        flow's own interpolant of the guide at that time, tau * guide + (1 - tau) * noise, by
+        their weight: weight 1 ends exactly on the guide, 0 leaves the sample free."""
         cond, cond_mask, pooled = self.observation_encoder(images, state, text, text_mask)
         n = noise.shape[0]
         if cond.shape[0] != n:
             cond, cond_mask = cond.expand(n, -1, -1), cond_mask.expand(n, -1)
             pooled = None if pooled is None else pooled.expand(n, -1)
         x, dt = noise, 1.0 / steps
+        w = None if guide is None else guide_weights.to(noise).view(1, -1, 1)
         hidden = None
         for k in range(steps):
             tau = torch.full((n,), k * dt, device=noise.device)
             v, hidden = self.velocity(x, tau, cond, cond_mask, pooled)
             x = x + dt * v
+            if w is not None:
+                t1 = (k + 1) * dt
+                x = w * (t1 * guide + (1 - t1) * noise) + (1 - w) * x
         return x, hidden
 
     @torch.no_grad()

@@ -159,7 +159,11 @@ class LaraPolicy:
         state_t = (torch.from_numpy(state).to(self.device) - self._state_mean) / self._state_std
         return (images[None].to(self.device), state_t[None], text[None].to(self.device), text_mask[None].to(self.device))
 
-    def predict_chunk(self, obs: Observation, num_candidates: int = 1, seed: int | None = None) -> ChunkPrediction:
+    def predict_chunk(self, obs: Observation, num_candidates: int = 1, seed: int | None = None,
+                      guide: np.ndarray | None = None, guide_weights: np.ndarray | None = None) -> ChunkPrediction:
+        """guide (G <= H, D) physical actions the new chunk should start with (real-time chunking:
+        the part of the executing chunk that runs while this one is computed, then what it
+        planned next), guide_weights (G,) in [0, 1] (1 = keep exactly); see LaraModel.sample."""
         if int(num_candidates) < 1:
             raise ValueError(f"num_candidates must be >= 1, got {num_candidates}")
         n = int(num_candidates)
@@ -171,7 +175,8 @@ class LaraPolicy:
             v = self.config.vla
             g = torch.Generator().manual_seed(int(seed)) if seed is not None else None
             noise = torch.randn(n, v.horizon, v.action_dim, generator=g).to(self.device)
-            actions, pred_z = self._sample(images, state, text, text_mask, noise)
+            guided = self._guide(guide, guide_weights)
+            actions, pred_z = self._sample(images, state, text, text_mask, noise, *guided)
             check, chosen, latent, consensus = None, 0, None, None
             if n > 1 and self.config.has_lam:
                 check, consensus = self._dynamics_check(images[:, 0], pred_z)
@@ -194,8 +199,32 @@ class LaraPolicy:
             info["dynamics_check"] = "unavailable: this checkpoint has no LAM (variant dit_only)"
         return ChunkPrediction(actions=result, check=check, info=info)
 
-    def _sample(self, images, state, text, text_mask, noise) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _guide(self, guide, weights) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Physical guide actions (G, D) and weights (G,) -> normalised (1, H, D) and (H,) tensors."""
+        if guide is None:
+            return None, None
+        v = self.config.vla
+        g = np.asarray(guide, np.float32).reshape(-1, v.action_dim)
+        w = np.asarray(weights if weights is not None else np.ones(len(g)), np.float32).reshape(-1)
+        if len(g) > v.horizon or len(w) != len(g) or not np.all(np.isfinite(g)) or np.any((w < 0) | (w > 1)):
+            raise ValueError(f"guide must be (G <= {v.horizon}, {v.action_dim}) finite actions with G weights in [0, 1]; "
+                             f"got {g.shape} and {w.shape}")
+        if self.onnx is not None:
+            raise ValueError("real-time chunking (guide) runs with runtime torch; the ONNX graph has the Euler "
+                             "loop inside (export a guided graph first)")
+        full = torch.zeros(1, v.horizon, v.action_dim, device=self.device)
+        full[0, :len(g)] = (torch.from_numpy(g).to(self.device) - self._action_mean) / self._action_std
+        wt = torch.zeros(v.horizon, device=self.device)
+        wt[:len(w)] = torch.from_numpy(w).to(self.device)
+        return full, wt
+
+    def _sample(self, images, state, text, text_mask, noise, guide=None, guide_weights=None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """N normalised action chunks and their predicted latents f_psi(h) (None without a LAM)."""
+        if guide is not None:
+            actions, hidden = self.model.sample(images, state, text, text_mask, noise, self.config.vla.euler_steps,
+                                                guide, guide_weights)
+            return actions, self.model.project(hidden) if self.config.has_lam else None
         if self.onnx is not None:
             actions, pred_z = self.onnx.sample(images, state, text, text_mask, noise)
             return actions.to(self.device), pred_z.to(self.device) if self.config.has_lam else None

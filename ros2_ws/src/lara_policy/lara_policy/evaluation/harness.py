@@ -64,6 +64,8 @@ class EvalConfig:
     image_size: tuple[int, int] | None = None     # override the policy's image size
     cameras: tuple[str, ...] | None = None        # override the policy's cameras
     distractors: object = None
+    delay_steps: int | None = None                # injected inference delay (env steps; evaluation/chunking.py)
+    rtc: bool = False                             # real-time chunking: guide each chunk by the executing one
     fault: object = None                          # sim.faults.FaultSpec (none: no fault)
     monitor: object = None                        # evaluation.monitoring.MonitorSpec (None: no monitors)
 
@@ -159,7 +161,11 @@ def run_episode(policy, task: str, seed: int, cfg: EvalConfig, video_path: str |
     if cfg.fault is not None and cfg.fault.kind != "none":
         from lara_policy.sim.faults import FaultyEnv
         env = FaultyEnv(env, cfg.fault)
-    ex = ChunkExecutor(policy, cfg.execute_k, cfg.ensemble, cfg.ensemble_decay, cfg.num_candidates)
+    if cfg.delay_steps is not None or cfg.rtc:
+        from lara_policy.evaluation.chunking import DelayedChunkExecutor
+        ex = DelayedChunkExecutor(policy, cfg.execute_k, cfg.delay_steps or 0, cfg.rtc, cfg.num_candidates)
+    else:
+        ex = ChunkExecutor(policy, cfg.execute_k, cfg.ensemble, cfg.ensemble_decay, cfg.num_candidates)
     monitors = None
     if cfg.monitor is not None:
         from lara_policy.evaluation.monitoring import EpisodeMonitors
@@ -202,6 +208,7 @@ def run_episode(policy, task: str, seed: int, cfg: EvalConfig, video_path: str |
             "instruction": obs.instruction, "wall_s": wall, "policy_calls": ex.calls,
             "latency_ms_p50": float(np.percentile(lat, 50)), "check_rejected": ex.rejected,
             "video": video_path,
+            **(ex.chunking_record() if hasattr(ex, "chunking_record") else {}),
             **({"fault": cfg.fault.kind, "fault_onset": onset,
                 "fault_reached": onset is not None and env.steps >= onset} if cfg.fault is not None else {}),
             **({"monitor": monitors.record()} if monitors is not None else {})}
@@ -262,7 +269,8 @@ def evaluate(policy_factory: Callable, tasks, episodes: int = 10, *, seed_start:
              ensemble_decay: float = 0.01, num_candidates: int = 1, workers: int = 1, videos: int = 0,
              out: str | Path | None = None, train_seeds: dict[str, set[int]] | None = None,
              train_store: str | Path | None = None, image_size=None, cameras=None, distractors=None,
-             progress: bool = True, label: str | None = None, fault=None, monitor=None) -> dict:
+             progress: bool = True, label: str | None = None, fault=None, monitor=None,
+             delay_steps: int | None = None, rtc: bool = False) -> dict:
     """Evaluate a policy closed-loop on Meta-World; returns the results dict (and writes
     results.json, results.md, success.png, videos/ into `out` when given).
 
@@ -288,7 +296,8 @@ def evaluate(policy_factory: Callable, tasks, episodes: int = 10, *, seed_start:
                      num_candidates=num_candidates, videos=videos,
                      image_size=tuple(image_size) if image_size else None,
                      cameras=tuple(cameras) if cameras is not None else None, distractors=distractors,
-                     fault=fault, monitor=monitor)
+                     fault=fault, monitor=monitor,
+                     delay_steps=None if delay_steps is None else int(delay_steps), rtc=bool(rtc))
     outdir = Path(out) if out is not None else None
     if outdir is not None:
         outdir.mkdir(parents=True, exist_ok=True)
@@ -349,6 +358,11 @@ def evaluate(policy_factory: Callable, tasks, episodes: int = 10, *, seed_start:
     return res
 
 
+def _chunking_summary(results: list[dict]) -> dict:
+    from lara_policy.evaluation.chunking import summarise_chunking
+    return summarise_chunking(results)
+
+
 def _monitor_summary(results: list[dict]) -> dict:
     from lara_policy.evaluation.monitoring import summarise_monitor
     return summarise_monitor(results, dt=0.0125)     # Meta-World's control step
@@ -388,6 +402,7 @@ def summarise(results: list[dict], tasks: list[str], wall: float, cfg: EvalConfi
         "config": {**{k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()
                       if k != "distractors"}, "distractors": repr(cfg.distractors), "workers": workers},
         **({"monitor": _monitor_summary(results)} if cfg.monitor is not None else {}),
+        **({"chunking": _chunking_summary(results)} if cfg.delay_steps is not None or cfg.rtc else {}),
         "episodes": sorted(results, key=lambda r: (r["task"], r["seed"])),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "ci_method": "Wilson score interval, 95%",

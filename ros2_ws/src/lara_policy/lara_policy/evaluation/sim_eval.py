@@ -65,6 +65,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runtime", choices=("torch", "onnxruntime"), default="torch",
                    help="inference runtime of a checkpoint policy: onnxruntime runs the graphs of `lara export` "
                         "(CKPT/onnx, exported on the fly when absent)")
+    p.add_argument("--delay-ms", type=non_negative_float, default=None,
+                   help="inject this inference delay: the executing chunk keeps running while the next one is "
+                        "computed (rounded to env steps of 12.5 ms; evaluation/chunking.py); also reports the "
+                        "jumps between consecutive actions at chunk hand-overs (0 included)")
+    p.add_argument("--rtc", action="store_true",
+                   help="real-time chunking: sample each chunk guided toward what the executing one still does "
+                        "(torch runtime)")
     p.add_argument("--fault", default="none", choices=("none", "frozen-arm", "frozen-camera", "object-teleport"),
                    help="inject this fault from a seeded random step of each episode (sim/faults.py)")
     p.add_argument("--fault-onset", type=positive_int_list, default=[24, 56], metavar="MIN,MAX",
@@ -102,12 +109,19 @@ def run(args: argparse.Namespace) -> int:
                        num_candidates=args.num_candidates, workers=args.workers, videos=args.videos,
                        out=args.out, train_seeds=train_seeds, image_size=args.image_size,
                        distractors=DistractorConfig.parse(args.distractors), progress=not args.quiet,
-                       fault=fault, monitor=monitor,
+                       fault=fault, monitor=monitor, delay_steps=None if args.delay_ms is None else int(round(args.delay_ms / 12.5)), rtc=args.rtc,
                        label=args.policy if args.policy in ("oracle", "random") else "/".join(Path(args.policy).resolve().parts[-2:]))
     except (SeedOverlapError, UnknownTaskError, FileNotFoundError, ValueError) as exc:
         print(f"lara eval sim: {exc}", file=sys.stderr)
         return 2
     print((Path(args.out) / "results.md").read_text())
+    if "chunking" in res:
+        c = res["chunking"]
+        fmt = lambda v: "-" if v is None else f"{v:.4f}"   # noqa: E731
+        print(f"chunk hand-over ({'RTC' if c['rtc'] else 'no RTC'}, delay {c['delay_steps']} steps, every "
+              f"{c['execute_s']} steps): boundary jump mean {fmt(c['boundary_jump_mean'])} max "
+              f"{fmt(c['boundary_jump_max'])} (inside chunks {fmt(c['inner_jump_mean'])}); starved steps "
+              f"{c['starved_steps']}")
     if args.calibrate_monitor:
         _calibrate(args, factory, res)
     elif "monitor" in res:
