@@ -22,9 +22,9 @@ train() {  # name, extra args...
   lara train "${common[@]}" --name "lara-mt3-$name" --out "runs/robust_$name" --resume "$@"
   mkdir -p "$out/runs/$name" && cp "runs/robust_$name/metrics.csv" "runs/robust_$name/training_curves.png" "$out/runs/$name/"
 }
-train photometric --data data/mt3_train.hdf5 --aug-photometric 1.0
 train dr --data data/mt3_train.hdf5 data/mt3_train_dr.hdf5
-for name in photometric dr; do
+train photometric --data data/mt3_train.hdf5 --aug-photometric 1.0
+for name in dr photometric; do
   for setting in none medium high; do
     dir="$out/$name/$setting"
     [ -f "$dir/results.json" ] || lara eval sim --policy "runs/robust_$name/final" --tasks MT3 --episodes 30 \
