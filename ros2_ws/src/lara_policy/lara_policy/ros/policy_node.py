@@ -96,6 +96,11 @@ def load_policy(checkpoint: str, device: str = "", threads: int = 0):
         raise PolicyLoadError(f"policy_node: cannot load checkpoint {checkpoint}: {exc}") from exc
 
 
+def _assembler_attr(name: str) -> property:
+    """A read-only node attribute that is the ObservationAssembler's `name`."""
+    return property(lambda self: getattr(self.assembler, name), doc=f"ObservationAssembler.{name} (read-only)")
+
+
 class PolicyNode(Node):
     def __init__(self, node_name: str = "policy_node", policy=None, tf_factory=None, **kwargs):
         super().__init__(node_name, **kwargs)
@@ -355,29 +360,11 @@ class PolicyNode(Node):
         """(observation, "", "") or (None, cause key, message)."""
         return self.assembler.snapshot()
 
-    @property
-    def sync_waits(self) -> int:
-        return self.assembler.sync_waits
-
-    @property
-    def sync_timeouts(self) -> int:
-        return self.assembler.sync_timeouts
-
-    @property
-    def state_stamps_used(self) -> deque:
-        return self.assembler.state_stamps_used
-
-    @property
-    def _ee_hist(self) -> _Series:
-        return self.assembler.ee_hist
-
-    @property
-    def _goal_hist(self) -> _Series:
-        return self.assembler.goal_hist
-
-    @property
-    def _joint_hist(self) -> dict[str, _Series]:
-        return self.assembler.joint_hist
+    # read by tests and the bench, kept by the assembler
+    sync_waits = _assembler_attr("sync_waits")
+    sync_timeouts = _assembler_attr("sync_timeouts")
+    state_stamps_used = _assembler_attr("state_stamps_used")
+    _ee_hist, _goal_hist, _joint_hist = (_assembler_attr(n) for n in ("ee_hist", "goal_hist", "joint_hist"))
 
     # -- inference (worker thread) --------------------------------------------------------
     def _run_worker(self) -> None:
