@@ -103,3 +103,15 @@ def test_eval_sim_fault_monitor_end_to_end(tmp_path, capsys):
     assert "monitor lam:" in capsys.readouterr().out
     # a fault with calibration is refused in one line
     assert lara_main([*common, "--fault", "frozen-arm", "--calibrate-monitor", "--out", str(tmp_path / "x")]) == 2
+
+
+def test_debounced_calibration_is_the_lowest_threshold_without_an_alarm():
+    from lara_policy.core.monitor import calibrate_debounced
+    seqs = [[0.1, 0.9, 0.2, 0.3], [0.4, 0.5, 0.1], [0.2]]   # one lone spike; runs of two at most 0.4..0.5
+    t = calibrate_debounced(seqs, debounce=2, margin=1.0)
+    assert t == pytest.approx(0.4)                         # min(0.4, 0.5) is the worst pair
+    for seq in seqs:                                       # no debounced alarm at that threshold ...
+        assert not any(a > t and b > t for a, b in zip(seq, seq[1:]))
+    assert any(a > t - 1e-3 and b > t - 1e-3 for a, b in zip(seqs[1], seqs[1][1:]))   # ... but just below it
+    with pytest.raises(ValueError, match="too short"):
+        calibrate_debounced([[0.1]], debounce=3)

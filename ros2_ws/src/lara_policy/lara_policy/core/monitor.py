@@ -120,3 +120,19 @@ def calibrate_threshold(surprises: list[float], quantile: float = 0.999, margin:
     if not surprises:
         raise ValueError("no surprises to calibrate on (episodes shorter than the LAM's frame gap?)")
     return float(np.quantile(np.asarray(surprises, np.float64), quantile) * margin)
+
+
+def calibrate_debounced(sequences: list[list[float]], debounce: int, margin: float = 1.05) -> float:
+    """The lowest threshold at which no normal episode raises a debounced alarm (`debounce`
+    consecutive surprises above it), times a margin: a single surprising chunk is normal (the
+    heavy tail of 1 - cos), a run of them is what a fault looks like. Per episode that lowest
+    threshold is the largest over its windows of the window's minimum."""
+    worst = []
+    for seq in sequences:
+        x = np.asarray(seq, np.float64)
+        if len(x) >= debounce:
+            windows = np.lib.stride_tricks.sliding_window_view(x, debounce)
+            worst.append(float(windows.min(axis=1).max()))
+    if not worst:
+        raise ValueError(f"no calibration episode has {debounce} surprises (episodes too short?)")
+    return float(max(worst) * margin)

@@ -85,7 +85,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calibrate-monitor", action="store_true",
                    help="with --monitor and no fault: set the threshold from these episodes' surprises (quantile "
                         "--monitor-quantile x 1.1) and write monitor.json into the checkpoint and --out")
-    p.add_argument("--monitor-quantile", type=float, default=0.999, help="quantile for --calibrate-monitor")
+    p.add_argument("--monitor-quantile", type=float, default=0.0,
+                   help="--calibrate-monitor: threshold = this quantile of single surprises x 1.1; 0 (default): the "
+                        "lowest threshold at which no calibration episode raises a debounced alarm, x 1.05")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -154,17 +156,21 @@ def _fault_and_monitor(args, factory):
 
 
 def _calibrate(args, factory, res) -> None:
-    from lara_policy.core.monitor import MonitorConfig, calibrate_threshold
+    from lara_policy.core.monitor import MonitorConfig, calibrate_debounced, calibrate_threshold
     from lara_policy.evaluation.policies import CheckpointPolicyFactory
-    surprises = [s for r in res["episodes"] for s in r.get("monitor", {}).get("lam", {}).get("surprises", [])]
-    cfg = MonitorConfig(calibrate_threshold(surprises, args.monitor_quantile), args.monitor_debounce,
-                        args.monitor_quantile,
+    seqs = [r.get("monitor", {}).get("lam", {}).get("surprises", []) for r in res["episodes"]]
+    surprises = [s for seq in seqs for s in seq]
+    if args.monitor_quantile > 0:     # a quantile of single surprises (x 1.1)
+        threshold, how = calibrate_threshold(surprises, args.monitor_quantile), f"quantile {args.monitor_quantile} x 1.1"
+    else:                             # the lowest threshold without a debounced alarm on these episodes (x 1.05)
+        threshold, how = calibrate_debounced(seqs, args.monitor_debounce), "debounced, no alarm on calibration x 1.05"
+    cfg = MonitorConfig(threshold, args.monitor_debounce, args.monitor_quantile,
                         {"tasks": sorted(res["per_task"]), "episodes": res["episodes_total"], "surprises": len(surprises),
                          "seed_start": args.seed_start, "surprise_p50": float(sorted(surprises)[len(surprises) // 2]),
-                         "surprise_max": float(max(surprises)), "margin": 1.1})
+                         "surprise_max": float(max(surprises)), "method": how})
     cfg.save(args.out)
     if isinstance(factory, CheckpointPolicyFactory):
         cfg.save(factory.path)
-    print(f"monitor threshold {cfg.threshold:.4f} (quantile {cfg.quantile} of {len(surprises)} surprises x 1.1); "
+    print(f"monitor threshold {cfg.threshold:.4f} ({how}; {len(surprises)} surprises, debounce {cfg.debounce}); "
           f"wrote monitor.json into {args.out}" + (f" and {factory.path}" if isinstance(factory, CheckpointPolicyFactory)
                                                   else ""))
