@@ -266,7 +266,7 @@ class ControlLoop:
                         cmd, state, reason = None, FAULT, f"internal error in the control tick: {type(e).__name__}: {e}"
             if state == ARMED:
                 try:
-                    halt = (self.backend.fault_reason() or self.backend.gripper_fault()
+                    halt = (self._monitor_alarm or self.backend.fault_reason() or self.backend.gripper_fault()
                             or (self._watch.check(now, cmd) if self._watch is not None else ""))
                 except Exception as e:  # noqa: BLE001
                     halt = f"backend error: {type(e).__name__}: {e}"

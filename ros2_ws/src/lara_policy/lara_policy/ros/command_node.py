@@ -86,6 +86,7 @@ class CommandNode(ControlLoop, LifecycleNode):
         self._tf_factory = tf_factory      # tests: a double of tf2_ros (Buffer, TransformListener)
         self._tf_relay = None
         self._watch = None             # MotionWatch (servo backend: arm follows? clocks agree?)
+        self._monitor_alarm = ""       # the LAM fault monitor's latched alarm (hold_on_monitor_alarm)
         self._lock = threading.RLock()
         self.tick_log: deque[TickRecord] = deque(maxlen=4000)
         self.rejected_chunks = 0
@@ -269,6 +270,10 @@ class CommandNode(ControlLoop, LifecycleNode):
                                       max_not_following_s=float(self.p("max_not_following_s")),
                                       max_clock_offset_s=float(self.p("max_clock_offset_s")))
         self._subs.append(self.create_subscription(ActionChunk, self.p("chunk_topic"), self._on_chunk, 10))
+        if self.p("hold_on_monitor_alarm"):
+            from std_msgs.msg import String
+            self._subs.append(self.create_subscription(String, self.p("monitor_alarm_topic"), self._on_monitor_alarm,
+                                                       10))
         source = resolve_source(str(self.p("ee_pose_source")), self._tf_factory)
         self.get_logger().info(f"end-effector pose from {source}: " + (
             f"tf {self.p('frame_id')} -> {self.p('ee_link')}" if source == "tf" else str(self.p("ee_pose_topic"))))
@@ -310,6 +315,12 @@ class CommandNode(ControlLoop, LifecycleNode):
             return match_publisher_reliability(self, "auto", topic)
         return wanted
 
+    def _on_monitor_alarm(self, msg) -> None:
+        with self._lock:
+            if self._active and not self._monitor_alarm:
+                self._monitor_alarm = msg.data or "LAM monitor alarm"
+                self.get_logger().error(f"holding: {self._monitor_alarm}; re-arm with deactivate + activate")
+
     def on_activate(self, state: State) -> TransitionCallbackReturn:
         try:
             with self._lock:
@@ -324,6 +335,7 @@ class CommandNode(ControlLoop, LifecycleNode):
                 self.backend.reset_gripper_fault()
                 if self._watch is not None:
                     self._watch.reset()
+                self._monitor_alarm = ""
                 self._active = True
         except Exception as e:  # noqa: BLE001 - never arm half-way
             why = str(e) if isinstance(e, BackendError) else f"{type(e).__name__}: {e}"

@@ -49,6 +49,10 @@ _PARAMS = [
                                  "switch_command_type (Jazzy+) | start_servo (Humble) | none (no Servo "
                                  "services, e.g. LARA's sim_node)."),
     ("servo_wait_s", 5.0, "How long arming waits for Servo's services."),
+    ("hold_on_monitor_alarm", False, "hold (zero motion, FAULT with the reason) on an alarm of policy_node's LAM "
+                                     "fault monitor (std_msgs/String on monitor_alarm_topic); latched until "
+                                     "deactivate + activate."),
+    ("monitor_alarm_topic", topics.MONITOR_ALARM, "std_msgs/String alarms of the LAM fault monitor."),
     ("max_not_following_s", 0.0, "servo backend: commanded motion for this long with the joint states / EE pose not "
                                  "moving faults (latched until activate): wrong controller active, twists stale at "
                                  "Servo. 0 = off (the real-arm configs set 1.0)."),

@@ -164,6 +164,12 @@ class PolicyNode(Node):
                                 "0.0, Robotiq 0.7929 rad, Franka 0.0); mapped to the policy's 0", read_only=True)
         if not math.isfinite(self.gripper_open - self.gripper_closed) or self.gripper_open == self.gripper_closed:
             raise ValueError("policy_node: gripper_open_position and gripper_closed_position must differ")
+        p("fault_monitor", True, "LAM fault monitor: alarm on /diagnostics and /lara/monitor_alarm when the observed "
+          "latent action disagrees with the predicted one for fault_monitor_debounce chunks in a row (needs a "
+          "LAM and a threshold: the checkpoint's monitor.json or fault_monitor_threshold)", read_only=True)
+        p("fault_monitor_threshold", -1.0, "surprise threshold (-1 = the checkpoint's monitor.json)", read_only=True)
+        p("fault_monitor_debounce", 0, "chunks in a row over the threshold that raise the alarm (0 = monitor.json's)",
+          read_only=True, min_value=0)
         self.log_throttle_s = p("log_throttle_s", 2.0, "min seconds between repeated rejection logs",
                                 min_value=0.0)
         qos_rel = p("camera_qos_reliability", "reliable", "camera QoS: reliable | best_effort | auto (match "
@@ -228,6 +234,15 @@ class PolicyNode(Node):
         self.checks_published = 0
         self.inference_ms: list[float] = []
 
+        self.monitor = None
+        if self.get_parameter("fault_monitor").value and hasattr(self.policy, "surprise"):
+            from lara_policy.ros.fault_monitor import FaultMonitorPublisher
+            self.monitor = FaultMonitorPublisher(self, self.checkpoint,
+                                                 float(self.get_parameter("fault_monitor_threshold").value),
+                                                 int(self.get_parameter("fault_monitor_debounce").value), meta.model_id)
+            if not self.monitor.enabled:
+                self.get_logger().info("LAM fault monitor off: no monitor.json beside the checkpoint (calibrate with "
+                                       "`lara eval sim --monitor --calibrate-monitor`) and no fault_monitor_threshold")
         self.chunk_pub = self.create_publisher(ActionChunk, t["action_chunk_topic"], 10)
         self.check_pub = self.create_publisher(DynamicsCheck, t["dynamics_check_topic"], 10)
         if transport == "auto":
@@ -341,6 +356,8 @@ class PolicyNode(Node):
             self.assembler.clear()
             self._surprise_pending.clear()
             self._surprise_last = float("nan")
+            if self.monitor is not None:
+                self.monitor.reset()
         try:
             self.policy.reset()
         except Exception as exc:  # noqa: BLE001
@@ -478,6 +495,8 @@ class PolicyNode(Node):
                 return
             self._surprise_last = value
             self.surprises.append((chunk_stamp, lag, value))
+            if self.monitor is not None:
+                self.monitor.update(value, chunk_stamp)
             if len(self.surprises) > 10000:
                 del self.surprises[:5000]
 

@@ -57,7 +57,8 @@ from lara_policy.ros.node_main import spin_node
 from lara_policy.ros.params import match_publisher_reliability
 
 DEFAULT_TOPICS = [T.CAMERA_IMAGE, T.JOINT_STATES, T.EE_POSE, T.ACTION_CHUNK, T.DYNAMICS_CHECK,
-                  T.SERVO_TWIST, T.GRIPPER_COMMAND, T.SAFETY_STATUS, T.INSTRUCTION, T.TASK_SUCCESS]
+                  T.SERVO_TWIST, T.GRIPPER_COMMAND, T.SAFETY_STATUS, T.INSTRUCTION, T.TASK_SUCCESS,
+                  T.MONITOR_ALARM, T.DIAGNOSTICS]
 
 
 def message_class(msgtype: str):

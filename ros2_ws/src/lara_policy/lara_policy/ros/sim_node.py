@@ -74,6 +74,10 @@ class SimNode(Node):
         self.gripper_joint_name = p("gripper_joint_name", "gripper",
                                     "name of the gripper joint in joint_states", read_only=True)
         self.frame_id = p("frame_id", "base", "frame of the pose/goal messages", read_only=True)
+        self.fault = p("fault", "none", "inject a fault from fault_onset_step of every episode: none | frozen-arm | "
+                       "frozen-camera | object-teleport (sim/faults.py)", read_only=True)
+        self.fault_onset_step = p("fault_onset_step", 60, "sim step at which the fault starts", read_only=True,
+                                  min_value=0)
         qos_rel = p("camera_qos_reliability", "reliable", "camera QoS: reliable | best_effort",
                     read_only=True)
         qos_depth = p("camera_qos_depth", 2, "camera QoS history depth", read_only=True, min_value=1)
@@ -222,6 +226,10 @@ class SimNode(Node):
                     self._env = MetaWorldEnv(task=task, cameras=(self.camera,),
                                              image_size=(self.image_height, self.image_width),
                                              max_steps=budget)
+                    if self.fault != "none":
+                        from lara_policy.sim.faults import FaultSpec, FaultyEnv
+                        self._env = FaultyEnv(self._env, FaultSpec(self.fault, self.fault_onset_step,
+                                                                   self.fault_onset_step))
                     self._env_task = task
                     model = self._env.raw_env.model
                     self._arm_joint_names = [model.joint(i).name for i in range(min(7, model.njnt))

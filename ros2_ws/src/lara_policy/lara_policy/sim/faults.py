@@ -77,10 +77,17 @@ class FaultyEnv:
         obs, success, info = self.env.step(a, render=render)
         if self.spec.kind == "frozen-camera" and self.onset is not None and self.env.steps >= self.onset:
             if self._frozen_images is None:
-                self._frozen_images = {k: v.copy() for k, v in obs.images.items()}
-            obs.images = {k: v.copy() for k, v in self._frozen_images.items()}
+                self._frozen_images = {k: v.copy() for k, v in (obs.images or self.env.render_images()).items()}
+            if obs.images:
+                obs.images = {k: v.copy() for k, v in self._frozen_images.items()}
         info["fault_active"] = self.fault_active
         return obs, success, info
+
+    def render_images(self, cameras=None):
+        if self._frozen_images is not None and self.fault_active:
+            cams = self.env.cameras if cameras is None else tuple(cameras)
+            return {c: self._frozen_images[c].copy() for c in cams if c in self._frozen_images}
+        return self.env.render_images(cameras)
 
     def _teleport(self) -> None:
         raw = self.env.raw_env

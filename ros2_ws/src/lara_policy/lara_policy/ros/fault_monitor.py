@@ -1,0 +1,62 @@
+"""The LAM fault monitor on the robot (issue 25): policy_node feeds it the surprise of every
+executed chunk (1 - cos between the LAM latent of what happened and the one predicted for the
+chunk; core/monitor.py); after `debounce` surprises in a row above the threshold (the
+checkpoint's monitor.json, from `lara eval sim --monitor --calibrate-monitor`) it raises an alarm:
+diagnostic_msgs/DiagnosticArray on /diagnostics (ERROR; OK or WARN for every other value, so
+rqt_robot_monitor and dashboards show it live) and a std_msgs/String on /lara/monitor_alarm with
+the reason, which command_node turns into a hold when `hold_on_monitor_alarm` is set."""
+from __future__ import annotations
+
+import math
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from std_msgs.msg import String
+
+from lara_policy.core.monitor import MonitorConfig
+from lara_policy.ros import topics
+
+NAME = "lara: LAM fault monitor"
+
+
+class FaultMonitorPublisher:
+    def __init__(self, node, checkpoint: str, threshold: float, debounce: int, model_id: str):
+        cfg = MonitorConfig.load(checkpoint) if checkpoint else None
+        self.threshold = threshold if threshold >= 0 else (cfg.threshold if cfg else float("nan"))
+        self.debounce = debounce if debounce > 0 else (cfg.debounce if cfg else 2)
+        self.enabled = not math.isnan(self.threshold)
+        self.node, self.model_id = node, model_id
+        self.run, self.alarms = 0, 0
+        self.diag_pub = node.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10)
+        self.alarm_pub = node.create_publisher(String, topics.MONITOR_ALARM, 10)
+
+    def update(self, surprise: float, stamp_s: float) -> str:
+        """One executed chunk's surprise; returns the alarm reason ('' when none)."""
+        if not self.enabled or math.isnan(surprise):
+            return ""
+        self.run = self.run + 1 if surprise > self.threshold else 0
+        reason = ""
+        level, message = DiagnosticStatus.OK, "the world answers the commands as predicted"
+        if self.run >= self.debounce:
+            self.alarms += 1
+            self.run = 0
+            reason = (f"LAM monitor: the world is not answering the commands (surprise {surprise:.3f} > "
+                      f"{self.threshold:.3f} for {self.debounce} chunks in a row: jammed arm, frozen camera, "
+                      "object moved?)")
+            level, message = DiagnosticStatus.ERROR, reason
+            self.alarm_pub.publish(String(data=reason))
+            self.node.get_logger().error(reason)
+        elif self.run > 0:
+            level, message = DiagnosticStatus.WARN, f"surprise {surprise:.3f} above {self.threshold:.3f}"
+        arr = DiagnosticArray()
+        arr.header.stamp = self.node.get_clock().now().to_msg()
+        arr.status = [DiagnosticStatus(level=level, name=NAME, message=message, hardware_id=self.model_id,
+                                       values=[KeyValue(key="surprise", value=f"{surprise:.4f}"),
+                                               KeyValue(key="threshold", value=f"{self.threshold:.4f}"),
+                                               KeyValue(key="debounce", value=str(self.debounce)),
+                                               KeyValue(key="alarms", value=str(self.alarms)),
+                                               KeyValue(key="chunk_stamp", value=f"{stamp_s:.3f}")])]
+        self.diag_pub.publish(arr)
+        return reason
+
+    def reset(self) -> None:
+        self.run = 0
