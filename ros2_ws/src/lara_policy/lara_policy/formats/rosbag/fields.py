@@ -19,7 +19,6 @@ _CHANNELS = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}
 ACTION_TYPES = ("twist", "joint_trajectory", "action_chunk", "fields")
 
 
-
 # ------------------------------------------------------------------------------ field access
 _TOKEN = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)|\[(-?\d+)\]")
 

@@ -11,7 +11,6 @@ from lara_policy.common.errors import ConvertError
 from lara_policy.formats.rosbag.fields import ACTION_TYPES
 
 
-
 # policy_node's state conventions (lara_policy.ros.policy_node): hand_* from the EE pose,
 # goal_* from the goal point, anything else a joint of /joint_states (gripper -> 'gripper').
 _EE = {"hand_x": "pose.position.x", "hand_y": "pose.position.y", "hand_z": "pose.position.z"}
