@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from lara_policy.core.monitor import HandMotionMonitor, MonitorConfig, SurpriseMonitor, calibrate_threshold
+from lara_policy.core.monitor import Debounce, HandMotionMonitor, MonitorConfig, SurpriseMonitor, calibrate_threshold
 from lara_policy.evaluation.monitoring import summarise_monitor
 
 
@@ -37,6 +37,17 @@ def test_surprise_monitor_debounces_and_rearms():
     assert len(mon.surprises) == 7
     with pytest.raises(ValueError, match="LAM"):
         SurpriseMonitor(SimpleNamespace(config=SimpleNamespace(has_lam=False)), 0.5)
+
+
+def test_debounce_counts_runs_rearms_and_resets():
+    d = Debounce(threshold=0.5, count=3)
+    fired = [d.score(v) for v in [0.9, 0.9, 0.1, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.5]]
+    assert fired == [False, False, False, False, False, True, False, False, True, False]   # > threshold, not >=
+    d.score(0.9)
+    d.reset()
+    assert [d.score(0.9) for _ in range(3)] == [False, False, True]
+    with pytest.raises(ValueError, match="debounce"):
+        Debounce(0.5, 0)
 
 
 def test_hand_motion_monitor_flags_commands_the_hand_does_not_follow():

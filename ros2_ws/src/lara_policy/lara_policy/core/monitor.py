@@ -23,6 +23,30 @@ import numpy as np
 MONITOR_FILE = "monitor.json"
 
 
+class Debounce:
+    """`count` consecutive scores above `threshold` raise one alarm, then it re-arms (every alarm
+    is counted). The one debounce of the LAM monitor, the hand-motion detector and the ROS node."""
+
+    def __init__(self, threshold: float, count: int):
+        if count < 1:
+            raise ValueError(f"debounce must be >= 1, got {count}")
+        self.threshold, self.count, self.run = float(threshold), int(count), 0
+
+    def update(self, above: bool) -> bool:
+        """Count one judgement (True: above the threshold); True when it raises an alarm."""
+        self.run = self.run + 1 if above else 0
+        if self.run >= self.count:
+            self.run = 0
+            return True
+        return False
+
+    def score(self, value: float) -> bool:
+        return self.update(value > self.threshold)
+
+    def reset(self) -> None:
+        self.run = 0
+
+
 @dataclass
 class MonitorConfig:
     threshold: float                 # surprise above it counts (1 - cos: 0 as predicted, 2 opposite)
@@ -51,6 +75,7 @@ class SurpriseMonitor:
         if not getattr(policy.config, "has_lam", False):
             raise ValueError("the LAM monitor needs a checkpoint with a LAM (not variant dit_only)")
         self.policy, self.threshold, self.debounce = policy, float(threshold), int(debounce)
+        self._debounce = Debounce(self.threshold, self.debounce)
         self.offset = int(policy.config.offset)            # C: the LAM's frame gap
         self.camera = policy.meta.cameras[0]
         self.reset()
@@ -58,7 +83,7 @@ class SurpriseMonitor:
     def reset(self) -> None:
         self._pending: deque = deque()     # (step, image at step, predicted latent)
         self.surprises: list[tuple[int, float]] = []
-        self.run = 0
+        self._debounce.reset()
         self.alarms: list[int] = []
 
     def on_chunk(self, step: int, image: np.ndarray, predicted_latent) -> None:
@@ -74,10 +99,8 @@ class SurpriseMonitor:
                 continue
             score = float(self.policy.surprise(z, img0, image))
             self.surprises.append((int(step), score))
-            self.run = self.run + 1 if score > self.threshold else 0
-            if self.run >= self.debounce:
+            if self._debounce.score(score):
                 self.alarms.append(int(step))
-                self.run = 0
         return score
 
 
@@ -90,11 +113,12 @@ class HandMotionMonitor:
         self.scale, self.window, self.ratio, self.min_cmd = float(action_scale), int(window), float(ratio), \
             float(min_command_m)
         self.debounce = int(debounce)
+        self._debounce = Debounce(self.ratio, self.debounce)
         self.reset()
 
     def reset(self) -> None:
         self._hist: deque = deque()
-        self.run = 0
+        self._debounce.reset()
         self.alarms: list[int] = []
 
     def on_step(self, step: int, hand_xyz: np.ndarray, action: np.ndarray | None) -> None:
@@ -105,14 +129,12 @@ class HandMotionMonitor:
         self._hist.popleft()
         commanded = np.sum([c for _, c in list(self._hist)[1:] if c is not None], axis=0)
         if np.linalg.norm(commanded) < self.min_cmd:
-            self.run = 0
+            self._debounce.reset()
             return
         moved = np.linalg.norm(self._hist[-1][0] - self._hist[0][0])
         if step % self.window == 0:          # judged once per window, like the LAM monitor per chunk
-            self.run = self.run + 1 if moved < self.ratio * np.linalg.norm(commanded) else 0
-            if self.run >= self.debounce:
+            if self._debounce.update(moved < self.ratio * np.linalg.norm(commanded)):
                 self.alarms.append(int(step))
-                self.run = 0
 
 
 def calibrate_threshold(surprises: list[float], quantile: float = 0.999, margin: float = 1.1) -> float:

@@ -12,7 +12,7 @@ import math
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from std_msgs.msg import String
 
-from lara_policy.core.monitor import MonitorConfig
+from lara_policy.core.monitor import Debounce, MonitorConfig
 from lara_policy.ros import topics
 
 NAME = "lara: LAM fault monitor"
@@ -25,7 +25,8 @@ class FaultMonitorPublisher:
         self.debounce = debounce if debounce > 0 else (cfg.debounce if cfg else 2)
         self.enabled = not math.isnan(self.threshold)
         self.node, self.model_id = node, model_id
-        self.run, self.alarms = 0, 0
+        self._debounce = Debounce(self.threshold, self.debounce)
+        self.alarms = 0
         self.diag_pub = node.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10)
         self.alarm_pub = node.create_publisher(String, topics.MONITOR_ALARM, 10)
 
@@ -33,19 +34,18 @@ class FaultMonitorPublisher:
         """One executed chunk's surprise; returns the alarm reason ('' when none)."""
         if not self.enabled or math.isnan(surprise):
             return ""
-        self.run = self.run + 1 if surprise > self.threshold else 0
+        alarm = self._debounce.score(surprise)
         reason = ""
         level, message = DiagnosticStatus.OK, "the world answers the commands as predicted"
-        if self.run >= self.debounce:
+        if alarm:
             self.alarms += 1
-            self.run = 0
             reason = (f"LAM monitor: the world is not answering the commands (surprise {surprise:.3f} > "
                       f"{self.threshold:.3f} for {self.debounce} chunks in a row: jammed arm, frozen camera, "
                       "object moved?)")
             level, message = DiagnosticStatus.ERROR, reason
             self.alarm_pub.publish(String(data=reason))
             self.node.get_logger().error(reason)
-        elif self.run > 0:
+        elif self._debounce.run > 0:
             level, message = DiagnosticStatus.WARN, f"surprise {surprise:.3f} above {self.threshold:.3f}"
         arr = DiagnosticArray()
         arr.header.stamp = self.node.get_clock().now().to_msg()
@@ -59,4 +59,4 @@ class FaultMonitorPublisher:
         return reason
 
     def reset(self) -> None:
-        self.run = 0
+        self._debounce.reset()
