@@ -15,14 +15,17 @@ so that the hand-over is continuous (LaraModel.sample's guide). Figures per epis
 """
 from __future__ import annotations
 
-import time
-
 import numpy as np
+
+from lara_policy.evaluation.harness import ChunkExecutor
 
 MIN_SOFT = 4       # guided steps after the delay at least (see DelayedChunkExecutor._guide)
 
 
-class DelayedChunkExecutor:
+class DelayedChunkExecutor(ChunkExecutor):
+    """ChunkExecutor's prediction (seeding, timing, listener, output checks) with a delayed,
+    optionally guided hand-over between chunks."""
+
     def __init__(self, policy, execute_k: int | None, delay_steps: int, rtc: bool, num_candidates: int = 1):
         self.policy = policy
         self.h = int(policy.meta.horizon)
@@ -38,11 +41,9 @@ class DelayedChunkExecutor:
         self.reset(0)
 
     def reset(self, episode_seed: int) -> None:
-        self._seed, self._t, self.calls = int(episode_seed), 0, 0
+        super().reset(episode_seed)
         self._cur, self._cur_p, self._pending = None, 0, None
         self._last: np.ndarray | None = None
-        self.latencies_ms: list[float] = []
-        self.rejected = 0
         self.boundary_jumps: list[float] = []
         self.inner_jumps: list[float] = []
         self.starved = 0
@@ -66,22 +67,6 @@ class DelayedChunkExecutor:
             w[self.delay:] = c * (np.exp(c) - 1) / (np.e - 1)
         return rest, w
 
-    def _predict(self, obs, step: int, guide=None, weights=None) -> np.ndarray:
-        t0 = time.perf_counter()
-        pred = self.policy.predict_chunk(obs, num_candidates=self.num_candidates,
-                                         seed=(self._seed * 7919 + self.calls) % (2 ** 31),
-                                         guide=guide, guide_weights=weights)
-        self.latencies_ms.append((time.perf_counter() - t0) * 1e3)
-        self.calls += 1
-        if self.listener is not None:
-            self.listener(step, obs, pred)
-        if pred.check is not None and not pred.check.accepted:
-            self.rejected += 1
-        a = np.asarray(pred.actions, dtype=np.float32)
-        if a.ndim != 2 or a.shape[0] != self.h or not np.all(np.isfinite(a)):
-            raise ValueError(f"policy returned actions of shape {a.shape} (or NaN/inf); expected ({self.h}, D)")
-        return a
-
     def act(self, obs) -> np.ndarray:
         t = self._t
         self._t += 1
@@ -93,11 +78,11 @@ class DelayedChunkExecutor:
                 (self._cur, self._cur_p), self._pending, switched = self._pending, None, True
             if self._pending is None and t >= self._cur_p + self.s:
                 guide = self._guide() if self.rtc else (None, None)
-                self._pending = (self._predict(obs, t, *guide), t)
+                self._pending = (self._predict(obs, t, guide=guide[0], guide_weights=guide[1]), t)
                 if self.delay == 0:
                     (self._cur, self._cur_p), self._pending, switched = self._pending, None, True
         i = t - self._cur_p
-        if i < self.h:
+        if i < len(self._cur):
             a = self._cur[i]
         else:                                   # ran out before the next chunk arrived: hold
             self.starved += 1

@@ -77,7 +77,7 @@ class ChunkExecutor:
     def __init__(self, policy, execute_k: int | None = None, ensemble: bool = False,
                  ensemble_decay: float = 0.01, num_candidates: int = 1):
         self.policy = policy
-        h = int(policy.meta.horizon)
+        self.h = h = int(policy.meta.horizon)
         if execute_k is not None and not 1 <= execute_k <= h:
             raise ValueError(f"execute_k={execute_k} must be in [1, horizon={h}]")
         self.k = h if execute_k is None else int(execute_k)
@@ -96,10 +96,11 @@ class ChunkExecutor:
         self.latencies_ms: list[float] = []
         self.rejected = 0
 
-    def _predict(self, obs, step: int) -> np.ndarray:
+    def _predict(self, obs, step: int, **predict_kwargs) -> np.ndarray:
+        """One predict_chunk (timed, seeded per episode and call, shown to the listener) -> (H, 4)."""
         t0 = time.perf_counter()
         pred = self.policy.predict_chunk(obs, num_candidates=self.num_candidates,
-                                         seed=(self._seed * 7919 + self.calls) % (2 ** 31))
+                                         seed=(self._seed * 7919 + self.calls) % (2 ** 31), **predict_kwargs)
         self.latencies_ms.append((time.perf_counter() - t0) * 1e3)
         if self.listener is not None:
             self.listener(step, obs, pred)
@@ -107,8 +108,8 @@ class ChunkExecutor:
         if pred.check is not None and not pred.check.accepted:
             self.rejected += 1
         a = np.asarray(pred.actions, dtype=np.float32)
-        if a.ndim != 2 or a.shape[1] != 4 or a.shape[0] < 1:
-            raise ValueError(f"policy returned actions of shape {a.shape}; expected (H, 4)")
+        if a.ndim != 2 or a.shape[1] != 4 or not 1 <= a.shape[0] <= self.h:
+            raise ValueError(f"policy returned actions of shape {a.shape}; expected (H, 4) with H <= {self.h}")
         if not np.all(np.isfinite(a)):
             raise ValueError("policy returned NaN/inf actions")
         return a
