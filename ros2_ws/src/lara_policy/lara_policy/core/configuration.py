@@ -196,6 +196,10 @@ class TrainConfig:
     aug_photometric: float = 0.0      # strength of brightness/contrast/colour-gain augmentation (0 = off)
     threads: int = 2
     device: str = ""                  # "" -> cuda if available else cpu
+    precision: str = "fp32"           # fp32 | bf16 (torch.autocast on the training forward)
+    grad_accum: int = 1               # micro-batches per optimizer step (effective batch = batch_size x N)
+    workers: int = 0                  # 0: stores in memory, batches on a thread; N: lazy DataLoader, N processes
+    feature_cache: str = "auto"       # frozen vision features computed once per frame: auto | off
     tensorboard: bool = False
     progress: bool = True
     cameras: list[str] = field(default_factory=list)    # [] -> all cameras of the store
