@@ -145,8 +145,19 @@ def _actions(s, mapping, frame_t, next_t, period, action_free: bool = False):
     T = len(frame_t)
     ok = (ii >= 0) | (kind == "twist")
     if kind == "twist":
-        rot = spec.ee_rot_scale_rad > 0
-        dims = ["dx", "dy", "dz"] + (["droll", "dpitch", "dyaw"] if rot else [])
+        rot = (spec.ee_rot_scale_rad or 0.0) > 0
+        if spec.ee_rot_scale_rad is None and any(np.any(np.abs(v[3:6]) > 1e-9) for v in payload):
+            raise ConvertError(f"{s.path}: the twists on '{spec.topic}' rotate the end effector (angular velocity "
+                               "!= 0) but the mapping has no action.ee_rot_scale_rad: set it (command_node's "
+                               "ee_rot_scale_rad, radians per action unit per step) for ee_delta_6d_gripper "
+                               "actions, or 0 to drop the rotation knowingly")
+        frames = sorted(set(getattr(s, "action_frames", []) or []))
+        if rot and len(frames) > 1:
+            raise ConvertError(f"{s.path}: the twists on '{spec.topic}' are in several frames {frames}: a rotation "
+                               "delta needs one command frame (the robot base frame command_node publishes in)")
+        # rotation: the twist's angular velocity (rad/s, about the axes of the twist's header.frame_id,
+        # MoveIt Servo's convention) x period = the rotation vector of one step in that frame
+        dims = ["dx", "dy", "dz"] + (["drot_x", "drot_y", "drot_z"] if rot else [])
         a = np.zeros((T, len(dims)), np.float64)
         for k, i in enumerate(ii):
             if i < 0 or next_t[k] - at[i] > spec.command_timeout_s:

@@ -84,6 +84,8 @@ def bag_episodes(path: Path, mapping: Mapping, action_free: bool = False, trim_i
         extra = {"bag": str(path), "t_start": float(al.times[a]), "t_end": float(al.times[b - 1]),
                  "rate_hz": mapping.rate_hz,
                  "action_dims": al.action_dims if acts is not None else []}
+        if s.action_kind == "twist" and len(s.action_frames) == 1:
+            extra["action_frame"] = s.action_frames[0]      # the twists' (and the rotation deltas') frame
         for k in ("episode_id", "model_id", "dynamics_checks", "dynamics_not_accepted", "stop_reason", "notes"):
             if k in s.meta:
                 extra[k] = s.meta[k]
@@ -154,7 +156,8 @@ def convert_bags(sources: list[Path], mapping: Mapping | None = None, *, action_
     size = tuple(e0.images[cams[0]].shape[1:3])
     kind = first_s.action_kind
     action_space = first_m.action_space or first_s.action_space or {
-        "twist": "ee_delta_6d_gripper" if first_m.action and first_m.action.ee_rot_scale_rad > 0 else "ee_delta_xyz_gripper",
+        "twist": "ee_delta_6d_gripper" if first_m.action and (first_m.action.ee_rot_scale_rad or 0) > 0
+        else "ee_delta_xyz_gripper",
         "joint_trajectory": "joint_position", "action_chunk": "", "fields": "custom"}.get(kind, "none")
     if kind == "twist" and first_m.gripper is None:
         action_space = action_space.replace("_gripper", "")
@@ -168,6 +171,8 @@ def convert_bags(sources: list[Path], mapping: Mapping | None = None, *, action_
                      extra={"mapping": first_m.source, "rate_hz": first_m.rate_hz,
                             "action_dims": first_eps[0].action_dims, "action_free": bool(action_free),
                             "trim_idle": bool(trim_idle)})
+    if "action_frame" in e0.extra:
+        meta.extra["action_frame"] = e0.extra["action_frame"]
 
     def fit(ep: Episode, bag: str) -> Episode:
         if list(ep.images) != cams:
@@ -179,6 +184,9 @@ def convert_bags(sources: list[Path], mapping: Mapping | None = None, *, action_
             raise ConvertError(f"{bag}: {ep.state.shape[1]} state entries, the first bag has {meta.state_dim}")
         if not action_free and (ep.actions is None or ep.actions.shape[1] != meta.action_dim):
             raise ConvertError(f"{bag}: action width differs from the first bag's ({meta.action_dim})")
+        if meta.action_space.startswith("ee_delta_6d") and ep.extra.get("action_frame") != meta.extra.get("action_frame"):
+            raise ConvertError(f"{bag}: twists in frame {ep.extra.get('action_frame')!r}, the first bag's are in "
+                               f"{meta.extra.get('action_frame')!r}: rotation deltas of one store share one frame")
         return ep
 
     def gen():

@@ -37,7 +37,9 @@ class ActionSpec:
     topic: str
     type: str = ""                  # twist | joint_trajectory | action_chunk | fields ('' = from the msg type)
     ee_delta_scale_m: float = 0.01  # twist: metres per action unit per step (command_node's parameter)
-    ee_rot_scale_rad: float = 0.0   # twist: > 0 adds angular x,y,z (radians per unit per step)
+    ee_rot_scale_rad: float | None = None   # twist: > 0 adds the angular velocity as a rotation vector
+                                    # (radians per unit per step; command_node's ee_rot_scale_rad); 0 drops it
+                                    # knowingly; None (not given) refuses twists that rotate
     joints: list[str] = field(default_factory=list)   # joint_trajectory: joints to keep (default all)
     fields: list[str] = field(default_factory=list)   # fields: one path per action dimension
     command_timeout_s: float = 0.25  # twist older than this at the next frame = zero motion (Servo)
@@ -139,10 +141,13 @@ def parse_mapping(data: dict, where: str = "mapping") -> Mapping:
         if a.get("type", "") and a["type"] not in ACTION_TYPES:
             raise ConvertError(f"{where}: action type '{a['type']}' unknown (one of {', '.join(ACTION_TYPES)})")
         action = ActionSpec(str(a["topic"]), str(a.get("type", "") or ""), float(a.get("ee_delta_scale_m", 0.01)),
-                            float(a.get("ee_rot_scale_rad", 0.0)), [str(j) for j in a.get("joints", []) or []],
+                            None if a.get("ee_rot_scale_rad") is None else float(a["ee_rot_scale_rad"]),
+                            [str(j) for j in a.get("joints", []) or []],
                             [str(f) for f in a.get("fields", []) or []], float(a.get("command_timeout_s", 0.25)))
         if action.ee_delta_scale_m <= 0:
             raise ConvertError(f"{where}: action.ee_delta_scale_m must be > 0")
+        if action.ee_rot_scale_rad is not None and not action.ee_rot_scale_rad >= 0:
+            raise ConvertError(f"{where}: action.ee_rot_scale_rad must be >= 0 (0 drops the rotation)")
     gripper = _field_spec(data["gripper"], "gripper") if data.get("gripper") is not None else None
     ins = data.get("instruction")
     ins_text, ins_spec = "", None

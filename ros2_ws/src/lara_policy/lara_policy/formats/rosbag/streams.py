@@ -33,6 +33,7 @@ class Streams:
     meta: dict = field(default_factory=dict)           # episode_meta.json of recorder episodes
     action_kind: str = ""
     action_space: str = ""
+    action_frames: list = field(default_factory=list)   # header.frame_id of the twists (their command frame)
     note: str = ""
 
 
@@ -97,7 +98,7 @@ def read_streams(path: Path, mapping: Mapping, action_free: bool = False) -> Str
         cams = {n: ([], []) for n in mapping.cameras}
         bad_frames: dict[str, list[str]] = {}    # camera -> reasons of the frames skipped
         state = {n: ([], []) for n, _ in mapping.state}
-        act_t, act_v, grip, instr, succ, events = [], [], ([], []), ([], []), ([], []), []
+        act_t, act_v, act_frames, grip, instr, succ, events = [], [], [], ([], []), ([], []), ([], []), []
         conns = [c for c in reader.connections if c.topic in wanted]
         action_space = ""
         try:
@@ -138,6 +139,8 @@ def read_streams(path: Path, mapping: Mapping, action_free: bool = False) -> Str
                 if kind and topic == mapping.action.topic:
                     act_t.append(t)
                     act_v.append(_action_payload(msg, kind, mapping.action, f"{path}: action ({topic})"))
+                    if kind == "twist" and hasattr(msg, "header") and msg.header.frame_id not in act_frames:
+                        act_frames.append(msg.header.frame_id)
                     if kind == "action_chunk" and not action_space:
                         action_space = str(msg.action_space)
                 if read_gripper and topic == mapping.gripper.topic:
@@ -166,7 +169,7 @@ def read_streams(path: Path, mapping: Mapping, action_free: bool = False) -> Str
                                f"truncated or corrupt{_storage_hint(files)}") from None
         note = opened.note
 
-    s = Streams(path=path, topics=topics, action_kind=kind, action_space=action_space)
+    s = Streams(path=path, topics=topics, action_kind=kind, action_space=action_space, action_frames=act_frames)
     skipped = []
     for name, (t, frames) in cams.items():
         bad = bad_frames.get(name) or []
