@@ -63,6 +63,14 @@ def test_hand_motion_monitor_flags_commands_the_hand_does_not_follow():
     assert run(True) == []
     alarms = run(False)
     assert alarms and 20 < alarms[0] <= 20 + 3 * 8
+    # the shortfall scores it judges on: ~0 while the hand follows, 1 once it stands still
+    m = HandMotionMonitor(action_scale=0.01, window=8, threshold=float("inf"), debounce=2)
+    hand = np.zeros(3)
+    for step in range(1, 60):
+        hand = hand + (0.01 if step < 30 else 0.0) * np.array([1.0, 0, 0])
+        m.on_step(step, hand, np.array([1.0, 0, 0, 0]))
+    assert m.alarms == []                                   # inf: collect only (calibration)
+    assert m.scores[0] == pytest.approx(0.0, abs=1e-9) and m.scores[-1] == pytest.approx(1.0)
 
 
 def test_monitor_figures_from_episode_records():
@@ -104,6 +112,10 @@ def test_eval_sim_fault_monitor_end_to_end(tmp_path, capsys):
     assert lara_main([*common, "--seed-start", "300000", "--calibrate-monitor", "--out", str(tmp_path / "cal")]) == 0
     cfg = MonitorConfig.load(final)
     assert cfg is not None and cfg.threshold > 0 and cfg.calibration["surprises"] > 0
+    cal = json.loads((tmp_path / "cal" / "results.json").read_text())
+    assert all("scores" in e["monitor"]["hand"] for e in cal["episodes"])
+    if any(len(e["monitor"]["hand"]["scores"]) >= 2 for e in cal["episodes"]):   # the hand detector calibrated too
+        assert cfg.hand_threshold is not None
     assert lara_main([*common, "--seed-start", "300100", "--fault", "frozen-camera", "--fault-onset", "20,30",
                       "--out", str(tmp_path / "fault")]) == 0
     res = json.loads((tmp_path / "fault" / "results.json").read_text())
@@ -114,6 +126,21 @@ def test_eval_sim_fault_monitor_end_to_end(tmp_path, capsys):
     assert "monitor lam:" in capsys.readouterr().out
     # a fault with calibration is refused in one line
     assert lara_main([*common, "--fault", "frozen-arm", "--calibrate-monitor", "--out", str(tmp_path / "x")]) == 2
+
+
+def test_normal_steps_keep_a_successful_episode_running(tmp_path):
+    """--monitor-normal-steps: success does not end a fault-free episode before that step (the
+    scripted oracle solves reach well before step 150)."""
+    from lara_policy.cli import main as lara_main
+    common = ["eval", "sim", "--policy", "oracle", "--tasks", "reach-v3", "--episodes", "2", "--max-steps", "300",
+              "--videos", "0", "--quiet", "--monitor", "--monitor-threshold", "1.0"]
+    assert lara_main([*common, "--out", str(tmp_path / "short")]) == 0
+    short = json.loads((tmp_path / "short" / "results.json").read_text())
+    assert all(e["success"] and e["length"] < 150 for e in short["episodes"])
+    assert lara_main([*common, "--monitor-normal-steps", "150", "--out", str(tmp_path / "long")]) == 0
+    long = json.loads((tmp_path / "long" / "results.json").read_text())
+    assert [e["length"] for e in long["episodes"]] == [150, 150] and all(e["success"] for e in long["episodes"])
+    assert long["monitor"]["hand"]["normal_minutes"] > short["monitor"]["hand"]["normal_minutes"]
 
 
 def test_debounced_calibration_is_the_lowest_threshold_without_an_alarm():

@@ -53,6 +53,7 @@ class MonitorConfig:
     debounce: int = 2                # consecutive counted surprises that raise the alarm
     quantile: float = 0.999          # of the calibration episodes' surprises
     calibration: dict = field(default_factory=dict)    # where the threshold came from
+    hand_threshold: float | None = None   # the hand-motion detector's, calibrated the same way (None: 0.8)
 
     def save(self, checkpoint: str | Path) -> Path:
         from lara_policy.common.fileio import write_json
@@ -64,7 +65,8 @@ class MonitorConfig:
         if not p.exists():
             return None
         d = json.loads(p.read_text())
-        return cls(**{k: d[k] for k in ("threshold", "debounce", "quantile", "calibration") if k in d})
+        return cls(**{k: d[k] for k in ("threshold", "debounce", "quantile", "calibration", "hand_threshold")
+                      if k in d})
 
 
 class SurpriseMonitor:
@@ -105,21 +107,25 @@ class SurpriseMonitor:
 
 
 class HandMotionMonitor:
-    """No LAM: alarm when, over the last `window` steps, the hand moved less than `ratio` of the
-    commanded displacement while the commands asked for at least `min_command_m`."""
+    """No LAM: over the last `window` steps, while the commands asked for at least `min_command_m`,
+    the shortfall 1 - moved / commanded (0: the hand went as far as commanded, 1: it did not move)
+    is scored once per window; `debounce` shortfalls in a row above `threshold` raise an alarm.
+    The threshold is calibrated like the LAM monitor's (calibrate_debounced on normal episodes'
+    `scores`); 0.8 (moved < 20 % of the command) when uncalibrated."""
 
-    def __init__(self, action_scale: float, window: int = 16, ratio: float = 0.2, min_command_m: float = 0.01,
+    def __init__(self, action_scale: float, window: int = 16, threshold: float = 0.8, min_command_m: float = 0.01,
                  debounce: int = 2):
-        self.scale, self.window, self.ratio, self.min_cmd = float(action_scale), int(window), float(ratio), \
+        self.scale, self.window, self.threshold, self.min_cmd = float(action_scale), int(window), float(threshold), \
             float(min_command_m)
         self.debounce = int(debounce)
-        self._debounce = Debounce(self.ratio, self.debounce)
+        self._debounce = Debounce(self.threshold, self.debounce)
         self.reset()
 
     def reset(self) -> None:
         self._hist: deque = deque()
         self._debounce.reset()
         self.alarms: list[int] = []
+        self.scores: list[float] = []
 
     def on_step(self, step: int, hand_xyz: np.ndarray, action: np.ndarray | None) -> None:
         self._hist.append((np.asarray(hand_xyz, np.float64).copy(),
@@ -133,7 +139,9 @@ class HandMotionMonitor:
             return
         moved = np.linalg.norm(self._hist[-1][0] - self._hist[0][0])
         if step % self.window == 0:          # judged once per window, like the LAM monitor per chunk
-            if self._debounce.update(moved < self.ratio * np.linalg.norm(commanded)):
+            shortfall = float(1.0 - moved / np.linalg.norm(commanded))
+            self.scores.append(shortfall)
+            if self._debounce.score(shortfall):
                 self.alarms.append(int(step))
 
 

@@ -196,7 +196,9 @@ def run_episode(policy, task: str, seed: int, cfg: EvalConfig, video_path: str |
         if ok and first is None:
             success, first = True, env.steps
         if onset is None or env.steps < onset:
-            if success:          # a fault not yet started never will: the episode ends on success
+            # a fault not yet started never will: the episode ends on success (with a monitor's
+            # normal_steps, not before that step: normal operation goes on after a success)
+            if success and (cfg.monitor is None or env.steps >= cfg.monitor.normal_steps):
                 break
         elif cfg.monitor is not None and env.steps >= onset + cfg.monitor.post_onset_steps:
             break

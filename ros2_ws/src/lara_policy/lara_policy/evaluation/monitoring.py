@@ -9,6 +9,7 @@ detected by the first alarm at or after its onset.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +22,9 @@ class MonitorSpec:
     threshold: float | None = None     # None: the checkpoint's monitor.json; inf: collect surprises only
     debounce: int = 2
     post_onset_steps: int = 240        # a fault episode ends this long after the onset (3 s at 80 Hz)
+    hand_threshold: float = 0.8        # the hand-motion detector's shortfall threshold (inf: collect only)
+    normal_steps: int = 0              # > 0: success does not end an episode before this step (more
+                                       # minutes of normal operation per episode, as a robot keeps running)
 
 
 def resolve_threshold(spec: MonitorSpec, checkpoint: str | None) -> MonitorSpec:
@@ -31,7 +35,8 @@ def resolve_threshold(spec: MonitorSpec, checkpoint: str | None) -> MonitorSpec:
         raise ValueError(f"no monitor threshold: {checkpoint or 'this policy'} has no monitor.json; calibrate one "
                          "with `lara eval sim --policy CKPT --monitor --calibrate-monitor` on fault-free held-out "
                          "layouts, or give --monitor-threshold")
-    return MonitorSpec(cfg.threshold, cfg.debounce, spec.post_onset_steps)
+    hand = cfg.hand_threshold if cfg.hand_threshold is not None else spec.hand_threshold
+    return dataclasses.replace(spec, threshold=cfg.threshold, debounce=cfg.debounce, hand_threshold=hand)
 
 
 class EpisodeMonitors:
@@ -41,7 +46,7 @@ class EpisodeMonitors:
             self.lam = SurpriseMonitor(policy, spec.threshold if spec.threshold is not None else float("inf"),
                                        spec.debounce)
         window = int(policy.config.offset) if hasattr(policy, "config") else 16
-        self.hand = HandMotionMonitor(action_scale, window=window, debounce=spec.debounce)
+        self.hand = HandMotionMonitor(action_scale, window=window, threshold=spec.hand_threshold, debounce=spec.debounce)
         self.camera = policy.meta.cameras[0] if policy.meta.cameras else None
 
     def on_prediction(self, step: int, obs, pred) -> None:
@@ -54,7 +59,7 @@ class EpisodeMonitors:
         self.hand.on_step(step, obs.state[:3], action)
 
     def record(self) -> dict:
-        out = {"hand": {"alarms": list(self.hand.alarms)}}
+        out = {"hand": {"alarms": list(self.hand.alarms), "scores": [round(s, 5) for s in self.hand.scores]}}
         if self.lam is not None:
             out["lam"] = {"alarms": list(self.lam.alarms),
                           "surprises": [round(s, 5) for _, s in self.lam.surprises]}

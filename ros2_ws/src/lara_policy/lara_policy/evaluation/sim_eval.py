@@ -82,6 +82,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="LAM monitor surprise threshold (default: the checkpoint's monitor.json)")
     p.add_argument("--monitor-debounce", type=positive_int, default=2,
                    help="consecutive chunks over the threshold that raise an alarm")
+    p.add_argument("--monitor-normal-steps", type=int, default=0, metavar="STEPS",
+                   help="with --monitor: success does not end an episode before this step, so normal operation "
+                        "(false alarms) is measured over longer episodes, as a robot keeps running (0: end on success)")
     p.add_argument("--calibrate-monitor", action="store_true",
                    help="with --monitor and no fault: set the threshold from these episodes' surprises (quantile "
                         "--monitor-quantile x 1.1) and write monitor.json into the checkpoint and --out")
@@ -150,9 +153,11 @@ def _fault_and_monitor(args, factory):
     if args.calibrate_monitor:
         if fault is not None:
             raise ValueError("--calibrate-monitor calibrates on normal episodes: drop --fault")
-        return None, MonitorSpec(float("inf"), args.monitor_debounce)
+        return None, MonitorSpec(float("inf"), args.monitor_debounce, hand_threshold=float("inf"),
+                                 normal_steps=args.monitor_normal_steps)
     ckpt = factory.path if isinstance(factory, CheckpointPolicyFactory) else None
-    return fault, resolve_threshold(MonitorSpec(args.monitor_threshold, args.monitor_debounce), ckpt)
+    spec = MonitorSpec(args.monitor_threshold, args.monitor_debounce, normal_steps=args.monitor_normal_steps)
+    return fault, resolve_threshold(spec, ckpt)
 
 
 def _calibrate(args, factory, res) -> None:
@@ -164,13 +169,23 @@ def _calibrate(args, factory, res) -> None:
         threshold, how = calibrate_threshold(surprises, args.monitor_quantile), f"quantile {args.monitor_quantile} x 1.1"
     else:                             # the lowest threshold without a debounced alarm on these episodes (x 1.05)
         threshold, how = calibrate_debounced(seqs, args.monitor_debounce), "debounced, no alarm on calibration x 1.05"
+    # the hand-motion detector calibrated the same way on the same episodes: a fair comparison
+    hand_seqs = [r.get("monitor", {}).get("hand", {}).get("scores", []) for r in res["episodes"]]
+    try:
+        hand = calibrate_debounced(hand_seqs, args.monitor_debounce)
+    except ValueError:                # no episode had `debounce` judged windows: keep the default
+        hand = None
+    minutes = sum(r["length"] for r in res["episodes"]) * 0.0125 / 60.0      # Meta-World's control step
     cfg = MonitorConfig(threshold, args.monitor_debounce, args.monitor_quantile,
                         {"tasks": sorted(res["per_task"]), "episodes": res["episodes_total"], "surprises": len(surprises),
                          "seed_start": args.seed_start, "surprise_p50": float(sorted(surprises)[len(surprises) // 2]),
-                         "surprise_max": float(max(surprises)), "method": how})
+                         "surprise_max": float(max(surprises)), "method": how, "normal_minutes": round(minutes, 2),
+                         "normal_steps": args.monitor_normal_steps,
+                         "hand_scores": sum(len(q) for q in hand_seqs)}, hand_threshold=hand)
     cfg.save(args.out)
     if isinstance(factory, CheckpointPolicyFactory):
         cfg.save(factory.path)
     print(f"monitor threshold {cfg.threshold:.4f} ({how}; {len(surprises)} surprises, debounce {cfg.debounce}); "
+          f"hand-motion detector threshold {'-' if hand is None else f'{hand:.4f}'} (same method); "
           f"wrote monitor.json into {args.out}" + (f" and {factory.path}" if isinstance(factory, CheckpointPolicyFactory)
                                                   else ""))
