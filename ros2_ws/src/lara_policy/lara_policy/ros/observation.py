@@ -20,6 +20,7 @@ from geometry_msgs.msg import PointStamped, PoseStamped
 from sensor_msgs.msg import CompressedImage, JointState
 
 from lara_policy.common.policy_api import Observation
+from lara_policy.ros.cameras import FrameSync
 from lara_policy.ros.codec import ImageConversionError, stamp_to_sec
 
 EE_NAMES = {"hand_x": 0, "hand_y": 1, "hand_z": 2}
@@ -123,14 +124,20 @@ class ObservationAssembler:
 
     param(name) reads a (run-time settable) node parameter, now() the node clock in seconds,
     reject(key, message, cause='') counts and logs a rejection, decode(msg) turns an image message
-    into RGB (raising ImageConversionError); topics is the node's topic table."""
+    into RGB (raising ImageConversionError); topics is the node's topic table. cameras: (camera
+    name, topic) per camera, the first the primary (default: camera_name on topics['image_topic']);
+    with several, frames are paired by stamp (cameras.FrameSync, parameter image_sync_slop_s)."""
 
     def __init__(self, *, param, now, reject, decode, topics: dict, state_names: list[str], camera_name: str,
-                 gripper_joint_name: str, gripper_open: float, gripper_closed: float, frame_id: str, frame_map):
+                 gripper_joint_name: str, gripper_open: float, gripper_closed: float, frame_id: str, frame_map,
+                 cameras: list[tuple[str, str]] | None = None):
         self._param, self._now, self._reject, self._decode = param, now, reject, decode
         self.topics = topics
         self.state_names = list(state_names)
-        self.camera_name = camera_name
+        self.cameras = list(cameras) if cameras else [(camera_name, topics["image_topic"])]
+        self.camera_topic = dict(self.cameras)
+        self.camera_name = self.cameras[0][0]
+        self.frames = FrameSync([c for c, _ in self.cameras])
         self.gripper_joint_name = gripper_joint_name
         self.gripper_open, self.gripper_closed = gripper_open, gripper_closed
         self.frame_id, self.frame_map = frame_id, frame_map
@@ -145,7 +152,7 @@ class ObservationAssembler:
 
     def clear(self) -> None:
         """Forget every buffered frame and state sample (a new episode; the caller holds the lock)."""
-        self.image = None             # (rgb, stamp_s)
+        self.frames.clear()           # per camera: the last frames (rgb, stamp_s)
         self.ee = None                # (xyz, stamp_s)
         self.goal = None              # (xyz, stamp_s)
         self.joints: dict = {}        # {name: (pos, stamp_s)}, merged over JointState messages
@@ -177,8 +184,19 @@ class ObservationAssembler:
                             f"{step * h} ({w}x{h} '{msg.encoding}'): a malformed message")
         return "", ""
 
-    def add_image(self, msg) -> bool:
-        """Check, decode and buffer a camera frame (True), or reject it and drop the buffered one (False)."""
+    @property
+    def image(self):
+        """(rgb, stamp_s) of the primary camera's latest frame, or None."""
+        return self.frames.latest(self.camera_name)
+
+    def _where(self, camera: str) -> str:
+        topic = self.camera_topic[camera]
+        return topic if len(self.cameras) == 1 else f"{topic} (camera '{camera}')"
+
+    def add_image(self, msg, camera: str | None = None) -> bool:
+        """Check, decode and buffer a frame of `camera` (default: the primary) (True), or reject it and
+        drop that camera's buffered frames (False)."""
+        camera = camera or self.camera_name
         cause, why = self.image_precheck(msg)
         try:
             if why:
@@ -197,11 +215,12 @@ class ObservationAssembler:
                                            f"max_image_pixels {max_px}")
         except ImageConversionError as exc:
             with self.lock:
-                self.image = None     # never act on an older frame while the camera is bad
-            self._reject("image", f"bad image on {self.topics['image_topic']}: {exc}", cause=cause)
+                self.frames.drop(camera)     # never act on an older frame while the camera is bad
+            self._reject("image", f"bad image on {self._where(camera)}: {exc}", cause=cause)
             return False
-        with self.lock:
-            self.image = (rgb, stamp_to_sec(msg.header.stamp))
+        with self.cond:
+            self.frames.add(camera, rgb, stamp_to_sec(msg.header.stamp))
+            self.cond.notify_all()
         return True
 
     def _state_stamp(self, msg, key: str, topic: str):
@@ -310,23 +329,65 @@ class ObservationAssembler:
                     joints[key] = swap(series.pick(t_img))
         return ee, goal, joints
 
+    def frame_set(self) -> tuple[dict | None, str, str]:
+        """({camera: (rgb, stamp)}, '', '') for the newest set of frames, or (None, cause, why): a camera
+        without a valid frame (no_image), one whose latest frame is too old (stale_image), or no
+        frames within image_sync_slop_s of each other (unsynced_images). When the primary camera's
+        newest frame waits for another camera's frame of that moment, waits for it at most the slop."""
+        slop = float(self._param("image_sync_slop_s")) if len(self.cameras) > 1 else 0.0
+        deadline = time.monotonic() + min(slop, 0.1)
+        with self.cond:
+            while True:
+                missing = self.frames.missing()
+                chosen = None if missing else self.frames.newest_set(slop)
+                if missing or len(self.cameras) == 1 or not self.frames.partner_may_come(slop):
+                    break
+                if chosen is not None and chosen[self.camera_name][1] >= self.frames.latest(self.camera_name)[1]:
+                    break
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self.cond.wait(left)
+            latest = {c: self.frames.latest(c) for c, _ in self.cameras}
+        if missing:
+            return None, "no_image", f"no valid image on {self._where(missing[0])}"
+        now = self._now()
+        max_age = float(self._param("max_image_age_s"))
+        if len(self.cameras) > 1:
+            for c, _ in self.cameras:
+                age = now - latest[c][1]
+                if max_age > 0 and age > max_age:
+                    return None, "stale_image", (f"latest image on {self._where(c)} is {age:.2f} s old "
+                                                 f"(> {max_age:.2f} s)")
+        if chosen is None:
+            stamps = ", ".join(f"{c} {latest[c][1]:.3f}" for c, _ in self.cameras)
+            return None, "unsynced_images", (f"no frames of the cameras within image_sync_slop_s {slop:.3f} s of "
+                                             f"each other (latest stamps: {stamps})")
+        return chosen, "", ""
+
     def snapshot(self) -> tuple[Observation | None, str, str]:
         """(observation, "", "") or (None, cause key, message)."""
         with self.lock:
-            image, instr = self.image, self.instruction
+            instr = self.instruction
         if not instr:
             return None, "no_instruction", "no instruction yet (topic or service)"
-        if image is None:
-            return None, "no_image", f"no valid image on {self.topics['image_topic']}"
-        rgb, t_img = image
+        chosen, key, why = self.frame_set()
+        if chosen is None:
+            return None, key, why
+        rgb, t_img = chosen[self.camera_name]
         now = self._now()
         max_age = float(self._param("max_image_age_s"))
-        if max_age > 0 and now - t_img > max_age:
-            return None, "stale_image", f"latest image is {now - t_img:.2f} s old (> {max_age:.2f} s)"
+        oldest = min(chosen, key=lambda c: chosen[c][1])
+        if max_age > 0 and now - chosen[oldest][1] > max_age:
+            age = now - chosen[oldest][1]
+            if len(self.cameras) == 1:
+                return None, "stale_image", f"latest image is {age:.2f} s old (> {max_age:.2f} s)"
+            return None, "stale_image", f"image on {self._where(oldest)} is {age:.2f} s old (> {max_age:.2f} s)"
         max_future = float(self._param("max_future_stamp_s"))
-        if t_img - now > max_future:
+        newest = max(chosen, key=lambda c: chosen[c][1])
+        if chosen[newest][1] - now > max_future:
             return None, "future_image", (
-                f"latest image on {self.topics['image_topic']} is stamped {t_img - now:.2f} s in the future "
+                f"latest image on {self._where(newest)} is stamped {chosen[newest][1] - now:.2f} s in the future "
                 f"(> {max_future:.2f} s): the camera's clock is ahead of this node's (sync the hosts' clocks, "
                 "or the sim clock jumped back)")
         ee, goal, joints = self.synced_state(t_img)
@@ -357,6 +418,6 @@ class ObservationAssembler:
             if not math.isfinite(value):
                 return None, f"nan_state:{name}", f"state '{name}' from {what} is {value} (NaN/inf)"
             state[i] = value
-        obs = Observation(images={self.camera_name: rgb}, state=state.astype(np.float32),
+        obs = Observation(images={c: f[0] for c, f in chosen.items()}, state=state.astype(np.float32),
                           instruction=instr, stamp=t_img)
         return obs, "", ""

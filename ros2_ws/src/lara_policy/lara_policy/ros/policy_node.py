@@ -1,6 +1,8 @@
 """policy_node: the LARA policy as a ROS node (a thin adapter over lara_policy.core).
 
-In:  camera image (sensor_msgs/Image, QoS from parameters), instruction (std_msgs/String
+In:  camera image(s) (sensor_msgs/Image or CompressedImage, QoS from parameters; one topic per
+     checkpoint camera in `image_topics`, or the one-camera shorthand `image_topic`; several
+     cameras are paired by stamp within image_sync_slop_s: ros/cameras.py), instruction (std_msgs/String
      topic and lara_msgs/srv/SetInstruction service), end-effector pose
      (geometry_msgs/PoseStamped), joint states (sensor_msgs/JointState, incl. the gripper
      joint), task goal (geometry_msgs/PointStamped).
@@ -64,6 +66,7 @@ from lara_msgs.msg import ActionChunk, DynamicsCheck
 from lara_msgs.srv import SetInstruction
 from lara_policy.common.policy_api import DynamicsCheckResult, Observation
 from lara_policy.ros import topics
+from lara_policy.ros.cameras import declare_camera_params, resolve_cameras, silence_reason
 from lara_policy.ros.codec import check_to_msg, chunk_to_msg, compressed_msg_to_rgb, image_msg_to_rgb
 from lara_policy.ros.ee_pose import FrameMap, TfPoseRelay, resolve_source
 from lara_policy.ros.params import declare, match_publisher_reliability, qos_from_params, resolve_path
@@ -142,6 +145,7 @@ class PolicyNode(Node):
           max_value=1.0)
         p("camera_name", "", "policy camera the image topic feeds ('' = the policy's first)",
           read_only=True)
+        declare_camera_params(self)     # image_topics (one topic per checkpoint camera), image_sync_slop_s
         self.gripper_joint_name = p("gripper_joint_name", "gripper",
                                     "joint in joint_states holding the gripper state (default: LARA's sim_node; "
                                     "Robotiq 2F-85 robotiq_85_left_knuckle_joint, Franka fr3_finger_joint1: "
@@ -175,11 +179,11 @@ class PolicyNode(Node):
         qos_rel = p("camera_qos_reliability", "reliable", "camera QoS: reliable | best_effort | auto (match "
                     "the publishers found at start: best_effort if any offers it)", read_only=True)
         transport = p("image_transport", "auto", "raw (sensor_msgs/Image) | compressed (sensor_msgs/"
-                      "CompressedImage, jpeg/png) | auto (compressed when image_topic ends in /compressed)",
+                      "CompressedImage, jpeg/png) | auto (per topic: compressed when it ends in /compressed)",
                       read_only=True)
         qos_depth = p("camera_qos_depth", 2, "camera QoS history depth", read_only=True, min_value=1)
         t = {k: p(k, v, d, read_only=True) for k, v, d in [
-            ("image_topic", topics.CAMERA_IMAGE, "camera image in"),
+            ("image_topic", topics.CAMERA_IMAGE, "camera image in: the one-camera shorthand of image_topics"),
             ("instruction_topic", topics.INSTRUCTION, "instruction in (std_msgs/String)"),
             ("set_instruction_service", topics.SET_INSTRUCTION, "SetInstruction service"),
             ("joint_states_topic", topics.JOINT_STATES, "joint states in"),
@@ -197,7 +201,10 @@ class PolicyNode(Node):
         self.policy = policy if policy is not None else load_policy(self.checkpoint, self.device, self.torch_threads)
         meta = self.policy.meta
         self.meta = meta
-        self.camera_name = self.get_parameter("camera_name").value or (meta.cameras[0] if meta.cameras else "camera")
+        self.camera_inputs = resolve_cameras(self.get_parameter("image_topics").value, t["image_topic"],
+                                             self.get_parameter("camera_name").value, list(meta.cameras),
+                                             transport, meta.model_id)
+        self.camera_name = self.camera_inputs[0].name     # the primary camera (surprise, the chunk's stamp)
         self.state_names = list(meta.state_names) if meta.state_names else []
         if len(self.state_names) != int(meta.state_dim):
             raise ValueError(f"policy_node: policy state_names {self.state_names} do not match "
@@ -209,7 +216,7 @@ class PolicyNode(Node):
             reject=self._reject, decode=self._decode_image, topics=t, state_names=self.state_names,
             camera_name=self.camera_name, gripper_joint_name=self.gripper_joint_name,
             gripper_open=self.gripper_open, gripper_closed=self.gripper_closed, frame_id=self.frame_id,
-            frame_map=self.frame_map)
+            frame_map=self.frame_map, cameras=[(c.name, c.topic) for c in self.camera_inputs])
         self._lock = self.assembler.lock    # one lock: buffered inputs, instruction, episode and surprise state
         instruction = self.assembler.instruction = str(self.get_parameter("instruction").value).strip()
         if instruction:
@@ -245,15 +252,15 @@ class PolicyNode(Node):
                                        "`lara eval sim --monitor --calibrate-monitor`) and no fault_monitor_threshold")
         self.chunk_pub = self.create_publisher(ActionChunk, t["action_chunk_topic"], 10)
         self.check_pub = self.create_publisher(DynamicsCheck, t["dynamics_check_topic"], 10)
-        if transport == "auto":
-            transport = "compressed" if t["image_topic"].rstrip("/").endswith("/compressed") else "raw"
-        if transport not in ("raw", "compressed"):
-            raise ValueError(f"policy_node: image_transport must be raw, compressed or auto, got '{transport}'")
-        self.image_transport = transport
-        self.camera_reliability = match_publisher_reliability(self, qos_rel, t["image_topic"])
-        self.create_subscription(CompressedImage if transport == "compressed" else Image, t["image_topic"],
-                                 self._on_image, qos_from_params(self.camera_reliability, qos_depth))
-        self._last_image_arrival = time.monotonic()
+        self.image_transport = self.camera_inputs[0].transport
+        self.camera_qos: dict[str, str] = {}     # camera -> reliability of its subscription
+        self._image_arrival: dict[str, float] = {}
+        for cam in self.camera_inputs:
+            rel = self.camera_qos[cam.name] = match_publisher_reliability(self, qos_rel, cam.topic)
+            self.create_subscription(CompressedImage if cam.transport == "compressed" else Image, cam.topic,
+                                     lambda msg, c=cam.name: self._on_image(msg, c), qos_from_params(rel, qos_depth))
+            self._image_arrival[cam.name] = time.monotonic()
+        self.camera_reliability = self.camera_qos[self.camera_name]
         self.create_timer(2.0, self._check_camera)
         self.create_subscription(String, t["instruction_topic"], self._on_instruction_msg, 10)
         self._tf_relay = None
@@ -279,8 +286,8 @@ class PolicyNode(Node):
         self._worker = threading.Thread(target=self._run_worker, name="lara_policy_inference", daemon=True)
         self._worker.start()
         self.get_logger().info(
-            f"policy_node: model '{meta.model_id}' ({meta.action_space}, H={meta.horizon}), camera "
-            f"'{self.camera_name}' <- {t['image_topic']}, state {self.state_names}, "
+            f"policy_node: model '{meta.model_id}' ({meta.action_space}, H={meta.horizon}), camera(s) "
+            + ", ".join(f"'{c.name}' <- {c.topic}" for c in self.camera_inputs) + f", state {self.state_names}, "
             f"replan every {self.get_parameter('replan_period_steps').value} x {self.control_period * 1e3:.1f} ms")
 
     # -- rejection log -------------------------------------------------------------------
@@ -299,23 +306,13 @@ class PolicyNode(Node):
 
     # -- camera QoS -----------------------------------------------------------------------
     def _check_camera(self) -> None:
-        """No image for 2 s: say why, loudly (no publisher, or a QoS that cannot match)."""
-        idle = time.monotonic() - self._last_image_arrival
-        if idle < 2.0:
-            return
-        from rclpy.qos import ReliabilityPolicy
-        topic = self.topics["image_topic"]
-        pubs = self.get_publishers_info_by_topic(topic)
-        if not pubs:
-            why = f"no publisher on {topic}"
-        elif self.camera_reliability == "reliable" and all(
-                i.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT for i in pubs):
-            why = (f"the publisher(s) on {topic} offer BEST_EFFORT and this subscription is RELIABLE: DDS will "
-                   "never deliver; set camera_qos_reliability: best_effort (or auto)")
-        else:
-            types = sorted({i.topic_type for i in pubs})
-            why = f"{len(pubs)} publisher(s) on {topic} ({', '.join(types)}) but nothing arrives"
-        self._reject("no_camera", f"no camera image for {idle:.0f} s: {why}")
+        """A camera without an image for 2 s: say why, loudly (no publisher, or a QoS that cannot match)."""
+        for cam in self.camera_inputs:
+            idle = time.monotonic() - self._image_arrival[cam.name]
+            if idle >= 2.0:
+                where = "" if len(self.camera_inputs) == 1 else f" of camera '{cam.name}'"
+                why = silence_reason(self, cam.topic, self.camera_qos[cam.name])
+                self._reject("no_camera", f"no camera image{where} for {idle:.0f} s: {why}")
 
     # -- inputs (executor thread; the state sources go to ObservationAssembler) ----------
     @staticmethod
@@ -323,9 +320,10 @@ class PolicyNode(Node):
         """RGB of a raw or compressed image message (ImageConversionError when it cannot be)."""
         return compressed_msg_to_rgb(msg) if isinstance(msg, CompressedImage) else image_msg_to_rgb(msg)
 
-    def _on_image(self, msg) -> None:
-        self._last_image_arrival = time.monotonic()
-        if self.assembler.add_image(msg):
+    def _on_image(self, msg, camera: str | None = None) -> None:
+        camera = camera or self.camera_name
+        self._image_arrival[camera] = time.monotonic()
+        if self.assembler.add_image(msg, camera):
             self._new_image.set()
 
     def set_instruction(self, text: str) -> tuple[bool, str]:
