@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
-# Issue 25: the LAM fault monitor vs the hand-motion monitor on one checkpoint. Calibrate the LAM
-# threshold on fault-free layouts (seeds 400000+; the lowest threshold at which none of them raises a
-# debounced alarm, x 1.05), then on other held-out layouts (100000+): normal episodes (false alarms)
-# and each fault. Resumable: finished steps are skipped.
-#   experiments/monitor_eval.sh [CKPT] [OUT] [EPISODES_PER_TASK]
+# Issue 25: the LAM fault monitor vs the hand-motion monitor on one checkpoint. Calibrate BOTH
+# detectors' thresholds on fault-free layouts (seeds 400000+; the lowest threshold at which none of
+# them raises a debounced alarm, x 1.05), then on other held-out layouts (100000+): normal episodes
+# (false alarms) and each fault. Episodes do not end on success before NORMAL_STEPS (400 = 5 s), so
+# every episode gives 5 s of normal operation or more. Resumable: finished steps are skipped.
+#   experiments/monitor_eval.sh [CKPT] [OUT] [EPISODES_PER_TASK] [TASKS]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ckpt=${1:-models/lara-metaworld-mt3}
-out=${2:-results/monitor/$(basename "$ckpt")}
+out=${2:-results/monitor/$(basename "$ckpt")/calibrated}
 n=${3:-30}
+tasks=${4:-MT3}
+normal_steps=${LARA_MONITOR_NORMAL_STEPS:-400}
 debounce=${LARA_MONITOR_DEBOUNCE:-3}   # chunks (8 steps each at --execute-k 8) over the threshold in a row
-common=(--policy "$ckpt" --tasks MT3 --episodes "$n" --execute-k 8 --videos 0 --quiet --monitor
-        --monitor-debounce "$debounce")
-[ -f "$ckpt/monitor.json" ] || lara eval sim "${common[@]}" --seed-start 400000 --calibrate-monitor --out "$out/calibration"
+common=(--policy "$ckpt" --tasks "$tasks" --episodes "$n" --execute-k 8 --videos 0 --quiet --monitor
+        --monitor-debounce "$debounce" --monitor-normal-steps "$normal_steps")
+# calibration writes monitor.json into the checkpoint (both thresholds); a re-run after it is skipped
+[ -f "$out/calibration/results.json" ] || lara eval sim "${common[@]}" --seed-start 400000 --calibrate-monitor --out "$out/calibration"
 for fault in none frozen-arm frozen-camera object-teleport; do
   [ -f "$out/$fault/results.json" ] || lara eval sim "${common[@]}" --seed-start 100000 --fault "$fault" --out "$out/$fault"
 done
