@@ -42,6 +42,7 @@ class TickRecord:
     reason: str
     linear: tuple = (0.0, 0.0, 0.0)     # commanded EE step / period (m/s); zeros when not moving
     obs_age: float = float("nan")
+    angular: tuple = (0.0, 0.0, 0.0)    # commanded rotation vector / period (rad/s, frame_id axes)
 
 
 def _stamp_from_raw_header(data: bytes) -> float | None:
@@ -247,7 +248,10 @@ class ControlLoop:
                             if cmd.linear_step is not None:
                                 cmd.linear_step = self._frame_map.delta_to_base(cmd.linear_step)
                             if cmd.angular_step is not None:
-                                cmd.angular_step = self._frame_map.delta_to_base(cmd.angular_step)
+                                # a rotation vector is an axial vector: a mirrored policy frame
+                                # (det -1) turns the other way round in the base frame
+                                cmd.angular_step = self._frame_map.delta_to_base(cmd.angular_step) * \
+                                    float(np.sign(np.linalg.det(self._frame_map.R)))
                         ee = None
                         if self._needs_pose:
                             ee, why = self._ee_position()
@@ -274,12 +278,14 @@ class ControlLoop:
                     # the motion server halted the arm (Servo: singularity, collision, joint bound):
                     # command zero, say why; clears when it reports normal operation again
                     cmd, state, reason = None, FAULT, halt
-            linear = (0.0, 0.0, 0.0)
+            linear = angular = (0.0, 0.0, 0.0)
             try:
                 if cmd is not None:
                     self.backend.send(cmd)
                     if cmd.linear_step is not None:
                         linear = tuple(float(v) for v in cmd.linear_step / self.period)
+                    if cmd.angular_step is not None:
+                        angular = tuple(float(v) for v in cmd.angular_step / self.period)
                 else:
                     self.backend.zero()
             except Exception as e:  # noqa: BLE001 - a backend failure must end in zero motion
@@ -291,7 +297,7 @@ class ControlLoop:
                     pass
 
             moving = cmd is not None and cmd.moving
-            self.tick_log.append(TickRecord(now, state, moving, reason, linear, obs_age))
+            self.tick_log.append(TickRecord(now, state, moving, reason, linear, obs_age, angular))
             # under the lock: a transition (deactivate, e-stop) cannot be overwritten by a late tick
             self._set_status(state, moving, reason)
 

@@ -98,10 +98,15 @@ _PARAMS = [
     ("policy_axes_in_base", ["x", "y", "z"], "Base-frame direction of the policy's +x, +y, +z action axes, "
                                               "e.g. ['-y', 'x', 'z'] (same value as policy_node's)."),
     ("ee_delta_scale_m", 0.01, "Metres per unit of an ee_delta action (Meta-World action_scale)."),
-    ("ee_rot_scale_rad", 0.05, "Radians per unit of an ee_delta_6d rotation action."),
+    ("ee_rot_scale_rad", 0.05, "Radians per unit of an ee_delta_6d rotation action: actions [3:6] are a rotation "
+                               "vector (axis x angle) about frame_id's axes (after policy_axes_in_base), turning the "
+                               "tool about its own point, MoveIt Servo's twist convention: servo twist angular = a x "
+                               "ee_rot_scale_rad / control period (rad/s); moveit_py goal q = exp(a x "
+                               "ee_rot_scale_rad) * q (composed on the left)."),
     ("action_limit", 1.0, "ee_delta actions are clipped to [-action_limit, action_limit]."),
     ("max_linear_speed_mps", 0.5, "Maximum commanded EE linear speed (m/s)."),
-    ("max_angular_speed_rps", 1.0, "Maximum commanded EE angular speed (rad/s)."),
+    ("max_angular_speed_rps", 1.0, "Maximum commanded EE angular speed (rad/s): a faster rotation is scaled down "
+                                   "along its axis (the norm of the angular twist is clamped)."),
     ("max_linear_step_m", 0.02, "Maximum EE translation per control step (m)."),
     ("max_joint_step_rad", 0.05, "Maximum joint change per control step (rad), whatever the rate; see "
                                  "max_joint_velocity_rps for a limit tied to the control rate."),

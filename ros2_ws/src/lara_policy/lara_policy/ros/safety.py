@@ -15,7 +15,9 @@ import numpy as np
 # Action spaces command_node knows, with their action dimension (None = given by joint_names).
 ACTION_SPACES = {
     "ee_delta_xyz_gripper": 4,   # xyz EE delta in [-1, 1] (x ee_delta_scale_m) + gripper [-1 open, +1 close]
-    "ee_delta_6d_gripper": 7,    # xyz + rotation vector delta in [-1, 1] (x ee_rot_scale_rad) + gripper
+    "ee_delta_6d_gripper": 7,    # xyz + rotation vector delta in [-1, 1] (x ee_rot_scale_rad) + gripper; the
+                                 # rotation vector is about the base frame's axes, applied about the EE point and
+                                 # composed on the LEFT (R_next = exp(rotvec) R): MoveIt Servo's twist convention
     "joint_position": None,      # absolute joint positions (rad) [+ gripper]
 }
 
