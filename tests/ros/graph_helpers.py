@@ -65,9 +65,10 @@ class GoalSeekingTestPolicy:
         return float(np.abs(image_tC.astype(np.float32) - image_t.astype(np.float32)).mean())
 
 
-def build_tiny_checkpoint(path, horizon: int = 16):
+def build_tiny_checkpoint(path, horizon: int = 16, cameras: list[str] | None = None):
     """A tiny RANDOM-INIT LARA checkpoint (untrained: its actions are noise in physical
-    units), built with the core's own API; for plumbing tests of the real LaraPolicy."""
+    units), built with the core's own API; for plumbing tests of the real LaraPolicy.
+    cameras: the checkpoint's cameras (default the config's one)."""
     from lara_policy.core.checkpoint import save_checkpoint
     from lara_policy.core.configuration import ModelConfig
     from lara_policy.core.modeling import LaraModel
@@ -81,6 +82,8 @@ def build_tiny_checkpoint(path, horizon: int = 16):
     m.vla.image_size, m.vla.width, m.vla.depth, m.vla.heads = 32, 64, 4, 4
     m.vla.vision_channels = [16, 32, 64]
     m.vla.horizon, m.vla.euler_steps = horizon, 4
+    if cameras:
+        m.vla.cameras = list(cameras)
     m.lam.image_size, m.lam.width, m.lam.num_queries, m.lam.latent_dim, m.lam.codebook_size = 16, 32, 4, 8, 16
     model = LaraModel(m)
     stats = NormStats([0.0] * 4, [0.5] * 4, [0.0] * 7, [0.3] * 7)

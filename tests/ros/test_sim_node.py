@@ -150,3 +150,35 @@ def test_twist_moves_hand_and_timeout_stops_it(sim, capfd):
     k2 = node.ticks
     assert wait_for(lambda: send_nan(lambda: node.ticks >= k2 + 10), 10.0, period=1 / 30)
     assert node.steps == s1 and np.all(np.isfinite(node.state))
+
+
+def test_sim_publishes_every_camera_asked_for_with_one_stamp_per_tick(ros, spinner):
+    """cameras [corner4, gripperPOV]: the first on /camera/image_raw, the wrist camera on
+    /camera/gripperPOV/image_raw (topics.camera_topics), both rendered from the same tick."""
+    from sensor_msgs.msg import Image
+
+    from lara_policy.ros.codec import image_msg_to_rgb
+    from lara_policy.ros.params import qos_from_params
+    from lara_policy.ros.sim_node import SimNode
+
+    node = SimNode(parameter_overrides=[Parameter("seed", value=1000),
+                                        Parameter("cameras", value=["corner4", "gripperPOV"])])
+    assert node.image_topics == ["/camera/image_raw", "/camera/gripperPOV/image_raw"]
+    probe = ros.create_node("test_sim_probe_cams")
+    got = {"corner4": [], "gripperPOV": []}
+    for cam, topic in zip(node.cameras, node.image_topics):
+        probe.create_subscription(Image, topic, got[cam].append, qos_from_params("reliable", 2))
+    spinner(node, probe)
+    assert wait_for(lambda: len(got["corner4"]) >= 5 and len(got["gripperPOV"]) >= 5, 20.0), \
+        {k: len(v) for k, v in got.items()}
+    a = {_stamp(m): m for m in got["corner4"]}
+    b = {_stamp(m): m for m in got["gripperPOV"]}
+    common = sorted(set(a) & set(b))
+    assert len(common) >= 3, "the cameras of a tick must share their stamp"
+    assert {a[common[-1]].header.frame_id, b[common[-1]].header.frame_id} == {"corner4_camera", "gripperPOV_camera"}
+    img_a, img_b = image_msg_to_rgb(a[common[-1]]), image_msg_to_rgb(b[common[-1]])
+    assert img_a.shape == img_b.shape == (64, 64, 3)
+    assert np.abs(img_a.astype(int) - img_b.astype(int)).mean() > 10, "two cameras, two different views"
+    with pytest.raises(ValueError, match="one topic per camera"):
+        SimNode(node_name="sim_bad", parameter_overrides=[Parameter("cameras", value=["corner4", "gripperPOV"]),
+                                                          Parameter("image_topics", value=["/only_one"])])

@@ -30,14 +30,25 @@ class CameraInput:
     transport: str     # raw | compressed
 
 
+def declare_string_list(node, name: str, description: str) -> list[str]:
+    """A read-only string-list parameter whose default is [] (an empty list has no ROS type, so it is
+    typed by its value: dynamic typing), checked here: ValueError unless every item is a string."""
+    from rcl_interfaces.msg import ParameterDescriptor
+    node.declare_parameter(name, [], ParameterDescriptor(description=description, read_only=True,
+                                                         dynamic_typing=True))
+    value = node.get_parameter(name).value
+    value = [] if value is None else list(value)
+    if not all(isinstance(v, str) and v.strip() for v in value):
+        raise ValueError(f"{node.get_name()}: parameter '{name}' must be a list of non-empty strings, got {value!r}")
+    return [v.strip() for v in value]
+
+
 def declare_camera_params(node) -> None:
-    """image_topics (a string list; typed at run time: an empty list has no ROS type) and
-    image_sync_slop_s, with descriptors like the node's other parameters."""
+    """image_topics and image_sync_slop_s, with descriptors like the node's other parameters."""
     from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor
-    node.declare_parameter("image_topics", [], ParameterDescriptor(
-        description="camera topics, one per checkpoint camera in the checkpoint's order (each raw, or compressed: "
-                    "a topic ending in /compressed); [] = the one-camera shorthand image_topic",
-        read_only=True, dynamic_typing=True))
+    declare_string_list(node, "image_topics", "camera topics, one per checkpoint camera in the checkpoint's order "
+                        "(each raw, or compressed: a topic ending in /compressed); [] = the one-camera shorthand "
+                        "image_topic")
     node.declare_parameter("image_sync_slop_s", 0.05, ParameterDescriptor(
         description="several cameras: frames of the cameras whose stamps are at most this far apart make one "
                     "observation (the first camera's stamp is the observation's)",
@@ -134,10 +145,22 @@ class FrameSync:
                 return chosen
         return None
 
+    def period(self, name: str) -> float | None:
+        """The camera's frame period from the spacing of its recent stamps (None: fewer than 2)."""
+        ts = sorted(f[1] for f in self.frames[name])
+        gaps = sorted(b - a for a, b in zip(ts, ts[1:]) if b - a > 1e-6)
+        return gaps[len(gaps) // 2] if gaps else None
+
     def partner_may_come(self, slop: float) -> bool:
-        """True when another camera's newest frame is older than the first camera's newest frame by
-        more than slop: its frame of that moment may still be in flight (worth a short wait)."""
+        """True when another camera's frame of the moment of the first camera's newest frame (t) may
+        still be in flight: its newest frame is older than t by more than half its frame period (its
+        next one would be nearer t) and that next one is due within t + slop. Worth a short wait."""
         if self.missing():
             return False
         t = self.frames[self.names[0]][-1][1]
-        return any(self.frames[n][-1][1] < t - slop - 1e-9 for n in self.names[1:])
+        for n in self.names[1:]:
+            last = max(f[1] for f in self.frames[n])
+            period = self.period(n) or 2.0 * max(slop, 1e-3)
+            if last < t and t - last > 0.5 * period and last + period <= t + slop + 1e-9:
+                return True
+        return False

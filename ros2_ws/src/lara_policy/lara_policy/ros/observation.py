@@ -342,8 +342,6 @@ class ObservationAssembler:
                 chosen = None if missing else self.frames.newest_set(slop)
                 if missing or len(self.cameras) == 1 or not self.frames.partner_may_come(slop):
                     break
-                if chosen is not None and chosen[self.camera_name][1] >= self.frames.latest(self.camera_name)[1]:
-                    break
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break

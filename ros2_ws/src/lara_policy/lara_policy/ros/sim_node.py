@@ -7,8 +7,11 @@ Every control tick (control_rate_hz) it
      A command older than command_timeout_s, or none at all, means zero motion: the env
      is not stepped (the arm holds still, no step budget is used). The gripper keeps its
      last command.
-  2. renders the camera and publishes image (rgb8, stamp = render time), joint states
-     (arm joints + the gripper joint), end-effector pose, goal point and task success.
+  2. renders the camera(s) and publishes each image (rgb8, stamp = render time, the same for
+     every camera of a tick), joint states (arm joints + the gripper joint), end-effector pose,
+     goal point and task success. `cameras` lists several (e.g. [corner4, gripperPOV] for a
+     two-camera checkpoint): the first on image_topic, the others on /camera/<name>/image_raw
+     (topics.camera_topics) unless `image_topics` names them.
 
 Services: std_srvs/Trigger `reset_service` starts a new episode with the current `task`
 and `seed` parameters (set them first, e.g. `ros2 param set /sim_node seed 7`); with
@@ -31,6 +34,7 @@ from std_msgs.msg import Bool, Float64, String
 from std_srvs.srv import Trigger
 
 from lara_policy.ros import topics
+from lara_policy.ros.cameras import declare_string_list
 from lara_policy.ros.codec import rgb_to_image_msg, sec_to_stamp
 from lara_policy.ros.params import declare, qos_from_params
 from lara_policy.ros.node_main import spin_node
@@ -44,8 +48,12 @@ class SimNode(Node):
         self.seed = p("seed", 0, "layout seed used at the next reset (>= 0)", min_value=0)
         self.auto_increment_seed = p("auto_increment_seed", False,
                                      "advance the seed parameter by one after every reset")
-        self.camera = p("camera", "corner4", "Meta-World camera rendered to the image topic",
-                        read_only=True)
+        self.camera = p("camera", "corner4", "Meta-World camera rendered to image_topic (the one-camera "
+                        "shorthand of cameras)", read_only=True)
+        cams = declare_string_list(self, "cameras", "Meta-World cameras to render and publish, in order "
+                                   "([] = [camera]); the first on image_topic, the others on image_topics")
+        cam_topics = declare_string_list(self, "image_topics", "one topic per camera of cameras ([] = image_topic, "
+                                         "then /camera/<name>/image_raw for the others)")
         self.image_width = p("image_width", 64, "rendered image width (px)", read_only=True,
                              min_value=8, max_value=1024)
         self.image_height = p("image_height", 64, "rendered image height (px)", read_only=True,
@@ -93,6 +101,12 @@ class SimNode(Node):
             ("reset_service", topics.SIM_RESET, "reset service (std_srvs/Trigger)"),
         ]}
         self.topics = t
+        self.cameras = cams or [self.camera]
+        self.camera = self.cameras[0]
+        self.image_topics = cam_topics or topics.camera_topics(self.cameras, t["image_topic"])
+        if len(self.image_topics) != len(self.cameras):
+            raise ValueError(f"sim_node: image_topics {self.image_topics} must name one topic per camera of "
+                             f"cameras {self.cameras}")
         self.control_period = 1.0 / self.control_rate_hz
 
         self._lock = threading.RLock()
@@ -109,7 +123,9 @@ class SimNode(Node):
         self.episode = 0
         self._arm_joint_names: list[str] = []
 
-        self.image_pub = self.create_publisher(Image, t["image_topic"], qos_from_params(qos_rel, qos_depth))
+        self.image_pubs = {c: self.create_publisher(Image, topic, qos_from_params(qos_rel, qos_depth))
+                           for c, topic in zip(self.cameras, self.image_topics)}
+        self.image_pub = self.image_pubs[self.camera]
         self.joint_pub = self.create_publisher(JointState, t["joint_states_topic"], 10)
         self.pose_pub = self.create_publisher(PoseStamped, t["ee_pose_topic"], 10)
         self.goal_pub = self.create_publisher(PointStamped, t["goal_topic"], 10)
@@ -134,8 +150,8 @@ class SimNode(Node):
             if not ok:
                 self.get_logger().error(msg)
         self.get_logger().info(
-            f"sim_node: {self.task} camera {self.camera} {self.image_width}x{self.image_height} "
-            f"at {self.control_rate_hz:.1f} Hz, publishing {t['image_topic']}")
+            f"sim_node: {self.task} camera(s) {', '.join(self.cameras)} {self.image_width}x{self.image_height} "
+            f"at {self.control_rate_hz:.1f} Hz, publishing {', '.join(self.image_topics)}")
 
     # -- commands ------------------------------------------------------------------------
     def _on_twist(self, msg: TwistStamped) -> None:
@@ -223,7 +239,7 @@ class SimNode(Node):
                         self._env.close()
                         self._env = None
                     budget = int(self.get_parameter("max_episode_steps").value) or None
-                    self._env = MetaWorldEnv(task=task, cameras=(self.camera,),
+                    self._env = MetaWorldEnv(task=task, cameras=tuple(self.cameras),
                                              image_size=(self.image_height, self.image_width),
                                              max_steps=budget)
                     if self.fault != "none":
@@ -243,7 +259,7 @@ class SimNode(Node):
                 self.instruction = obs.instruction
                 self.steps = 0
                 self.episode += 1
-                self._publish(obs.images[self.camera])
+                self._publish(obs.images)
         except Exception as exc:  # noqa: BLE001 - reported to the caller, node stays up
             return False, f"sim reset failed ({task}, seed {seed}): {exc}"
         if self.get_parameter("auto_increment_seed").value:
@@ -300,15 +316,14 @@ class SimNode(Node):
                 self._budget_logged = True
                 self.get_logger().warning(f"sim_node: step budget {env.max_steps} used up; "
                                           "holding still until the next reset")
-            img = env.render_images()[self.camera]
-            self._publish(img)
+            self._publish(env.render_images())
 
-    def _publish(self, image: np.ndarray) -> None:
+    def _publish(self, images: dict[str, np.ndarray]) -> None:
         stamp_s = self.get_clock().now().nanoseconds * 1e-9
         stamp = sec_to_stamp(stamp_s)
         s = self._state
-        img = rgb_to_image_msg(image, stamp_s, frame_id=f"{self.camera}_camera")
-        self.image_pub.publish(img)
+        for cam, pub in self.image_pubs.items():     # every camera of the tick with the same stamp
+            pub.publish(rgb_to_image_msg(images[cam], stamp_s, frame_id=f"{cam}_camera"))
         js = JointState()
         js.header.stamp = stamp
         js.header.frame_id = self.frame_id

@@ -20,3 +20,10 @@ TASK_SUCCESS = "/lara/task_success"           # std_msgs/Bool (sim, or an operat
 SIM_RESET = "/lara/sim/reset"                 # std_srvs/Trigger
 RECORDER_START = "/lara/recorder/start"       # lara_msgs/srv/StartEpisode
 RECORDER_STOP = "/lara/recorder/stop"         # lara_msgs/srv/StopEpisode
+
+
+def camera_topics(cameras: list[str], first_topic: str = CAMERA_IMAGE) -> list[str]:
+    """The topic of each camera of a multi-camera graph (sim_node, `lara bringup`, the recorder's
+    bags): the first camera on `first_topic` (so one-camera consumers, command_node's watchdog and
+    the default recorder topics, see it unchanged), every other one on /camera/<name>/image_raw."""
+    return [first_topic] + [f"/camera/{name}/image_raw" for name in list(cameras)[1:]]
