@@ -48,12 +48,16 @@ def plan(steps: int = 40, idle_lead: int = 5, idle_tail: int = 5, seed: int = 0)
 def recorder_episode(out_dir: Path, episode_id: str = "episode_test_0", *, steps: int = 40, seed: int = 0,
                      t0: float = 1000.0, instruction: str = "reach the red goal", task: str = "reach-v3",
                      success: bool = True, flush_every: int = 15, image_size: int = 32,
-                     kill_after_segments: int | None = None, lose_metadata: bool = False) -> Path:
+                     kill_after_segments: int | None = None, lose_metadata: bool = False,
+                     extra_cameras: dict[str, float] | None = None, extra_until: int | None = None) -> Path:
     """A recorder episode bag as `lara bringup sim` writes it: per control tick the sim's image,
     joint_states, ee_pose, goal, task_success (stamped t), then command_node's twist + gripper
     for the next tick; instruction at the start. With kill_after_segments the writer stops like
     a SIGKILL: later data stays in .partial (lost), episode_meta.json says 'recording';
-    lose_metadata also removes metadata.yaml (kill between a segment's move and its rewrite)."""
+    lose_metadata also removes metadata.yaml (kill between a segment's move and its rewrite).
+    extra_cameras {name: stamp offset s}: more cameras on /camera/<name>/image_raw (a multi-camera
+    sim_node), each frame 255 - the first camera's of its tick (so a pair can be checked), stamped
+    t + offset; extra_until: they stop after that many ticks (a camera that died)."""
     from lara_policy.formats.rosbag.writer import EpisodeBagWriter as _Segmenter, writer_typestore
 
     ts = writer_typestore()
@@ -83,6 +87,11 @@ def recorder_episode(out_dir: Path, episode_id: str = "episode_test_0", *, steps
         w("/camera/image_raw", "sensor_msgs/msg/Image", t + 0.002, M["sensor_msgs/msg/Image"](
             header=hdr(t, "corner4_camera"), height=image_size, width=image_size, encoding="rgb8",
             is_bigendian=0, step=image_size * 3, data=rgb.reshape(-1)))
+        for cam, off in (extra_cameras or {}).items():
+            if extra_until is None or k < extra_until:
+                w(f"/camera/{cam}/image_raw", "sensor_msgs/msg/Image", t + off + 0.003, M["sensor_msgs/msg/Image"](
+                    header=hdr(t + off, f"{cam}_camera"), height=image_size, width=image_size, encoding="rgb8",
+                    is_bigendian=0, step=image_size * 3, data=(255 - rgb).reshape(-1)))
         w("/joint_states", "sensor_msgs/msg/JointState", t + 0.002, M["sensor_msgs/msg/JointState"](
             header=hdr(t, "base"), name=["right_j0", "right_j1", "gripper"],
             position=np.array([0.1 * k, -0.2, grip]), velocity=np.zeros(0), effort=np.zeros(0)))

@@ -9,6 +9,10 @@ Rules (docs/bag_conversion.md, "Alignment"):
 - A step's action is the command in force when the NEXT frame of its segment was taken; the last
   frame of a segment has no next frame, so (as for the bag's last frame) its action is the
   command in force one period after it. The next segment's first frame never stands in.
+- Several cameras: the first camera's frames are the steps; every other camera gives the frame
+  nearest in stamp (stamped at most half a period after the step's frame: what policy_node pairs
+  within its slop); a step whose frame of another camera is older than max_age_s (that camera
+  stopped) is dropped.
 - A step is kept only when every mapped stream has started (cameras, state entries, the action
   and the gripper command): steps before the first message of any of them are dropped, never
   filled with 0. The one stream whose silence has a meaning is a Servo twist: no twist (before
@@ -101,6 +105,13 @@ def align(s, mapping, action_free: bool = False) -> Aligned:
     keep = np.ones(T, bool)
     for name, (tc, frames) in s.cameras.items():
         ii = _latest(tc, frame_t + 1e-6)
+        if name != cam0:
+            # another camera: its frame nearest the first camera's (stamped at most half a period
+            # after it: what policy_node pairs), and dropped when older than max_age_s (it stopped)
+            later = _latest(tc, frame_t + half)
+            nearer = (later > ii) & (np.abs(tc[np.maximum(later, 0)] - frame_t) < np.abs(frame_t - tc[np.maximum(ii, 0)]))
+            ii = np.where(nearer | (ii < 0), later, ii)
+            keep &= np.abs(frame_t - tc[np.maximum(ii, 0)]) <= mapping.max_age_s
         keep &= ii >= 0                     # a camera that has not started yet
         images[name] = np.stack([frames[max(i, 0)] for i in ii]).astype(np.uint8)
     state = np.zeros((T, len(mapping.state)), np.float32)

@@ -216,11 +216,27 @@ def yaml_error_line(exc) -> str:
     return f"not valid YAML at {where}{problem}" + (f" ({context})" if context else "") + hint
 
 
+def extra_cameras(topics: dict[str, str]) -> dict[str, str]:
+    """The cameras of a multi-camera graph beside /camera/image_raw (lara_policy.ros.topics.camera_topics:
+    /camera/<name>/image_raw, raw or /compressed), sorted by name: camera name -> topic."""
+    out = {}
+    for topic in sorted(topics):
+        parts = topic.strip("/").split("/")
+        if len(parts) in (3, 4) and parts[0] == "camera" and parts[2] == "image_raw" and \
+                parts[3:] in ([], ["compressed"]) and parts[1] not in out:
+            out[parts[1]] = topic
+    return out
+
+
 def recorder_mapping(topics: dict[str, str], camera_name: str = "corner4", rate_hz: float = 30.0,
                      ee_delta_scale_m: float = 0.01) -> dict:
     """The mapping a recorder episode needs (the graph of lara_bringup/config/sim.yaml), as the
-    YAML dict `--print-mapping` shows: entries only for topics present in the bag."""
-    m: dict = {"cameras": {camera_name: "/camera/image_raw"}, "rate_hz": rate_hz, "episodes": {"split": "recorder"},
+    YAML dict `--print-mapping` shows: entries only for topics present in the bag. camera_name is
+    the camera of /camera/image_raw; every /camera/<name>/image_raw in the bag is camera <name>
+    after it (a multi-camera graph: sim_node `cameras`)."""
+    cams = {camera_name: "/camera/image_raw"}
+    cams.update({n: t for n, t in extra_cameras(topics).items() if n != camera_name})
+    m: dict = {"cameras": cams, "rate_hz": rate_hz, "episodes": {"split": "recorder"},
                "state": [], "env": "lara-recorder"}
     if "/lara/ee_pose" in topics:
         m["state"] += [{"name": n, "topic": "/lara/ee_pose", "field": f} for n, f in _EE.items()]
@@ -244,11 +260,20 @@ def recorder_mapping(topics: dict[str, str], camera_name: str = "corner4", rate_
     return m
 
 
-def policy_mapping(topics: dict[str, str], state_names: list[str], camera_name: str, rate_hz: float,
+def policy_mapping(topics: dict[str, str], state_names: list[str], camera_name: str | list[str], rate_hz: float,
                    ee_delta_scale_m: float = 0.01, gripper_joint: str = "gripper") -> dict:
     """The mapping that rebuilds a policy's observation from a recorder bag exactly as policy_node
-    does (its state_names: hand_* <- /lara/ee_pose, goal_* <- /lara/goal, others joints)."""
-    m = recorder_mapping(topics, camera_name, rate_hz, ee_delta_scale_m)
+    does (its state_names: hand_* <- /lara/ee_pose, goal_* <- /lara/goal, others joints).
+    camera_name: the camera of /camera/image_raw, or a list of the policy's cameras (the first on
+    /camera/image_raw, the others on /camera/<name>/image_raw; ConvertError when one is missing)."""
+    names = [camera_name] if isinstance(camera_name, str) else list(camera_name)
+    m = recorder_mapping(topics, names[0], rate_hz, ee_delta_scale_m)
+    if len(names) > 1:
+        missing = [n for n in names[1:] if n not in m["cameras"]]
+        if missing:
+            raise ConvertError(f"the policy reads cameras {names}, but the bag has no /camera/<name>/image_raw for "
+                               f"{missing} (topics: {', '.join(sorted(topics))})")
+    m["cameras"] = {n: m["cameras"][n] for n in names}
     state = []
     for n in state_names:
         if n in _EE:
