@@ -1,7 +1,7 @@
 """Rotation actions (ee_delta_6d_gripper) from a bag to a trained model: a bag whose Servo twists
 rotate the tool converts to 7-D actions equal to the truth (rotation vectors in the twists' base
 frame, composed on the left: MoveIt Servo's convention), and `lara train` on that store trains a
-model with action_dim 7 (normalisation stats, chunk, ONNX export)."""
+model with action_dim 7 (normalisation stats, chunk, ONNX export, `lara eval bag` per dimension)."""
 from __future__ import annotations
 
 import json
@@ -124,3 +124,10 @@ def test_lara_train_on_the_rotation_store_gives_a_7d_policy_and_onnx(rot_store, 
     assert info["parity"]["n1"]["actions_max_abs"] < 1e-4, info["parity"]
     ort = LaraPolicy.from_checkpoint(ckpt, device="cpu", runtime="onnxruntime", onnx_dir=onnx)
     np.testing.assert_allclose(ort.predict_chunk(obs, seed=0).actions, chunk, atol=1e-4)
+    # `lara eval bag` replays the rotating bag through the 7-D checkpoint, scored per dimension
+    _, _, d = rot_store
+    assert lara(["eval", "bag", "--policy", str(ckpt), str(d / "bags"), "--mapping", str(d / "map.yaml"),
+                 "--out", str(tmp_path / "ev")]) == 0
+    res = json.loads((tmp_path / "ev" / "results.json").read_text())
+    assert res["action_dims"] == DIMS and res["policy"]["action_space"] == "ee_delta_6d_gripper"
+    assert all(np.isfinite(res["mae_per_dim"][k]) for k in DIMS)
