@@ -119,7 +119,9 @@ class MoveItPyBackend(Backend):
             tgt.pose.position.x, tgt.pose.position.y, tgt.pose.position.z = (float(v) for v in xyz)
             q = np.array([o.x, o.y, o.z, o.w])
             if cmd.angular_step is not None and np.any(cmd.angular_step != 0):
-                q = _quat_mul(_rotvec_to_quat(cmd.angular_step), q)   # rotation in the base frame
+                # a rotation vector about the base frame's axes, composed on the LEFT (q_delta * q:
+                # MoveIt Servo's twist convention, docs/runtime_command_recorder.md "Rotations")
+                q = _quat_mul(_rotvec_to_quat(cmd.angular_step), q)
                 q /= np.linalg.norm(q)
             tgt.pose.orientation.x, tgt.pose.orientation.y, tgt.pose.orientation.z, tgt.pose.orientation.w = \
                 (float(v) for v in q)

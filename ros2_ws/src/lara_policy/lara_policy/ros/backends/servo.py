@@ -26,7 +26,9 @@ ACTIVATIONS = ("auto", "switch_command_type", "start_servo", "none")
 
 class ServoBackend(Backend):
     """MoveIt Servo: publishes geometry_msgs/TwistStamped (twist = step / control period, m/s
-    and rad/s: Servo must run with `command_in_type: speed_units`).
+    and rad/s: Servo must run with `command_in_type: speed_units`), in `frame_id`; the angular
+    part is the step's rotation vector / period about frame_id's axes (Servo applies it about the
+    end-effector point, composed on the left: docs/runtime_command_recorder.md "Rotations").
     Zero motion = an all-zero twist, published every tick so Servo halts the arm.
 
     Activation (`activation`):
