@@ -450,6 +450,10 @@ def build_overrides(config: dict, args) -> dict[str, dict]:
         out["policy_node"]["device"] = args.device
     if paths["record_dir"]:
         out["recorder_node"]["output_dir"] = paths["record_dir"]
+    from lara_policy.ros.cameras import sim_camera_overrides     # a checkpoint with several cameras
+    per_node = {n: node_params(config, n) for n in robot_nodes(config)}
+    for node, extra in sim_camera_overrides(paths["checkpoint"], per_node).items():
+        out[node].update(extra)
     return out
 
 

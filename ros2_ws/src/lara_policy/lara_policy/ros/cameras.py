@@ -164,3 +164,37 @@ class FrameSync:
             if last < t and t - last > 0.5 * period and last + period <= t + slop + 1e-9:
                 return True
         return False
+
+
+def checkpoint_cameras(checkpoint: str) -> list[str]:
+    """The cameras a checkpoint reads (config.json model.vla.cameras; [] when unreadable: the node
+    that loads it reports that)."""
+    import json
+    import os
+    try:
+        with open(os.path.join(checkpoint, "config.json"), encoding="utf-8") as f:
+            cfg = json.load(f)
+        return [str(c) for c in cfg.get("model", cfg)["vla"]["cameras"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
+def sim_camera_overrides(checkpoint: str, params: dict[str, dict]) -> dict[str, dict]:
+    """`lara bringup` of a sim graph with a checkpoint that reads several cameras: sim_node renders
+    them (cameras), policy_node subscribes to them (image_topics) and recorder_node records them
+    (topics), on topics.camera_topics' names; whatever the config sets itself is kept. params: the
+    config's parameters per node (sim_node, policy_node, recorder_node)."""
+    from lara_policy.ros import topics as T
+    cams = checkpoint_cameras(checkpoint)
+    sim, pol, rec = (params.get(n, {}) for n in ("sim_node", "policy_node", "recorder_node"))
+    if len(cams) < 2 or "sim_node" not in params:
+        return {}
+    cams = list(sim.get("cameras") or cams)
+    names = list(sim.get("image_topics") or T.camera_topics(cams, sim.get("image_topic") or T.CAMERA_IMAGE))
+    out = {"sim_node": {"cameras": cams}, "policy_node": {}, "recorder_node": {}}
+    if not pol.get("image_topics"):
+        out["policy_node"]["image_topics"] = names
+    recorded = list(rec.get("topics") or [])
+    if recorded:
+        out["recorder_node"]["topics"] = recorded + [t for t in names if t not in recorded]
+    return out
