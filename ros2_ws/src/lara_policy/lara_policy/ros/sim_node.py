@@ -84,8 +84,13 @@ class SimNode(Node):
         self.frame_id = p("frame_id", "base", "frame of the pose/goal messages", read_only=True)
         self.fault = p("fault", "none", "inject a fault from fault_onset_step of every episode: none | frozen-arm | "
                        "frozen-camera | object-teleport (sim/faults.py)", read_only=True)
-        self.fault_onset_step = p("fault_onset_step", 60, "sim step at which the fault starts", read_only=True,
-                                  min_value=0)
+        self.fault_onset_step = p("fault_onset_step", 60, "sim step at which the fault starts (the first of the "
+                                  "range with fault_onset_max_step)", read_only=True, min_value=0)
+        self.fault_onset_max_step = p("fault_onset_max_step", -1, "> fault_onset_step: the onset is a seeded random step "
+                                      "in [fault_onset_step, this] per episode, a function of (fault_seed, layout "
+                                      "seed) as in `lara eval sim --fault-onset`; -1 = fixed", read_only=True,
+                                      min_value=-1)
+        self.fault_seed = p("fault_seed", 0, "seed of the random fault onset (sim/faults.py FaultSpec)", read_only=True)
         qos_rel = p("camera_qos_reliability", "reliable", "camera QoS: reliable | best_effort",
                     read_only=True)
         qos_depth = p("camera_qos_depth", 2, "camera QoS history depth", read_only=True, min_value=1)
@@ -244,8 +249,9 @@ class SimNode(Node):
                                              max_steps=budget)
                     if self.fault != "none":
                         from lara_policy.sim.faults import FaultSpec, FaultyEnv
-                        self._env = FaultyEnv(self._env, FaultSpec(self.fault, self.fault_onset_step,
-                                                                   self.fault_onset_step))
+                        self._env = FaultyEnv(self._env, FaultSpec(
+                            self.fault, self.fault_onset_step, max(self.fault_onset_step, self.fault_onset_max_step),
+                            self.fault_seed))
                     self._env_task = task
                     model = self._env.raw_env.model
                     self._arm_joint_names = [model.joint(i).name for i in range(min(7, model.njnt))
@@ -280,6 +286,11 @@ class SimNode(Node):
     @property
     def success(self) -> bool:
         return self._ever_success
+
+    @property
+    def fault_onset(self) -> int | None:
+        """The current episode's first faulty step (None: no fault injected)."""
+        return getattr(self._env, "onset", None) if self.fault != "none" else None
 
     @property
     def state(self) -> np.ndarray | None:
