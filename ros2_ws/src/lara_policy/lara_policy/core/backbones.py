@@ -86,11 +86,14 @@ class ConvBN(nn.Module):
     def __init__(self, cin: int, cout: int, kernel: int = 1, stride: int = 1, groups: int = 1, act: bool = True):
         super().__init__()
         self.kernel, self.stride, self.act = kernel, stride, act
-        self.conv = nn.Conv2d(cin, cout, kernel, stride, padding=0, groups=groups, bias=False)
+        # at stride 1 an odd kernel's "same" padding is symmetric: the conv pads itself (no extra copy,
+        # ~20% of the trunk's time at 128 px); at stride 2 it is asymmetric: padded in forward
+        self.conv = nn.Conv2d(cin, cout, kernel, stride, padding=kernel // 2 if stride == 1 else 0, groups=groups,
+                              bias=False)
         self.bn = nn.BatchNorm2d(cout, eps=BN_EPS)
 
     def forward(self, x):
-        if self.kernel > 1:
+        if self.stride > 1:
             x = _same_pad(x, self.kernel, self.stride)
         x = self.bn(self.conv(x))
         return F.relu6(x) if self.act else x
