@@ -2,8 +2,10 @@
 # Issue 25: the LAM fault monitor vs the hand-motion monitor on one checkpoint. Calibrate BOTH
 # detectors' thresholds on fault-free layouts (seeds 400000+; the lowest threshold at which none of
 # them raises a debounced alarm, x 1.05), then on other held-out layouts (100000+): normal episodes
-# (false alarms) and each fault. Episodes do not end on success before NORMAL_STEPS (400 = 5 s), so
-# every episode gives 5 s of normal operation or more. Resumable: finished steps are skipped.
+# (false alarms; LARA_MONITOR_NONE_EPISODES per task, default 3x) and each fault. Episodes end on
+# success (LARA_MONITOR_NORMAL_STEPS > 0 keeps them running after it: measured 2026-12-07, the
+# policy's post-success motions push both calibrated thresholds past usefulness, LAM 1.16, hand
+# 1.05). Resumable: finished steps are skipped.
 #   experiments/monitor_eval.sh [CKPT] [OUT] [EPISODES_PER_TASK] [TASKS]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -11,14 +13,16 @@ ckpt=${1:-models/lara-metaworld-mt3}
 out=${2:-results/monitor/$(basename "$ckpt")/calibrated}
 n=${3:-30}
 tasks=${4:-MT3}
-normal_steps=${LARA_MONITOR_NORMAL_STEPS:-400}
+normal_steps=${LARA_MONITOR_NORMAL_STEPS:-0}
+n_none=${LARA_MONITOR_NONE_EPISODES:-$((3 * n))}
 debounce=${LARA_MONITOR_DEBOUNCE:-3}   # chunks (8 steps each at --execute-k 8) over the threshold in a row
 common=(--policy "$ckpt" --tasks "$tasks" --episodes "$n" --execute-k 8 --videos 0 --quiet --monitor
         --monitor-debounce "$debounce" --monitor-normal-steps "$normal_steps")
 # calibration writes monitor.json into the checkpoint (both thresholds); a re-run after it is skipped
 [ -f "$out/calibration/results.json" ] || lara eval sim "${common[@]}" --seed-start 400000 --calibrate-monitor --out "$out/calibration"
 for fault in none frozen-arm frozen-camera object-teleport; do
-  [ -f "$out/$fault/results.json" ] || lara eval sim "${common[@]}" --seed-start 100000 --fault "$fault" --out "$out/$fault"
+  eps=$n; [ "$fault" = none ] && eps=$n_none
+  [ -f "$out/$fault/results.json" ] || lara eval sim "${common[@]}" --episodes "$eps" --seed-start 100000 --fault "$fault" --out "$out/$fault"
 done
 python - "$out" <<'PY'
 import json, sys
