@@ -16,9 +16,10 @@ and ROS side keep one image convention for every backbone.
 Tokens: the stride-16 feature map (112 channels; 8x8 at 128 px, 4x4 at 64 px: stages 1-5, 0.70M of
 the 4.65M parameters) -> LayerNorm -> Linear to `width` + a learned positional embedding, so the
 backbone is a drop-in for ConvEncoder (core/layers.py): (B, 3, S, S) -> (B, num_tokens, width).
-Stride 16 rather than 32: the last two stages hold 3.3M parameters and ~40% of the forward time at
-128 px, and their 4x4 (128 px) / 2x2 (64 px) grid is too coarse for small objects (docs/model.md,
-"Pretrained vision").
+Stride 16 rather than 32: stages 6-7 add 2.3M parameters and ~1.3x the encoder time at 128 px for a
+4x4 (128 px) / 2x2 (64 px) grid too coarse for small objects, while the DiT's cross-attention over
+64 rather than 16 tokens per camera costs no measurable sampling time (docs/model.md, "Pretrained
+vision", scripts/bench_vision.py).
 
 Training mode (`VLAConfig.vision_train`):
     frozen  no pretrained weight trains; the trunk runs without autograd (the projection and the
