@@ -35,6 +35,25 @@ def test_bench_ros_reports_latency_and_ticks(tiny_checkpoint, tmp_path):
                            and res["missed_ticks"] <= res["targets"]["missed_ticks"]), res
     assert res["sim_steps"] > 0 and res["model_id"].startswith("tiny-ros-test-")
     assert "camera -> command through ROS" in p.stdout
+    # the breakdown: every part measured, each a duration; the parts policy_node times add up to
+    # no more than camera -> chunk arrival at the probe
+    b = res["breakdown"]
+    for part in ("transport", "decode", "queue", "model", "publish", "delivery", "tick_wait"):
+        assert math.isfinite(b[f"{part}_p50_ms"]) and b[f"{part}_p50_ms"] >= 0, (part, b)
+    assert b["model_p50_ms"] > 0 and b["cam_to_publish_p50_ms"] <= res["cam_to_chunk_p95_ms"] + 1.0, (b, res)
+    assert b["tick_wait_p95_ms"] <= 1e3 / res["control_rate_hz"] * 1.5 + 5.0, b   # the next tick, not later
+    assert "camera -> command, p50 per part (ms): transport" in p.stdout
+
+
+def test_bench_ros_onnxruntime(tiny_checkpoint, tmp_path):
+    out = tmp_path / "bench.json"
+    p = subprocess.run([sys.executable, "-m", "lara_policy.cli", "bench", "ros", "--checkpoint", str(tiny_checkpoint),
+                        "--duration", "3", "--runtime", "onnxruntime", "--json", str(out)], env=os.environ.copy(),
+                       capture_output=True, text=True, timeout=240)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert res["runtime"] == "onnxruntime" and res["chunks_measured"] >= 3, res
+    assert "runtime onnxruntime" in p.stdout
 
 
 def test_bench_ros_with_policy_in_its_own_process(tiny_checkpoint, tmp_path):

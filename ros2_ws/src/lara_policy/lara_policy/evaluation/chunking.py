@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from lara_policy.core.rtc import rtc_guide
 from lara_policy.evaluation.harness import ChunkExecutor
-
-MIN_SOFT = 4       # guided steps after the delay at least (see DelayedChunkExecutor._guide)
-
 
 class DelayedChunkExecutor(ChunkExecutor):
     """ChunkExecutor's prediction (seeding, timing, listener, output checks) with a delayed,
@@ -49,23 +47,8 @@ class DelayedChunkExecutor(ChunkExecutor):
         self.starved = 0
 
     def _guide(self) -> tuple[np.ndarray, np.ndarray]:
-        """What the executing chunk will still do from the new chunk's first step on: indices
-        [0, delay) are executed for sure (weight 1), later ones were its plan (weight decaying
-        exponentially to 0 at the end of the overlap, as in RTC's soft mask). When its plan ends
-        before the new chunk's first MIN_SOFT free steps (s + delay close to H), the plan is
-        continued by its last action, so the first executed action of the new chunk is guided too."""
-        rest = self._cur[self.s:]
-        if len(rest) < min(self.h, self.delay + MIN_SOFT):
-            extra = min(self.h, self.delay + MIN_SOFT) - len(rest)
-            rest = np.concatenate([rest, np.repeat(rest[-1:] if len(rest) else self._cur[-1:], extra, axis=0)])
-        n = len(rest)
-        w = np.ones(n, np.float32)
-        free = n - self.delay
-        if free > 0:
-            i = np.arange(free, dtype=np.float32)
-            c = (free - i) / (free + 1)
-            w[self.delay:] = c * (np.exp(c) - 1) / (np.e - 1)
-        return rest, w
+        """What the executing chunk will still do from the new chunk's first step on (core/rtc.py)."""
+        return rtc_guide(self._cur, self.s, self.delay, self.h)
 
     def act(self, obs) -> np.ndarray:
         t = self._t

@@ -12,6 +12,10 @@ Meta-World episode, and measures from a probe node subscribed to the graph's top
 - inference: policy_node's predict_chunk wall time.
 - control ticks: intervals between the command node's TwistStamped header stamps while armed;
   a gap of k periods (k >= 2, i.e. > 1.5 periods) counts k - 1 missed ticks.
+- breakdown (policy_node in this process): camera -> command split into transport, decode,
+  queue, model, publish (policy_node's own per-chunk timings, ros/chunk_timing.py), delivery
+  (chunk handed to DDS -> arrival at the probe) and tick wait (chunk arrival -> the first command
+  after it: the control loop runs on its own clock, so a chunk waits for the next tick).
 
 The policy is the config's checkpoint (or --checkpoint); without one, a RANDOM-INIT model of
 the default size is built (same inference cost as a trained one; reported as such).
@@ -89,19 +93,24 @@ class Probe:
                 self.twists.append((self.now(), self._s(msg.header.stamp)))
 
 
-def analyse(chunks, twists, period: float, warmup_s: float = 0.5) -> dict:
+def analyse(chunks, twists, period: float, warmup_s: float = 0.5, published: dict | None = None) -> dict:
+    """Figures from the probe's (arrival, stamp) of chunks and twists; `published` maps a chunk's
+    stamp to the time policy_node handed it to DDS (its timings), for the delivery part."""
     chunks = sorted(chunks)
     twists = sorted(twists)
     t_first = twists[0][0] if twists else 0.0
     arrivals = np.array([t for t, _ in twists])
-    cam_to_cmd, cam_to_chunk = [], []
+    cam_to_cmd, cam_to_chunk, tick_wait, delivery = [], [], [], []
     for arrival, stamp in chunks:
         if arrival < t_first + warmup_s:
             continue
         cam_to_chunk.append((arrival - stamp) * 1e3)
+        if published and stamp in published:
+            delivery.append((arrival - published[stamp]) * 1e3)
         i = int(np.searchsorted(arrivals, arrival, side="right"))
         if i < len(arrivals):
             cam_to_cmd.append((arrivals[i] - stamp) * 1e3)
+            tick_wait.append((arrivals[i] - arrival) * 1e3)
     stamps = np.array([s for _, s in twists if s > 0])
     stamps = stamps[stamps >= (stamps[0] + warmup_s if len(stamps) else 0)]
     intervals = np.diff(stamps) if len(stamps) > 1 else np.array([])
@@ -110,6 +119,8 @@ def analyse(chunks, twists, period: float, warmup_s: float = 0.5) -> dict:
         "cam_to_cmd_p50_ms": _pct(cam_to_cmd, 50), "cam_to_cmd_p95_ms": _pct(cam_to_cmd, 95),
         "cam_to_cmd_max_ms": float(max(cam_to_cmd)) if cam_to_cmd else float("nan"),
         "cam_to_chunk_p50_ms": _pct(cam_to_chunk, 50), "cam_to_chunk_p95_ms": _pct(cam_to_chunk, 95),
+        "delivery_p50_ms": _pct(delivery, 50), "tick_wait_p50_ms": _pct(tick_wait, 50),
+        "tick_wait_p95_ms": _pct(tick_wait, 95),
         "chunks_measured": len(cam_to_cmd),
         "ticks": int(len(stamps)), "missed_ticks": missed,
         "tick_interval_p50_ms": _pct(intervals * 1e3, 50), "tick_interval_p99_ms": _pct(intervals * 1e3, 99),
@@ -132,6 +143,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=positive_float, default=15.0, help="seconds armed and measured")
     parser.add_argument("--num-candidates", type=positive_int, default=1, help="> 1 runs the dynamics check")
     parser.add_argument("--device", default="", help="torch device (default: auto)")
+    parser.add_argument("--runtime", choices=("torch", "onnxruntime"), default="torch",
+                        help="policy_node's inference runtime (onnxruntime: the exported graphs, exported on "
+                             "first use when the checkpoint has none)")
+    parser.add_argument("--rtc", action="store_true", help="policy_node samples with real-time chunking (torch)")
     parser.add_argument("--control-priority", choices=("normal", "high", "realtime"), default="normal",
                         help="scheduling priority of the control thread, where permitted")
     parser.add_argument("--policy-process", action="store_true",
@@ -175,7 +190,8 @@ def run(args: argparse.Namespace) -> int:
     graph = None
     try:
         overrides = {"sim_node": {"task": args.task, "seed": args.seed_start, "auto_reset": True},
-                     "policy_node": {"checkpoint": ckpt, "num_candidates": int(args.num_candidates)}}
+                     "policy_node": {"checkpoint": ckpt, "num_candidates": int(args.num_candidates),
+                                     "runtime": args.runtime, "rtc": bool(args.rtc)}}
         if args.device:
             overrides["policy_node"]["device"] = args.device
         # the graph of `lara bringup`; with --policy-process its policy_node is a child process
@@ -208,17 +224,22 @@ def run(args: argparse.Namespace) -> int:
         probe.twists.clear()
         if pol is not None:
             pol.inference_ms.clear()
+            pol.timings.clear()
         graph.arm()
         load0 = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
         time.sleep(args.duration)
         probe.recording = False
         graph.disarm()
-        res = analyse(probe.chunks, probe.twists, period)
+        published = {r[0]: r[5] for r in pol.timings.records} if pol is not None else None
+        res = analyse(probe.chunks, probe.twists, period, published=published)
+        if pol is not None:
+            res["breakdown"] = {**pol.timings.summary(), "delivery_p50_ms": res["delivery_p50_ms"],
+                                "tick_wait_p50_ms": res["tick_wait_p50_ms"], "tick_wait_p95_ms": res["tick_wait_p95_ms"]}
         res.update({
             "control_rate_hz": 1.0 / period, "duration_s": args.duration,
             "inference_p50_ms": _pct(pol.inference_ms, 50) if pol else float("nan"),
             "inference_p95_ms": _pct(pol.inference_ms, 95) if pol else float("nan"),
-            "num_candidates": int(args.num_candidates),
+            "num_candidates": int(args.num_candidates), "runtime": args.runtime, "rtc": bool(args.rtc),
             "policy_in": "this process" if pol else "a separate process",
             "model_id": pol.meta.model_id if pol else "", "policy": source, "sim_steps": int(sim.steps),
             "sim_success": bool(sim.success), "sim_late_ticks": int(sim.late_ticks),
@@ -242,7 +263,14 @@ def run(args: argparse.Namespace) -> int:
     print(f"camera -> command through ROS: p50 {res['cam_to_cmd_p50_ms']:.1f} ms, p95 "
           f"{res['cam_to_cmd_p95_ms']:.1f} ms over {res['chunks_measured']} chunks (target p50 <= "
           f"{TARGET_CAM_TO_CMD_P50_MS:.0f} ms); camera -> chunk p50 {res['cam_to_chunk_p50_ms']:.1f} ms; "
-          f"inference p50 {res['inference_p50_ms']:.1f} ms (N={res['num_candidates']})")
+          f"inference p50 {res['inference_p50_ms']:.1f} ms (N={res['num_candidates']}, runtime {res['runtime']}"
+          f"{', rtc' if res['rtc'] else ''})")
+    b = res.get("breakdown")
+    if b:
+        parts = [("transport", "transport"), ("decode", "decode"), ("queue", "queue"), ("model", "model"),
+                 ("publish", "publish"), ("delivery", "delivery"), ("tick wait", "tick_wait")]
+        print("camera -> command, p50 per part (ms): " + ", ".join(f"{label} {b[f'{key}_p50_ms']:.1f}"
+                                                                    for label, key in parts))
     print(f"control ticks at {res['control_rate_hz']:.0f} Hz: {res['ticks']} ticks, {res['missed_ticks']} missed, "
           f"interval p50 {res['tick_interval_p50_ms']:.1f} ms, p99 {res['tick_interval_p99_ms']:.1f} ms, max "
           f"{res['tick_interval_max_ms']:.1f} ms; policy: {res['policy']}")

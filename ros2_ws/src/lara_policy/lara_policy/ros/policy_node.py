@@ -66,8 +66,10 @@ from lara_msgs.msg import ActionChunk, DynamicsCheck
 from lara_msgs.srv import SetInstruction
 from lara_policy.common.policy_api import DynamicsCheckResult, Observation
 from lara_policy.ros import topics
+from lara_policy.core.rtc import rtc_guide
 from lara_policy.ros.cameras import declare_camera_params, resolve_cameras, silence_reason
-from lara_policy.ros.codec import check_to_msg, chunk_to_msg, compressed_msg_to_rgb, image_msg_to_rgb
+from lara_policy.ros.chunk_timing import ChunkTimings
+from lara_policy.ros.codec import check_to_msg, chunk_to_msg, compressed_msg_to_rgb, image_msg_to_rgb, stamp_to_sec
 from lara_policy.ros.ee_pose import FrameMap, TfPoseRelay, resolve_source
 from lara_policy.ros.params import declare, match_publisher_reliability, qos_from_params, resolve_path
 from lara_policy.ros.node_main import spin_node
@@ -81,8 +83,9 @@ class PolicyLoadError(ValueError):
     """The checkpoint exists but cannot be loaded (corrupt, wrong version, LAM-only, ...)."""
 
 
-def load_policy(checkpoint: str, device: str = "", threads: int = 0):
-    """LaraPolicy from a checkpoint directory (clear error when missing)."""
+def load_policy(checkpoint: str, device: str = "", threads: int = 0, runtime: str = "torch"):
+    """LaraPolicy from a checkpoint directory (clear error when missing); runtime torch |
+    onnxruntime (the exported graphs in CKPT/onnx, exported on first use: core/export.py)."""
     import os
 
     if not checkpoint:
@@ -93,6 +96,8 @@ def load_policy(checkpoint: str, device: str = "", threads: int = 0):
                                 "`lara train`, or set the 'checkpoint' parameter / --checkpoint)")
     from lara_policy.core.policy import LaraPolicy
     kwargs = {"threads": threads} if threads > 0 else {}
+    if runtime != "torch":
+        kwargs["runtime"] = runtime
     try:
         return LaraPolicy.from_checkpoint(checkpoint, device=device or None, **kwargs)
     except (OSError, RuntimeError, ValueError, KeyError) as exc:   # CheckpointError is a RuntimeError
@@ -114,6 +119,13 @@ class PolicyNode(Node):
         self.torch_threads = p("torch_threads", 1, "CPU threads for inference (0 = the library default); "
                                "1 leaves cores to the control loop and the camera", read_only=True,
                                min_value=0, max_value=256)
+        self.runtime = p("runtime", "torch", "inference runtime: torch | onnxruntime (the exported graphs in "
+                         "CKPT/onnx, exported on first use; `lara export`); real-time chunking (rtc) needs torch",
+                         read_only=True)
+        p("rtc", False, "real-time chunking: each chunk is sampled with inpainting guidance toward what the "
+          "executing chunk will still do during the inference delay (core/rtc.py); runtime torch only")
+        p("rtc_delay_steps", -1, "the inference delay in control periods that rtc keeps exactly (-1 = the "
+          "measured camera -> publish p50 of the last chunks, rounded up)", min_value=-1, max_value=1000)
         self.inference_nice = p("inference_nice", 0, "nice increment of the inference thread (Linux; 0 = "
                                 "unchanged): control and camera threads of the process win", read_only=True,
                                 min_value=0, max_value=19)
@@ -198,7 +210,10 @@ class PolicyNode(Node):
         self.topics = t
         self.control_period = 1.0 / self.control_rate_hz
 
-        self.policy = policy if policy is not None else load_policy(self.checkpoint, self.device, self.torch_threads)
+        if self.runtime not in ("torch", "onnxruntime"):
+            raise ValueError(f"policy_node: runtime must be torch or onnxruntime, got '{self.runtime}'")
+        self.policy = policy if policy is not None else load_policy(self.checkpoint, self.device, self.torch_threads,
+                                                                     self.runtime)
         meta = self.policy.meta
         self.meta = meta
         self.camera_inputs = resolve_cameras(self.get_parameter("image_topics").value, t["image_topic"],
@@ -240,6 +255,8 @@ class PolicyNode(Node):
         self.chunks_published = 0
         self.checks_published = 0
         self.inference_ms: list[float] = []
+        self.timings = ChunkTimings()   # where camera -> chunk time goes (ros/chunk_timing.py; lara bench ros)
+        self._last_chunk: tuple[float, np.ndarray] | None = None    # (stamp, actions): rtc's executing chunk
 
         self.monitor = None
         if self.get_parameter("fault_monitor").value and hasattr(self.policy, "surprise"):
@@ -320,10 +337,16 @@ class PolicyNode(Node):
         """RGB of a raw or compressed image message (ImageConversionError when it cannot be)."""
         return compressed_msg_to_rgb(msg) if isinstance(msg, CompressedImage) else image_msg_to_rgb(msg)
 
+    def _now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
     def _on_image(self, msg, camera: str | None = None) -> None:
         camera = camera or self.camera_name
         self._image_arrival[camera] = time.monotonic()
+        arrival = self._now()
         if self.assembler.add_image(msg, camera):
+            if camera == self.camera_name:
+                self.timings.frame(stamp_to_sec(msg.header.stamp), arrival, self._now())
             self._new_image.set()
 
     def set_instruction(self, text: str) -> tuple[bool, str]:
@@ -354,6 +377,7 @@ class PolicyNode(Node):
             self.assembler.clear()
             self._surprise_pending.clear()
             self._surprise_last = float("nan")
+            self._last_chunk = None
             if self.monitor is not None:
                 self.monitor.reset()
         try:
@@ -396,14 +420,18 @@ class PolicyNode(Node):
             self._new_image.clear()
             if self._stop.is_set():
                 break
-            self._pair_surprise()
+            # a due prediction goes first; the surprise of an earlier chunk (a LAM forward) is
+            # computed after it, not on the camera -> chunk path
             if not self.get_parameter("enabled").value or time.monotonic() < next_due:
+                self._pair_surprise()
                 continue
             obs, key, why = self.snapshot()
             if obs is None:
                 self._reject(key, why)
+                self._pair_surprise()
                 continue
             if obs.stamp == last_stamp:
+                self._pair_surprise()
                 continue
             t_start = time.monotonic()
             try:
@@ -416,6 +444,7 @@ class PolicyNode(Node):
                 last_stamp = obs.stamp
                 period = int(self.get_parameter("replan_period_steps").value) * self.control_period
                 next_due = t_start + period - 0.5 * self.control_period
+            self._pair_surprise()
 
     def step(self, obs: Observation) -> bool:
         """Predict and publish one chunk for obs; False (and a log line) when nothing was published."""
@@ -423,8 +452,10 @@ class PolicyNode(Node):
         seed = int(self.get_parameter("seed").value)
         epoch = self._epoch
         t0 = time.perf_counter()
+        started = self._now()
         try:
-            pred = self.policy.predict_chunk(obs, num_candidates=n, seed=None if seed < 0 else seed)
+            pred = self.policy.predict_chunk(obs, num_candidates=n, seed=None if seed < 0 else seed,
+                                             **self._rtc_guide(obs.stamp))
         except ValueError as exc:
             self._reject("policy_input", f"policy refused the observation: {exc}")
             return False
@@ -432,6 +463,7 @@ class PolicyNode(Node):
             self._reject("policy_error", f"policy failed: {type(exc).__name__}: {exc}")
             return False
         latency_ms = (time.perf_counter() - t0) * 1e3
+        returned = self._now()
         actions = np.asarray(pred.actions, dtype=np.float32)
         if actions.ndim != 2 or actions.shape[1] != int(self.meta.action_dim) or not np.all(np.isfinite(actions)):
             self._reject("bad_output", f"policy returned invalid actions {actions.shape} "
@@ -451,6 +483,8 @@ class PolicyNode(Node):
         surprise, self._surprise_last = self._surprise_last, float("nan")   # each value reported once
         self.chunk_pub.publish(chunk_to_msg(actions, obs.stamp, self.control_period, self.meta.action_space,
                                             obs.instruction, self.meta.model_id, self.frame_id))
+        self.timings.chunk(obs.stamp, started, returned, self._now())
+        self._last_chunk = (obs.stamp, actions)
         self.chunks_published += 1
         if check is not None:
             self.check_pub.publish(check_to_msg(check, obs.stamp, surprise, self.frame_id))
@@ -464,6 +498,25 @@ class PolicyNode(Node):
                 if epoch == self._epoch:
                     self._surprise_pending.append((target, obs.stamp, latent, img))
         return True
+
+    def _rtc_guide(self, stamp: float) -> dict:
+        """predict_chunk's guide for real-time chunking ({} when off or nothing is executing)."""
+        if not self.get_parameter("rtc").value or self._last_chunk is None:
+            return {}
+        if getattr(self.policy, "runtime", "torch") != "torch":
+            self.get_logger().warning("policy_node: rtc needs runtime torch (the exported graph has the Euler loop "
+                                      "inside); sampling without guidance", throttle_duration_sec=self.log_throttle_s)
+            return {}
+        prev_stamp, prev = self._last_chunk
+        start = int(round((stamp - prev_stamp) / self.control_period))
+        if start >= len(prev) or start < 0:
+            return {}                    # the executing chunk has run out (or a reset): nothing to keep
+        delay = int(self.get_parameter("rtc_delay_steps").value)
+        if delay < 0:                    # the measured camera -> publish time, in control periods
+            p50 = self.timings.summary()["cam_to_publish_p50_ms"]
+            delay = int(math.ceil(p50 * 1e-3 / self.control_period)) if math.isfinite(p50) else 1
+        guide, weights = rtc_guide(prev, start, min(delay, len(prev) - 1), len(prev))
+        return {"guide": guide, "guide_weights": weights}
 
     def _pair_surprise(self) -> None:
         """Surprise of every pending chunk whose frame t + C has arrived (worker thread): the
