@@ -201,7 +201,7 @@ def run_episode(graph, probe, task: str, seed: int, kind: str, s: dict) -> dict:
         "hold_s": rel(hold_after[0][0]) if hold_after else None,
         "hold_step": hold_after[0][1] if hold_after else None,
         "hold_tick_s": rel(hold_tick), "hold_reason": hold_after[0][2] if hold_after else "",
-        "false_alarms": len(alarm_before), "false_holds": len([h for h in holds if onset_t is None or h[0] < onset_t]),
+        "false_alarms": len(alarm_before), "false_holds": int(any(onset_t is None or h[0] < onset_t for h in holds)),
         "moving_ticks_after_hold": sum(t.moving for t in after_hold), "ticks_after_hold": len(after_hold),
         # a fault nobody caught: command_node keeps commanding, the hand does not follow
         "commanding_share_while_frozen": (round(sum(t.moving for t in frozen_ticks) / len(frozen_ticks), 3)
@@ -251,7 +251,9 @@ def in_sim_reference(path: Path) -> dict:
         per[f"{e['task']}/{e['seed']}"] = {"onset_step": e.get("fault_onset"),
                                            "delay_s": round((alarms[0] - e["fault_onset"]) * METAWORLD_DT, 4)
                                            if alarms else None}
-    return {"file": str(path), "lam": d.get("monitor", {}).get("lam", {}),
+    root = os.environ.get("LARA_ROOT", "")
+    shown = os.path.relpath(path, root) if root and str(path).startswith(root) else str(path)
+    return {"file": shown, "lam": d.get("monitor", {}).get("lam", {}),
             "threshold": d.get("config", {}).get("monitor", {}).get("threshold"),
             "debounce": d.get("config", {}).get("monitor", {}).get("debounce"), "episodes": per}
 
@@ -285,7 +287,7 @@ def summarise(records: list[dict], ref: dict) -> dict:
         "missed_commanded_path_m_p50": _p([r["commanded_path_while_frozen_m"] for r in missed], 50),
         "missed_frozen_unheld_s_total": round(sum(r["frozen_s_unheld"] for r in missed), 1),
         "normal_episodes": sum(r["kind"] == "none" for r in records),
-        "false_alarms": fa, "false_holds": sum(r["false_holds"] for r in records),
+        "false_alarms": fa, "false_holds": sum(bool(r["false_holds"]) for r in records),
         "normal_sim_minutes": round(normal_steps * METAWORLD_DT / 60.0, 2),
         "normal_wall_minutes": round(normal_wall / 60.0, 2),
         "other_faults": sorted({f for r in records for f in r["other_faults"]}),
@@ -339,7 +341,7 @@ def table(records: list[dict], summary: dict, settings: dict, ref: dict, command
     for r in (r for r in records if r["kind"] == "none"):
         top = max((v for _, v in r["surprises"] if v is not None), default=None)
         lines.append(f"| {r['task']} | {r['seed']} | {r['steps']} | {r['wall_s']:.1f} | {r['false_alarms']} | "
-                     f"{r['false_holds']} | {_f(top, 3)} | {r['success']} |")
+                     f"{int(bool(r['false_holds']))} | {_f(top, 3)} | {r['success']} |")
     lines += [
         "", "Summary:", "",
         f"- detected {s['detected']}/{s['fault_episodes']} ({_f(s['detection_rate'])}); held {s['held']}; "
@@ -392,7 +394,9 @@ def _settings(args, ckpt: Path, config: dict) -> dict:
     return s
 
 
-def _graph(config: dict, s: dict, fault: str):
+def _graph(config: dict, s: dict, fault: str, policy=None):
+    """The sim/policy/command graph of `config` with the fault, the monitor and the hold set
+    (`policy`: an in-process policy object instead of the checkpoint's, for tests)."""
     from lara_policy.ros.bringup import Graph
     rate = {"control_rate_hz": s["control_rate_hz"]}
     lo, hi = s["fault_onset"]
@@ -401,7 +405,7 @@ def _graph(config: dict, s: dict, fault: str):
             "policy_node": {**rate, "checkpoint": s["checkpoint"], "num_candidates": 1, "fault_monitor": True,
                             "fault_monitor_threshold": s["threshold"], "fault_monitor_debounce": s["debounce"]},
             "command_node": {**rate, "hold_on_monitor_alarm": True}}
-    return Graph(config, ["sim_node", "policy_node", "command_node"], overrides=over)
+    return Graph(config, ["sim_node", "policy_node", "command_node"], overrides=over, policy=policy)
 
 
 def run(args: argparse.Namespace) -> int:
