@@ -182,6 +182,11 @@ def run(args: argparse.Namespace) -> int:
         ckpt = build_random_checkpoint(os.path.join(tmpdir.name, "random"), args.task)
         source = "random-init default-size model (no trained checkpoint found)"
 
+    if "ROS_DOMAIN_ID" not in os.environ:
+        # a private domain: another graph on this machine (a test, `lara bringup`) publishing the
+        # same topics would be counted as this graph's chunks and ticks (measured: 2x the ticks)
+        os.environ["ROS_DOMAIN_ID"] = str(150 + os.getpid() % 80)
+        print(f"lara bench ros: ROS_DOMAIN_ID {os.environ['ROS_DOMAIN_ID']} (private; set ROS_DOMAIN_ID to choose)")
     import rclpy
     from std_srvs.srv import Trigger
 

@@ -177,6 +177,8 @@ class ControlLoop:
                 self.scheduler.clear()
             else:
                 self._reject_reason = ""
+        if not refused and self._loop is not None and self.tick_on_chunk:
+            self._tick_now.set()        # command it now (control thread), re-phased: see tick_on_chunk
         if refused:
             model = _short(msg.model_id) if msg.model_id else "?"
             self.get_logger().error(f"{self._reject_reason} (model {model}); zero motion")
@@ -187,6 +189,9 @@ class ControlLoop:
         next_t = time.monotonic()
         while not self._loop_stop.is_set():
             next_t += self.period
+            if self._tick_now.is_set():         # a chunk arrived: tick now, the next one a period later
+                self._tick_now.clear()
+                next_t = time.monotonic() + self.period
             try:
                 self._tick()
             except Exception as e:  # noqa: BLE001 - e.g. context shut down: stop the loop, say why
@@ -197,11 +202,12 @@ class ControlLoop:
             if delay < -self.period:          # overrun by more than a period: resync, no burst
                 next_t = time.monotonic()
                 delay = 0.0
-            self._loop_stop.wait(max(0.0, delay))
+            self._tick_now.wait(max(0.0, delay))
 
     def _stop_loop(self) -> None:
         if self._loop is not None:
             self._loop_stop.set()
+            self._tick_now.set()
             if self._loop is not threading.current_thread():
                 self._loop.join(timeout=2.0)
             self._loop = None

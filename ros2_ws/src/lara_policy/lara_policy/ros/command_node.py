@@ -294,6 +294,8 @@ class CommandNode(ControlLoop, LifecycleNode):
             # does (rclpy's MultiThreadedExecutor was measured delivering a 30 Hz timer in pairs,
             # 66 ms apart). Shared state is guarded by self._lock.
             self._loop_stop = threading.Event()
+            self._tick_now = threading.Event()
+            self.tick_on_chunk = bool(self.p("tick_on_chunk")) and self.backend.commands_are_rates
             self._loop = threading.Thread(target=self._control_loop, name="command_node_control", daemon=True)
             self._loop.start()
         else:

@@ -134,6 +134,10 @@ _PARAMS = [
                                                                "Required on Humble (execute holds the GIL)."),
     ("control_thread", True, "Run the control loop on a dedicated thread with deadline scheduling "
                              "(wall clock); false = an rclpy timer on the node clock."),
+    ("tick_on_chunk", True, "With a rate backend (servo) and control_thread: a new chunk is commanded on arrival "
+                            "and the control clock re-phased to it (the next tick one period later), instead of "
+                            "waiting up to a period for the next tick. Position backends ignore it (an extra "
+                            "tick would add a step)."),
     ("status_rate_hz", 4.0, "SafetyStatus is published on every change and at this rate."),
     ("autostart", False, "Configure and activate at start (`ros2 run` waits for lifecycle transitions "
                          "unless this is true; the sim config and `arm:=true` set it)."),

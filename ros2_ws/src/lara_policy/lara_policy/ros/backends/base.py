@@ -13,6 +13,9 @@ class Backend:
     """Turns MotionCommands into messages. Subclasses set `name` and `action_spaces`."""
     name = "base"
     action_spaces: frozenset[str] = frozenset()
+    # True when a command is a rate (velocity) that the motion server integrates on its own clock:
+    # one sent early changes when it takes effect, not how far the arm goes (tick_on_chunk)
+    commands_are_rates = False
 
     def __init__(self, node, gripper_topic: str, period: float):
         self.node = node

@@ -45,6 +45,7 @@ class ServoBackend(Backend):
     any thread (a lifecycle service callback included) without blocking the caller's executor."""
     name = "servo"
     action_spaces = frozenset({"ee_delta_xyz_gripper", "ee_delta_6d_gripper"})
+    commands_are_rates = True      # twists in speed units
 
     def __init__(self, node, gripper_topic: str, period: float, twist_topic: str, frame_id: str,
                  activation: str = "none", servo_node: str = "/servo_node", wait_s: float = 5.0):
