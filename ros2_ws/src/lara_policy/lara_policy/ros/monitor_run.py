@@ -432,6 +432,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"lara monitor ros: {ckpt.name} threshold {s['threshold']:.4f} debounce {s['debounce']} "
           f"({s['threshold_source']}), {s['control_rate_hz']:g} Hz; {len(records)} episodes done, "
           f"{len(plan['fault'])} fault + {len(plan['none'])} fault-free to run -> {out}", flush=True)
+    if "ROS_DOMAIN_ID" not in os.environ and any(plan.values()):
+        # a private domain, as `lara bench ros`: another graph on this host (a test, `lara bringup`)
+        # would otherwise add its alarms, statuses and chunks to what this run measures
+        os.environ["ROS_DOMAIN_ID"] = str(150 + os.getpid() % 80)
     import rclpy
     for kind, todo in plan.items():
         if not todo:
