@@ -232,6 +232,15 @@ class ChunkDataset:
         """embeddings (n_instructions, T, 384) in the order of self.instructions."""
         self.text = (torch.from_numpy(embeddings), torch.from_numpy(mask))
 
+    def frames(self, index: np.ndarray) -> torch.Tensor:
+        """(B, n_cam, 3, S, S) uint8 images at flat step indices (core.loader.LazyChunkDataset reads
+        them from the files instead)."""
+        return self.images[index]
+
+    def primary_frames(self, index: np.ndarray) -> torch.Tensor:
+        """(B, 3, S, S) uint8 images of the primary camera (the LAM's) at flat step indices."""
+        return self.images[index, 0]
+
     def batch(self, index: np.ndarray, stats: NormStats, aug_shift: int = 0,
               shifts: torch.Tensor | None = None, photometric_params: torch.Tensor | None = None
               ) -> dict[str, torch.Tensor]:
@@ -248,13 +257,13 @@ class ChunkDataset:
         acts = acts * action_mask[..., None]
         state = (self.states[index] - np.asarray(s.state_mean, np.float32)) / np.asarray(s.state_std, np.float32)
         tc = np.minimum(index + self.offset, end)
-        images = self.images[index].float() / 255.0
+        images = self.frames(index).float() / 255.0
         text, text_mask = self.text
         ids = torch.from_numpy(self.instruction_id[index])
         return {
             "images": photometric(random_shift(images, aug_shift, shifts), photometric_params),
             "image_t": images[:, 0],
-            "image_tc": self.images[tc, 0].float() / 255.0,
+            "image_tc": self.primary_frames(tc).float() / 255.0,
             "state": torch.from_numpy(state.astype(np.float32)),
             "text": text[ids], "text_mask": text_mask[ids],
             "actions": torch.from_numpy(acts.astype(np.float32)),

@@ -34,12 +34,12 @@ from lara_policy.core.checkpoint import (CheckpointError, load_optimizer, load_t
                                          save_checkpoint)
 from lara_policy.core.configuration import PARADIGMS, VARIANTS, ModelConfig, TrainConfig
 from lara_policy.core.modeling import LaraModel, VectorQuantizer, count_parameters
-from lara_policy.core.optim import (CLIP_SCOPES, alignment_gradient_ratio, clip_gradients, lr_at, make_optimizer,
-                                  module_groups)
+from lara_policy.core.loader import StepLoader, open_dataset
+from lara_policy.core.optim import CLIP_SCOPES, lr_at, make_optimizer, module_groups
 from lara_policy.core.processing import ChunkDataset, NormStats
-from lara_policy.core.train_data import (BatchPrefetcher, build_model_config, global_batch_plan,
-                                         identity_stats, inherit_train_seeds, instruction_embeddings,
-                                         load_initial_weights, make_batch)
+from lara_policy.core.step import PRECISIONS, train_step, update_ema  # noqa: F401  (train_step: lara bench)
+from lara_policy.core.train_data import (build_model_config, identity_stats, inherit_train_seeds,
+                                         instruction_embeddings, load_initial_weights)
 from lara_policy.formats.sources import write_train_seeds
 from lara_policy.formats.store import StoreError
 from lara_policy.common.errors import non_negative_int, positive_int
@@ -102,33 +102,6 @@ def calibrate_null_effect(model: LaraModel, data: ChunkDataset, stats: NormStats
         img_t, img_tc = b["image_t"].to(device), b["image_tc"].to(device)
         effects.append(model.predicted_effect(img_t, model.lam.encode(img_t, img_tc)).cpu())
     return float(fraction * torch.cat(effects).median())
-
-
-def train_step(forward, model: LaraModel, optimizer: torch.optim.Optimizer, groups: dict, ema, batch: dict,
-               cfg: TrainConfig, variant: str, lam_only: bool, step: int, world: int = 1,
-               measure_ratio: bool = False) -> dict:
-    """One optimisation step exactly as `lara train` takes it (lr schedule, loss, clipping per
-    module group, LAM maintenance, EMA); `lara bench model` times this same function. groups:
-    core.optim.module_groups(model). measure_ratio (one process only): also put the
-    alignment-to-action gradient ratio into the result as `grad_ratio_lara_act`."""
-    for group in optimizer.param_groups:
-        group["lr"] = lr_at(step, cfg)
-    losses = forward(batch, variant, cfg.w_lara, cfg.w_lam, lam_only)
-    if measure_ratio and world == 1 and not lam_only and "vla" in groups:
-        ratio = alignment_gradient_ratio(losses, groups["vla"], cfg.w_lara)
-        if ratio is not None:
-            losses["grad_ratio_lara_act"] = torch.tensor(ratio)
-    optimizer.zero_grad(set_to_none=True)
-    losses["loss"].backward()
-    clip_gradients(groups, cfg.grad_clip, cfg.grad_clip_scope)
-    optimizer.step()
-    if hasattr(model, "lam") and variant != "frozen_lam" or lam_only:
-        model.lam.maintain()
-    if ema is not None:
-        update_ema(ema, model, min(cfg.ema_decay, (1 + step) / (10 + step)))
-    if world > 1 and hasattr(model, "lam"):
-        dist.broadcast(model.lam.quantizer.codebook.data, 0)   # dead-code re-seeding is rank-local
-    return losses
 
 
 @torch.no_grad()
@@ -195,6 +168,13 @@ def train(cfg: TrainConfig) -> Path:
         torch.cuda.set_device(device)
     if cfg.batch_size % world:
         raise ValueError(f"batch size {cfg.batch_size} is not divisible by the {world} processes")
+    if cfg.precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {cfg.precision!r}")
+    if cfg.grad_accum < 1 or cfg.workers < 0:
+        raise ValueError(f"grad_accum must be >= 1 and workers >= 0 (got {cfg.grad_accum}, {cfg.workers})")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {cfg.device}: CUDA is not available on this machine (torch "
+                         f"{torch.__version__}, built with CUDA {torch.version.cuda})")
     torch.set_num_threads(max(1, cfg.threads))
     seed_everything(cfg.seed + rank)
     out = Path(cfg.out)
@@ -209,7 +189,8 @@ def train(cfg: TrainConfig) -> Path:
             raise ValueError(f"--cameras {cameras} differ from the cameras of --init {cfg.init} "
                              f"({list(init_cfg.vla.cameras)}); post-training cannot change the camera set")
         cameras = list(init_cfg.vla.cameras)
-    data = ChunkDataset(cfg.data, cfg.video, cameras, image_size=cfg.model.vla.image_size
+    lazy = cfg.workers > 0
+    data = open_dataset(lazy, cfg.data, cfg.video, cameras, image_size=cfg.model.vla.image_size
                         if not cfg.init else read_config(cfg.init)[0].vla.image_size,
                         horizon=cfg.model.vla.horizon if not cfg.init else read_config(cfg.init)[0].vla.horizon,
                         offset=(cfg.model if not cfg.init else read_config(cfg.init)[0]).offset)
@@ -222,7 +203,7 @@ def train(cfg: TrainConfig) -> Path:
     data.attach_text(*text)
     val = None
     if cfg.val and not lam_only and config.has_vla:
-        val = ChunkDataset(cfg.val, [], data.info.cameras, image_size=config.vla.image_size,
+        val = open_dataset(lazy, cfg.val, [], data.info.cameras, image_size=config.vla.image_size,
                            horizon=config.vla.horizon, offset=config.offset)
         val.attach_text(*instruction_embeddings(val.instructions, config.vla.text_tokens, data.instructions, text))
         if val.num_labelled == 0:
@@ -266,7 +247,10 @@ def train(cfg: TrainConfig) -> Path:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         (out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
         print(f"lara train: paradigm={cfg.paradigm} variant={variant} params={count_parameters(model):,} "
-              f"samples={len(data)} (labelled {data.num_labelled}) device={device} world={world}")
+              f"samples={len(data)} (labelled {data.num_labelled}) device={device} world={world}"
+              + (f" precision={cfg.precision}" if cfg.precision != "fp32" else "")
+              + (f" grad_accum={cfg.grad_accum}" if cfg.grad_accum > 1 else "")
+              + (f" workers={cfg.workers} (lazy)" if lazy else ""))
 
     metrics_path = out / "metrics.csv"
     fields = ["step", "loss", "loss_act", "loss_lara", "loss_lam", "lam_recon", "lam_vq", "code_perplexity",
@@ -307,19 +291,17 @@ def train(cfg: TrainConfig) -> Path:
         model.lam.eval()
     t_last, n_since = time.perf_counter(), 0
 
-    def assemble(k: int) -> dict:
-        plan = global_batch_plan(k, cfg, len(data), config.vla.horizon, config.vla.action_dim, data.has_action > 0)
-        return make_batch(data, stats, plan, cfg, rank, world, device)
-
-    prefetch = BatchPrefetcher(assemble, start, cfg.steps)
+    loader = StepLoader(data, stats, cfg, rank, world, config.vla.horizon, config.vla.action_dim, start, cfg.steps,
+                        device, cfg.workers)
     last_val = start // max(1, cfg.val_every)
     for step in range(start, cfg.steps):
-        batch = prefetch.get(step)
+        batches = loader.get(step)
         log_now = (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps
-        losses = train_step(forward, model, optimizer, groups, ema, batch, cfg, variant, lam_only, step, world,
-                            measure_ratio=log_now and cfg.grad_ratio_every > 0
-                            and ((step + 1) % cfg.grad_ratio_every == 0 or step + 1 == cfg.steps))
-        n_since += cfg.batch_size
+        losses = train_step(forward, model, optimizer, groups, ema, batches["micro"], cfg, variant, lam_only, step,
+                            world, measure_ratio=log_now and cfg.grad_ratio_every > 0
+                            and ((step + 1) % cfg.grad_ratio_every == 0 or step + 1 == cfg.steps),
+                            act_weights=batches["act_weights"])
+        n_since += cfg.batch_size * cfg.grad_accum
         if rank == 0 and log_now:
             now = time.perf_counter()
             row = {"step": step + 1, "lr": f"{lr_at(step, cfg):.3g}", "samples_per_s": f"{n_since / (now - t_last):.1f}"}
@@ -350,7 +332,7 @@ def train(cfg: TrainConfig) -> Path:
             name = f"step_{step + 1:07d}"
             save(step + 1, ckpt_dir / name)
             (ckpt_dir / "latest.json").write_text(json.dumps({"path": f"checkpoints/{name}", "step": step + 1}))
-    prefetch.close()
+    loader.close()
     if progress is not None:
         progress.close()
 
@@ -377,19 +359,14 @@ def train(cfg: TrainConfig) -> Path:
             plot_metrics(metrics_path, out / "training_curves.png")
         except Exception as exc:   # a plot must never lose a finished run
             print(f"could not plot metrics: {exc}")
+    for d in (data, val):
+        if hasattr(d, "close"):
+            d.close()
     if world > 1:
         dist.barrier()
     if started_dist:
         dist.destroy_process_group()
     return final
-
-
-@torch.no_grad()
-def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    for e, p in zip(ema.parameters(), model.parameters()):
-        e.lerp_(p.detach(), 1 - decay)
-    for e, b in zip(ema.buffers(), model.buffers()):
-        e.copy_(b)
 
 
 def export_lam(model: LaraModel, config: ModelConfig, path: Path, extra: dict | None = None) -> Path:
@@ -453,7 +430,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="every N steps (at a logged step) log grad_ratio_lara_act = ||w_LARA grad L_LARA|| / "
                              "||grad L_ACT|| on the VLA weights both reach (two extra backward passes; 0 = off)")
     parser.add_argument("--threads", type=positive_int, default=d.threads, help="torch CPU threads")
-    parser.add_argument("--device", default="", help="cpu | cuda | cuda:1 (default: cuda when present, else cpu)")
+    parser.add_argument("--device", default="", help="cpu | cuda | cuda:1 (default: cuda when present, else cpu): "
+                        "the model, the batches, the EMA, validation and the final calibration")
+    parser.add_argument("--precision", choices=PRECISIONS, default=d.precision,
+                        help="fp32, or bf16: torch.autocast bfloat16 on the training forward (weights and "
+                             "optimizer fp32; CUDA, or CPU for testing); validation and calibration stay fp32")
+    parser.add_argument("--grad-accum", type=positive_int, default=d.grad_accum, metavar="N",
+                        help="micro-batches per optimizer step: the step trains on --batch-size x N samples "
+                             "(one clip, one step); exact for dit_only/frozen_lam, see core/step.py for the LAM")
+    parser.add_argument("--workers", type=non_negative_int, default=d.workers, metavar="N",
+                        help="0: load the stores into memory, batches on a thread (fastest when they fit); "
+                             "N: read images lazily from the files in N DataLoader processes (memory "
+                             "independent of the data's size; same batches)")
     add_list_option(parser, "--cameras", nargs="*", metavar="CAMERA",
                     help="cameras to use (default: all of the store; first = LAM's)")
     parser.add_argument("--image-size", type=positive_int, default=m.vla.image_size,
@@ -535,7 +523,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                        resume=args.resume, save_every=args.save_every, log_every=args.log_every,
                        grad_clip_scope=args.grad_clip_scope, grad_ratio_every=args.grad_ratio_every,
                        aug_shift=args.aug_shift, aug_photometric=args.aug_photometric, ema_decay=args.ema_decay,
-                       threads=args.threads, device=args.device,
+                       threads=args.threads, device=args.device, precision=args.precision,
+                       grad_accum=args.grad_accum, workers=args.workers,
                        tensorboard=args.tensorboard, progress=not args.quiet,
                        cameras=list(args.cameras or []), model=model)
 

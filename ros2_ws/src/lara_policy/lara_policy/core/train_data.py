@@ -139,7 +139,7 @@ def global_batch_plan(step: int, cfg: TrainConfig, num_samples: int, horizon: in
     samples and the rest from the labelled ones (else uniform over all samples, i.e. in
     proportion to their number)."""
     g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-    b = cfg.batch_size
+    b = cfg.batch_size * getattr(cfg, "grad_accum", 1)     # the step's whole batch (all micro-batches)
     if labelled is not None and cfg.video_fraction >= 0 and 0 < labelled.sum() < len(labelled):
         lab, free = np.flatnonzero(labelled), np.flatnonzero(~labelled)
         n_free = int(round(cfg.video_fraction * b))
@@ -164,14 +164,37 @@ def identity_stats(data: ChunkDataset) -> NormStats:
 
 
 def make_batch(data: ChunkDataset, stats: NormStats | None, plan: dict, cfg: TrainConfig, rank: int, world: int,
-               device: torch.device) -> dict:
+               device: torch.device, micro: int = 0) -> dict:
+    """This rank's slice of micro-batch `micro` of the step's plan: rows micro x batch_size
+    + [rank x per, (rank + 1) x per) with per = batch_size / world."""
     per = cfg.batch_size // world
-    sl = slice(rank * per, (rank + 1) * per)
+    first = micro * cfg.batch_size + rank * per
+    sl = slice(first, first + per)
     stats = stats if stats is not None else identity_stats(data)
     batch = data.batch(plan["index"][sl], stats, cfg.aug_shift, plan["shifts"][sl],
                        plan["photometric"][sl] if "photometric" in plan else None)
     batch["noise"], batch["tau"] = plan["noise"][sl], plan["tau"][sl]
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def micro_weights(plan: dict, labelled: np.ndarray, cfg: TrainConfig) -> list[float]:
+    """Per micro-batch of the step: its labelled count over the step's (all ranks), the weight of
+    its action terms in the accumulated gradient (core.step.micro_loss)."""
+    n, b = getattr(cfg, "grad_accum", 1), cfg.batch_size
+    counts = [float(labelled[plan["index"][j * b:(j + 1) * b]].sum()) for j in range(n)]
+    total = sum(counts)
+    return [c / total if total > 0 else 0.0 for c in counts]
+
+
+def step_batches(data: ChunkDataset, stats: NormStats | None, cfg: TrainConfig, step: int, rank: int, world: int,
+                 horizon: int, action_dim: int, device: torch.device) -> dict:
+    """Everything one step trains on: {"micro": [this rank's micro-batch, ...] (grad_accum of
+    them), "act_weights": [...]}; a pure function of (seed, step)."""
+    labelled = data.has_action > 0
+    plan = global_batch_plan(step, cfg, len(data), horizon, action_dim, labelled)
+    return {"micro": [make_batch(data, stats, plan, cfg, rank, world, device, micro=j)
+                      for j in range(getattr(cfg, "grad_accum", 1))],
+            "act_weights": micro_weights(plan, labelled, cfg)}
 
 
 class BatchPrefetcher:
