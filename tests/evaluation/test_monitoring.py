@@ -119,8 +119,9 @@ def test_eval_sim_fault_monitor_end_to_end(tmp_path, capsys):
     assert lara_main([*common, "--seed-start", "300100", "--fault", "frozen-camera", "--fault-onset", "20,30",
                       "--out", str(tmp_path / "fault")]) == 0
     res = json.loads((tmp_path / "fault" / "results.json").read_text())
-    assert set(res["monitor"]) == {"lam", "hand"}
-    for det in ("lam", "hand"):
+    assert set(res["monitor"]) == {"lam", "lam_stall", "hand"}
+    assert cfg.stall_threshold is not None
+    for det in ("lam", "lam_stall", "hand"):
         assert res["monitor"][det]["fault_episodes"] + sum(not e["fault_reached"] for e in res["episodes"]) == 2
     assert all(20 <= e["fault_onset"] <= 30 for e in res["episodes"])
     assert "monitor lam:" in capsys.readouterr().out
@@ -153,3 +154,27 @@ def test_debounced_calibration_is_the_lowest_threshold_without_an_alarm():
     assert any(a > t - 1e-3 and b > t - 1e-3 for a, b in zip(seqs[1], seqs[1][1:]))   # ... but just below it
     with pytest.raises(ValueError, match="too short"):
         calibrate_debounced([[0.1]], debounce=3)
+
+
+def test_stall_score_is_zero_as_predicted_and_positive_when_nothing_moves():
+    """LaraModel.stall: the observed change equal to the predicted one scores 0; the same
+    prediction while the camera sees nothing change (I_t, I_t) scores 1 - cos(predicted, null) > 0."""
+    import torch
+    from lara_policy.core.configuration import ModelConfig
+    from lara_policy.core.modeling import LaraModel
+    torch.manual_seed(0)
+    m = ModelConfig(name="tiny", variant="lara")
+    m.vla.image_size, m.vla.width, m.vla.depth, m.vla.heads, m.vla.vision_channels = 32, 32, 2, 2, [8, 16]
+    m.vla.align_block = 1
+    m.lam.image_size, m.lam.width, m.lam.num_queries, m.lam.latent_dim, m.lam.codebook_size = 16, 32, 4, 8, 16
+    m.lam.channels, m.lam.patch_size = [16, 32], 4
+    model = LaraModel(m).eval()
+    a, b = torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        moved = model.lam.encode(a, b)
+        null = model.lam.encode(a, a)
+    expect = 1 - torch.nn.functional.cosine_similarity(moved.flatten(1), null.flatten(1)).item()
+    assert model.stall(moved, a, b) == pytest.approx(0.0, abs=1e-5)          # moved as predicted
+    assert model.stall(moved, a, a) == pytest.approx(expect, abs=1e-5)       # predicted a move, saw none
+    assert model.stall(null, a, a) == pytest.approx(0.0, abs=1e-5)           # predicted none, saw none
+    assert model.stall(-null, a, a) == pytest.approx(2.0, abs=1e-5)          # the opposite of "nothing"

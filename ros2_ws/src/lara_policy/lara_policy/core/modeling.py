@@ -335,6 +335,17 @@ class LaraModel(nn.Module):
         z_obs = self.lam.encode(image_t, image_tc).flatten(1)
         return float(1 - F.cosine_similarity(z_obs, predicted_latent.flatten(1), dim=-1).mean())
 
+    @torch.no_grad()
+    def stall(self, predicted_latent, image_t, image_tc):
+        """Motion predicted, none seen: cos(observed, null) - cos(predicted, null), where null is
+        the LAM's latent of (I_t, I_t) ("nothing happens"). Near 0 when the world moved as
+        predicted (or nothing was predicted to move), up to 2 when the chunk predicted a change
+        and the camera saw none: a jammed arm or a frozen camera, whatever the direction."""
+        z_obs = self.lam.encode(image_t, image_tc).flatten(1)
+        z_null = self.lam.encode(image_t, image_t).flatten(1)
+        pred = predicted_latent.flatten(1)
+        return float((F.cosine_similarity(z_obs, z_null, dim=-1) - F.cosine_similarity(pred, z_null, dim=-1)).mean())
+
 
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())

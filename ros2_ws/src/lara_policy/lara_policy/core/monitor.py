@@ -54,6 +54,7 @@ class MonitorConfig:
     quantile: float = 0.999          # of the calibration episodes' surprises
     calibration: dict = field(default_factory=dict)    # where the threshold came from
     hand_threshold: float | None = None   # the hand-motion detector's, calibrated the same way (None: 0.8)
+    stall_threshold: float | None = None  # the LAM stall score's (motion predicted, none seen), the same way
 
     def save(self, checkpoint: str | Path) -> Path:
         from lara_policy.common.fileio import write_json
@@ -65,7 +66,8 @@ class MonitorConfig:
         if not p.exists():
             return None
         d = json.loads(p.read_text())
-        return cls(**{k: d[k] for k in ("threshold", "debounce", "quantile", "calibration", "hand_threshold")
+        return cls(**{k: d[k] for k in ("threshold", "debounce", "quantile", "calibration", "hand_threshold",
+                                                "stall_threshold")
                       if k in d})
 
 
@@ -73,10 +75,11 @@ class SurpriseMonitor:
     """Feed it every chunk prediction (`on_chunk`) and every frame (`on_frame`); `alarms` lists
     the steps at which an alarm was raised."""
 
-    def __init__(self, policy, threshold: float, debounce: int = 2):
+    def __init__(self, policy, threshold: float, debounce: int = 2, score: str = "surprise"):
         if not getattr(policy.config, "has_lam", False):
             raise ValueError("the LAM monitor needs a checkpoint with a LAM (not variant dit_only)")
         self.policy, self.threshold, self.debounce = policy, float(threshold), int(debounce)
+        self.score = score          # "surprise" (1 - cos to the prediction) or "stall" (LaraModel.stall)
         self._debounce = Debounce(self.threshold, self.debounce)
         self.offset = int(policy.config.offset)            # C: the LAM's frame gap
         self.camera = policy.meta.cameras[0]
@@ -99,7 +102,8 @@ class SurpriseMonitor:
             t0, img0, z = self._pending.popleft()
             if t0 + self.offset < step:          # a frame was skipped: that prediction cannot be judged
                 continue
-            score = float(self.policy.surprise(z, img0, image))
+            score = float(self.policy.surprise(z, img0, image) if self.score == "surprise"
+                          else self.policy.surprise(z, img0, image, score=self.score))
             self.surprises.append((int(step), score))
             if self._debounce.score(score):
                 self.alarms.append(int(step))

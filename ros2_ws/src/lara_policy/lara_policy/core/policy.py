@@ -253,9 +253,13 @@ class LaraPolicy:
                     f"{float(effect.max()):.4g} < null threshold {threshold:.4g})") if all_null else "",
             predicted_latent=pred_z[chosen].float().cpu().numpy()), consensus.float().cpu().numpy()
 
-    def surprise(self, predicted_latent: np.ndarray, image_t: np.ndarray, image_tC: np.ndarray) -> float:
-        """1 - cos between the LAM latent of the OBSERVED transition (I_t, I_{t+C}) and the latent
-        predicted for the executed chunk: 0 = as predicted, 1 = unrelated, 2 = opposite."""
+    def surprise(self, predicted_latent: np.ndarray, image_t: np.ndarray, image_tC: np.ndarray,
+                 score: str = "surprise") -> float:
+        """score "surprise": 1 - cos between the LAM latent of the OBSERVED transition (I_t, I_{t+C})
+        and the latent predicted for the executed chunk (0 = as predicted, 1 = unrelated, 2 =
+        opposite); "stall": motion predicted, none seen (LaraModel.stall)."""
+        if score not in ("surprise", "stall"):
+            raise ValueError(f"score must be surprise or stall, got {score!r}")
         if not self.config.has_lam:
             raise ValueError("this checkpoint has no LAM (variant dit_only): surprise is unavailable")
         lam = self.config.lam
@@ -267,4 +271,5 @@ class LaraPolicy:
         a = image_to_tensor(image_t, size, f"image_t ('{primary}')")[None].to(self.device)
         b = image_to_tensor(image_tC, size, f"image_tC ('{primary}')")[None].to(self.device)
         with self._lock, torch.inference_mode():
-            return self.model.surprise(torch.from_numpy(z)[None].to(self.device), a, b)
+            fn = self.model.surprise if score == "surprise" else self.model.stall
+            return fn(torch.from_numpy(z)[None].to(self.device), a, b)

@@ -23,6 +23,7 @@ class MonitorSpec:
     debounce: int = 2
     post_onset_steps: int = 240        # a fault episode ends this long after the onset (3 s at 80 Hz)
     hand_threshold: float = 0.8        # the hand-motion detector's shortfall threshold (inf: collect only)
+    stall_threshold: float | None = None   # the LAM stall score's (None: not run; inf: collect only)
     normal_steps: int = 0              # > 0: success does not end an episode before this step (more
                                        # minutes of normal operation per episode, as a robot keeps running)
 
@@ -36,26 +37,32 @@ def resolve_threshold(spec: MonitorSpec, checkpoint: str | None) -> MonitorSpec:
                          "with `lara eval sim --policy CKPT --monitor --calibrate-monitor` on fault-free held-out "
                          "layouts, or give --monitor-threshold")
     hand = cfg.hand_threshold if cfg.hand_threshold is not None else spec.hand_threshold
-    return dataclasses.replace(spec, threshold=cfg.threshold, debounce=cfg.debounce, hand_threshold=hand)
+    stall = cfg.stall_threshold if cfg.stall_threshold is not None else spec.stall_threshold
+    return dataclasses.replace(spec, threshold=cfg.threshold, debounce=cfg.debounce, hand_threshold=hand,
+                               stall_threshold=stall)
 
 
 class EpisodeMonitors:
     def __init__(self, policy, action_scale: float, spec: MonitorSpec):
-        self.lam = None
+        self.lam = self.stall = None
         if getattr(getattr(policy, "config", None), "has_lam", False):
             self.lam = SurpriseMonitor(policy, spec.threshold if spec.threshold is not None else float("inf"),
                                        spec.debounce)
+            if spec.stall_threshold is not None:
+                self.stall = SurpriseMonitor(policy, spec.stall_threshold, spec.debounce, score="stall")
         window = int(policy.config.offset) if hasattr(policy, "config") else 16
         self.hand = HandMotionMonitor(action_scale, window=window, threshold=spec.hand_threshold, debounce=spec.debounce)
         self.camera = policy.meta.cameras[0] if policy.meta.cameras else None
 
     def on_prediction(self, step: int, obs, pred) -> None:
-        if self.lam is not None and self.camera in obs.images:
-            self.lam.on_chunk(step, obs.images[self.camera], pred.info.get("predicted_latent"))
+        for mon in (self.lam, self.stall):
+            if mon is not None and self.camera in obs.images:
+                mon.on_chunk(step, obs.images[self.camera], pred.info.get("predicted_latent"))
 
     def on_step(self, step: int, obs, action) -> None:
-        if self.lam is not None and self.camera in obs.images:
-            self.lam.on_frame(step, obs.images[self.camera])
+        for mon in (self.lam, self.stall):
+            if mon is not None and self.camera in obs.images:
+                mon.on_frame(step, obs.images[self.camera])
         self.hand.on_step(step, obs.state[:3], action)
 
     def record(self) -> dict:
@@ -63,6 +70,9 @@ class EpisodeMonitors:
         if self.lam is not None:
             out["lam"] = {"alarms": list(self.lam.alarms),
                           "surprises": [round(s, 5) for _, s in self.lam.surprises]}
+        if self.stall is not None:
+            out["lam_stall"] = {"alarms": list(self.stall.alarms),
+                                "surprises": [round(s, 5) for _, s in self.stall.surprises]}
         return out
 
 

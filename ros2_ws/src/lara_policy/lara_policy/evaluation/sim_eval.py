@@ -154,7 +154,7 @@ def _fault_and_monitor(args, factory):
         if fault is not None:
             raise ValueError("--calibrate-monitor calibrates on normal episodes: drop --fault")
         return None, MonitorSpec(float("inf"), args.monitor_debounce, hand_threshold=float("inf"),
-                                 normal_steps=args.monitor_normal_steps)
+                                 stall_threshold=float("inf"), normal_steps=args.monitor_normal_steps)
     ckpt = factory.path if isinstance(factory, CheckpointPolicyFactory) else None
     spec = MonitorSpec(args.monitor_threshold, args.monitor_debounce, normal_steps=args.monitor_normal_steps)
     return fault, resolve_threshold(spec, ckpt)
@@ -169,23 +169,29 @@ def _calibrate(args, factory, res) -> None:
         threshold, how = calibrate_threshold(surprises, args.monitor_quantile), f"quantile {args.monitor_quantile} x 1.1"
     else:                             # the lowest threshold without a debounced alarm on these episodes (x 1.05)
         threshold, how = calibrate_debounced(seqs, args.monitor_debounce), "debounced, no alarm on calibration x 1.05"
-    # the hand-motion detector calibrated the same way on the same episodes: a fair comparison
+    # the hand-motion detector and the LAM stall score calibrated the same way on the same
+    # episodes: a fair comparison
+    def same_way(detector: str, key: str) -> float | None:
+        seqs = [r.get("monitor", {}).get(detector, {}).get(key, []) for r in res["episodes"]]
+        try:
+            return calibrate_debounced(seqs, args.monitor_debounce)
+        except ValueError:            # no episode had `debounce` judged windows: keep the default
+            return None
     hand_seqs = [r.get("monitor", {}).get("hand", {}).get("scores", []) for r in res["episodes"]]
-    try:
-        hand = calibrate_debounced(hand_seqs, args.monitor_debounce)
-    except ValueError:                # no episode had `debounce` judged windows: keep the default
-        hand = None
+    hand, stall = same_way("hand", "scores"), same_way("lam_stall", "surprises")
     minutes = sum(r["length"] for r in res["episodes"]) * 0.0125 / 60.0      # Meta-World's control step
     cfg = MonitorConfig(threshold, args.monitor_debounce, args.monitor_quantile,
                         {"tasks": sorted(res["per_task"]), "episodes": res["episodes_total"], "surprises": len(surprises),
                          "seed_start": args.seed_start, "surprise_p50": float(sorted(surprises)[len(surprises) // 2]),
                          "surprise_max": float(max(surprises)), "method": how, "normal_minutes": round(minutes, 2),
                          "normal_steps": args.monitor_normal_steps,
-                         "hand_scores": sum(len(q) for q in hand_seqs)}, hand_threshold=hand)
+                         "hand_scores": sum(len(q) for q in hand_seqs)}, hand_threshold=hand,
+                        stall_threshold=stall)
     cfg.save(args.out)
     if isinstance(factory, CheckpointPolicyFactory):
         cfg.save(factory.path)
     print(f"monitor threshold {cfg.threshold:.4f} ({how}; {len(surprises)} surprises, debounce {cfg.debounce}); "
-          f"hand-motion detector threshold {'-' if hand is None else f'{hand:.4f}'} (same method); "
+          f"hand-motion detector threshold {'-' if hand is None else f'{hand:.4f}'}, LAM stall score threshold "
+          f"{'-' if stall is None else f'{stall:.4f}'} (same method); "
           f"wrote monitor.json into {args.out}" + (f" and {factory.path}" if isinstance(factory, CheckpointPolicyFactory)
                                                   else ""))
