@@ -226,3 +226,74 @@ def test_lazy_workers_run_trains_the_in_memory_run_bit_for_bit(stores, tmp_path)
     wa, wb = load_file(str(a / "model.safetensors")), load_file(str(b / "model.safetensors"))
     assert wa.keys() == wb.keys()
     assert all(torch.equal(wa[k], wb[k]) for k in wa), [k for k in wa if not torch.equal(wa[k], wb[k])][:5]
+
+
+# -- frozen-feature cache ----------------------------------------------------------------------
+
+def _frozen_model_config(mode: str = "frozen"):
+    m = tiny_model_config("dit_only")
+    m.vla.vision_backbone, m.vla.vision_train, m.vla.vision_weights = "efficientnet_lite0", mode, ""
+    return m
+
+
+def test_feature_cache_feeds_the_frozen_features_of_each_frame(stores, tmp_path):
+    """A frozen backbone, no augmentation: every frame's frozen features computed once into a
+    memory-mapped float16 file; a batch carries them (== vision.features of its images within
+    float16 rounding) and the model's loss on it equals the loss on the images."""
+    from lara_policy.core.features import build_feature_cache, cache_reason
+    ds, _ = _pair([stores["two_cams"]])
+    stats = ds.fit_stats()
+    cfg = tiny_train_config("/tmp", [stores["two_cams"]], batch_size=8, aug_shift=0, variant="dit_only",
+                            model=_frozen_model_config())
+    torch.manual_seed(0)
+    model = LaraModel(_frozen_model_config()).train()
+    assert cache_reason(model, cfg) is None
+    plain = step_batches(ds, stats, cfg, 2, 0, 1, 8, 4, CPU)["micro"][0]
+    ds.feature_cache = build_feature_cache(model, ds, CPU, tmp_path / "fc", log=lambda m: None)
+    cached = step_batches(ds, stats, cfg, 2, 0, 1, 8, 4, CPU)["micro"][0]
+    assert ds.feature_cache.array.dtype == np.float16 and len(ds.feature_cache) == len(ds)
+    assert isinstance(ds.feature_cache.array, np.memmap)
+    vision = model.observation_encoder.vision
+    direct = vision.features(plain["images"].flatten(0, 1)).view(8, 2, *vision.feature_shape)
+    torch.testing.assert_close(cached["vision_features"], direct, rtol=2e-3, atol=2e-3)
+    enc = model.observation_encoder
+    with torch.no_grad():
+        args = (cached["state"], cached["text"], cached["text_mask"])
+        from_images = enc(plain["images"], *args)[0]
+        from_cache = enc(cached["images"], *args, cached["vision_features"])[0]
+        noise_in = enc(cached["images"], *args, torch.randn_like(cached["vision_features"]))[0]
+        a = float(model(plain, "dit_only")["loss_act"])
+        b = float(model(cached, "dit_only")["loss_act"])
+    torch.testing.assert_close(from_cache, from_images, rtol=1e-2, atol=1e-2)
+    assert (noise_in - from_images).abs().max() > 0.1          # the tokens come from the features given
+    assert b == pytest.approx(a, rel=1e-3)
+    # not cacheable: a fully trained backbone, or augmentation
+    assert "trains fully" in cache_reason(LaraModel(_frozen_model_config("full")), cfg)
+    assert "augmentation" in cache_reason(model, tiny_train_config("/tmp", [], aug_shift=2))
+    assert cache_reason(model, tiny_train_config("/tmp", [], aug_shift=0, feature_cache="off")) == "--feature-cache off"
+
+
+def test_training_with_the_feature_cache_trains_the_uncached_run_and_reuses_it(stores, tmp_path, capsys):
+    from lara_policy.core.train import train
+    from safetensors.torch import load_file
+    common = dict(variant="dit_only", steps=6, ema_decay=0.0, aug_shift=0, batch_size=8,
+                  model=_frozen_model_config())
+    a = train(tiny_train_config(tmp_path / "cached", [stores["demos"]], **common))
+    text = capsys.readouterr().out
+    assert "feature cache: 180 frames x 1 cameras" in text
+    files = list((tmp_path / "cached" / "feature_cache").glob("*.npy"))
+    assert len(files) == 1
+    b = train(tiny_train_config(tmp_path / "plain", [stores["demos"]], feature_cache="off", **common))
+    assert not (tmp_path / "plain" / "feature_cache").exists()
+    wa, wb = load_file(str(a / "model.safetensors")), load_file(str(b / "model.safetensors"))
+    torch.manual_seed(0)
+    init = LaraModel(_frozen_model_config()).state_dict()
+    keys = [k for k in wa if k in init and wa[k].is_floating_point()]
+    moved = sum(float(((wa[k] - init[k]) ** 2).sum()) for k in keys) ** 0.5
+    diff = sum(float(((wa[k] - wb[k]) ** 2).sum()) for k in keys) ** 0.5
+    assert moved > 0.05 and diff < 0.05 * moved, (diff, moved)
+    trunk = [k for k in keys if ".vision.trunk." in k]
+    assert trunk and all(torch.equal(wa[k], init[k]) for k in trunk)         # frozen: untouched
+    # the same run again (resume, or a rerun into the folder): the cache is reused, not rebuilt
+    train(tiny_train_config(tmp_path / "cached", [stores["demos"]], **{**common, "steps": 7}))
+    assert "feature cache: reusing" in capsys.readouterr().out

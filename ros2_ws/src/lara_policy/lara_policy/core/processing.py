@@ -169,6 +169,8 @@ class DataInfo:
 class ChunkDataset:
     """All episodes of one or more stores, held in memory as flat arrays (uint8 images)."""
 
+    feature_cache = None      # core.features.FeatureCache: batches then carry "vision_features"
+
     def __init__(self, data: list[str], video: list[str] = (), cameras: list[str] | None = None,
                  image_size: int = 64, horizon: int = 16, offset: int = 16):
         self.horizon, self.offset, self.image_size = horizon, offset, image_size
@@ -206,6 +208,7 @@ class ChunkDataset:
         if n == 0:
             raise StoreError(f"the stores {[p for p, _ in sources]} hold no episodes")
         self.info = info
+        self.paths = [str(p) for p, _ in sources]
         self.images = torch.cat(images)                    # (N, n_cam, 3, S, S) uint8
         self.states = np.concatenate(states)
         self.actions = np.concatenate(actions)
@@ -260,7 +263,8 @@ class ChunkDataset:
         images = self.frames(index).float() / 255.0
         text, text_mask = self.text
         ids = torch.from_numpy(self.instruction_id[index])
-        return {
+        cached = {} if self.feature_cache is None else {"vision_features": self.feature_cache[index]}
+        return {**cached,
             "images": photometric(random_shift(images, aug_shift, shifts), photometric_params),
             "image_t": images[:, 0],
             "image_tc": self.primary_frames(tc).float() / 255.0,

@@ -34,6 +34,7 @@ from lara_policy.core.checkpoint import (CheckpointError, load_optimizer, load_t
                                          save_checkpoint)
 from lara_policy.core.configuration import PARADIGMS, VARIANTS, ModelConfig, TrainConfig
 from lara_policy.core.modeling import LaraModel, VectorQuantizer, count_parameters
+from lara_policy.core.features import build_feature_cache, cache_reason, vision_module
 from lara_policy.core.loader import StepLoader, open_dataset
 from lara_policy.core.optim import CLIP_SCOPES, lr_at, make_optimizer, module_groups
 from lara_policy.core.processing import ChunkDataset, NormStats
@@ -291,6 +292,12 @@ def train(cfg: TrainConfig) -> Path:
         model.lam.eval()
     t_last, n_since = time.perf_counter(), 0
 
+    why_not = cache_reason(model, cfg) if config.has_vla else "no VLA"
+    if why_not is None:
+        data.feature_cache = build_feature_cache(model, data, device, out / "feature_cache", cfg.precision,
+                                                 rank=rank, world=world, log=print if rank == 0 else (lambda m: None))
+    elif rank == 0 and getattr(vision_module(model), "cacheable", False):
+        print(f"feature cache: off ({why_not})")
     loader = StepLoader(data, stats, cfg, rank, world, config.vla.horizon, config.vla.action_dim, start, cfg.steps,
                         device, cfg.workers)
     last_val = start // max(1, cfg.val_every)
@@ -438,6 +445,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grad-accum", type=positive_int, default=d.grad_accum, metavar="N",
                         help="micro-batches per optimizer step: the step trains on --batch-size x N samples "
                              "(one clip, one step); exact for dit_only/frozen_lam, see core/step.py for the LAM")
+    parser.add_argument("--feature-cache", choices=("auto", "off"), default=d.feature_cache,
+                        help="auto: a frozen backbone part's features are computed once per frame into a memory-"
+                             "mapped file in --out/feature_cache (when no image augmentation is on); off: never")
     parser.add_argument("--workers", type=non_negative_int, default=d.workers, metavar="N",
                         help="0: load the stores into memory, batches on a thread (fastest when they fit); "
                              "N: read images lazily from the files in N DataLoader processes (memory "
@@ -524,7 +534,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                        grad_clip_scope=args.grad_clip_scope, grad_ratio_every=args.grad_ratio_every,
                        aug_shift=args.aug_shift, aug_photometric=args.aug_photometric, ema_decay=args.ema_decay,
                        threads=args.threads, device=args.device, precision=args.precision,
-                       grad_accum=args.grad_accum, workers=args.workers,
+                       grad_accum=args.grad_accum, workers=args.workers, feature_cache=args.feature_cache,
                        tensorboard=args.tensorboard, progress=not args.quiet,
                        cameras=list(args.cameras or []), model=model)
 
