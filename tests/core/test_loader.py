@@ -297,3 +297,40 @@ def test_training_with_the_feature_cache_trains_the_uncached_run_and_reuses_it(s
     # the same run again (resume, or a rerun into the folder): the cache is reused, not rebuilt
     train(tiny_train_config(tmp_path / "cached", [stores["demos"]], **{**common, "steps": 7}))
     assert "feature cache: reusing" in capsys.readouterr().out
+
+
+# -- DDP with the lazy loader and accumulation -----------------------------------------------
+
+def _ddp_train(rank: int, world: int, port: int, cfg_dict: dict):
+    import os
+    from lara_policy.core.configuration import TrainConfig
+    from lara_policy.core.train import train
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    train(TrainConfig.from_dict(cfg_dict))
+
+
+def test_two_process_ddp_run_with_workers_and_accumulation_trains_the_single_process_run(stores, tmp_path):
+    """What torchrun starts (RANK/WORLD_SIZE env, gloo): 2 ranks, each with its own lazy DataLoader
+    worker and 2 micro-batches a step (DDP syncs once), end at the single-process run's weights."""
+    import socket
+    import torch.multiprocessing as mp
+    from lara_policy.core.train import train
+    from safetensors.torch import load_file
+    common = dict(variant="dit_only", steps=4, ema_decay=0.0, batch_size=8, grad_accum=2, workers=1,
+                  video=[str(stores["video"])])
+    single = train(tiny_train_config(tmp_path / "one", [stores["demos"]], **common))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = tiny_train_config(tmp_path / "ddp", [stores["demos"]], **common).to_dict()
+    mp.spawn(_ddp_train, args=(2, port, cfg), nprocs=2, join=True)
+    wa = load_file(str(single / "model.safetensors"))
+    wb = load_file(str(tmp_path / "ddp" / "final" / "model.safetensors"))
+    torch.manual_seed(0)
+    init = LaraModel(tiny_model_config("dit_only")).state_dict()
+    keys = [k for k in wa if k in init and wa[k].is_floating_point() and k.startswith(("observation", "action"))]
+    moved = sum(float(((wa[k] - init[k]) ** 2).sum()) for k in keys) ** 0.5
+    diff = sum(float(((wa[k] - wb[k]) ** 2).sum()) for k in keys) ** 0.5
+    assert moved > 0.05 and diff < 1e-2 * moved, (diff, moved)
