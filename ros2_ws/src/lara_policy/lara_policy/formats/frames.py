@@ -57,15 +57,21 @@ class StoreFrames(_Reader):
     def __init__(self, path: str | Path):
         self.store = EpisodeStore(path)
         self.meta, self.path = self.store.meta, self.store.path
-        self._groups: dict[int, object] = {}
+        # HDF5's metadata cache grows adaptively to 32 MB a file as random reads touch the groups
+        # of more episodes (measured: +61 MB RSS over a 1200-episode store, +6 MB over 120); 2 MB
+        # keeps a reader's memory flat (+14 MB over 1200) at no measurable cost per frame
+        fid = self.store._f.id
+        mdc = fid.get_mdc_config()
+        mdc.set_initial_size, mdc.initial_size, mdc.min_size, mdc.max_size = True, 1 << 20, 1 << 20, 2 << 20
+        fid.set_mdc_config(mdc)
 
     def __len__(self) -> int:
         return len(self.store)
 
     def _group(self, i: int):
-        if i not in self._groups:
-            self._groups[i] = self.store._f["episodes"][self.store._names[i]]
-        return self._groups[i]
+        # not cached: an open HDF5 object pins its metadata (~0.3 MB an episode measured), so a
+        # cache of every episode touched would grow with the store
+        return self.store._f["episodes"][self.store._names[i]]
 
     def lowdim(self, i: int) -> LowDim:
         name = self.store._names[i]
@@ -101,7 +107,6 @@ class StoreFrames(_Reader):
         return got[inverse]
 
     def close(self) -> None:
-        self._groups.clear()
         self.store.close()
 
 
