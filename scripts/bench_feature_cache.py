@@ -58,10 +58,12 @@ def main() -> int:
           f"dit_only, batch {a.batch_size}, 1 thread")
     for mode, label in (("off", "features every step"), ("auto", "cached features")):
         r = rows[mode]
-        print(f"  {label:22s} samples/s {', '.join(f'{x['samples_per_s']:.1f}' for x in r)}; wall "
-              f"{', '.join(f'{x['wall_s']:.0f}' for x in r)} s; cache build {', '.join(f'{x['cache_build_s']:.0f}' for x in r)} s")
+        sps = ", ".join(f"{x['samples_per_s']:.1f}" for x in r)
+        wall = ", ".join(f"{x['wall_s']:.0f}" for x in r)
+        build = ", ".join(f"{x['cache_build_s']:.0f}" for x in r)
+        print(f"  {label:22s} samples/s {sps}; wall {wall} s; cache build {build} s")
     ratio = [c["samples_per_s"] / o["samples_per_s"] for c, o in zip(rows["auto"], rows["off"])]
-    print(f"  ratio cached / uncached: {', '.join(f'{x:.2f}' for x in ratio)}")
+    print("  ratio cached / uncached: " + ", ".join(f"{x:.2f}" for x in ratio))
     return 0
 
 
