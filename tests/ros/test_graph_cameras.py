@@ -5,6 +5,7 @@ cameras, every step's pair of frames from one sim tick."""
 from __future__ import annotations
 
 import argparse
+import json
 
 import numpy as np
 import pytest
@@ -67,3 +68,10 @@ def test_two_camera_checkpoint_runs_and_records_both_cameras(ros, tmp_path):
     ep = next(episodes)
     assert ep.num_steps > 20 and set(ep.images) == set(CAMS)
     assert ep.images["gripperPOV"].shape == ep.images["corner4"].shape == (ep.num_steps, 64, 64, 3)
+
+    # lara eval bag replays the two-camera bag through the two-camera checkpoint (both cameras fed)
+    from lara_policy.cli import main as lara_main
+    out = tmp_path / "bag_eval"
+    assert lara_main(["eval", "bag", "--policy", str(ckpt), str(result.bag_path), "--out", str(out)]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["policy"]["cameras"] == CAMS and res["episodes"] == 1 and res["chunks"] >= 3, res.get("policy")

@@ -128,6 +128,7 @@ def episodes_for_policy(bags: list[Path], meta, mapping_path: str | None, rate: 
     if rate is not None:
         check(rate, "--rate")
     cam = meta.cameras[0]
+    cams = list(meta.cameras)
     out = []
     for bag in expand_sources(bags):
         if mapping_path:
@@ -136,9 +137,11 @@ def episodes_for_policy(bags: list[Path], meta, mapping_path: str | None, rate: 
             if names != list(meta.state_names):
                 raise ConvertError(f"mapping {mapping_path}: state names {names} differ from the checkpoint's "
                                    f"{list(meta.state_names)} (same names, same order)")
-            if cam not in m.cameras:
-                if len(m.cameras) != 1:
-                    raise ConvertError(f"mapping {mapping_path}: no camera named '{cam}' (the checkpoint's camera)")
+            missing = [c for c in cams if c not in m.cameras]
+            if missing:
+                if len(cams) > 1 or len(m.cameras) != 1:
+                    raise ConvertError(f"mapping {mapping_path}: no camera named {missing} (the checkpoint reads "
+                                       f"{cams}; name the mapping's cameras after them)")
                 m.cameras = {cam: next(iter(m.cameras.values()))}
             if rate is not None:
                 m.rate_hz = rate
@@ -153,7 +156,7 @@ def episodes_for_policy(bags: list[Path], meta, mapping_path: str | None, rate: 
             if not is_recorder_episode(bag):
                 raise ConvertError(f"{bag}: not a LARA recorder episode; give --mapping MAP.yaml")
             r = rate or _recorded_rate(bag) or 30.0
-            m = parse_mapping(policy_mapping(bag_topics(bag), list(meta.state_names), cam, r,
+            m = parse_mapping(policy_mapping(bag_topics(bag), list(meta.state_names), cams, r,
                                              0.01 if ee_delta_scale_m is None else ee_delta_scale_m),
                               "policy mapping")
         m.action_clip = None
@@ -247,7 +250,7 @@ def evaluate_bags(policy, episodes, *, seed: int = 0, num_candidates: int = 1, r
                                "first_mae": float(np.mean(np.abs(err[0]))), "flagged": rec["flagged"],
                                "live_mae": None})
                 continue
-            obs = Observation(images={cam: ep.images[cam][k]}, state=ep.state[k], instruction=ep.instruction,
+            obs = Observation(images={c: ep.images[c][k] for c in meta.cameras}, state=ep.state[k], instruction=ep.instruction,
                               stamp=float(be.times[k]))
             pred = policy.predict_chunk(obs, num_candidates=num_candidates, seed=seed + call)
             call += 1
