@@ -60,7 +60,7 @@ def latent_consensus(pred_z: torch.Tensor) -> torch.Tensor:
 
 
 CHECK_SCORES = ("consensus", "effect")
-RUNTIMES = ("torch", "onnxruntime")
+RUNTIMES = ("torch", "onnxruntime", "onnxruntime-int8")   # onnxruntime-int8: `lara export --quantize int8`
 
 
 class LaraPolicy:
@@ -76,8 +76,8 @@ class LaraPolicy:
         self.model = model.eval()
         self.config = config
         self.check_score = check_score      # "effect": the score before issue 9 (for comparisons)
-        self.onnx = onnx                    # core.export.OnnxSession: runtime onnxruntime; None: torch
-        self.runtime = "onnxruntime" if onnx is not None else "torch"
+        self.onnx = onnx                    # core.export.OnnxSession: runtime onnxruntime[-int8]; None: torch
+        self.runtime = "torch" if onnx is None else "onnxruntime" + ("" if onnx.precision == "fp32" else "-int8")
         self.device = device
         self._lock = threading.Lock()
         self._threads = threads
@@ -98,7 +98,9 @@ class LaraPolicy:
         """Load a checkpoint directory. On CPU, torch is limited to `threads` threads (1 by
         default: on a small shared CPU, 2 threads contend and give long latency tails).
         runtime "onnxruntime": chunks are sampled by the ONNX graphs in `onnx_dir` (default
-        CKPT/onnx, exported on the fly when absent; core/export.py); surprise stays in torch."""
+        CKPT/onnx, exported on the fly when absent; core/export.py); surprise stays in torch.
+        "onnxruntime-int8": the same with the int8 policy graph (`lara export --quantize int8`;
+        not PyTorch's function: its error and success are measured, docs/model.md)."""
         if runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
         path = Path(path)
@@ -121,9 +123,10 @@ class LaraPolicy:
         if device.type == "cpu":
             torch.set_num_threads(max(1, min(threads, torch.get_num_threads())))
         onnx = None
-        if runtime == "onnxruntime":
+        if runtime != "torch":
             from lara_policy.core.export import session_for
-            onnx = session_for(path, onnx_dir, threads=threads, device=device.type)
+            onnx = session_for(path, onnx_dir, threads=threads, device=device.type,
+                               precision="int8" if runtime == "onnxruntime-int8" else "fp32")
         return cls(model.to(device), config, stats, instructions, (emb, mask), meta.get("model_id", config.name),
                    device, threads, check_score, onnx)
 

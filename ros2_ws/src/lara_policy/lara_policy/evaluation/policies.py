@@ -100,7 +100,7 @@ class RandomFactory:
 @dataclass(frozen=True)
 class CheckpointPolicyFactory:
     path: str
-    runtime: str = "torch"          # torch | onnxruntime (core/export.py)
+    runtime: str = "torch"          # torch | onnxruntime | onnxruntime-int8 (core/export.py)
 
     def __call__(self):
         from lara_policy.core.policy import LaraPolicy  # lazy: only for checkpoints

@@ -62,9 +62,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     deprecated_alias(p, "--random-seed", "--seed", dest="random_seed", type=int)
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created): results.json, results.md, "
                    "success.png, videos/")
-    p.add_argument("--runtime", choices=("torch", "onnxruntime"), default="torch",
+    p.add_argument("--runtime", choices=("torch", "onnxruntime", "onnxruntime-int8"), default="torch",
                    help="inference runtime of a checkpoint policy: onnxruntime runs the graphs of `lara export` "
-                        "(CKPT/onnx, exported on the fly when absent)")
+                        "(CKPT/onnx, exported on the fly when absent); onnxruntime-int8 its int8 policy graph "
+                        "(`lara export --quantize int8`)")
     p.add_argument("--delay-ms", type=non_negative_float, default=None,
                    help="inject this inference delay: the executing chunk keeps running while the next one is "
                         "computed (rounded to env steps of 12.5 ms; evaluation/chunking.py); also reports the "
