@@ -130,6 +130,7 @@ class HandMotionMonitor:
         self._debounce.reset()
         self.alarms: list[int] = []
         self.scores: list[float] = []
+        self.score_steps: list[int] = []
 
     def on_step(self, step: int, hand_xyz: np.ndarray, action: np.ndarray | None) -> None:
         self._hist.append((np.asarray(hand_xyz, np.float64).copy(),
@@ -145,6 +146,7 @@ class HandMotionMonitor:
         if step % self.window == 0:          # judged once per window, like the LAM monitor per chunk
             shortfall = float(1.0 - moved / np.linalg.norm(commanded))
             self.scores.append(shortfall)
+            self.score_steps.append(int(step))
             if self._debounce.score(shortfall):
                 self.alarms.append(int(step))
 

@@ -66,13 +66,12 @@ class EpisodeMonitors:
         self.hand.on_step(step, obs.state[:3], action)
 
     def record(self) -> dict:
-        out = {"hand": {"alarms": list(self.hand.alarms), "scores": [round(s, 5) for s in self.hand.scores]}}
-        if self.lam is not None:
-            out["lam"] = {"alarms": list(self.lam.alarms),
-                          "surprises": [round(s, 5) for _, s in self.lam.surprises]}
-        if self.stall is not None:
-            out["lam_stall"] = {"alarms": list(self.stall.alarms),
-                                "surprises": [round(s, 5) for _, s in self.stall.surprises]}
+        out = {"hand": {"alarms": list(self.hand.alarms), "scores": [round(s, 5) for s in self.hand.scores],
+                        "steps": list(self.hand.score_steps)}}
+        for name, mon in (("lam", self.lam), ("lam_stall", self.stall)):
+            if mon is not None:      # steps: the frame each surprise was judged at (alarm-vs-threshold curves)
+                out[name] = {"alarms": list(mon.alarms), "surprises": [round(s, 5) for _, s in mon.surprises],
+                             "steps": [int(t) for t, _ in mon.surprises]}
         return out
 
 
