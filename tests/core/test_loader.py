@@ -67,6 +67,36 @@ def test_lazy_reader_of_a_lerobot_folder_decodes_the_frames_of_the_whole_episode
         _same_batches(step_batches(mem, stats, cfg, step, 0, 1, 8, 4, CPU),
                       step_batches(lazy, stats, cfg, step, 0, 1, 8, 4, CPU))
     assert len(lazy.timestamps) == 2                           # per-frame times kept for the seek
+    lazy.close()
+
+
+def test_worker_processes_do_not_inherit_a_video_decoder_to_free(stores, tmp_path, monkeypatch):
+    """Garbage left in the parent holding a PyAV decoder with live threads (a LeRobot reader in a
+    reference cycle): freed in a forked worker, it waited forever for threads the fork did not
+    copy (seen: the suite hung). The loader collects before forking and freezes what the workers
+    inherit; a stuck worker would fail here after 60 s instead of hanging."""
+    import gc
+    from lara_policy.core import loader as loader_mod
+    from lara_policy.formats.frames import open_frame_reader
+    from lara_policy.formats.lerobot import write_lerobot
+    monkeypatch.setattr(loader_mod, "WORKER_TIMEOUT_S", 60)
+    root = tmp_path / "v3"
+    write_lerobot(str(stores["two_cams"]), root)
+    mem, lazy = _pair([root])
+    cfg = tiny_train_config("/tmp", [root], batch_size=8)
+    stats = mem.fit_stats()
+    gc.collect()
+    for _ in range(3):                 # made last: still uncollected when the loader forks
+        reader = open_frame_reader(root)
+        low = reader.lowdim(0)
+        reader.frames(0, reader.meta.cameras[0], [3], low.timestamps)      # decoder threads running
+        reader.cycle = reader                                                # garbage only gc frees
+        del reader
+    loader = StepLoader(lazy, stats, cfg, 0, 1, 8, 4, start=0, stop=3, device=CPU, workers=1)
+    for step in range(3):
+        _same_batches(loader.get(step), step_batches(mem, stats, cfg, step, 0, 1, 8, 4, CPU))
+    loader.close()
+    lazy.close()
 
 
 @pytest.mark.parametrize("workers", [0, 2])
@@ -149,6 +179,19 @@ def test_grad_accumulation_run_trains_the_one_batch_run(stores, tmp_path):
     assert moved > 0.1                                   # the runs trained
     assert dist(wb, wa) < 1e-2 * moved, (dist(wb, wa), moved)
     assert dist(wc, wa) > 0.1 * moved                    # batch 4 alone is another run
+
+
+def test_bf16_lara_run_keeps_the_lam_statistics_in_fp32(stores, tmp_path):
+    """bf16 autocast makes the LAM's batch mean and latents bfloat16; the running mean and the
+    codebook it maintains stay fp32 (a mixed-dtype lerp_ failed at the second step)."""
+    from lara_policy.core.train import train
+    from safetensors.torch import load_file
+    for accum in (1, 2):
+        final = train(tiny_train_config(tmp_path / f"a{accum}", [stores["demos"]], video=[str(stores["video"])],
+                                        steps=4, batch_size=8, grad_accum=accum, precision="bf16"))
+        w = load_file(str(final / "model.safetensors"))
+        assert w["lam.latent_mean"].dtype == torch.float32 and torch.isfinite(w["lam.latent_mean"]).all()
+        assert w["lam.quantizer.codebook"].dtype == torch.float32
 
 
 def test_bf16_autocast_runs_the_forward_in_bfloat16(stores):

@@ -19,6 +19,7 @@ number of DDP ranks; the lazy reader decodes and resizes the same frames the in-
 (tests/core/test_loader.py compares them bit for bit)."""
 from __future__ import annotations
 
+import gc
 import os
 
 import numpy as np
@@ -87,11 +88,14 @@ class LazyChunkDataset(ChunkDataset):
 
     def __getstate__(self) -> dict:       # a spawned worker opens its own readers
         state = dict(self.__dict__)
-        state["_readers"], state["_pid"] = {}, None
+        state["_readers"], state["_pid"], state["_inherited"] = {}, None, []
         return state
 
     def _reader(self, s: int):
-        if self._pid != os.getpid():      # a forked worker: never touch the parent's handles
+        if self._pid != os.getpid():
+            # a forked worker: never touch the parent's handles, not even by dropping them (freeing
+            # a PyAV decoder whose threads did not survive the fork deadlocks); keep them unused
+            self._inherited = getattr(self, "_inherited", []) + [self._readers]
             self._readers, self._pid = {}, os.getpid()
         if s not in self._readers:
             self._readers[s] = open_frame_reader(self.paths[s])
@@ -148,6 +152,9 @@ def _to(batches: dict, device: torch.device) -> dict:
             "act_weights": batches["act_weights"]}
 
 
+WORKER_TIMEOUT_S = 600      # a worker that delivers no step for this long is an error, not a hang
+
+
 def _worker_init(_):
     torch.set_num_threads(1)
 
@@ -169,8 +176,19 @@ class StepLoader:
             steps, batch_size=None, sampler=range(start, stop), num_workers=workers, worker_init_fn=_worker_init,
             pin_memory=device.type == "cuda", prefetch_factor=2, persistent_workers=False,
             generator=torch.Generator().manual_seed(0),   # its seed draw must not advance the global RNG
+            timeout=WORKER_TIMEOUT_S,
             multiprocessing_context="fork" if hasattr(os, "fork") else None)
-        self._iter = iter(self.loader) if start < stop else None
+        self._iter = None
+        if start < stop:
+            # the workers fork here: collect the garbage now, where it can be freed safely (a
+            # decoder freed in a forked child waits for threads it does not have), and keep what
+            # the children inherit out of their garbage collector
+            gc.collect()
+            gc.freeze()
+            try:
+                self._iter = iter(self.loader)
+            finally:
+                gc.unfreeze()
         self._next = start
 
     def get(self, step: int) -> dict:

@@ -87,7 +87,7 @@ def train_step(forward, model, optimizer: torch.optim.Optimizer, groups: dict, e
     device = micro[0]["state"].device
     precision = getattr(cfg, "precision", "fp32")
     optimizer.zero_grad(set_to_none=True)
-    parts, totals, raw_means = [], [], []
+    parts, totals, raw_means, code_batches = [], [], [], []
     lam = getattr(model, "lam", None)
     for j, b in enumerate(micro):
         sync = contextlib.nullcontext()
@@ -102,12 +102,14 @@ def train_step(forward, model, optimizer: torch.optim.Optimizer, groups: dict, e
                     losses["grad_ratio_lara_act"] = torch.tensor(ratio)
             total = micro_loss(losses, variant, cfg.w_lam, lam_only, act_weights[j], n)
             total.backward()
-        if n > 1 and lam is not None and getattr(lam, "_last_raw_mean", None) is not None:
-            raw_means.append(lam._last_raw_mean)
+        if lam is not None:        # what LAM maintenance reads after the step, per micro-batch
+            if getattr(lam, "_last_raw_mean", None) is not None:
+                raw_means.append(lam._last_raw_mean)
+            if getattr(lam.quantizer, "_last_batch", None) is not None:
+                code_batches.append(lam.quantizer._last_batch)
         parts.append(losses)
         totals.append(total)
-    if raw_means:
-        lam._last_raw_mean = torch.stack(raw_means).float().mean(0)
+    _merge_lam_statistics(lam, raw_means, code_batches)
     clip_gradients(groups, cfg.grad_clip, cfg.grad_clip_scope)
     optimizer.step()
     if hasattr(model, "lam") and variant != "frozen_lam" or lam_only:
@@ -117,6 +119,19 @@ def train_step(forward, model, optimizer: torch.optim.Optimizer, groups: dict, e
     if world > 1 and hasattr(model, "lam"):
         dist.broadcast(model.lam.quantizer.codebook.data, 0)   # dead-code re-seeding is rank-local
     return _merge(parts, act_weights, totals)
+
+
+@torch.no_grad()
+def _merge_lam_statistics(lam, raw_means: list, code_batches: list) -> None:
+    """The LAM's running latent mean and its codebook's dead-code statistics (used by
+    lam.maintain() after the step) from all of the step's micro-batches, not the last one, in fp32
+    (bf16 autocast makes them bfloat16; the buffers they update are fp32). One fp32 micro-batch:
+    untouched."""
+    if len(raw_means) > 1 or (raw_means and raw_means[0].dtype != torch.float32):
+        lam._last_raw_mean = torch.stack([m.float() for m in raw_means]).mean(0)
+    if len(code_batches) > 1 or (code_batches and code_batches[0][1].dtype != torch.float32):
+        lam.quantizer._last_batch = (torch.cat([i for i, _ in code_batches]),
+                                     torch.cat([z.float() for _, z in code_batches]))
 
 
 @torch.no_grad()
