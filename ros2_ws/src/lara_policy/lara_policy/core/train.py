@@ -292,7 +292,7 @@ def train(cfg: TrainConfig) -> Path:
         model.lam.eval()
     t_last, n_since = time.perf_counter(), 0
 
-    why_not = cache_reason(model, cfg) if config.has_vla else "no VLA"
+    why_not = (cache_reason(model, cfg) if config.has_vla else "no VLA") if start < cfg.steps else "no step to train"
     if why_not is None:
         data.feature_cache = build_feature_cache(model, data, device, out / "feature_cache", cfg.precision,
                                                  rank=rank, world=world, log=print if rank == 0 else (lambda m: None))
