@@ -7,10 +7,10 @@ The int8 bound: on the same observation and noise, the mean |int8 - fp32| of the
 actions must stay below 0.1 x the mean spread between the N=8 fp32 candidates (another noise
 draw moves a chunk ten times more than quantisation may), no action off by more than 0.1
 normalised, and the dynamics check must pick the same candidate in at least 3 of 4 cases. On the
-shipped checkpoint the export measures 0.004 normalised, 0.18 of the candidate spread on random
-inputs (where the flow is nearly deterministic), and 13 of 16 same choices (export.json); a
-broken quantisation (weights saturated, the wrong graph, a per-tensor scale on an outlier
-channel) moves actions by whole normalised units.
+shipped checkpoint the export measures 0.0038 normalised, 0.17 of the candidate spread and 10 of
+16 same choices on random inputs (where the candidates nearly coincide; on real MT3 frames 0.0035,
+0.20 and 80%: docs/model.md, "Deployment speed"); a broken quantisation (weights saturated, the
+wrong graph, a per-tensor scale on an outlier channel) moves actions by whole normalised units.
 """
 from __future__ import annotations
 
