@@ -37,7 +37,7 @@ def test_runtime_onnxruntime_publishes_chunks_and_records_timings(ros, spinner, 
 
 
 def test_runtime_is_checked_at_start(ros, tiny_checkpoint):
-    with pytest.raises(ValueError, match="runtime must be torch or onnxruntime"):
+    with pytest.raises(ValueError, match="runtime must be one of torch, onnxruntime"):
         _policy_node(checkpoint=str(tiny_checkpoint), runtime="tensorflow")
 
 

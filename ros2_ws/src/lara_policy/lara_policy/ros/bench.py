@@ -143,7 +143,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=positive_float, default=15.0, help="seconds armed and measured")
     parser.add_argument("--num-candidates", type=positive_int, default=1, help="> 1 runs the dynamics check")
     parser.add_argument("--device", default="", help="torch device (default: auto)")
-    parser.add_argument("--runtime", choices=("torch", "onnxruntime"), default="torch",
+    parser.add_argument("--runtime", choices=("torch", "onnxruntime", "onnxruntime-int8"), default="torch",
                         help="policy_node's inference runtime (onnxruntime: the exported graphs, exported on "
                              "first use when the checkpoint has none)")
     parser.add_argument("--rtc", action="store_true", help="policy_node samples with real-time chunking (torch)")

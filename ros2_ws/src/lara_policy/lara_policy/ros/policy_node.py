@@ -120,7 +120,8 @@ class PolicyNode(Node):
                                "1 leaves cores to the control loop and the camera", read_only=True,
                                min_value=0, max_value=256)
         self.runtime = p("runtime", "torch", "inference runtime: torch | onnxruntime (the exported graphs in "
-                         "CKPT/onnx, exported on first use; `lara export`); real-time chunking (rtc) needs torch",
+                         "CKPT/onnx, exported on first use; `lara export`) | onnxruntime-int8 (`lara export "
+                         "--quantize int8` first); real-time chunking (rtc) needs torch",
                          read_only=True)
         p("rtc", False, "real-time chunking: each chunk is sampled with inpainting guidance toward what the "
           "executing chunk will still do during the inference delay (core/rtc.py); runtime torch only")
@@ -210,8 +211,9 @@ class PolicyNode(Node):
         self.topics = t
         self.control_period = 1.0 / self.control_rate_hz
 
-        if self.runtime not in ("torch", "onnxruntime"):
-            raise ValueError(f"policy_node: runtime must be torch or onnxruntime, got '{self.runtime}'")
+        from lara_policy.core.policy import RUNTIMES
+        if self.runtime not in RUNTIMES:
+            raise ValueError(f"policy_node: runtime must be one of {', '.join(RUNTIMES)}, got '{self.runtime}'")
         self.policy = policy if policy is not None else load_policy(self.checkpoint, self.device, self.torch_threads,
                                                                      self.runtime)
         meta = self.policy.meta
