@@ -25,7 +25,7 @@ import os
 import numpy as np
 import torch
 
-from lara_policy.core.processing import ChunkDataset, DataInfo, resize_uint8
+from lara_policy.core.processing import ChunkDataset, resize_uint8, source_info
 from lara_policy.core.train_data import BatchPrefetcher, step_batches
 from lara_policy.formats.frames import open_frame_reader
 from lara_policy.formats.store import StoreError
@@ -48,15 +48,7 @@ class LazyChunkDataset(ChunkDataset):
         for s, (path, force_free) in enumerate(sources):
             with open_frame_reader(path) as reader:
                 m = reader.meta
-                cams = list(cameras) if cameras else list(m.cameras)
-                missing = [c for c in cams if c not in m.cameras]
-                if missing:
-                    raise StoreError(f"{path}: cameras {missing} not in store cameras {m.cameras}")
-                if info is None:
-                    info = DataInfo(m.action_space, m.action_dim, m.state_dim, list(m.state_names), cams, m.dt)
-                elif (m.state_dim, m.action_dim) != (info.state_dim, info.action_dim):
-                    raise StoreError(f"{path}: state/action dims ({m.state_dim}, {m.action_dim}) differ from "
-                                     f"the first store's ({info.state_dim}, {info.action_dim})")
+                cams, info = source_info(path, m, cameras, info)
                 self.source_cameras.append(cams)
                 for e in range(len(reader)):
                     low = reader.lowdim(e)

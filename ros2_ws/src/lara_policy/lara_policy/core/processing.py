@@ -166,6 +166,21 @@ class DataInfo:
     dt: float
 
 
+def source_info(path, m, cameras, info: "DataInfo | None") -> tuple[list[str], "DataInfo"]:
+    """The cameras read from one source (its meta `m`) and the run's DataInfo (the first
+    source's; StoreError when a camera is missing or the dims differ from the first source's)."""
+    cams = list(cameras) if cameras else list(m.cameras)
+    missing = [c for c in cams if c not in m.cameras]
+    if missing:
+        raise StoreError(f"{path}: cameras {missing} not in store cameras {m.cameras}")
+    if info is None:
+        return cams, DataInfo(m.action_space, m.action_dim, m.state_dim, list(m.state_names), cams, m.dt)
+    if (m.state_dim, m.action_dim) != (info.state_dim, info.action_dim):
+        raise StoreError(f"{path}: state/action dims ({m.state_dim}, {m.action_dim}) differ from "
+                         f"the first store's ({info.state_dim}, {info.action_dim})")
+    return cams, info
+
+
 class ChunkDataset:
     """All episodes of one or more stores, held in memory as flat arrays (uint8 images)."""
 
@@ -184,15 +199,7 @@ class ChunkDataset:
         for path, force_free in sources:
             with open_episode_source(path) as store:   # an HDF5 store or a LeRobot v3 directory
                 m = store.meta
-                cams = list(cameras) if cameras else list(m.cameras)
-                missing = [c for c in cams if c not in m.cameras]
-                if missing:
-                    raise StoreError(f"{path}: cameras {missing} not in store cameras {m.cameras}")
-                if info is None:
-                    info = DataInfo(m.action_space, m.action_dim, m.state_dim, list(m.state_names), cams, m.dt)
-                elif (m.state_dim, m.action_dim) != (info.state_dim, info.action_dim):
-                    raise StoreError(f"{path}: state/action dims ({m.state_dim}, {m.action_dim}) differ from "
-                                     f"the first store's ({info.state_dim}, {info.action_dim})")
+                cams, info = source_info(path, m, cameras, info)
                 for ep in store:
                     t = ep.num_steps
                     images.append(torch.stack([resize_uint8(ep.images[c], image_size) for c in cams], 1))
