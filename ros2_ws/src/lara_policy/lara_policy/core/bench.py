@@ -153,6 +153,21 @@ def bench_training(config: ModelConfig, batch_size: int, rounds: int, steps_per_
             "train_samples_per_s_dit_only": batch_size * 1000 / dit_ms}
 
 
+# vision presets compared side by side (--vision): the default and the pretrained two-camera policy
+VISION_PRESETS = {
+    "conv": {},                                                  # the default: conv, one camera, 64 px
+    "lite0": {"vision_backbone": "efficientnet_lite0", "vision_train": "frozen", "image_size": 128,
+              "cameras": ["corner4", "gripperPOV"], "vision_weights": ""},   # random init: timing only
+}
+
+
+def vision_config(preset: str) -> ModelConfig:
+    config = ModelConfig(name=f"bench-{preset}")
+    for k, v in VISION_PRESETS[preset].items():
+        setattr(config.vla, k, list(v) if isinstance(v, list) else v)
+    return config
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from lara_policy.common.args import add_list_option, deprecated_alias
     parser.add_argument("--json", default="", metavar="FILE", help="also write the figures as JSON (parent folders "
@@ -168,6 +183,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps-per-round", type=positive_int, default=5,
                         help="training steps per variant in each round (lara and dit_only alternate)")
     parser.add_argument("--fake-text", action="store_true", help="skip loading MiniLM (random text tokens)")
+    add_list_option(parser, "--vision", metavar="PRESET", item_choices=tuple(VISION_PRESETS), default=["conv"],
+                    help="vision presets timed one after the other (inference N=1/N=8 per runtime, train "
+                         "samples/s): conv (the default model) | lite0 (efficientnet_lite0 frozen, 128 px, corner4 + "
+                         "gripperPOV; random weights, same cost; its train step computes the frozen features, "
+                         "which `lara train --feature-cache` caches: scripts/bench_feature_cache.py). The headline "
+                         "figures and targets are the first preset's")
     add_list_option(parser, "--runtime", metavar="RUNTIME", item_choices=RUNTIMES, default=list(RUNTIMES),
                     help="inference runtimes timed side by side (onnxruntime: the model exported to ONNX, "
                          "`lara export`; onnxruntime-int8: its int8 policy graph, `--quantize int8`)")
@@ -175,7 +196,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
-    config = ModelConfig(name="bench")
+    presets = list(dict.fromkeys(args.vision))
+    config = vision_config(presets[0])
     torch.manual_seed(0)
     model = LaraModel(config)
     result: dict = {
@@ -188,10 +210,18 @@ def run(args: argparse.Namespace) -> int:
                    "lam_image_size": config.lam.image_size, "batch_size": args.batch_size},
     }
     runtimes = tuple(dict.fromkeys(args.runtime))
-    result.update(bench_inference(config, args.repeats, args.threads, not args.fake_text, runtimes))
-    result["loadavg_after_inference"] = list(os.getloadavg())
-    torch.set_num_threads(args.train_threads)
-    result.update(bench_training(config, args.batch_size, args.rounds, args.steps_per_round))
+    result["vision"] = {}
+    for i, preset in enumerate(presets):
+        cfg = vision_config(preset)
+        torch.set_num_threads(args.threads)
+        fig = bench_inference(cfg, args.repeats, args.threads, not args.fake_text, runtimes)
+        torch.set_num_threads(args.train_threads)
+        fig.update(bench_training(cfg, args.batch_size, args.rounds, args.steps_per_round))
+        fig["params_total"] = count_parameters(LaraModel(cfg))
+        result["vision"][preset] = {"settings": VISION_PRESETS[preset], **fig}
+        if i == 0:
+            result.update(fig)
+    result["loadavg_after"] = list(os.getloadavg())
     result["targets"] = TARGETS
     result["met"] = {k: result[k] <= t for k, t in TARGETS.items()}
     rows = [("inference N=1 p50 / p95 ms", f"{result['infer_p50_ms_n1']:.1f} / {result['infer_p95_ms_n1']:.1f}", "<= 25"),
@@ -206,6 +236,12 @@ def run(args: argparse.Namespace) -> int:
             ("train samples/s lara / dit_only", f"{result['train_samples_per_s_lara']:.0f} / "
                                                 f"{result['train_samples_per_s_dit_only']:.0f}", ">= 550 dit_only"),
             ("params VLA / LAM", f"{result['params_vla']:,} / {result['params_lam']:,}", "")]
+    if len(result["vision"]) > 1:
+        for preset, f in result["vision"].items():
+            rows.append((f"vision {preset}: {' / '.join(f'{r} N=1 N=8' for r in f['runtimes'])} ms",
+                         "  ".join(f"{v['n1_p50_ms']:.1f} {v['n8_p50_ms']:.1f}" for v in f["runtimes"].values()), ""))
+            rows.append((f"vision {preset}: train samples/s lara / dit_only",
+                         f"{f['train_samples_per_s_lara']:.0f} / {f['train_samples_per_s_dit_only']:.0f}", ""))
     print(f"lara bench model (inference threads={args.threads}, training threads={args.train_threads}, "
           f"batch={args.batch_size})")
     for name, value, target in rows:
