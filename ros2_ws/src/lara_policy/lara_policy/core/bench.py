@@ -238,8 +238,8 @@ def run(args: argparse.Namespace) -> int:
             ("params VLA / LAM", f"{result['params_vla']:,} / {result['params_lam']:,}", "")]
     if len(result["vision"]) > 1:
         for preset, f in result["vision"].items():
-            rows.append((f"vision {preset}: {' / '.join(f'{r} N=1 N=8' for r in f['runtimes'])} ms",
-                         "  ".join(f"{v['n1_p50_ms']:.1f} {v['n8_p50_ms']:.1f}" for v in f["runtimes"].values()), ""))
+            for r, v in f["runtimes"].items():
+                rows.append((f"vision {preset}: {r} N=1 / N=8 p50 ms", f"{v['n1_p50_ms']:.1f} / {v['n8_p50_ms']:.1f}", ""))
             rows.append((f"vision {preset}: train samples/s lara / dit_only",
                          f"{f['train_samples_per_s_lara']:.0f} / {f['train_samples_per_s_dit_only']:.0f}", ""))
     print(f"lara bench model (inference threads={args.threads}, training threads={args.train_threads}, "
