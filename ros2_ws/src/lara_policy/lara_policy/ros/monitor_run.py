@@ -65,6 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="sim steps of a fault-free episode (experiments/monitor_eval.sh: 400)")
     parser.add_argument("--after-hold-s", type=non_negative_float, default=1.0,
                         help="seconds a fault episode goes on after command_node holds (checks it stays held)")
+    parser.add_argument("--not-following-s", type=non_negative_float, default=0.0, metavar="S",
+                        help="also hold when the arm does not follow the commands for S seconds (command_node "
+                             "max_not_following_s: the detector without a LAM, beside the LAM monitor; 0: off)")
     parser.add_argument("--threshold", type=float, default=-1.0, help="monitor threshold (-1: monitor.json's)")
     parser.add_argument("--debounce", type=non_negative_int, default=0, help="chunks in a row (0: monitor.json's)")
     parser.add_argument("--control-rate-hz", type=positive_float, default=None,
@@ -109,13 +112,17 @@ class _Probe:
         if msg.state != "fault":
             return
         with self._lock:
-            if "LAM monitor" in msg.reason:
+            if any(h in msg.reason for h in HOLD_REASONS):
                 self.holds.append((self.now(), int(self.sim.steps), msg.reason))
             else:
                 self.other_faults.add(msg.reason.split(":")[0][:80])
 
 
 # ------------------------------------------------------------------ one episode
+
+# command_node faults that hold the arm for a detected fault: the LAM monitor's alarm
+# (hold_on_monitor_alarm) and, with --not-following-s, its hand-not-following watch (motion_watch.py)
+HOLD_REASONS = ("LAM monitor", "arm not following")
 
 def _path_length(points: list) -> float:
     if len(points) < 2:
@@ -180,7 +187,7 @@ def run_episode(graph, probe, task: str, seed: int, kind: str, s: dict) -> dict:
     graph.disarm()
     alarms, holds = list(probe.alarms), list(probe.holds)
     ticks = [t for t in list(cmd.tick_log) if t0 <= t.t <= t_end]
-    hold_tick = next((t.t for t in ticks if "LAM monitor" in t.reason), None)
+    hold_tick = next((t.t for t in ticks if any(h in t.reason for h in HOLD_REASONS)), None)
     ref = onset_t if onset_t is not None else t_end
     alarm_after = [a for a in alarms if onset_t is not None and a[0] >= onset_t]
     alarm_before = [a for a in alarms if onset_t is None or a[0] < onset_t]
@@ -315,7 +322,9 @@ def table(records: list[dict], summary: dict, settings: dict, ref: dict, command
         f"{METAWORLD_DT * 1e3:.1f} ms Meta-World time); monitor threshold {settings['threshold']:.4f}, debounce "
         f"{settings['debounce']} ({settings['threshold_source']}); onset step uniform in "
         f"[{settings['fault_onset'][0]}, {settings['fault_onset'][1]}] per layout (fault_seed {settings['fault_seed']}); "
-        f"command_node hold_on_monitor_alarm true. Times from arming, on the ROS clock; 'sim s' = sim steps x 12.5 ms, "
+        f"command_node hold_on_monitor_alarm true"
+        + (f", max_not_following_s {settings['not_following_s']:g} (hand not following: a hold too)"
+           if settings.get("not_following_s") else "") + ". Times from arming, on the ROS clock; 'sim s' = sim steps x 12.5 ms, "
         "the unit of `lara eval sim --monitor`.",
         "",
         "| task | seed | onset step (s) | alarm s | hold s | onset->alarm wall s / sim s | onset->hold wall s / sim s "
@@ -389,6 +398,8 @@ def _settings(args, ckpt: Path, config: dict) -> dict:
          "threshold_source": "--threshold/--debounce" if args.threshold >= 0 else f"{ckpt.name}/monitor.json",
          "control_rate_hz": rate, "post_onset_steps": args.post_onset_steps, "normal_steps": args.normal_steps,
          "after_hold_s": args.after_hold_s}
+    if args.not_following_s > 0:      # only when set: earlier runs keep their id
+        s["not_following_s"] = args.not_following_s
     key = {k: v for k, v in s.items() if k not in ("threshold_source", "config", "after_hold_s")}
     s["id"] = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
     return s
@@ -404,7 +415,8 @@ def _graph(config: dict, s: dict, fault: str, policy=None):
                          "fault_seed": s["fault_seed"], "auto_reset_on_budget": False, "auto_increment_seed": False},
             "policy_node": {**rate, "checkpoint": s["checkpoint"], "num_candidates": 1, "fault_monitor": True,
                             "fault_monitor_threshold": s["threshold"], "fault_monitor_debounce": s["debounce"]},
-            "command_node": {**rate, "hold_on_monitor_alarm": True}}
+            "command_node": {**rate, "hold_on_monitor_alarm": True,
+                             "max_not_following_s": float(s.get("not_following_s", 0.0))}}
     return Graph(config, ["sim_node", "policy_node", "command_node"], overrides=over, policy=policy)
 
 
