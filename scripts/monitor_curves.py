@@ -3,7 +3,7 @@
 range of thresholds, from the scores `lara eval sim --monitor` records per episode (not only at
 the calibrated operating point).
 
-For each detector (lam: surprise, lam_stall, hand: shortfall) and threshold t, with the same
+For each detector (lam: surprise, lam_stall, hand: shortfall, camera: stillness) and threshold t, with the same
 debounce as the run: false alarms per 10 min = debounced alarms in the fault-free run (`none`)
 and before the onset of fault episodes, over their minutes; detected = fault episodes with a
 debounced alarm at or after the onset. Prints, per fault, the detection rate each detector
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 DT = 0.0125          # Meta-World's control step
-KEYS = {"lam": "surprises", "lam_stall": "surprises", "hand": "scores"}
+KEYS = {"lam": "surprises", "lam_stall": "surprises", "hand": "scores", "camera": "scores"}
 FAULTS = ("frozen-arm", "frozen-camera", "object-teleport")
 
 

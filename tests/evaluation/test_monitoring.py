@@ -119,9 +119,11 @@ def test_eval_sim_fault_monitor_end_to_end(tmp_path, capsys):
     assert lara_main([*common, "--seed-start", "300100", "--fault", "frozen-camera", "--fault-onset", "20,30",
                       "--out", str(tmp_path / "fault")]) == 0
     res = json.loads((tmp_path / "fault" / "results.json").read_text())
-    assert set(res["monitor"]) == {"lam", "lam_stall", "hand"}
+    assert set(res["monitor"]) == {"lam", "lam_stall", "hand", "camera"}
     assert cfg.stall_threshold is not None
-    for det in ("lam", "lam_stall", "hand"):
+    if any(len(e["monitor"]["camera"]["scores"]) >= 2 for e in cal["episodes"]):   # the camera detector too
+        assert cfg.camera_threshold is not None and cfg.camera_threshold <= 1.0
+    for det in ("lam", "lam_stall", "hand", "camera"):
         assert res["monitor"][det]["fault_episodes"] + sum(not e["fault_reached"] for e in res["episodes"]) == 2
     assert all(20 <= e["fault_onset"] <= 30 for e in res["episodes"])
     assert "monitor lam:" in capsys.readouterr().out
@@ -154,6 +156,55 @@ def test_debounced_calibration_is_the_lowest_threshold_without_an_alarm():
     assert any(a > t - 1e-3 and b > t - 1e-3 for a, b in zip(seqs[1], seqs[1][1:]))   # ... but just below it
     with pytest.raises(ValueError, match="too short"):
         calibrate_debounced([[0.1]], debounce=3)
+
+
+def test_bounded_scores_calibrate_below_their_bound():
+    """The hand's shortfall and the camera's stillness never exceed 1: the x 1.05 margin on a worst
+    normal score of 0.998 would put the threshold at 1.048, where no fault can ever raise an alarm
+    (monitor.json of 2026-12-07 had hand_threshold 1.047). With the bound it goes half-way instead;
+    a normal episode at the bound itself leaves the detector unable to fire (threshold = bound)."""
+    from lara_policy.core.monitor import calibrate_debounced
+    seqs = [[0.5, 0.998, 0.998, 0.2], [0.1, 0.3]]
+    assert calibrate_debounced(seqs, debounce=2) == pytest.approx(0.998 * 1.05)     # unbounded: as before
+    t = calibrate_debounced(seqs, debounce=2, upper=1.0)
+    assert t == pytest.approx(0.999) and t < 1.0
+    assert calibrate_debounced([[0.2, 0.4, 0.4]], debounce=2, upper=1.0) == pytest.approx(0.42)   # margin fits
+    assert calibrate_debounced([[1.0, 1.0]], debounce=2, upper=1.0) == 1.0
+    # a negative worst score gets its margin upwards too (never a threshold below a normal run)
+    assert calibrate_debounced([[-0.2, -0.2]], debounce=2) == pytest.approx(-0.19)
+
+
+def test_camera_motion_monitor_flags_a_still_image_while_the_hand_moves():
+    """A frozen camera: the proprioception says the hand moved, the image stays bit-identical."""
+    from lara_policy.core.monitor import CameraMotionMonitor
+    rng = np.random.default_rng(0)
+
+    def run(frozen_from: int | None, hand_moves: bool = True, threshold: float = 0.9):
+        m = CameraMotionMonitor(window=8, threshold=threshold, debounce=2)
+        img = rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)
+        hand = np.zeros(3)
+        for step in range(1, 80):
+            if hand_moves:
+                hand = hand + np.array([0.003, 0, 0])
+            if frozen_from is None or step < frozen_from:
+                img = np.clip(img.astype(int) + rng.integers(-20, 21, img.shape), 0, 255).astype(np.uint8)
+            m.on_step(step, hand, img)
+        return m
+    normal = run(None)
+    assert normal.alarms == [] and max(normal.scores) < 0.2          # the image changes with the hand
+    frozen = run(30)
+    assert frozen.alarms and 30 < frozen.alarms[0] <= 30 + 3 * 8
+    assert frozen.scores[-1] == pytest.approx(1.0)                   # identical frames: stillness exactly 1
+    # the hand at rest: a still image is expected, nothing is judged
+    still = run(30, hand_moves=False)
+    assert still.scores == [] and still.alarms == []
+    # collect only (calibration)
+    assert run(30, threshold=float("inf")).alarms == []
+    m = CameraMotionMonitor(window=2)
+    m.on_step(1, np.zeros(3), np.zeros((4, 4, 3), np.uint8))
+    m.on_step(2, np.ones(3), np.zeros((4, 4, 3), np.uint8))
+    with pytest.raises(ValueError, match="shape"):
+        m.on_step(4, np.full(3, 2.0), np.zeros((8, 8, 3), np.uint8))
 
 
 def test_stall_score_is_zero_as_predicted_and_positive_when_nothing_moves():

@@ -8,8 +8,9 @@ someone else make the observed change disagree with the predicted one. An alarm 
 counted), calibrated as a high quantile of the
 surprises of held-out normal episodes and stored beside the checkpoint (monitor.json).
 
-`HandMotionMonitor` is the detector without a LAM that it is compared with: the hand moved much
-less than the commands asked for, over the same window.
+Two detectors without a LAM are compared with it: `HandMotionMonitor` (the hand moved much less
+than the commands asked for, over the same window) and `CameraMotionMonitor` (the proprioception
+says the hand moved but the camera image did not change: a frozen camera).
 """
 from __future__ import annotations
 
@@ -55,6 +56,7 @@ class MonitorConfig:
     calibration: dict = field(default_factory=dict)    # where the threshold came from
     hand_threshold: float | None = None   # the hand-motion detector's, calibrated the same way (None: 0.8)
     stall_threshold: float | None = None  # the LAM stall score's (motion predicted, none seen), the same way
+    camera_threshold: float | None = None  # the camera-motion detector's (hand moved, image still), the same way
 
     def save(self, checkpoint: str | Path) -> Path:
         from lara_policy.common.fileio import write_json
@@ -67,7 +69,7 @@ class MonitorConfig:
             return None
         d = json.loads(p.read_text())
         return cls(**{k: d[k] for k in ("threshold", "debounce", "quantile", "calibration", "hand_threshold",
-                                                "stall_threshold")
+                                                "stall_threshold", "camera_threshold")
                       if k in d})
 
 
@@ -151,6 +153,50 @@ class HandMotionMonitor:
                 self.alarms.append(int(step))
 
 
+class CameraMotionMonitor:
+    """No LAM: the hand moved but the image did not. Over the last `window` steps, while the hand
+    (proprioception) travelled at least `min_moved_m`, stillness = 1 / (1 + mean |I_t - I_t-window|)
+    (pixel values 0-255; exactly 1 for identical frames) is scored once per window; `debounce`
+    scores in a row above `threshold` raise an alarm. A camera whose driver keeps re-sending its last
+    frame with fresh stamps passes every staleness check; a real sensor's noise alone keeps the
+    mean difference above ~0.5. Calibrated like the others (calibrate_debounced, upper bound 1);
+    0.95 when uncalibrated."""
+
+    def __init__(self, window: int = 16, threshold: float = 0.95, min_moved_m: float = 0.01, debounce: int = 2):
+        self.window, self.threshold, self.min_moved = int(window), float(threshold), float(min_moved_m)
+        self.debounce = int(debounce)
+        self._debounce = Debounce(self.threshold, self.debounce)
+        self.reset()
+
+    def reset(self) -> None:
+        self._hist: deque = deque()
+        self._debounce.reset()
+        self.alarms: list[int] = []
+        self.scores: list[float] = []
+        self.score_steps: list[int] = []
+
+    def on_step(self, step: int, hand_xyz: np.ndarray, image: np.ndarray) -> None:
+        self._hist.append((np.asarray(hand_xyz, np.float64).copy(), np.asarray(image)))
+        if len(self._hist) <= self.window:
+            return
+        self._hist.popleft()
+        if step % self.window:               # judged once per window, like the hand-motion detector
+            return
+        hands = np.stack([h for h, _ in self._hist])
+        if np.linalg.norm(np.diff(hands, axis=0), axis=1).sum() < self.min_moved:
+            self._debounce.reset()           # the hand stood still: a still image is expected
+            return
+        first, last = self._hist[0][1], self._hist[-1][1]
+        if first.shape != last.shape:
+            raise ValueError(f"camera image changed shape {first.shape} -> {last.shape}")
+        change = float(np.mean(np.abs(last.astype(np.float32) - first.astype(np.float32))))
+        stillness = 1.0 / (1.0 + change)
+        self.scores.append(stillness)
+        self.score_steps.append(int(step))
+        if self._debounce.score(stillness):
+            self.alarms.append(int(step))
+
+
 def calibrate_threshold(surprises: list[float], quantile: float = 0.999, margin: float = 1.1) -> float:
     """A threshold above `quantile` of normal surprises (times a margin): few false alarms."""
     if not surprises:
@@ -158,11 +204,14 @@ def calibrate_threshold(surprises: list[float], quantile: float = 0.999, margin:
     return float(np.quantile(np.asarray(surprises, np.float64), quantile) * margin)
 
 
-def calibrate_debounced(sequences: list[list[float]], debounce: int, margin: float = 1.05) -> float:
+def calibrate_debounced(sequences: list[list[float]], debounce: int, margin: float = 1.05,
+                        upper: float | None = None) -> float:
     """The lowest threshold at which no normal episode raises a debounced alarm (`debounce`
     consecutive surprises above it), times a margin: a single surprising chunk is normal (the
     heavy tail of 1 - cos), a run of them is what a fault looks like. Per episode that lowest
-    threshold is the largest over its windows of the window's minimum."""
+    threshold is the largest over its windows of the window's minimum. A score that cannot exceed
+    `upper` (the hand's shortfall, the camera's stillness: 1) gets at most half the way from that
+    lowest threshold to the bound, so the margin cannot put the threshold where no score reaches."""
     worst = []
     for seq in sequences:
         x = np.asarray(seq, np.float64)
@@ -171,4 +220,8 @@ def calibrate_debounced(sequences: list[list[float]], debounce: int, margin: flo
             worst.append(float(windows.min(axis=1).max()))
     if not worst:
         raise ValueError(f"no calibration episode has {debounce} surprises (episodes too short?)")
-    return float(max(worst) * margin)
+    lowest = max(worst)
+    threshold = lowest + abs(lowest) * (margin - 1.0)
+    if upper is not None and threshold >= upper:
+        threshold = lowest + 0.5 * (upper - lowest) if lowest < upper else float(upper)
+    return float(threshold)

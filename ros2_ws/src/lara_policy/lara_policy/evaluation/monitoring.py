@@ -1,9 +1,11 @@
 """Fault monitors inside closed-loop episodes (`lara eval sim --fault KIND --monitor`), and their
 figures: detection rate, detection delay, false alarms per minute of normal operation.
 
-Two detectors watch every episode side by side: the LAM monitor (core/monitor.py,
-SurpriseMonitor: observed vs predicted latent action) and the hand-motion monitor without a LAM
-(HandMotionMonitor: the hand did not move as commanded). Normal operation = fault-free episodes
+The detectors watch every episode side by side: the LAM monitor (core/monitor.py,
+SurpriseMonitor: observed vs predicted latent action; with a stall threshold also its stall
+score) and two without a LAM: the hand-motion monitor (HandMotionMonitor: the hand did not move
+as commanded) and the camera-motion monitor (CameraMotionMonitor: the hand moved, the image did
+not). Normal operation = fault-free episodes
 plus the steps of fault episodes before their onset; an alarm there is a false alarm. A fault is
 detected by the first alarm at or after its onset.
 """
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lara_policy.core.monitor import HandMotionMonitor, MonitorConfig, SurpriseMonitor
+from lara_policy.core.monitor import CameraMotionMonitor, HandMotionMonitor, MonitorConfig, SurpriseMonitor
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,7 @@ class MonitorSpec:
     post_onset_steps: int = 240        # a fault episode ends this long after the onset (3 s at 80 Hz)
     hand_threshold: float = 0.8        # the hand-motion detector's shortfall threshold (inf: collect only)
     stall_threshold: float | None = None   # the LAM stall score's (None: not run; inf: collect only)
+    camera_threshold: float = 0.95     # the camera-motion detector's stillness threshold (inf: collect only)
     normal_steps: int = 0              # > 0: success does not end an episode before this step (more
                                        # minutes of normal operation per episode, as a robot keeps running)
 
@@ -38,8 +41,9 @@ def resolve_threshold(spec: MonitorSpec, checkpoint: str | None) -> MonitorSpec:
                          "layouts, or give --monitor-threshold")
     hand = cfg.hand_threshold if cfg.hand_threshold is not None else spec.hand_threshold
     stall = cfg.stall_threshold if cfg.stall_threshold is not None else spec.stall_threshold
+    camera = cfg.camera_threshold if cfg.camera_threshold is not None else spec.camera_threshold
     return dataclasses.replace(spec, threshold=cfg.threshold, debounce=cfg.debounce, hand_threshold=hand,
-                               stall_threshold=stall)
+                               stall_threshold=stall, camera_threshold=camera)
 
 
 class EpisodeMonitors:
@@ -53,6 +57,8 @@ class EpisodeMonitors:
         window = int(policy.config.offset) if hasattr(policy, "config") else 16
         self.hand = HandMotionMonitor(action_scale, window=window, threshold=spec.hand_threshold, debounce=spec.debounce)
         self.camera = policy.meta.cameras[0] if policy.meta.cameras else None
+        self.image = CameraMotionMonitor(window=window, threshold=spec.camera_threshold, debounce=spec.debounce) \
+            if self.camera else None
 
     def on_prediction(self, step: int, obs, pred) -> None:
         for mon in (self.lam, self.stall):
@@ -64,10 +70,15 @@ class EpisodeMonitors:
             if mon is not None and self.camera in obs.images:
                 mon.on_frame(step, obs.images[self.camera])
         self.hand.on_step(step, obs.state[:3], action)
+        if self.image is not None and self.camera in obs.images:
+            self.image.on_step(step, obs.state[:3], obs.images[self.camera])
 
     def record(self) -> dict:
         out = {"hand": {"alarms": list(self.hand.alarms), "scores": [round(s, 5) for s in self.hand.scores],
                         "steps": list(self.hand.score_steps)}}
+        if self.image is not None:
+            out["camera"] = {"alarms": list(self.image.alarms), "scores": [round(s, 5) for s in self.image.scores],
+                             "steps": list(self.image.score_steps)}
         for name, mon in (("lam", self.lam), ("lam_stall", self.stall)):
             if mon is not None:      # steps: the frame each surprise was judged at (alarm-vs-threshold curves)
                 out[name] = {"alarms": list(mon.alarms), "surprises": [round(s, 5) for _, s in mon.surprises],

@@ -13,8 +13,8 @@ recorded by --train-store or a checkpoint's train_seeds.json (the run is refused
 
 Fault monitors (issue 25; evaluation/monitoring.py): `--fault frozen-arm|frozen-camera|
 object-teleport` injects the fault at a seeded random step of each episode (sim/faults.py);
-`--monitor` runs the LAM monitor and the hand-motion monitor in every episode and adds
-results.json `monitor: {lam|hand: {detection_rate, detection_delay_s_p50, false_alarms_per_min,
+`--monitor` runs the LAM monitor and the detectors without a LAM (hand motion, camera motion) in
+every episode and adds results.json `monitor: {lam|lam_stall|hand|camera: {detection_rate, detection_delay_s_p50, false_alarms_per_min,
 ...}}`. The LAM monitor's threshold comes from the checkpoint's monitor.json, written by
 `--monitor --calibrate-monitor` on fault-free held-out layouts (use other seeds than the ones
 you then evaluate on).
@@ -78,7 +78,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fault-onset", type=positive_int_list, default=[24, 56], metavar="MIN,MAX",
                    help="the fault's onset step is uniform in [MIN, MAX] (80 steps = 1 s)")
     p.add_argument("--monitor", action="store_true",
-                   help="run the LAM fault monitor and the hand-motion monitor; results.json gets `monitor`")
+                   help="run the LAM fault monitor and the detectors without a LAM (hand motion, camera "
+                        "motion); results.json gets `monitor`")
     p.add_argument("--monitor-threshold", type=float, default=None,
                    help="LAM monitor surprise threshold (default: the checkpoint's monitor.json)")
     p.add_argument("--monitor-debounce", type=positive_int, default=2,
@@ -155,7 +156,8 @@ def _fault_and_monitor(args, factory):
         if fault is not None:
             raise ValueError("--calibrate-monitor calibrates on normal episodes: drop --fault")
         return None, MonitorSpec(float("inf"), args.monitor_debounce, hand_threshold=float("inf"),
-                                 stall_threshold=float("inf"), normal_steps=args.monitor_normal_steps)
+                                 stall_threshold=float("inf"), camera_threshold=float("inf"),
+                                 normal_steps=args.monitor_normal_steps)
     ckpt = factory.path if isinstance(factory, CheckpointPolicyFactory) else None
     spec = MonitorSpec(args.monitor_threshold, args.monitor_debounce, normal_steps=args.monitor_normal_steps)
     return fault, resolve_threshold(spec, ckpt)
@@ -170,16 +172,17 @@ def _calibrate(args, factory, res) -> None:
         threshold, how = calibrate_threshold(surprises, args.monitor_quantile), f"quantile {args.monitor_quantile} x 1.1"
     else:                             # the lowest threshold without a debounced alarm on these episodes (x 1.05)
         threshold, how = calibrate_debounced(seqs, args.monitor_debounce), "debounced, no alarm on calibration x 1.05"
-    # the hand-motion detector and the LAM stall score calibrated the same way on the same
-    # episodes: a fair comparison
-    def same_way(detector: str, key: str) -> float | None:
+    # the detectors without a LAM and the LAM stall score calibrated the same way on the same
+    # episodes: a fair comparison (the hand's shortfall and the camera's stillness are at most 1)
+    def same_way(detector: str, key: str, upper: float | None = None) -> float | None:
         seqs = [r.get("monitor", {}).get(detector, {}).get(key, []) for r in res["episodes"]]
         try:
-            return calibrate_debounced(seqs, args.monitor_debounce)
+            return calibrate_debounced(seqs, args.monitor_debounce, upper=upper)
         except ValueError:            # no episode had `debounce` judged windows: keep the default
             return None
     hand_seqs = [r.get("monitor", {}).get("hand", {}).get("scores", []) for r in res["episodes"]]
-    hand, stall = same_way("hand", "scores"), same_way("lam_stall", "surprises")
+    hand, stall = same_way("hand", "scores", upper=1.0), same_way("lam_stall", "surprises")
+    camera = same_way("camera", "scores", upper=1.0)
     minutes = sum(r["length"] for r in res["episodes"]) * 0.0125 / 60.0      # Meta-World's control step
     cfg = MonitorConfig(threshold, args.monitor_debounce, args.monitor_quantile,
                         {"tasks": sorted(res["per_task"]), "episodes": res["episodes_total"], "surprises": len(surprises),
@@ -187,12 +190,13 @@ def _calibrate(args, factory, res) -> None:
                          "surprise_max": float(max(surprises)), "method": how, "normal_minutes": round(minutes, 2),
                          "normal_steps": args.monitor_normal_steps,
                          "hand_scores": sum(len(q) for q in hand_seqs)}, hand_threshold=hand,
-                        stall_threshold=stall)
+                        stall_threshold=stall, camera_threshold=camera)
     cfg.save(args.out)
     if isinstance(factory, CheckpointPolicyFactory):
         cfg.save(factory.path)
     print(f"monitor threshold {cfg.threshold:.4f} ({how}; {len(surprises)} surprises, debounce {cfg.debounce}); "
           f"hand-motion detector threshold {'-' if hand is None else f'{hand:.4f}'}, LAM stall score threshold "
-          f"{'-' if stall is None else f'{stall:.4f}'} (same method); "
+          f"{'-' if stall is None else f'{stall:.4f}'}, camera-motion detector threshold "
+          f"{'-' if camera is None else f'{camera:.4f}'} (same method); "
           f"wrote monitor.json into {args.out}" + (f" and {factory.path}" if isinstance(factory, CheckpointPolicyFactory)
                                                   else ""))
