@@ -221,15 +221,11 @@ def load_lite0_weights(model: EfficientNetLite0, path: str | Path) -> dict[str, 
             mapped[lite0_key(k)] = v
         except (KeyError, ValueError):
             unknown.append(k)
-    missing = sorted(set(own) - set(mapped))
-    wrong = sorted(k for k in set(own) & set(mapped) if own[k].shape != mapped[k].shape)
-    if unknown or missing or wrong:
-        parts = [f"keys of no EfficientNet-Lite0 layer {unknown[:4]}" if unknown else "",
-                 f"{len(missing)} tensors missing, e.g. {missing[:4]}" if missing else "",
-                 "shape mismatch " + ", ".join(f"{k}: file {tuple(mapped[k].shape)} vs model {tuple(own[k].shape)}"
-                                               for k in wrong[:4]) if wrong else ""]
+    problems = ([f"keys of no EfficientNet-Lite0 layer {unknown[:4]}"] if unknown else []) + \
+        _state_dict_problems(own, mapped, unexpected_ok=True)
+    if problems:
         raise BackboneError(f"vision weights file {path} is not complete EfficientNet-Lite0 ImageNet weights "
-                            f"({'; '.join(p for p in parts if p)}); use the .pth of {WEIGHTS_PACKAGE}")
+                            f"({'; '.join(problems)}); use the .pth of {WEIGHTS_PACKAGE}")
     skipped = sorted(set(mapped) - set(own))
     kept_blocks = len(model.blocks)
     for k in skipped:      # only whole layers past the truncation may be left out
@@ -349,18 +345,23 @@ def _identity(x):
     return x
 
 
+def _state_dict_problems(own: dict, sd: dict, unexpected_ok: bool = False) -> list[str]:
+    """What keeps the tensors `sd` from filling a module whose state_dict is `own` (empty: they fit):
+    tensors missing, tensors the module has no place for (unless `unexpected_ok`), shapes that differ."""
+    missing = sorted(set(own) - set(sd))
+    unexpected = [] if unexpected_ok else sorted(set(sd) - set(own))
+    wrong = sorted(k for k in set(own) & set(sd) if own[k].shape != sd[k].shape)
+    return ([f"{len(missing)} tensors missing, e.g. {missing[:4]}"] if missing else []) + \
+        ([f"{len(unexpected)} unexpected, e.g. {unexpected[:4]}"] if unexpected else []) + \
+        (["shape mismatch " + ", ".join(f"{k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
+                                        for k in wrong[:4])] if wrong else [])
+
+
 def _load_module_weights(module: nn.Module, path: str, what: str) -> None:
     sd = read_state_dict(path)
-    own = module.state_dict()
-    missing = sorted(set(own) - set(sd))
-    unexpected = sorted(set(sd) - set(own))
-    wrong = sorted(k for k in set(own) & set(sd) if own[k].shape != sd[k].shape)
-    if missing or unexpected or wrong:
-        parts = [f"missing {missing[:4]}{'...' if len(missing) > 4 else ''}" if missing else "",
-                 f"unexpected {unexpected[:4]}{'...' if len(unexpected) > 4 else ''}" if unexpected else "",
-                 "shape mismatch " + ", ".join(f"{k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
-                                               for k in wrong[:4]) if wrong else ""]
-        raise BackboneError(f"vision weights file {path} does not fit {what} ({'; '.join(p for p in parts if p)})")
+    problems = _state_dict_problems(module.state_dict(), sd)
+    if problems:
+        raise BackboneError(f"vision weights file {path} does not fit {what} ({'; '.join(problems)})")
     module.load_state_dict(sd, strict=True)
 
 
