@@ -206,7 +206,11 @@ def test_cli_flags(tmp_path, weights):
     assert (default.vision_backbone, default.vision_train, default.vision_weights, default.image_size) == \
         ("conv", "full", "", 64)
     eff = _args("--vision-backbone", "efficientnet_lite0", "--image-size", "128")
-    assert (eff.vision_train, eff.vision_weights) == ("frozen", str(weights))
+    # the pinned package's weights by name, not by this machine's path (configs and results stay portable)
+    from lara_policy.core.backbones import PACKAGE_WEIGHTS, resolve_weights
+    assert (eff.vision_train, eff.vision_weights) == ("frozen", PACKAGE_WEIGHTS)
+    assert resolve_weights(eff.vision_weights) == weights and "/" not in eff.vision_weights
+    assert resolve_weights(str(tmp_path / "w.pth")) == tmp_path / "w.pth"
     assert _args("--vision-backbone", "efficientnet_lite0", "--vision-train", "last",
                  "--vision-weights", "none").vision_weights == ""
     with pytest.raises(ValueError, match="missing.pth: no such file"):

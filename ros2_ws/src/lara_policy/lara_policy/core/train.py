@@ -506,8 +506,9 @@ def _vision_from_args(vla, args: argparse.Namespace) -> None:
     if weights is not None and weights.lower() == "none":
         weights = ""
     elif weights is None and backbone == "efficientnet_lite0":
-        from lara_policy.core.backbones import package_weights_path
-        weights = str(package_weights_path())
+        from lara_policy.core.backbones import PACKAGE_WEIGHTS, package_weights_path
+        package_weights_path()          # installed? (a clear error now, not at model build)
+        weights = PACKAGE_WEIGHTS
     elif weights:
         if not Path(weights).is_file():
             raise ValueError(f"--vision-weights {weights}: no such file")
