@@ -5,6 +5,9 @@
 #   photometric: --aug-photometric 1.0 (brightness, contrast, channel gain on the VLA's images)
 #   dr:          domain randomisation: the same 120 expert demos also rendered with medium
 #                distractors (all four effects, other draws per episode) as extra labelled data
+#   dr_high:     the same, rendered with HIGH distractors (camera jitter at full strength: the effect
+#                that breaks push), so the image position of the puck alone stops predicting the
+#                action and the policy must read it relative to the gripper it also sees
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 out=results/robustness
@@ -14,6 +17,8 @@ demos data/mt3_video.hdf5 --tasks reach-v3,push-v3,drawer-close-v3,button-press-
   --seed-start 50000 --action-free --distractors medium
 demos data/mt3_train_dr.hdf5 --tasks reach-v3,push-v3,drawer-close-v3 --episodes 40 --seed-start 0 \
   --distractors medium
+demos data/mt3_train_dr_high.hdf5 --tasks reach-v3,push-v3,drawer-close-v3 --episodes 40 --seed-start 0 \
+  --distractors high
 common=(--paradigm pretrain --video data/mt3_video.hdf5 --video-fraction 0.125 --variant lara --steps 6000
         --seed 1 --aug-shift 0 --threads 1 --save-every 500 --quiet)
 train() {  # name, extra args...
@@ -22,12 +27,18 @@ train() {  # name, extra args...
   lara train "${common[@]}" --name "lara-mt3-$name" --out "runs/robust_$name" --resume "$@"
   mkdir -p "$out/runs/$name" && cp "runs/robust_$name/metrics.csv" "runs/robust_$name/training_curves.png" "$out/runs/$name/"
 }
-train dr --data data/mt3_train.hdf5 data/mt3_train_dr.hdf5
-train photometric --data data/mt3_train.hdf5 --aug-photometric 1.0
-for name in dr photometric; do
+remedy() {  # name, train args...: train (unless every score is there) and score it
+  local name=$1; shift
+  local todo=0
+  for setting in none medium high; do [ -f "$out/$name/$setting/results.json" ] || todo=1; done
+  [ $todo = 1 ] || return 0
+  train "$name" "$@"
   for setting in none medium high; do
     dir="$out/$name/$setting"
     [ -f "$dir/results.json" ] || lara eval sim --policy "runs/robust_$name/final" --tasks MT3 --episodes 30 \
       --seed-start 100000 --execute-k 8 --distractors "$setting" --videos 1 --quiet --out "$dir"
   done
-done
+}
+remedy dr --data data/mt3_train.hdf5 data/mt3_train_dr.hdf5
+remedy dr_high --data data/mt3_train.hdf5 data/mt3_train_dr_high.hdf5
+remedy photometric --data data/mt3_train.hdf5 --aug-photometric 1.0
