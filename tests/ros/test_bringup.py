@@ -71,7 +71,7 @@ def test_shipped_config_parameters_are_declared(ros, name):
     except Exception as exc:  # noqa: BLE001
         pytest.fail(f"shipped config {name} missing: {exc}")
     config = load_params_yaml(path)
-    nodes = robot_nodes(config)
+    nodes = robot_nodes(config, "camera_watch_node" in config or None)     # its section too, where there is one
     assert nodes and all(n in NODE_TYPES for n in nodes), nodes
     overrides = {"sim_node": {"auto_reset": False}} if "sim_node" in nodes else {}
     import rclpy

@@ -51,6 +51,13 @@ def test_launch_file_compiles_and_node_graph_is_consistent(name):
     assert pol and pol[0]["parameters"]["checkpoint"] == "/ckpt"
     if name == "sim.launch.py":
         assert [s["name"] for s in specs] == ["sim_node", "policy_node", "command_node", "recorder_node"]
+    if name in ("sim.launch.py", "real_arm.launch.py"):     # camera_watch:=true adds the frozen-camera detector
+        from lara_policy.ros.camera_watch_node import LAUNCH_ARG, launch_spec
+        watch = launch_spec(os.path.join(config_dir(), CONFIG_OF[name]), switch="true", checkpoint="/ckpt")
+        assert watch["executable"] in entry_points and watch["parameters"]["checkpoint"] == "/ckpt", watch
+        assert watch["parameters"]["image_topic"] == pol[0]["parameters"].get("image_topic", "/camera/image_raw")
+        assert launch_spec(os.path.join(config_dir(), CONFIG_OF[name]), switch="false") is None
+        assert LAUNCH_ARG[0] in open(path, encoding="utf-8").read()
     if name == "offline_eval.launch.py":
         assert "command_node" not in [s["name"] for s in specs], "offline evaluation must not move anything"
 

@@ -30,6 +30,7 @@ setup(
             "command_node = lara_policy.ros.command_node:main",
             "recorder_node = lara_policy.ros.recorder_node:main",
             "sim_node = lara_policy.ros.sim_node:main",
+            "camera_watch_node = lara_policy.ros.camera_watch_node:main",
         ],
     },
 )

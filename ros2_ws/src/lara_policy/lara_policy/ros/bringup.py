@@ -33,6 +33,7 @@ NODE_TYPES = {
     "policy_node": ("lara_policy.ros.policy_node", "PolicyNode"),
     "command_node": ("lara_policy.ros.command_node", "CommandNode"),
     "recorder_node": ("lara_policy.ros.recorder_node", "RecorderNode"),
+    "camera_watch_node": ("lara_policy.ros.camera_watch_node", "CameraWatchNode"),   # lara_bringup.camera_watch
 }
 DEFAULT_NODES = ["sim_node", "policy_node", "command_node", "recorder_node"]
 
@@ -53,10 +54,15 @@ def bringup_settings(config: dict) -> dict:
     return node_params({k: v for k, v in config.items() if k != "/**"}, BRINGUP_SECTION)
 
 
-def robot_nodes(config: dict) -> list[str]:
-    """Nodes to start: lara_bringup.nodes, else every known node section in the file."""
+def robot_nodes(config: dict, camera_watch: str | bool | None = None) -> list[str]:
+    """Nodes to start: lara_bringup.nodes, else every known node section in the file; plus
+    camera_watch_node when switched on (`camera_watch`, else lara_bringup.camera_watch)."""
+    from lara_policy.ros.camera_watch_node import switched_on
     listed = bringup_settings(config).get("nodes")
-    return list(listed) if listed else [n for n in node_sections(config) if n in NODE_TYPES]
+    names = list(listed) if listed else [n for n in node_sections(config) if n in NODE_TYPES]
+    if switched_on(config, camera_watch) and "camera_watch_node" not in names:
+        names.append("camera_watch_node")
+    return names
 
 
 def resolve_config(name: str) -> str:
@@ -454,6 +460,8 @@ def build_overrides(config: dict, args) -> dict[str, dict]:
     per_node = {n: node_params(config, n) for n in robot_nodes(config)}
     for node, extra in sim_camera_overrides(paths["checkpoint"], per_node).items():
         out[node].update(extra)
+    from lara_policy.ros.camera_watch_node import launch_params     # the policy's camera, pose and checkpoint
+    out["camera_watch_node"] = launch_params(config, paths["checkpoint"])
     return out
 
 
@@ -480,6 +488,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="graphs without a sim: run this many seconds (0 = until Ctrl-C)")
     parser.add_argument("--control-priority", choices=CONTROL_PRIORITIES, default="normal",
                         help="scheduling priority of the control (command_node) thread, where permitted")
+    parser.add_argument("--camera-watch", choices=("true", "false"), default=None,
+                        help="start camera_watch_node, the frozen-camera detector (default: lara_bringup.camera_watch)")
     parser.add_argument("--policy-process", action="store_true",
                         help="run policy_node in a process of its own (as `ros2 launch` does) instead of this one")
     parser.add_argument("--json", metavar="FILE", help="also write the episode results as JSON (parent folders "
@@ -500,7 +510,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"lara bringup: {exc}", file=sys.stderr)
         return 2
     bring = bringup_settings(config)
-    nodes = robot_nodes(config)
+    try:
+        nodes = robot_nodes(config, getattr(args, "camera_watch", None))
+    except ValueError as exc:
+        print(f"lara bringup: {path}: {exc}", file=sys.stderr)
+        return 2
     if args.no_record and "recorder_node" in nodes:
         nodes.remove("recorder_node")
     overrides = build_overrides(config, args)
