@@ -34,7 +34,7 @@ from collections import deque
 import numpy as np
 import rclpy
 import rclpy.logging
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from diagnostic_msgs.msg import DiagnosticStatus
 from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image

@@ -1,4 +1,4 @@
-"""`lara monitor ros`: the LAM fault monitor through the ROS graph (issue 25), with a real checkpoint.
+"""`lara monitor ros`: the fault monitors through the ROS graph (issue 25), with a real checkpoint.
 
 Runs sim_node + policy_node + command_node of a lara_bringup config in one process over real DDS
 (the graph of `lara bringup`), on held-out layouts (seeds --seed-start, +1, ... per task):
@@ -9,6 +9,12 @@ Runs sim_node + policy_node + command_node of a lara_bringup config in one proce
   checkpoint's monitor.json (read when the command starts; --threshold/--debounce override it);
   command_node has hold_on_monitor_alarm. The episode runs until --post-onset-steps after the onset
   (240, as `lara eval sim --monitor`) or --after-hold-s after a hold.
+- `--fault frozen-camera`: sim_node re-sends its last frame with fresh stamps from the onset (FaultyEnv,
+  as `lara eval sim`) and camera_watch_node (the camera-motion detector without a LAM: the hand moved,
+  the image did not) runs beside the LAM monitor (`--monitors`), with monitor.json's camera_threshold
+  (--camera-threshold overrides it), its debounce and the checkpoint's LAM frame gap as the window,
+  as `lara eval sim --monitor` judges it. Each monitor's first alarm is recorded; the hold names the
+  monitor whose alarm it was.
 - fault-free episodes (--normal-episodes per task, a graph without the fault): --normal-steps of
   normal operation (400, as experiments/monitor_eval.sh); any alarm or hold there is a false alarm.
 
@@ -23,7 +29,8 @@ Delays are given in wall seconds and in sim steps x Meta-World's dt (12.5 ms), t
 
 Resumable: every finished episode is appended to OUT/episodes.jsonl with the id of its settings
 (checkpoint, threshold, debounce, rates, onset range); a rerun skips the episodes done with the
-same settings, and OUT/results.json + OUT/table.md summarise those.
+same settings, and OUT/results.json + OUT/table.md summarise those. A checkpoint inside the
+repository is written relative to its root (no machine paths in results).
 """
 from __future__ import annotations
 
@@ -38,8 +45,9 @@ from pathlib import Path
 
 import numpy as np
 
-METAWORLD_DT = 0.0125          # Meta-World v3 frame_skip x timestep: the step of `lara eval sim`
-COAST_STEPS = 15               # sim steps a jammed Meta-World hand still coasts (mocap weld lag)
+# the summary and table (re-exported: monitor_run.summarise / .table)
+from lara_policy.ros.monitor_report import (COAST_STEPS, METAWORLD_DT, _monitors_text,  # noqa: F401
+                                            in_sim_reference, repo_relative, summarise, table)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -68,11 +76,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--not-following-s", type=non_negative_float, default=0.0, metavar="S",
                         help="also hold when the arm does not follow the commands for S seconds (command_node "
                              "max_not_following_s: the detector without a LAM, beside the LAM monitor; 0: off)")
+    parser.add_argument("--monitors", default="auto", choices=("auto", "lam", "camera", "lam,camera"),
+                        metavar="auto|lam|camera|lam,camera",
+                        help="monitors in the graph: lam (policy_node's LAM monitor), camera (camera_watch_node); "
+                             "auto: lam,camera for frozen-camera, else lam")
+    parser.add_argument("--camera-threshold", type=float, default=-1.0,
+                        help="camera_watch_node's stillness threshold (-1: monitor.json's camera_threshold)")
     parser.add_argument("--threshold", type=float, default=-1.0, help="monitor threshold (-1: monitor.json's)")
     parser.add_argument("--debounce", type=non_negative_int, default=0, help="chunks in a row (0: monitor.json's)")
     parser.add_argument("--control-rate-hz", type=positive_float, default=None,
                         help="control/sim rate of every node (default: the config's)")
-    parser.add_argument("--out", default="", help="results folder (default results/monitor/<checkpoint name>/ros)")
+    parser.add_argument("--out", default="", help="results folder (default results/monitor/<checkpoint name>/ros, "
+                        "ros_camera for frozen-camera, ros_teleport for object-teleport)")
     parser.add_argument("--fresh", action="store_true", help="start over: ignore OUT/episodes.jsonl")
     parser.add_argument("--quiet", action="store_true", help="no per-episode lines")
 
@@ -120,9 +135,15 @@ class _Probe:
 
 # ------------------------------------------------------------------ one episode
 
-# command_node faults that hold the arm for a detected fault: the LAM monitor's alarm
-# (hold_on_monitor_alarm) and, with --not-following-s, its hand-not-following watch (motion_watch.py)
-HOLD_REASONS = ("LAM monitor", "arm not following")
+# command_node faults that hold the arm for a detected fault: the monitors' alarms (hold_on_monitor_alarm)
+# and, with --not-following-s, its hand-not-following watch (motion_watch.py)
+HOLD_REASONS = ("LAM monitor", "camera monitor", "arm not following")
+MONITOR_OF = {"LAM monitor": "lam", "camera monitor": "camera", "arm not following": "not_following"}
+OUT_DIRS = {"frozen-arm": "ros", "frozen-camera": "ros_camera", "object-teleport": "ros_teleport"}
+
+
+def _monitor_of(reason: str) -> str:
+    return next((m for prefix, m in MONITOR_OF.items() if reason.startswith(prefix)), "other")
 
 def _path_length(points: list) -> float:
     if len(points) < 2:
@@ -158,6 +179,8 @@ def run_episode(graph, probe, task: str, seed: int, kind: str, s: dict) -> dict:
     end_step = (onset + s["post_onset_steps"]) if onset is not None else s["normal_steps"]
     period = 1.0 / s["control_rate_hz"]
     n_surprises = len(pol.surprises)
+    watch = graph.nodes.get("camera_watch_node")
+    n_stillness = len(watch.scores) if watch is not None else 0
     probe.clear()
     t0 = probe.now()
     graph.arm()
@@ -196,6 +219,7 @@ def run_episode(graph, probe, task: str, seed: int, kind: str, s: dict) -> dict:
     frozen_ticks = [t for t in ticks if onset_t is not None and onset_t <= t.t < stop]
     after_hold = [t for t in ticks if hold_tick is not None and t.t > hold_tick]
     surprises = [(cs, v) for cs, _lag, v in pol.surprises[n_surprises:]]
+    stillness = [(t, v) for t, v, _path in list(watch.scores)[n_stillness:]] if watch is not None else []
     after_onset = [v for cs, v in surprises if onset_t is not None and cs >= onset_t and not math.isnan(v)]
     rel = lambda t: None if t is None else round(t - t0, 4)   # noqa: E731
     rec = {
@@ -229,7 +253,18 @@ def run_episode(graph, probe, task: str, seed: int, kind: str, s: dict) -> dict:
         "surprises": [[round(cs - t0, 3), None if math.isnan(v) else round(v, 4)] for cs, v in surprises],
         "surprise_max_after_onset": round(max(after_onset), 4) if after_onset else None,
         "surprise_nan": sum(math.isnan(v) for _, v in surprises),
+        "hold_monitor": _monitor_of(hold_after[0][2]) if hold_after else None,
     }
+    if watch is not None:       # camera_watch_node's judgements (stamp, stillness) and its alarms
+        rec["stillness"] = [[round(t - t0, 3), round(v, 4)] for t, v in stillness]
+        rec["stillness_max_before_onset"] = max((v for t, v in stillness if onset_t is None or t < onset_t),
+                                                default=None)
+    by = {}
+    for a in alarm_after:
+        by.setdefault(_monitor_of(a[2]), a)
+    rec["first_alarm_monitor"] = _monitor_of(alarm_after[0][2]) if alarm_after else None
+    rec["false_alarms_by"] = {m: sum(_monitor_of(a[2]) == m for a in alarm_before)
+                              for m in sorted({_monitor_of(a[2]) for a in alarm_before})}
     if onset_t is not None:
         for key, t, step in (("alarm", rec["alarm_s"], rec["alarm_step"]), ("hold", rec["hold_s"], rec["hold_step"])):
             rec[f"{key}_delay_wall_s"] = None if t is None else round(t - rec["onset_s"], 3)
@@ -237,145 +272,10 @@ def run_episode(graph, probe, task: str, seed: int, kind: str, s: dict) -> dict:
             rec[f"{key}_delay_sim_s"] = None if step is None else round((step - onset) * METAWORLD_DT, 4)
         rec["alarm_to_hold_ms"] = (None if rec["alarm_s"] is None or rec["hold_s"] is None
                                    else round((rec["hold_s"] - rec["alarm_s"]) * 1e3, 1))
+        rec["alarms_by"] = {m: {"s": rel(t), "step": step, "delay_wall_s": round(t - onset_t, 3),
+                                "delay_steps": int(step - onset), "delay_sim_s": round((step - onset) * METAWORLD_DT, 4)}
+                            for m, (t, step, _r) in by.items()}
     return rec
-
-
-# ------------------------------------------------------------------ summary, table
-
-def _p(values, q):
-    return round(float(np.percentile(values, q)), 3) if values else None
-
-
-def in_sim_reference(path: Path) -> dict:
-    """The `lara eval sim --fault ... --monitor` run's LAM figures and its per-layout outcomes."""
-    if not path.is_file():
-        return {}
-    d = json.loads(path.read_text())
-    per = {}
-    for e in d.get("episodes", []):
-        alarms = [a for a in e.get("monitor", {}).get("lam", {}).get("alarms", []) if e.get("fault_onset") is not None
-                  and a >= e["fault_onset"]]
-        per[f"{e['task']}/{e['seed']}"] = {"onset_step": e.get("fault_onset"),
-                                           "delay_s": round((alarms[0] - e["fault_onset"]) * METAWORLD_DT, 4)
-                                           if alarms else None}
-    root = os.environ.get("LARA_ROOT", "")
-    shown = os.path.relpath(path, root) if root and str(path).startswith(root) else str(path)
-    return {"file": shown, "lam": d.get("monitor", {}).get("lam", {}),
-            "threshold": d.get("config", {}).get("monitor", {}).get("threshold"),
-            "debounce": d.get("config", {}).get("monitor", {}).get("debounce"), "episodes": per}
-
-
-def summarise(records: list[dict], ref: dict) -> dict:
-    faults = [r for r in records if r["kind"] == "fault" and r["fault_reached"]]
-    det = [r for r in faults if r["alarm_s"] is not None]
-    held = [r for r in faults if r["hold_s"] is not None]
-    missed = [r for r in faults if r["alarm_s"] is None]
-    normal_steps = sum(r["steps"] for r in records if r["kind"] == "none") + \
-        sum(r["onset_step"] - 1 for r in faults)
-    normal_wall = sum(r["wall_s"] for r in records if r["kind"] == "none") + sum(r["onset_s"] for r in faults)
-    fa = sum(r["false_alarms"] for r in records)
-    ref_p90 = ref.get("lam", {}).get("detection_delay_s_p90")
-    return {
-        "fault_episodes": len(faults), "detected": len(det), "held": len(held),
-        "detection_rate": round(len(det) / len(faults), 3) if faults else None,
-        "alarm_delay_wall_s_p50": _p([r["alarm_delay_wall_s"] for r in det], 50),
-        "alarm_delay_sim_s_p50": _p([r["alarm_delay_sim_s"] for r in det], 50),
-        "alarm_delay_sim_s_p90": _p([r["alarm_delay_sim_s"] for r in det], 90),
-        "hold_delay_wall_s_p50": _p([r["hold_delay_wall_s"] for r in held], 50),
-        "hold_delay_sim_s_p50": _p([r["hold_delay_sim_s"] for r in held], 50),
-        "alarm_to_hold_ms_p50": _p([r["alarm_to_hold_ms"] for r in held], 50),
-        "alarm_to_hold_ms_max": max((r["alarm_to_hold_ms"] for r in held), default=None),
-        "held_within_in_sim_p90": (sum(r["hold_delay_sim_s"] <= ref_p90 for r in held) if ref_p90 else None),
-        "moving_ticks_after_hold": sum(r["moving_ticks_after_hold"] for r in held),
-        "missed_commanding_share_p50": _p([r["commanding_share_while_frozen"] for r in missed
-                                           if r["commanding_share_while_frozen"] is not None], 50),
-        "missed_hand_path_after_onset_m_max": max((r["hand_path_after_onset_m"] for r in missed), default=None),
-        "missed_hand_path_after_coast_m_max": max((r["hand_path_after_coast_m"] for r in missed), default=None),
-        "missed_commanded_path_m_p50": _p([r["commanded_path_while_frozen_m"] for r in missed], 50),
-        "missed_frozen_unheld_s_total": round(sum(r["frozen_s_unheld"] for r in missed), 1),
-        "normal_episodes": sum(r["kind"] == "none" for r in records),
-        "false_alarms": fa, "false_holds": sum(bool(r["false_holds"]) for r in records),
-        "normal_sim_minutes": round(normal_steps * METAWORLD_DT / 60.0, 2),
-        "normal_wall_minutes": round(normal_wall / 60.0, 2),
-        "other_faults": sorted({f for r in records for f in r["other_faults"]}),
-        "fault_ticks": {k: sum(r["fault_ticks"].get(k, 0) for r in records)
-                        for k in sorted({k for r in records for k in r["fault_ticks"]})},
-        "ticks": sum(r["ticks"] for r in records),
-        "surprises_nan": sum(r["surprise_nan"] for r in records),
-        "surprises": sum(len(r["surprises"]) for r in records),
-    }
-
-
-def _f(v, p=2):
-    return "-" if v is None else (f"{v:.{p}f}" if isinstance(v, float) else str(v))
-
-
-def table(records: list[dict], summary: dict, settings: dict, ref: dict, command: str) -> str:
-    lam = ref.get("lam", {})
-    lines = [
-        f"# The LAM fault monitor through ROS: {settings['fault']} on {settings['model_id']}",
-        "",
-        f"Command: `{command}`",
-        "",
-        f"sim_node + policy_node + command_node over DDS in one process ({settings['config']}, "
-        f"{settings['control_rate_hz']:g} Hz: one sim step = {1e3 / settings['control_rate_hz']:.0f} ms wall, "
-        f"{METAWORLD_DT * 1e3:.1f} ms Meta-World time); monitor threshold {settings['threshold']:.4f}, debounce "
-        f"{settings['debounce']} ({settings['threshold_source']}); onset step uniform in "
-        f"[{settings['fault_onset'][0]}, {settings['fault_onset'][1]}] per layout (fault_seed {settings['fault_seed']}); "
-        f"command_node hold_on_monitor_alarm true"
-        + (f", max_not_following_s {settings['not_following_s']:g} (hand not following: a hold too)"
-           if settings.get("not_following_s") else "") + ". Times from arming, on the ROS clock; 'sim s' = sim steps x 12.5 ms, "
-        "the unit of `lara eval sim --monitor`.",
-        "",
-        "| task | seed | onset step (s) | alarm s | hold s | onset->alarm wall s / sim s | onset->hold wall s / sim s "
-        "| alarm->hold ms | moving ticks after hold | commanded while frozen, unheld | hand moved after onset m (after coast) "
-        "| max surprise after onset | in sim, same layout |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in (r for r in records if r["kind"] == "fault"):
-        same = ref.get("episodes", {}).get(f"{r['task']}/{r['seed']}")
-        same_txt = "-" if same is None else ("missed" if same["delay_s"] is None else f"alarm +{same['delay_s']:.2f} s")
-        unheld = ("-" if r["hold_s"] is not None or r["commanding_share_while_frozen"] is None else
-                  f"{r['commanding_share_while_frozen']:.0%} of ticks for {r['frozen_s_unheld']:.1f} s, "
-                  f"{r['commanded_path_while_frozen_m']:.2f} m")
-        lines.append(
-            f"| {r['task']} | {r['seed']} | {_f(r['onset_step'])} ({_f(r['onset_s'])}) | {_f(r['alarm_s'])} | "
-            f"{_f(r['hold_s'])} | {_f(r.get('alarm_delay_wall_s'))} / {_f(r.get('alarm_delay_sim_s'))} | "
-            f"{_f(r.get('hold_delay_wall_s'))} / {_f(r.get('hold_delay_sim_s'))} | {_f(r.get('alarm_to_hold_ms'), 1)} | "
-            f"{r['moving_ticks_after_hold'] if r['hold_s'] is not None else '-'} | {unheld} | "
-            f"{_f(r['hand_path_after_onset_m'], 3)} ({_f(r['hand_path_after_coast_m'], 3)}) | {_f(r['surprise_max_after_onset'], 3)} | {same_txt} |")
-    s = summary
-    lines += ["", "Fault-free episodes (the same graph without the fault):", "",
-              "| task | seed | sim steps | wall s | alarms | holds | max surprise | success |", "|---|---|---|---|---|---|---|---|"]
-    for r in (r for r in records if r["kind"] == "none"):
-        top = max((v for _, v in r["surprises"] if v is not None), default=None)
-        lines.append(f"| {r['task']} | {r['seed']} | {r['steps']} | {r['wall_s']:.1f} | {r['false_alarms']} | "
-                     f"{int(bool(r['false_holds']))} | {_f(top, 3)} | {r['success']} |")
-    lines += [
-        "", "Summary:", "",
-        f"- detected {s['detected']}/{s['fault_episodes']} ({_f(s['detection_rate'])}); held {s['held']}; "
-        f"onset->alarm p50 {_f(s['alarm_delay_wall_s_p50'])} s wall = {_f(s['alarm_delay_sim_s_p50'])} sim s "
-        f"(p90 {_f(s['alarm_delay_sim_s_p90'])} sim s); onset->hold p50 {_f(s['hold_delay_wall_s_p50'])} s wall = "
-        f"{_f(s['hold_delay_sim_s_p50'])} sim s; alarm->hold p50 {_f(s['alarm_to_hold_ms_p50'], 1)} ms "
-        f"(max {_f(s['alarm_to_hold_ms_max'], 1)}); motion commanded after a hold: {s['moving_ticks_after_hold']} ticks.",
-        f"- in sim (`lara eval sim --monitor`, {ref.get('file', 'none found')}, threshold {_f(ref.get('threshold'), 4)}, "
-        f"debounce {_f(ref.get('debounce'))}): LAM detected {_f(lam.get('detected'))}/{_f(lam.get('fault_episodes'))}, "
-        f"p50 {_f(lam.get('detection_delay_s_p50'))} s, p90 {_f(lam.get('detection_delay_s_p90'))} s; holds through ROS "
-        f"within that p90: {_f(s['held_within_in_sim_p90'])}/{s['held']}.",
-        f"- missed faults: command_node stayed armed and kept commanding motion in p50 "
-        f"{_f(s['missed_commanding_share_p50'])} of its ticks after the onset (p50 {_f(s['missed_commanded_path_m_p50'])} m "
-        f"of hand motion commanded per episode) while the hand, after its {COAST_STEPS}-step coast, moved at most "
-        f"{_f(s['missed_hand_path_after_coast_m_max'], 4)} m (at most {_f(s['missed_hand_path_after_onset_m_max'], 4)} m "
-        f"with the coast): a jammed arm commanded for {_f(s['missed_frozen_unheld_s_total'], 1)} s in all with nothing "
-        "holding it (only the LAM monitor is switched on here; command_node's max_not_following_s, off by default, "
-        "would catch it: the hand detector of the in-sim table).",
-        f"- false alarms {s['false_alarms']} (holds {s['false_holds']}) over {s['normal_sim_minutes']} sim min "
-        f"({s['normal_wall_minutes']} wall min) of normal operation ({s['normal_episodes']} fault-free episodes + the "
-        f"pre-onset part of the fault episodes); command_node ticks in FAULT: "
-        f"{', '.join(f'{k} {v}' for k, v in s['fault_ticks'].items()) or 'none'} of {s['ticks']}; "
-        f"surprises not computed (frame too late): {s['surprises_nan']}/{s['surprises']}.",
-    ]
-    return "\n".join(lines) + "\n"
 
 
 # ------------------------------------------------------------------ the command
@@ -385,39 +285,65 @@ def _settings(args, ckpt: Path, config: dict) -> dict:
     from lara_policy.ros.bringup import BringupError
     from lara_policy.ros.params import node_params
     mc = MonitorConfig.load(ckpt)
-    if mc is None and (args.threshold < 0 or args.debounce <= 0):
+    mons = (["lam", "camera"] if args.fault == "frozen-camera" else ["lam"]) if args.monitors == "auto" \
+        else args.monitors.split(",")
+    if mc is None and "lam" in mons and (args.threshold < 0 or args.debounce <= 0):
         raise BringupError(f"no monitor.json in {ckpt}: calibrate it (`lara eval sim --monitor --calibrate-monitor`) "
                            "or give --threshold and --debounce")
     rate = args.control_rate_hz or float(node_params(config, "sim_node").get("control_rate_hz", 30.0))
     lo, hi = (list(args.fault_onset) + [args.fault_onset[-1]])[:2]
     meta = json.loads((ckpt / "meta.json").read_text()) if (ckpt / "meta.json").is_file() else {}
-    s = {"checkpoint": str(ckpt), "model_id": meta.get("model_id", ckpt.name), "config": args.config,
+    s = {"checkpoint": repo_relative(ckpt), "model_id": meta.get("model_id", ckpt.name), "config": args.config,
          "fault": args.fault, "fault_onset": [lo, hi], "fault_seed": args.fault_seed,
-         "threshold": args.threshold if args.threshold >= 0 else float(mc.threshold),
-         "debounce": args.debounce if args.debounce > 0 else int(mc.debounce),
+         "threshold": args.threshold if args.threshold >= 0 else (float(mc.threshold) if mc else -1.0),
+         "debounce": args.debounce if args.debounce > 0 else (int(mc.debounce) if mc else 2),
          "threshold_source": "--threshold/--debounce" if args.threshold >= 0 else f"{ckpt.name}/monitor.json",
          "control_rate_hz": rate, "post_onset_steps": args.post_onset_steps, "normal_steps": args.normal_steps,
          "after_hold_s": args.after_hold_s}
     if args.not_following_s > 0:      # only when set: earlier runs keep their id
         s["not_following_s"] = args.not_following_s
-    key = {k: v for k, v in s.items() if k not in ("threshold_source", "config", "after_hold_s")}
-    s["id"] = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
+    if mons != ["lam"]:               # the same
+        s["monitors"] = mons
+    if "camera" in mons:              # camera_watch_node as `lara eval sim --monitor` judges the camera
+        from lara_policy.ros.camera_watch_node import DEFAULT_WINDOW, checkpoint_window
+        cam = args.camera_threshold if args.camera_threshold >= 0 else (mc.camera_threshold if mc else None)
+        if cam is None:
+            raise BringupError(f"no camera_threshold in {ckpt}/monitor.json: calibrate it (`lara eval sim --monitor "
+                               "--calibrate-monitor`) or give --camera-threshold")
+        s["camera"] = {"threshold": float(cam), "debounce": s["debounce"], "min_moved_m": 0.01,
+                       "window_frames": checkpoint_window(str(ckpt)) or DEFAULT_WINDOW}
+        s["camera_threshold_source"] = ("--camera-threshold" if args.camera_threshold >= 0
+                                        else f"{ckpt.name}/monitor.json")
+    s["id"] = _settings_id(s)
     return s
 
 
+def _settings_id(s: dict) -> str:
+    key = {k: v for k, v in s.items() if k not in ("threshold_source", "camera_threshold_source", "config",
+                                                   "after_hold_s", "id")}
+    return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
+
+
 def _graph(config: dict, s: dict, fault: str, policy=None):
-    """The sim/policy/command graph of `config` with the fault, the monitor and the hold set
+    """The sim/policy/command graph of `config` with the fault, the monitors and the hold set
     (`policy`: an in-process policy object instead of the checkpoint's, for tests)."""
     from lara_policy.ros.bringup import Graph
+    from lara_policy.ros.params import resolve_path
     rate = {"control_rate_hz": s["control_rate_hz"]}
     lo, hi = s["fault_onset"]
+    mons, ckpt = s.get("monitors", ["lam"]), resolve_path(s["checkpoint"])
     over = {"sim_node": {**rate, "fault": fault, "fault_onset_step": lo, "fault_onset_max_step": hi,
                          "fault_seed": s["fault_seed"], "auto_reset_on_budget": False, "auto_increment_seed": False},
-            "policy_node": {**rate, "checkpoint": s["checkpoint"], "num_candidates": 1, "fault_monitor": True,
+            "policy_node": {**rate, "checkpoint": ckpt, "num_candidates": 1, "fault_monitor": "lam" in mons,
                             "fault_monitor_threshold": s["threshold"], "fault_monitor_debounce": s["debounce"]},
             "command_node": {**rate, "hold_on_monitor_alarm": True,
                              "max_not_following_s": float(s.get("not_following_s", 0.0))}}
-    return Graph(config, ["sim_node", "policy_node", "command_node"], overrides=over, policy=policy)
+    nodes = ["sim_node", "policy_node", "command_node"]
+    if "camera" in mons:
+        from lara_policy.ros.camera_watch_node import launch_params
+        over["camera_watch_node"] = {**launch_params(config, ckpt), **s["camera"]}
+        nodes.append("camera_watch_node")
+    return Graph(config, nodes, overrides=over, policy=policy)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -431,18 +357,20 @@ def run(args: argparse.Namespace) -> int:
         raise BringupError(f"checkpoint not found: {ckpt}")
     tasks = resolve_tasks(args.tasks)
     s = _settings(args, ckpt, config)
-    out = Path(args.out) if args.out else Path(os.environ.get("LARA_ROOT", ".")) / "results/monitor" / ckpt.name / "ros"
+    out = Path(args.out) if args.out else \
+        Path(os.environ.get("LARA_ROOT", ".")) / "results/monitor" / ckpt.name / OUT_DIRS[args.fault]
     out.mkdir(parents=True, exist_ok=True)
     log = out / "episodes.jsonl"
+    ids = {s["id"], _settings_id({**s, "checkpoint": str(ckpt)})}   # and the id of runs that wrote the absolute path
     records = [] if args.fresh or not log.is_file() else \
-        [r for r in (json.loads(x) for x in log.read_text().splitlines() if x.strip()) if r["settings_id"] == s["id"]]
+        [r for r in (json.loads(x) for x in log.read_text().splitlines() if x.strip()) if r["settings_id"] in ids]
     if args.fresh and log.is_file():
         log.rename(out / f"episodes.{time.strftime('%Y%m%d-%H%M%S')}.jsonl")
     done = {(r["kind"], r["task"], r["seed"]) for r in records}
     plan = {kind: [(t, args.seed_start + i) for t in tasks for i in range(n) if (kind, t, args.seed_start + i) not in done]
             for kind, n in (("fault", args.episodes), ("none", args.normal_episodes))}
     print(f"lara monitor ros: {ckpt.name} threshold {s['threshold']:.4f} debounce {s['debounce']} "
-          f"({s['threshold_source']}), {s['control_rate_hz']:g} Hz; {len(records)} episodes done, "
+          f"({s['threshold_source']}){_monitors_text(s)}, {s['control_rate_hz']:g} Hz; {len(records)} episodes done, "
           f"{len(plan['fault'])} fault + {len(plan['none'])} fault-free to run -> {out}", flush=True)
     if "ROS_DOMAIN_ID" not in os.environ and any(plan.values()):
         # a private domain, as `lara bench ros`: another graph on this host (a test, `lara bringup`)
@@ -466,7 +394,8 @@ def run(args: argparse.Namespace) -> int:
                 with log.open("a") as f:
                     f.write(json.dumps(rec) + "\n")
                 if not args.quiet:
-                    what = ("alarm +%.2f s, hold +%.2f s wall" % (rec["alarm_delay_wall_s"], rec["hold_delay_wall_s"])
+                    what = ("alarm +%.2f s, hold +%.2f s wall (%s)" % (rec["alarm_delay_wall_s"], rec["hold_delay_wall_s"],
+                                                                        rec["hold_monitor"])
                             if rec.get("hold_delay_wall_s") is not None else
                             "no alarm" if kind == "fault" else f"{rec['false_alarms']} alarms")
                     print(f"  {kind:5s} {task} seed {seed}: onset step {rec['onset_step']}, {what}, "
