@@ -11,6 +11,12 @@ reaches at a false-alarm budget (0, <= 1 per 10 min, <= 1 per min) and draws one
 detector and fault into OUT/curves.png.
 
     python scripts/monitor_curves.py results/monitor/lara-metaworld-mt3/curves [--debounce 3]
+
+`--at MONITOR_JSON` also scores every detector at that monitor.json's thresholds (lam:
+threshold, lam_stall: stall_threshold, hand: hand_threshold, camera: camera_threshold) from
+the recorded scores, without running an episode again: detection rate, p50 delay and false
+alarms per 10 min into OUT/operating_point.md (a recalibrated monitor.json judged on the same
+episodes).
 """
 from __future__ import annotations
 
@@ -62,10 +68,43 @@ def curve(normal: list[dict], faults: list[dict], det: str, thresholds, debounce
     return np.array(fa), np.array(rate)
 
 
+THRESHOLD_KEYS = {"lam": "threshold", "lam_stall": "stall_threshold", "hand": "hand_threshold",
+                  "camera": "camera_threshold"}
+
+
+def operating_point(out: Path, normal: list[dict], monitor_json: Path, debounce: int) -> str:
+    """Every detector at the thresholds of one monitor.json, re-scored from the recorded scores."""
+    cfg = json.loads(monitor_json.read_text())
+    lines = [f"At the thresholds of {monitor_json} (debounce {debounce}), from the recorded scores:", "",
+             "| fault | detector | threshold | detected | rate | p50 delay s | false alarms per 10 min |",
+             "|---|---|---|---|---|---|---|"]
+    for fault in FAULTS:
+        faults = load(out, fault)
+        reached = [e for e in faults if e.get("fault_reached")]
+        for det, key in THRESHOLD_KEYS.items():
+            t = cfg.get(key)
+            if t is None or not any(det in e["monitor"] for e in normal):
+                continue
+            fa, rate = curve(normal, faults, det, [t], debounce)
+            delays = []
+            for e in reached:
+                m = e["monitor"].get(det)
+                after = [a for a in alarm_steps(m["steps"], m[KEYS[det]], t, debounce) if a >= e["fault_onset"]] \
+                    if m else []
+                if after:
+                    delays.append((after[0] - e["fault_onset"]) * DT)
+            p50 = f"{np.median(delays):.2f}" if delays else "-"
+            lines.append(f"| {fault} | {det} | {t:.4f} | {len(delays)}/{len(reached)} | {rate[0]:.2f} | {p50} | "
+                         f"{fa[0]:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("out", help="a monitor_eval.sh output folder (none/, frozen-arm/, ...)")
     p.add_argument("--debounce", type=int, default=3)
+    p.add_argument("--at", type=Path, default=None, metavar="MONITOR_JSON",
+                   help="also score each detector at this monitor.json's thresholds (OUT/operating_point.md)")
     args = p.parse_args()
     out = Path(args.out)
     normal = load(out, "none")
@@ -102,6 +141,10 @@ def main() -> int:
     (out / "curves.md").write_text(f"Debounce {args.debounce}; `python scripts/monitor_curves.py {out}`\n\n{table}\n")
     print(table)
     print(f"wrote {out}/curves.png, curves.md")
+    if args.at is not None:
+        text = operating_point(out, normal, args.at, args.debounce)
+        (out / "operating_point.md").write_text(text)
+        print(text + f"wrote {out}/operating_point.md")
     return 0
 
 

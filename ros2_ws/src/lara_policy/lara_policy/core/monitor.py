@@ -159,10 +159,15 @@ class CameraMotionMonitor:
     (pixel values 0-255; exactly 1 for identical frames) is scored once per window; `debounce`
     scores in a row above `threshold` raise an alarm. A camera whose driver keeps re-sending its last
     frame with fresh stamps passes every staleness check; a real sensor's noise alone keeps the
-    mean difference above ~0.5. Calibrated like the others (calibrate_debounced, upper bound 1);
-    0.95 when uncalibrated."""
+    mean difference above ~0.5. Calibrated like the others (calibrate_debounced, upper bound 1) but
+    never below DEFAULT_THRESHOLD (a mean difference of 0.05 grey levels): a frozen camera scores
+    exactly 1, and a calibration set without a slow, barely visible hand motion (a noiseless
+    simulator's failed episodes reach 0.52) must not pull the threshold down to where one alarms."""
 
-    def __init__(self, window: int = 16, threshold: float = 0.95, min_moved_m: float = 0.01, debounce: int = 2):
+    DEFAULT_THRESHOLD = 0.95
+
+    def __init__(self, window: int = 16, threshold: float = DEFAULT_THRESHOLD, min_moved_m: float = 0.01,
+                 debounce: int = 2):
         self.window, self.threshold, self.min_moved = int(window), float(threshold), float(min_moved_m)
         self.debounce = int(debounce)
         self._debounce = Debounce(self.threshold, self.debounce)

@@ -26,7 +26,7 @@ class MonitorSpec:
     post_onset_steps: int = 240        # a fault episode ends this long after the onset (3 s at 80 Hz)
     hand_threshold: float = 0.8        # the hand-motion detector's shortfall threshold (inf: collect only)
     stall_threshold: float | None = None   # the LAM stall score's (None: not run; inf: collect only)
-    camera_threshold: float = 0.95     # the camera-motion detector's stillness threshold (inf: collect only)
+    camera_threshold: float = CameraMotionMonitor.DEFAULT_THRESHOLD   # stillness threshold (inf: collect only)
     normal_steps: int = 0              # > 0: success does not end an episode before this step (more
                                        # minutes of normal operation per episode, as a robot keeps running)
 

@@ -164,7 +164,7 @@ def _fault_and_monitor(args, factory):
 
 
 def _calibrate(args, factory, res) -> None:
-    from lara_policy.core.monitor import MonitorConfig, calibrate_debounced, calibrate_threshold
+    from lara_policy.core.monitor import CameraMotionMonitor, MonitorConfig, calibrate_debounced, calibrate_threshold
     from lara_policy.evaluation.policies import CheckpointPolicyFactory
     seqs = [r.get("monitor", {}).get("lam", {}).get("surprises", []) for r in res["episodes"]]
     surprises = [s for seq in seqs for s in seq]
@@ -183,6 +183,8 @@ def _calibrate(args, factory, res) -> None:
     hand_seqs = [r.get("monitor", {}).get("hand", {}).get("scores", []) for r in res["episodes"]]
     hand, stall = same_way("hand", "scores", upper=1.0), same_way("lam_stall", "surprises")
     camera = same_way("camera", "scores", upper=1.0)
+    if camera is not None:              # calibration only ever makes it stricter (CameraMotionMonitor)
+        camera = max(camera, CameraMotionMonitor.DEFAULT_THRESHOLD)
     minutes = sum(r["length"] for r in res["episodes"]) * 0.0125 / 60.0      # Meta-World's control step
     cfg = MonitorConfig(threshold, args.monitor_debounce, args.monitor_quantile,
                         {"tasks": sorted(res["per_task"]), "episodes": res["episodes_total"], "surprises": len(surprises),
