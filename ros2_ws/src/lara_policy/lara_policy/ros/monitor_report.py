@@ -78,6 +78,7 @@ def summarise(records: list[dict], ref: dict) -> dict:
         "alarm_to_hold_ms_p50": _p([r["alarm_to_hold_ms"] for r in held], 50),
         "alarm_to_hold_ms_max": max((r["alarm_to_hold_ms"] for r in held), default=None),
         "held_within_in_sim_p90": sum(within) if within else None,
+        "held_with_in_sim_p90": len(within),     # holds whose monitor has an in-sim p90 to compare with
         "by_monitor": by_monitor,
         "moving_ticks_after_hold": sum(r["moving_ticks_after_hold"] for r in held),
         "missed_commanding_share_p50": _p([r["commanding_share_while_frozen"] for r in missed
@@ -180,7 +181,9 @@ def table(records: list[dict], summary: dict, settings: dict, ref: dict, command
               f"{_f(s['missed_frozen_unheld_s_total'], 1)} s in all with nothing holding it (only the LAM monitor is "
               "switched on here; command_node's max_not_following_s, off by default, would catch it: the hand detector "
               "of the in-sim table).")
-    if settings["fault"] != "frozen-arm":
+    if settings["fault"] != "frozen-arm" and s["detected"] == s["fault_episodes"]:
+        missed = "- missed faults: none."
+    elif settings["fault"] != "frozen-arm":
         missed = (f"- missed faults: command_node stayed armed and kept commanding motion in p50 "
                   f"{_f(s['missed_commanding_share_p50'])} of its ticks after the onset for "
                   f"{_f(s['missed_frozen_unheld_s_total'], 1)} s in all (the policy acting on what the camera shows; "
@@ -202,8 +205,12 @@ def table(records: list[dict], summary: dict, settings: dict, ref: dict, command
         f"p50 {_f(lam.get('detection_delay_s_p50'))} s, p90 {_f(lam.get('detection_delay_s_p90'))} s"
         + (f"; camera detector (threshold {_f(ref.get('camera_threshold'), 4)}) detected {_f(cam.get('detected'))}/"
            f"{_f(cam.get('fault_episodes'))}, p50 {_f(cam.get('detection_delay_s_p50'))} s, p90 "
-           f"{_f(cam.get('detection_delay_s_p90'))} s" if "camera" in mons else "")
-        + f"; holds through ROS within the p90 of the monitor that held: {_f(s['held_within_in_sim_p90'])}/{s['held']}.",
+           f"{_f(cam.get('detection_delay_s_p90'))} s" if "camera" in mons and cam else
+           "; no camera-detector figures in it" if "camera" in mons else "")
+        + f"; holds through ROS within the p90 of the monitor that held: {_f(s['held_within_in_sim_p90'])}/"
+        f"{s.get('held_with_in_sim_p90', s['held'])}" + (f" (of {s['held']} holds: the others' monitor has no in-sim "
+                                                        "figure)" if s.get("held_with_in_sim_p90", s["held"]) < s["held"]
+                                                        else "") + ".",
     ] + ([f"- by monitor: {'; '.join(per)}."] if mons != ["lam"] and per else []) + [
         missed,
         f"- false alarms {s['false_alarms']} (holds {s['false_holds']}) over {s['normal_sim_minutes']} sim min "
