@@ -33,6 +33,11 @@ def test_launch_and_lara_bringup_read_the_same_paths(name, args, tmp_path, monke
     if "policy_node" in specs:
         assert specs["policy_node"]["checkpoint"] == ov["policy_node"]["checkpoint"]
         assert os.path.isabs(specs["policy_node"]["checkpoint"])
+    if "policy_node" in specs:      # camera_watch_node (when switched on) reads the policy's checkpoint, both ways
+        from lara_policy.ros.camera_watch_node import launch_spec
+        watch = launch_spec(path, switch="true", checkpoint=args.get("checkpoint", ""))
+        assert watch["parameters"]["checkpoint"] == ov["camera_watch_node"]["checkpoint"] == \
+            specs["policy_node"]["checkpoint"]
     if "recorder_node" in specs:
         assert specs["recorder_node"]["output_dir"] == ov["recorder_node"]["output_dir"]
         expected_base = str(tmp_path) if args else root   # typed: cwd; from the YAML: the checkout
