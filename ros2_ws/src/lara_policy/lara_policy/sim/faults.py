@@ -18,6 +18,8 @@ import numpy as np
 
 FAULTS = ("none", "frozen-arm", "frozen-camera", "object-teleport")
 ARM_QPOS = 9            # Sawyer: 7 arm joints + 2 finger joints come first in qpos; objects follow
+JAM_DOFS = 7            # the arm joints a frozen-arm fault jams (their dofs come first in qvel)
+JAM_DAMPING = 1e6       # N m s / rad: the weld's pull moves a joint by ~1e-6 rad per step
 TELEPORT_M = 0.08
 
 
@@ -48,6 +50,7 @@ class FaultyEnv:
 
     def __init__(self, env, spec: FaultSpec):
         self.env, self.spec = env, spec
+        self._damping0 = None
         self.onset: int | None = None
         self._frozen_images = None
         self._last_gripper = 0.0
@@ -62,6 +65,7 @@ class FaultyEnv:
     def reset(self, seed: int = 0, instruction: str | None = None):
         self.onset = self.spec.onset(seed)
         self._frozen_images, self._last_gripper = None, 0.0
+        self._release()
         return self.env.reset(seed=seed, instruction=instruction)
 
     def step(self, action, render: bool = True):
@@ -70,6 +74,8 @@ class FaultyEnv:
         if self.spec.kind == "frozen-arm" and self.onset is not None and self.env.steps + 1 >= self.onset:
             a[:3] = 0.0                       # the hand holds; the gripper keeps its last command
             a[3] = self._last_gripper
+            if starting:                      # where the hand IS: the mocap target runs up to ~4 cm ahead
+                self._stop_hand()             # of it in motion, and a zero command alone let it creep there
         else:
             self._last_gripper = float(a[3])
         if starting and self.spec.kind == "object-teleport":
@@ -88,6 +94,21 @@ class FaultyEnv:
             cams = self.env.cameras if cameras is None else tuple(cameras)
             return {c: self._frozen_images[c].copy() for c in cams if c in self._frozen_images}
         return self.env.render_images(cameras)
+
+    def _stop_hand(self) -> None:
+        """A jammed arm stops where it is. Zeroing the command alone is not that in Meta-World: the
+        hand follows its mocap target through a soft weld, lagging by up to ~4 cm in fast motion, and
+        crept there over ~2 s. So the arm joints get a damping that holds them (the jam) until reset."""
+        raw = self.env.raw_env
+        if self._damping0 is None:
+            self._damping0 = raw.model.dof_damping[:JAM_DOFS].copy()
+        raw.model.dof_damping[:JAM_DOFS] = JAM_DAMPING
+        raw.data.qvel[:JAM_DOFS] = 0.0
+
+    def _release(self) -> None:
+        if self._damping0 is not None:        # the env is reused by the next episode
+            self.env.raw_env.model.dof_damping[:JAM_DOFS] = self._damping0
+            self._damping0 = None
 
     def _teleport(self) -> None:
         raw = self.env.raw_env
