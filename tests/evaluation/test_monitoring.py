@@ -191,15 +191,26 @@ def test_camera_motion_monitor_flags_a_still_image_while_the_hand_moves():
             m.on_step(step, hand, img)
         return m
     normal = run(None)
-    assert normal.alarms == [] and max(normal.scores) < 0.2          # the image changes with the hand
+    assert not normal.alarms and max(normal.scores) < 0.2          # the image changes with the hand
     frozen = run(30)
     assert frozen.alarms and 30 < frozen.alarms[0] <= 30 + 3 * 8
     assert frozen.scores[-1] == pytest.approx(1.0)                   # identical frames: stillness exactly 1
     # the hand at rest: a still image is expected, nothing is judged
     still = run(30, hand_moves=False)
-    assert still.scores == [] and still.alarms == []
+    assert not still.scores and not still.alarms
     # collect only (calibration)
-    assert run(30, threshold=float("inf")).alarms == []
+    assert not run(30, threshold=float("inf")).alarms
+    # each window's judgement is returned (None between windows); a bounded history for a long-running node
+    m = CameraMotionMonitor(window=2, threshold=0.5, debounce=1, history=3)
+    img = np.zeros((4, 4, 3), np.uint8)
+    got = [m.on_step(step, np.full(3, 0.02 * step), img) for step in range(1, 12)]
+    assert [g is None for g in got] == [True, True, True, False, True, False, True, False, True, False, True]
+    assert got[3].step == 4 and got[3].stillness == 1.0 and got[3].alarm
+    assert got[3].hand_path_m == pytest.approx(0.02 * np.sqrt(3))     # the window holds `window` frames
+    assert len(m.scores) == len(m.alarms) == 3 and list(m.score_steps) == [6, 8, 10]
+    still = CameraMotionMonitor(window=2).on_step
+    still(1, np.zeros(3), img), still(2, np.zeros(3), img)
+    assert still(4, np.zeros(3), img).stillness is None           # the hand stood still: judged, no score
     m = CameraMotionMonitor(window=2)
     m.on_step(1, np.zeros(3), np.zeros((4, 4, 3), np.uint8))
     m.on_step(2, np.ones(3), np.zeros((4, 4, 3), np.uint8))

@@ -31,7 +31,7 @@ def _entry_points():
 
 
 @pytest.mark.parametrize("name", LAUNCH_FILES)
-def test_launch_file_compiles_and_node_graph_is_consistent(name):
+def test_launch_file_compiles_and_node_graph_is_consistent(name, tmp_path):
     from lara_bringup import config_dir
     from lara_bringup.launch_common import node_specs
 
@@ -58,6 +58,15 @@ def test_launch_file_compiles_and_node_graph_is_consistent(name):
         assert watch["parameters"]["image_topic"] == pol[0]["parameters"].get("image_topic", "/camera/image_raw")
         assert launch_spec(os.path.join(config_dir(), CONFIG_OF[name]), switch="false") is None
         assert LAUNCH_ARG[0] in open(path, encoding="utf-8").read()
+        # listed in lara_bringup.nodes instead of switched on: the same executable, the graph's checkpoint
+        import yaml
+        cfg = yaml.safe_load(open(os.path.join(config_dir(), CONFIG_OF[name]), encoding="utf-8"))
+        cfg["lara_bringup"]["ros__parameters"]["nodes"] = ["policy_node", "camera_watch_node"]
+        listed = tmp_path / "listed.yaml"
+        listed.write_text(yaml.safe_dump(cfg))
+        by_name = {s["name"]: s for s in node_specs(str(listed), checkpoint="/ckpt")}
+        assert by_name["camera_watch_node"]["executable"] in entry_points
+        assert by_name["camera_watch_node"]["parameters"]["checkpoint"] == "/ckpt"
     if name == "offline_eval.launch.py":
         assert "command_node" not in [s["name"] for s in specs], "offline evaluation must not move anything"
 

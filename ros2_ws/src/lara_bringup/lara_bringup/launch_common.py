@@ -17,7 +17,8 @@ from lara_policy.ros.params import (bringup_paths, load_params_yaml, node_params
 PACKAGE = "lara_policy"
 # node section -> console script of lara_policy (setup.py entry points)
 EXECUTABLES = {"sim_node": "sim_node", "policy_node": "policy_node",
-               "command_node": "command_node", "recorder_node": "recorder_node"}
+               "command_node": "command_node", "recorder_node": "recorder_node",
+               "camera_watch_node": "camera_watch_node"}
 
 
 # robot profiles shipped in lara_bringup/config (real_arm.launch.py robot:=NAME)
@@ -68,7 +69,7 @@ def node_specs(config_path: str, *, checkpoint: str = "", task: str = "", record
     specs = []
     for name in names:
         params = _section(config, name)
-        if name == "policy_node":
+        if name in ("policy_node", "camera_watch_node"):    # the watch reads monitor.json beside the weights
             params["checkpoint"] = paths["checkpoint"]
         if name == "sim_node" and (task or bring.get("task")):
             params["task"] = task or bring.get("task")

@@ -45,8 +45,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench ros": ("lara_policy.ros.bench", "benchmark camera->command latency and control-tick regularity through ROS"),
     "bench recorder": ("lara_policy.ros.bench_recorder", "benchmark the recorder: camera + state at a fixed rate for "
                        "N minutes over DDS; messages lost, recorder memory, bag size"),
-    "monitor ros": ("lara_policy.ros.monitor_run", "the LAM fault monitor through the ROS graph: a jammed arm in sim_node -> "
-                    "alarm -> command_node hold, delays per episode, false alarms (issue 25)"),
+    "monitor ros": ("lara_policy.ros.monitor_run", "the fault monitors through the ROS graph: a jammed arm or frozen camera in "
+                    "sim_node -> LAM / camera_watch_node alarm -> command_node hold, delays per episode, false alarms "
+                    "(issue 25)"),
     "bringup": ("lara_policy.ros.bringup", "run a node graph (sim/real) from a lara_bringup YAML in one process"),
     "bag info": ("lara_policy.formats.rosbag.episode", "summary of a recorder episode bag (files, messages, duration, topics) as JSON"),
     "bag recover": ("lara_policy.formats.rosbag.episode", "rebuild metadata.yaml of an interrupted recorder episode from its "

@@ -18,6 +18,7 @@ import json
 from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -153,6 +154,14 @@ class HandMotionMonitor:
                 self.alarms.append(int(step))
 
 
+class CameraJudgement(NamedTuple):
+    """One window judged by CameraMotionMonitor: stillness is None when the hand stood still."""
+    step: int
+    stillness: float | None
+    hand_path_m: float
+    alarm: bool
+
+
 class CameraMotionMonitor:
     """No LAM: the hand moved but the image did not. Over the last `window` steps, while the hand
     (proprioception) travelled at least `min_moved_m`, stillness = 1 / (1 + mean |I_t - I_t-window|)
@@ -167,30 +176,33 @@ class CameraMotionMonitor:
     DEFAULT_THRESHOLD = 0.95
 
     def __init__(self, window: int = 16, threshold: float = DEFAULT_THRESHOLD, min_moved_m: float = 0.01,
-                 debounce: int = 2):
+                 debounce: int = 2, history: int | None = None):
         self.window, self.threshold, self.min_moved = int(window), float(threshold), float(min_moved_m)
         self.debounce = int(debounce)
+        self.history = history               # scores/alarms kept (None: all; a long-running node bounds them)
         self._debounce = Debounce(self.threshold, self.debounce)
         self.reset()
 
     def reset(self) -> None:
         self._hist: deque = deque()
         self._debounce.reset()
-        self.alarms: list[int] = []
-        self.scores: list[float] = []
-        self.score_steps: list[int] = []
+        self.alarms: deque = deque(maxlen=self.history)
+        self.scores: deque = deque(maxlen=self.history)
+        self.score_steps: deque = deque(maxlen=self.history)
 
-    def on_step(self, step: int, hand_xyz: np.ndarray, image: np.ndarray) -> None:
+    def on_step(self, step: int, hand_xyz: np.ndarray, image: np.ndarray) -> CameraJudgement | None:
+        """Feed one frame with the hand position at it; the judgement when this step closes a window."""
         self._hist.append((np.asarray(hand_xyz, np.float64).copy(), np.asarray(image)))
         if len(self._hist) <= self.window:
-            return
+            return None
         self._hist.popleft()
         if step % self.window:               # judged once per window, like the hand-motion detector
-            return
+            return None
         hands = np.stack([h for h, _ in self._hist])
-        if np.linalg.norm(np.diff(hands, axis=0), axis=1).sum() < self.min_moved:
+        path = float(np.linalg.norm(np.diff(hands, axis=0), axis=1).sum())
+        if path < self.min_moved:
             self._debounce.reset()           # the hand stood still: a still image is expected
-            return
+            return CameraJudgement(int(step), None, path, False)
         first, last = self._hist[0][1], self._hist[-1][1]
         if first.shape != last.shape:
             raise ValueError(f"camera image changed shape {first.shape} -> {last.shape}")
@@ -198,8 +210,10 @@ class CameraMotionMonitor:
         stillness = 1.0 / (1.0 + change)
         self.scores.append(stillness)
         self.score_steps.append(int(step))
-        if self._debounce.score(stillness):
+        alarm = self._debounce.score(stillness)
+        if alarm:
             self.alarms.append(int(step))
+        return CameraJudgement(int(step), stillness, path, alarm)
 
 
 def calibrate_threshold(surprises: list[float], quantile: float = 0.999, margin: float = 1.1) -> float:

@@ -125,7 +125,7 @@ class CameraWatchNode(Node):
         model_id = os.path.basename(self.checkpoint.rstrip("/")) if self.checkpoint else "camera"
         self.out = MonitorOutputs(self, NAME, model_id, alarm_topic=t["monitor_alarm_topic"])
         self.monitor = CameraMotionMonitor(window=self.window, threshold=self.threshold if self.enabled else 1.0,
-                                           min_moved_m=self.min_moved_m, debounce=self.debounce)
+                                           min_moved_m=self.min_moved_m, debounce=self.debounce, history=1000)
         self.frames = 0                  # frames received; judged: frames fed to the monitor since it (re)started
         self.judged_frames = 0
         self.alarm_frames: list[int] = []     # frames received at each alarm
@@ -135,7 +135,6 @@ class CameraWatchNode(Node):
         self.image_errors = 0
         self._pose = None                # (xyz, stamp s)
         self._step = 0
-        self._hands: deque = deque(maxlen=self.window)
         if not self.enabled:
             self.get_logger().warning(f"camera_watch_node: DISABLED: {self.disabled_reason}")
             self.create_timer(5.0, self._report_disabled)
@@ -175,7 +174,6 @@ class CameraWatchNode(Node):
         """Start the window over (frames not judged in between: no window spans them)."""
         self.monitor.reset()
         self._step = 0
-        self._hands.clear()
 
     def _on_image(self, msg) -> None:
         self.frames += 1
@@ -203,30 +201,22 @@ class CameraWatchNode(Node):
 
     def _judge(self, hand: np.ndarray, rgb: np.ndarray, stamp: float) -> None:
         step, self._step = self._step, self._step + 1
-        self._hands.append(hand)
-        n_scores, n_alarms = len(self.monitor.scores), len(self.monitor.alarms)
-        self.monitor.on_step(step, hand, rgb)
+        judged = self.monitor.on_step(step, hand, rgb)
         self.judged_frames += 1
-        if len(self.monitor.scores) > 1000:     # the node keeps its own bounded record (self.scores)
-            del self.monitor.scores[:500], self.monitor.score_steps[:500]
-            n_scores -= 500
-        if len(self.monitor.alarms) > 1000:
-            del self.monitor.alarms[:500]
-            n_alarms -= 500
-        if step < self.window or step % self.window:
-            return                             # not a judgement step (CameraMotionMonitor's rule)
-        path = float(np.linalg.norm(np.diff(np.stack(self._hands), axis=0), axis=1).sum())
+        if judged is None:
+            return                             # not the end of a window
+        path = judged.hand_path_m
         values = [("threshold", f"{self.threshold:.4f}"), ("debounce", str(self.debounce)),
                   ("window_frames", str(self.window)), ("hand_path_m", f"{path:.4f}")]
-        if len(self.monitor.scores) == n_scores:       # the hand stood still: nothing to judge
+        if judged.stillness is None:           # the hand stood still: nothing to judge
             self.out.status(DiagnosticStatus.OK, f"hand still ({path:.3f} m < {self.min_moved_m:g} m over "
                             f"{self.window} frames): a still image is expected",
                             values + [("alarms", str(self.out.alarms)), ("frame_stamp", f"{stamp:.3f}")])
             return
-        stillness = float(self.monitor.scores[-1])
+        stillness = judged.stillness
         self.scores.append((stamp, stillness, path))
         level, message = DiagnosticStatus.OK, "the camera image changes as the hand moves"
-        if len(self.monitor.alarms) > n_alarms:
+        if judged.alarm:
             reason = (f"camera monitor: the hand moved {path:.3f} m but the camera image did not change (stillness "
                       f"{stillness:.3f} > {self.threshold:.3f} for {self.debounce} windows of {self.window} frames in "
                       "a row: frozen camera driver re-sending its last frame?)")
