@@ -41,6 +41,10 @@ def test_frozen_arm_holds_the_hand_from_the_onset():
     # mocap target over ~2 s; from the step after the onset it now stays within millimetres
     after = np.abs(hands[onset + 1:] - hands[onset]).max()
     assert before > 0.02 and after < 0.002
+    # and no creep once stopped (a 0.1 mm creep per 16 steps made a jammed hand look like a
+    # hand pressed on an object to the shortfall detector): under 1 um over 16 steps
+    onset, hands, _, _ = _run("frozen-arm", steps=60)
+    assert np.linalg.norm(hands[-1] - hands[-17]) < 1e-6
 
 
 def test_frozen_arm_is_released_for_the_next_episode():

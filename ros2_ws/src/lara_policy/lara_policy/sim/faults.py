@@ -19,7 +19,7 @@ import numpy as np
 FAULTS = ("none", "frozen-arm", "frozen-camera", "object-teleport")
 ARM_QPOS = 9            # Sawyer: 7 arm joints + 2 finger joints come first in qpos; objects follow
 JAM_DOFS = 7            # the arm joints a frozen-arm fault jams (their dofs come first in qvel)
-JAM_DAMPING = 1e6       # N m s / rad: the weld's pull moves a joint by ~1e-6 rad per step
+JAM_DAMPING = 1e9       # N m s / rad: the weld's pull then moves the hand < 1 um per step
 TELEPORT_M = 0.08
 
 
