@@ -13,7 +13,8 @@ detector and fault into OUT/curves.png.
     python scripts/monitor_curves.py results/monitor/lara-metaworld-mt3/curves [--debounce 3]
 
 `--at MONITOR_JSON` also scores every detector at that monitor.json's thresholds (lam:
-threshold, lam_stall: stall_threshold, hand: hand_threshold, camera: camera_threshold) from
+threshold, lam_stall: stall_threshold, hand: hand_threshold, camera: camera_threshold with
+its camera_debounce) from
 the recorded scores, without running an episode again: detection rate, p50 delay and false
 alarms per 10 min into OUT/operating_point.md (a recalibrated monitor.json judged on the same
 episodes).
@@ -76,8 +77,8 @@ def operating_point(out: Path, normal: list[dict], monitor_json: Path, debounce:
     """Every detector at the thresholds of one monitor.json, re-scored from the recorded scores."""
     cfg = json.loads(monitor_json.read_text())
     lines = [f"At the thresholds of {monitor_json} (debounce {debounce}), from the recorded scores:", "",
-             "| fault | detector | threshold | detected | rate | p50 delay s | false alarms per 10 min |",
-             "|---|---|---|---|---|---|---|"]
+             "| fault | detector | threshold | debounce | detected | rate | p50 delay s | false alarms per 10 min |",
+             "|---|---|---|---|---|---|---|---|"]
     for fault in FAULTS:
         faults = load(out, fault)
         reached = [e for e in faults if e.get("fault_reached")]
@@ -85,16 +86,17 @@ def operating_point(out: Path, normal: list[dict], monitor_json: Path, debounce:
             t = cfg.get(key)
             if t is None or not any(det in e["monitor"] for e in normal):
                 continue
-            fa, rate = curve(normal, faults, det, [t], debounce)
+            db = (cfg.get("camera_debounce") or debounce) if det == "camera" else debounce
+            fa, rate = curve(normal, faults, det, [t], db)
             delays = []
             for e in reached:
                 m = e["monitor"].get(det)
-                after = [a for a in alarm_steps(m["steps"], m[KEYS[det]], t, debounce) if a >= e["fault_onset"]] \
+                after = [a for a in alarm_steps(m["steps"], m[KEYS[det]], t, db) if a >= e["fault_onset"]] \
                     if m else []
                 if after:
                     delays.append((after[0] - e["fault_onset"]) * DT)
             p50 = f"{np.median(delays):.2f}" if delays else "-"
-            lines.append(f"| {fault} | {det} | {t:.4f} | {len(delays)}/{len(reached)} | {rate[0]:.2f} | {p50} | "
+            lines.append(f"| {fault} | {det} | {t:.4f} | {db} | {len(delays)}/{len(reached)} | {rate[0]:.2f} | {p50} | "
                          f"{fa[0]:.2f} |")
     return "\n".join(lines) + "\n"
 

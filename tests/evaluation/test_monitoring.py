@@ -158,6 +158,17 @@ def test_debounced_calibration_is_the_lowest_threshold_without_an_alarm():
         calibrate_debounced([[0.1]], debounce=3)
 
 
+def test_camera_debounce_is_the_smallest_without_a_calibration_alarm():
+    from lara_policy.core.monitor import calibrate_debounce
+    seqs = [[0.2, 0.96, 0.3], [0.96, 0.97, 0.1]]          # normal: one single, one pair above 0.95
+    assert calibrate_debounce(seqs, 0.95, max_debounce=3) == 3
+    assert calibrate_debounce([[0.2, 0.96, 0.3]], 0.95, max_debounce=3) == 2
+    assert calibrate_debounce([[0.2, 0.5]], 0.95, max_debounce=3) == 1
+    assert calibrate_debounce([[0.99] * 5], 0.95, max_debounce=3) == 3        # never quiet: the cap
+    cfg = MonitorConfig(0.9, 3, camera_threshold=0.95, camera_debounce=1)
+    assert cfg.camera_debounce == 1
+
+
 def test_bounded_scores_calibrate_below_their_bound():
     """The hand's shortfall and the camera's stillness never exceed 1: the x 1.05 margin on a worst
     normal score of 0.998 would put the threshold at 1.048, where no fault can ever raise an alarm
@@ -267,8 +278,12 @@ def test_monitor_curves_rescores_recorded_episodes_at_a_monitor_json(tmp_path):
                                                        "hand_threshold": 1.0}))
     text = mc.operating_point(tmp_path, mc.load(tmp_path, "none"), tmp_path / "monitor.json", debounce=3)
     rows = {line.split(" | ")[1]: line for line in text.splitlines() if line.startswith("| frozen-camera")}
-    assert "| 1/2 | 0.50 | 0.50 | 0.00 |" in rows["camera"]       # alarm at 80 = onset 40 + 40 steps x 12.5 ms
-    assert "| 0/2 | 0.00 | - |" in rows["hand"]                    # 1.0 is never above 1.0
+    assert "| 3 | 1/2 | 0.50 | 0.50 | 0.00 |" in rows["camera"]   # alarm at 80 = onset 40 + 40 steps x 12.5 ms
+    assert "| 3 | 0/2 | 0.00 | - |" in rows["hand"]                # 1.0 is never above 1.0
+    # the camera's own calibrated debounce: 2 windows of identical frames -> the alarm at 64
+    (tmp_path / "db2.json").write_text(json.dumps({"camera_threshold": 0.95, "camera_debounce": 2}))
+    db2 = mc.operating_point(tmp_path, mc.load(tmp_path, "none"), tmp_path / "db2.json", debounce=3)
+    assert "| camera | 0.9500 | 2 | 1/2 | 0.50 | 0.30 | 0.00 |" in db2
     # at a threshold below the normal episode's run of 0.5s the same scores give false alarms
     (tmp_path / "low.json").write_text(json.dumps({"camera_threshold": 0.05}))
     low = mc.operating_point(tmp_path, mc.load(tmp_path, "none"), tmp_path / "low.json", debounce=3)

@@ -155,12 +155,12 @@ def test_without_a_fresh_pose_nothing_is_judged(ros, spinner):
     assert not rig.alarms
 
 
-def _checkpoint(tmp_path, camera_threshold=None):
+def _checkpoint(tmp_path, camera_threshold=None, camera_debounce=None):
     from lara_policy.core.monitor import MonitorConfig
     ckpt = tmp_path / "ckpt"
-    ckpt.mkdir()
+    ckpt.mkdir(parents=True)
     (ckpt / "config.json").write_text(json.dumps({"model": {"chunk_offset": -1, "vla": {"horizon": 8}}}))
-    MonitorConfig(threshold=0.9, debounce=3, camera_threshold=camera_threshold).save(ckpt)
+    MonitorConfig(threshold=0.9, debounce=3, camera_threshold=camera_threshold, camera_debounce=camera_debounce).save(ckpt)
     return ckpt
 
 
@@ -193,6 +193,13 @@ def test_the_checkpoint_gives_threshold_debounce_and_window(ros, tmp_path):
         assert watch.source == "ckpt/monitor.json"
     finally:
         watch.destroy_node()
+    # a calibrated camera_debounce is the watch's own (the LAM's debounce stays the LAM's)
+    own = _watch(checkpoint=str(_checkpoint(tmp_path / "own", camera_threshold=0.95, camera_debounce=1)),
+                 threshold=-1.0, debounce=0, window_frames=0)
+    try:
+        assert (own.threshold, own.debounce) == (0.95, 1)
+    finally:
+        own.destroy_node()
 
 
 def test_graph_switch_and_launch_spec(tmp_path):

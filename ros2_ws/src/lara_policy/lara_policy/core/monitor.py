@@ -58,6 +58,7 @@ class MonitorConfig:
     hand_threshold: float | None = None   # the hand-motion detector's, calibrated the same way (None: 0.8)
     stall_threshold: float | None = None  # the LAM stall score's (motion predicted, none seen), the same way
     camera_threshold: float | None = None  # the camera-motion detector's (hand moved, image still), the same way
+    camera_debounce: int | None = None     # its debounce (None: `debounce`): calibrate_debounce
 
     def save(self, checkpoint: str | Path) -> Path:
         from lara_policy.common.fileio import write_json
@@ -70,7 +71,7 @@ class MonitorConfig:
             return None
         d = json.loads(p.read_text())
         return cls(**{k: d[k] for k in ("threshold", "debounce", "quantile", "calibration", "hand_threshold",
-                                                "stall_threshold", "camera_threshold")
+                                                "stall_threshold", "camera_threshold", "camera_debounce")
                       if k in d})
 
 
@@ -214,6 +215,21 @@ class CameraMotionMonitor:
         if alarm:
             self.alarms.append(int(step))
         return CameraJudgement(int(step), stillness, path, alarm)
+
+
+def calibrate_debounce(sequences: list[list[float]], threshold: float, max_debounce: int) -> int:
+    """The smallest debounce (1..max_debounce) at which no normal episode raises an alarm at a FIXED
+    threshold: for a detector whose threshold physics sets (the camera's stillness: identical frames
+    score exactly 1) the calibration data choose how many judgements in a row it takes instead."""
+    for count in range(1, int(max_debounce) + 1):
+        if not any(_alarms(seq, threshold, count) for seq in sequences):
+            return count
+    return int(max_debounce)
+
+
+def _alarms(seq: list[float], threshold: float, count: int) -> int:
+    d = Debounce(threshold, count)
+    return sum(d.score(v) for v in seq)
 
 
 def calibrate_threshold(surprises: list[float], quantile: float = 0.999, margin: float = 1.1) -> float:

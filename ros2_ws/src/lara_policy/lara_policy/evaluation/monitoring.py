@@ -27,6 +27,7 @@ class MonitorSpec:
     hand_threshold: float = 0.8        # the hand-motion detector's shortfall threshold (inf: collect only)
     stall_threshold: float | None = None   # the LAM stall score's (None: not run; inf: collect only)
     camera_threshold: float = CameraMotionMonitor.DEFAULT_THRESHOLD   # stillness threshold (inf: collect only)
+    camera_debounce: int | None = None # the camera detector's debounce (None: `debounce`)
     normal_steps: int = 0              # > 0: success does not end an episode before this step (more
                                        # minutes of normal operation per episode, as a robot keeps running)
 
@@ -43,7 +44,7 @@ def resolve_threshold(spec: MonitorSpec, checkpoint: str | None) -> MonitorSpec:
     stall = cfg.stall_threshold if cfg.stall_threshold is not None else spec.stall_threshold
     camera = cfg.camera_threshold if cfg.camera_threshold is not None else spec.camera_threshold
     return dataclasses.replace(spec, threshold=cfg.threshold, debounce=cfg.debounce, hand_threshold=hand,
-                               stall_threshold=stall, camera_threshold=camera)
+                               stall_threshold=stall, camera_threshold=camera, camera_debounce=cfg.camera_debounce)
 
 
 class EpisodeMonitors:
@@ -57,8 +58,8 @@ class EpisodeMonitors:
         window = int(policy.config.offset) if hasattr(policy, "config") else 16
         self.hand = HandMotionMonitor(action_scale, window=window, threshold=spec.hand_threshold, debounce=spec.debounce)
         self.camera = policy.meta.cameras[0] if policy.meta.cameras else None
-        self.image = CameraMotionMonitor(window=window, threshold=spec.camera_threshold, debounce=spec.debounce) \
-            if self.camera else None
+        self.image = CameraMotionMonitor(window=window, threshold=spec.camera_threshold,
+                                         debounce=spec.camera_debounce or spec.debounce) if self.camera else None
 
     def on_prediction(self, step: int, obs, pred) -> None:
         for mon in (self.lam, self.stall):

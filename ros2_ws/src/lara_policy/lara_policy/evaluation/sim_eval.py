@@ -164,7 +164,8 @@ def _fault_and_monitor(args, factory):
 
 
 def _calibrate(args, factory, res) -> None:
-    from lara_policy.core.monitor import CameraMotionMonitor, MonitorConfig, calibrate_debounced, calibrate_threshold
+    from lara_policy.core.monitor import (CameraMotionMonitor, MonitorConfig, calibrate_debounce, calibrate_debounced,
+                                          calibrate_threshold)
     from lara_policy.evaluation.policies import CheckpointPolicyFactory
     seqs = [r.get("monitor", {}).get("lam", {}).get("surprises", []) for r in res["episodes"]]
     surprises = [s for seq in seqs for s in seq]
@@ -183,8 +184,12 @@ def _calibrate(args, factory, res) -> None:
     hand_seqs = [r.get("monitor", {}).get("hand", {}).get("scores", []) for r in res["episodes"]]
     hand, stall = same_way("hand", "scores", upper=1.0), same_way("lam_stall", "surprises")
     camera = same_way("camera", "scores", upper=1.0)
-    if camera is not None:              # calibration only ever makes it stricter (CameraMotionMonitor)
+    camera_debounce = None
+    if camera is not None:              # calibration only ever makes it stricter (CameraMotionMonitor) ...
         camera = max(camera, CameraMotionMonitor.DEFAULT_THRESHOLD)
+        # ... and, its threshold set by physics, the data choose its debounce (at most the shared one)
+        camera_debounce = calibrate_debounce([r.get("monitor", {}).get("camera", {}).get("scores", [])
+                                              for r in res["episodes"]], camera, args.monitor_debounce)
     minutes = sum(r["length"] for r in res["episodes"]) * 0.0125 / 60.0      # Meta-World's control step
     cfg = MonitorConfig(threshold, args.monitor_debounce, args.monitor_quantile,
                         {"tasks": sorted(res["per_task"]), "episodes": res["episodes_total"], "surprises": len(surprises),
@@ -192,13 +197,13 @@ def _calibrate(args, factory, res) -> None:
                          "surprise_max": float(max(surprises)), "method": how, "normal_minutes": round(minutes, 2),
                          "normal_steps": args.monitor_normal_steps,
                          "hand_scores": sum(len(q) for q in hand_seqs)}, hand_threshold=hand,
-                        stall_threshold=stall, camera_threshold=camera)
+                        stall_threshold=stall, camera_threshold=camera, camera_debounce=camera_debounce)
     cfg.save(args.out)
     if isinstance(factory, CheckpointPolicyFactory):
         cfg.save(factory.path)
     print(f"monitor threshold {cfg.threshold:.4f} ({how}; {len(surprises)} surprises, debounce {cfg.debounce}); "
           f"hand-motion detector threshold {'-' if hand is None else f'{hand:.4f}'}, LAM stall score threshold "
           f"{'-' if stall is None else f'{stall:.4f}'}, camera-motion detector threshold "
-          f"{'-' if camera is None else f'{camera:.4f}'} (same method); "
+          f"{'-' if camera is None else f'{camera:.4f} (debounce {camera_debounce})'} (same method); "
           f"wrote monitor.json into {args.out}" + (f" and {factory.path}" if isinstance(factory, CheckpointPolicyFactory)
                                                   else ""))

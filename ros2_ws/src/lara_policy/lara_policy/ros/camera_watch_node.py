@@ -67,7 +67,8 @@ def resolve_threshold(checkpoint: str, threshold: float, debounce: int) -> tuple
     """(threshold, debounce, where from); threshold NaN with the reason in place of the source
     when there is none."""
     cfg = MonitorConfig.load(checkpoint) if checkpoint and os.path.isdir(checkpoint) else None
-    debounce = debounce if debounce > 0 else (cfg.debounce if cfg is not None else DEFAULT_DEBOUNCE)
+    debounce = debounce if debounce > 0 else (
+        (cfg.camera_debounce or cfg.debounce) if cfg is not None else DEFAULT_DEBOUNCE)   # its own, if calibrated
     if threshold >= 0:
         return float(threshold), int(debounce), "parameter threshold"
     if cfg is not None and cfg.camera_threshold is not None:
@@ -93,7 +94,8 @@ class CameraWatchNode(Node):
         threshold = p("threshold", -1.0, "stillness threshold in (0, 1): a window scores above it when the image "
                       "barely changed (-1 = the checkpoint's monitor.json camera_threshold)", read_only=True,
                       min_value=-1.0, max_value=1.0)
-        debounce = p("debounce", 0, "windows in a row above the threshold that raise the alarm (0 = monitor.json's, "
+        debounce = p("debounce", 0, "windows in a row above the threshold that raise the alarm (0 = monitor.json's "
+                     "camera_debounce, or its debounce; "
                      f"else {DEFAULT_DEBOUNCE})", read_only=True, min_value=0, max_value=1000)
         window = p("window_frames", 0, "camera frames per judgement (0 = the checkpoint's LAM frame gap C, the "
                    f"window of `lara eval sim --monitor`; {DEFAULT_WINDOW} without a checkpoint)", read_only=True,

@@ -310,7 +310,8 @@ def _settings(args, ckpt: Path, config: dict) -> dict:
         if cam is None:
             raise BringupError(f"no camera_threshold in {ckpt}/monitor.json: calibrate it (`lara eval sim --monitor "
                                "--calibrate-monitor`) or give --camera-threshold")
-        s["camera"] = {"threshold": float(cam), "debounce": s["debounce"], "min_moved_m": 0.01,
+        cam_debounce = args.debounce if args.debounce > 0 else ((mc.camera_debounce if mc else None) or s["debounce"])
+        s["camera"] = {"threshold": float(cam), "debounce": cam_debounce, "min_moved_m": 0.01,
                        "window_frames": checkpoint_window(str(ckpt)) or DEFAULT_WINDOW}
         s["camera_threshold_source"] = ("--camera-threshold" if args.camera_threshold >= 0
                                         else f"{ckpt.name}/monitor.json")
