@@ -44,6 +44,13 @@ def test_one_frozen_arm_episode_is_measured_onset_alarm_hold(ros):
     assert (summary["fault_episodes"], summary["detected"], summary["held"]) == (1, 1, 1)
     text = monitor_run.table([rec], summary, s, {}, "lara monitor ros --test")
     assert "`lara monitor ros --test`" in text and "| push-v3 | 1002 |" in text
+    # held by command_node's not-following watch with no monitor alarm: caught, not missed
+    watch = {**rec, "alarm_s": None, "alarm_to_hold_ms": None, "hold_reason": "arm not following: ..."}
+    summary = monitor_run.summarise([watch], {})
+    assert (summary["detected"], summary["held"], summary["held_without_alarm"]) == (0, 1, 1)
+    assert summary["alarm_to_hold_ms_p50"] is None
+    text = monitor_run.table([watch], summary, {**s, "not_following_s": 0.5}, {}, "lara monitor ros --test")
+    assert "missed faults: none" in text and "1 held by command_node's not-following watch" in text
 
 
 class _PacingPolicy(GoalSeekingTestPolicy):

@@ -17,6 +17,16 @@ def _p(values, q):
     return round(float(np.percentile(values, q)), 3) if values else None
 
 
+def in_sim_results(root: Path, model: str, fault: str) -> Path:
+    """The newest in-sim table of this fault: experiments/monitor_eval.sh's four-detector run when
+    there is one (the jammed-arm fault of sim/faults.py since 2026-12-07), else the older one."""
+    for folder in ("four_detectors", ""):
+        path = root / "results" / "monitor" / model / folder / fault / "results.json"
+        if path.is_file():
+            return path
+    return root / "results" / "monitor" / model / fault / "results.json"
+
+
 def in_sim_reference(path: Path) -> dict:
     """The `lara eval sim --fault ... --monitor` run's LAM (and camera detector) figures and its
     per-layout outcomes (delay_s: the LAM's, camera_delay_s: the camera detector's)."""
@@ -49,7 +59,7 @@ def summarise(records: list[dict], ref: dict) -> dict:
     faults = [r for r in records if r["kind"] == "fault" and r["fault_reached"]]
     det = [r for r in faults if r["alarm_s"] is not None]
     held = [r for r in faults if r["hold_s"] is not None]
-    missed = [r for r in faults if r["alarm_s"] is None]
+    missed = [r for r in faults if r["alarm_s"] is None and r["hold_s"] is None]   # nothing caught them
     normal_steps = sum(r["steps"] for r in records if r["kind"] == "none") + \
         sum(r["onset_step"] - 1 for r in faults)
     normal_wall = sum(r["wall_s"] for r in records if r["kind"] == "none") + sum(r["onset_s"] for r in faults)
@@ -75,8 +85,11 @@ def summarise(records: list[dict], ref: dict) -> dict:
         "alarm_delay_sim_s_p90": _p([r["alarm_delay_sim_s"] for r in det], 90),
         "hold_delay_wall_s_p50": _p([r["hold_delay_wall_s"] for r in held], 50),
         "hold_delay_sim_s_p50": _p([r["hold_delay_sim_s"] for r in held], 50),
-        "alarm_to_hold_ms_p50": _p([r["alarm_to_hold_ms"] for r in held], 50),
-        "alarm_to_hold_ms_max": max((r["alarm_to_hold_ms"] for r in held), default=None),
+        # a hold by command_node's own not-following watch has no monitor alarm before it
+        "alarm_to_hold_ms_p50": _p([r["alarm_to_hold_ms"] for r in held if r["alarm_to_hold_ms"] is not None], 50),
+        "alarm_to_hold_ms_max": max((r["alarm_to_hold_ms"] for r in held if r["alarm_to_hold_ms"] is not None),
+                                    default=None),
+        "held_without_alarm": sum(r["alarm_to_hold_ms"] is None for r in held),
         "held_within_in_sim_p90": sum(within) if within else None,
         "held_with_in_sim_p90": len(within),     # holds whose monitor has an in-sim p90 to compare with
         "by_monitor": by_monitor,
@@ -178,9 +191,13 @@ def table(records: list[dict], summary: dict, settings: dict, ref: dict, command
               f"{_f(s['missed_commanded_path_m_p50'])} m of hand motion commanded per episode) while the hand, after "
               f"its {COAST_STEPS}-step coast, moved at most {_f(s['missed_hand_path_after_coast_m_max'], 4)} m (at most "
               f"{_f(s['missed_hand_path_after_onset_m_max'], 4)} m with the coast): a jammed arm commanded for "
-              f"{_f(s['missed_frozen_unheld_s_total'], 1)} s in all with nothing holding it (only the LAM monitor is "
-              "switched on here; command_node's max_not_following_s, off by default, would catch it: the hand detector "
-              "of the in-sim table).")
+              f"{_f(s['missed_frozen_unheld_s_total'], 1)} s in all with nothing holding it "
+              + ("(no monitor alarm, and command_node's not-following watch did not hold)." if settings.get("not_following_s")
+                 else "(only the LAM monitor is switched on here; command_node's max_not_following_s, off by default, "
+                      "would catch it: the hand detector of the in-sim table)."))
+    if settings["fault"] == "frozen-arm" and s["fault_episodes"] and s["held"] + s["detected"] and \
+            s["missed_frozen_unheld_s_total"] == 0 and s["missed_commanding_share_p50"] is None:
+        missed = "- missed faults: none (every jammed arm raised an alarm or was held)."
     if settings["fault"] != "frozen-arm" and s["detected"] == s["fault_episodes"]:
         missed = "- missed faults: none."
     elif settings["fault"] != "frozen-arm":
@@ -199,7 +216,10 @@ def table(records: list[dict], summary: dict, settings: dict, ref: dict, command
         f"onset->alarm p50 {_f(s['alarm_delay_wall_s_p50'])} s wall = {_f(s['alarm_delay_sim_s_p50'])} sim s "
         f"(p90 {_f(s['alarm_delay_sim_s_p90'])} sim s); onset->hold p50 {_f(s['hold_delay_wall_s_p50'])} s wall = "
         f"{_f(s['hold_delay_sim_s_p50'])} sim s; alarm->hold p50 {_f(s['alarm_to_hold_ms_p50'], 1)} ms "
-        f"(max {_f(s['alarm_to_hold_ms_max'], 1)}); motion commanded after a hold: {s['moving_ticks_after_hold']} ticks.",
+        f"(max {_f(s['alarm_to_hold_ms_max'], 1)})"
+        + (f"; {s['held_without_alarm']} held by command_node's not-following watch without a monitor alarm"
+           if s.get("held_without_alarm") else "")
+        + f"; motion commanded after a hold: {s['moving_ticks_after_hold']} ticks.",
         f"- in sim (`lara eval sim --monitor`, {ref.get('file', 'none found')}, threshold {_f(ref.get('threshold'), 4)}, "
         f"debounce {_f(ref.get('debounce'))}): LAM detected {_f(lam.get('detected'))}/{_f(lam.get('fault_episodes'))}, "
         f"p50 {_f(lam.get('detection_delay_s_p50'))} s, p90 {_f(lam.get('detection_delay_s_p90'))} s"

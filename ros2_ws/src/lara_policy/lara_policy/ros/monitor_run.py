@@ -406,7 +406,8 @@ def run(args: argparse.Namespace) -> int:
                 graph.close()
             if rclpy.ok():
                 rclpy.shutdown()
-    ref = in_sim_reference(Path(resolve_path(f"results/monitor/{ckpt.name}/{args.fault}/results.json")))
+    from lara_policy.ros.monitor_report import in_sim_results
+    ref = in_sim_reference(in_sim_results(Path(resolve_path("results")).parent, ckpt.name, args.fault))
     summary = summarise(records, ref)
     command = " ".join(getattr(args, "lara_argv", ["lara", "monitor", "ros"]))
     from lara_policy.common.args import write_json
