@@ -231,3 +231,20 @@ def test_graph_switch_and_launch_spec(tmp_path):
     assert launch_spec(str(path), switch="false") is None
     with pytest.raises(ValueError, match="true or false"):
         switched_on(cfg, "maybe")
+
+
+def test_a_node_that_cannot_be_built_exits_with_one_fatal_line(ros):
+    """ros/node_main.build_or_exit, the start of every node's main(): a configuration error is exit
+    status 1 with rclpy shut down, not a traceback; an error it was not told about stays an error."""
+    import pytest
+    from lara_policy.ros.node_main import build_or_exit
+
+    def bad():
+        raise ValueError("window_frames must be >= 2")
+    assert build_or_exit(lambda: "built", "x") == "built"
+    with pytest.raises(SystemExit) as exit_info:
+        build_or_exit(bad, "camera_watch_node")
+    assert exit_info.value.code == 1 and not ros.ok()
+    ros.init()
+    with pytest.raises(KeyError):
+        build_or_exit(lambda: {}["missing"], "x")

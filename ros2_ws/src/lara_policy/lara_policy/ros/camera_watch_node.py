@@ -43,7 +43,7 @@ from lara_policy.core.monitor import CameraMotionMonitor, MonitorConfig
 from lara_policy.ros import topics
 from lara_policy.ros.codec import ImageConversionError, compressed_msg_to_rgb, image_msg_to_rgb, stamp_to_sec
 from lara_policy.ros.fault_monitor import MonitorOutputs
-from lara_policy.ros.node_main import spin_node
+from lara_policy.ros.node_main import build_or_exit, spin_node
 from lara_policy.ros.params import declare, qos_from_params, resolve_path
 
 NAME = "lara: camera motion monitor"
@@ -301,13 +301,7 @@ def launch_actions(context, config_path: str) -> list:
 
 def main(args=None) -> None:
     rclpy.init(args=args)
-    try:
-        node = CameraWatchNode()
-    except ValueError as exc:
-        rclpy.logging.get_logger("camera_watch_node").fatal(str(exc))
-        rclpy.shutdown()
-        raise SystemExit(1)
-    spin_node(node)
+    spin_node(build_or_exit(CameraWatchNode, "camera_watch_node"))
 
 
 if __name__ == "__main__":

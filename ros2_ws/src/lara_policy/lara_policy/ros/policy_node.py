@@ -72,7 +72,7 @@ from lara_policy.ros.chunk_timing import ChunkTimings
 from lara_policy.ros.codec import check_to_msg, chunk_to_msg, compressed_msg_to_rgb, image_msg_to_rgb, stamp_to_sec
 from lara_policy.ros.ee_pose import FrameMap, TfPoseRelay, resolve_source
 from lara_policy.ros.params import declare, match_publisher_reliability, qos_from_params, resolve_path
-from lara_policy.ros.node_main import spin_node
+from lara_policy.ros.node_main import build_or_exit, spin_node
 # observation assembly lives beside this shell; its names stay importable from here
 from lara_policy.ros.observation import (EE_NAMES, GOAL_NAMES, ObservationAssembler, _Series,  # noqa: F401
                                          compressed_dims, instruction_problem, stamp_problem)
@@ -568,12 +568,7 @@ class PolicyNode(Node):
 
 def main(args=None) -> None:
     rclpy.init(args=args)
-    try:
-        node = PolicyNode()
-    except (ValueError, FileNotFoundError, ImportError) as exc:
-        rclpy.logging.get_logger("policy_node").fatal(str(exc))
-        rclpy.shutdown()
-        raise SystemExit(1)
+    node = build_or_exit(PolicyNode, "policy_node", (ValueError, FileNotFoundError, ImportError))
     spin_node(node)   # inference has its own thread; one executor thread avoids rclpy's busy-waking pool
 
 

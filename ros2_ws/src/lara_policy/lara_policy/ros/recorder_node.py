@@ -53,7 +53,7 @@ from lara_policy.ros import topics as T
 from lara_policy.common.fileio import write_json
 from lara_policy.formats.rosbag.writer import EpisodeBagWriter, free_gb, writable_problem, writer_typestore
 from lara_policy.formats.rosbag import META_NAME
-from lara_policy.ros.node_main import spin_node
+from lara_policy.ros.node_main import build_or_exit, spin_node
 from lara_policy.ros.params import match_publisher_reliability
 
 DEFAULT_TOPICS = [T.CAMERA_IMAGE, T.JOINT_STATES, T.EE_POSE, T.ACTION_CHUNK, T.DYNAMICS_CHECK,
@@ -490,12 +490,7 @@ def main(args=None) -> None:
     rclpy.init(args=args)
     # one executor thread (the writer has its own): rclpy's MultiThreadedExecutor busy-wakes
     # its pool and competes for the GIL on a small CPU
-    try:
-        node = RecorderNode()
-    except ValueError as exc:
-        rclpy.logging.get_logger("recorder_node").fatal(str(exc))
-        rclpy.shutdown()
-        raise SystemExit(1)
+    node = build_or_exit(RecorderNode, "recorder_node")
     # process-wide: only where the recorder has the process to itself (in `lara bringup` it
     # slowed the control path: camera -> command p50 19.7 -> 36 ms)
     set_malloc_mmap_threshold(int(node.p("malloc_mmap_threshold_kb")))
