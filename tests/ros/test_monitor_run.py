@@ -14,6 +14,16 @@ from test_fault_monitor import _JamSensingPolicy
 pytestmark = pytest.mark.ros
 
 
+def _probe(ros, graph):
+    """monitor_run's probe on the graph's executor, listening where command_node publishes."""
+    from lara_policy.ros import monitor_run
+    cmd = graph.nodes["command_node"]
+    probe = monitor_run._Probe(ros, graph.nodes["sim_node"], cmd.get_parameter("monitor_alarm_topic").value,
+                               cmd.get_parameter("safety_status_topic").value)
+    graph.executor.add_node(probe.node)
+    return probe
+
+
 def test_one_frozen_arm_episode_is_measured_onset_alarm_hold(ros):
     from lara_policy.ros import monitor_run
     from lara_policy.ros.bringup import resolve_config
@@ -26,11 +36,7 @@ def test_one_frozen_arm_episode_is_measured_onset_alarm_hold(ros):
          "checkpoint": "", "model_id": "double", "config": "sim", "threshold_source": "test"}
     graph = monitor_run._graph(config, s, "frozen-arm", policy=_JamSensingPolicy())
     try:
-        sim, cmd = graph.nodes["sim_node"], graph.nodes["command_node"]
-        probe = monitor_run._Probe(ros, sim, cmd.get_parameter("monitor_alarm_topic").value,
-                                   cmd.get_parameter("safety_status_topic").value)
-        graph.executor.add_node(probe.node)
-        rec = monitor_run.run_episode(graph, probe, "push-v3", 1002, "fault", s)
+        rec = monitor_run.run_episode(graph, _probe(ros, graph), "push-v3", 1002, "fault", s)
     finally:
         graph.close()
     assert rec["onset_step"] == FaultSpec("frozen-arm", 10, 20, 3).onset(1002)
@@ -87,14 +93,11 @@ def test_one_frozen_camera_episode_camera_watch_alarms_and_command_node_holds(ro
     graph = monitor_run._graph(config, s, "frozen-camera", policy=_PacingPolicy())
     frames = []       # (sim step at arrival, stamp, crc of the pixels)
     try:
-        sim, cmd = graph.nodes["sim_node"], graph.nodes["command_node"]
+        sim = graph.nodes["sim_node"]
         assert graph.nodes["policy_node"].monitor is None and graph.nodes["camera_watch_node"].enabled
         graph.client.create_subscription(Image, "/camera/image_raw", lambda m: frames.append(
             (int(sim.steps), stamp_to_sec(m.header.stamp), zlib.crc32(bytes(m.data)))), 10)
-        probe = monitor_run._Probe(ros, sim, cmd.get_parameter("monitor_alarm_topic").value,
-                                   cmd.get_parameter("safety_status_topic").value)
-        graph.executor.add_node(probe.node)
-        rec = monitor_run.run_episode(graph, probe, "reach-v3", 1002, "fault", s)
+        rec = monitor_run.run_episode(graph, _probe(ros, graph), "reach-v3", 1002, "fault", s)
     finally:
         graph.close()
     onset = FaultSpec("frozen-camera", 30, 40, 3).onset(1002)      # a few judged windows of a live camera first

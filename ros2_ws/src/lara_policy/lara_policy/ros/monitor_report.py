@@ -94,6 +94,7 @@ def summarise(records: list[dict], ref: dict) -> dict:
         "held_with_in_sim_p90": len(within),     # holds whose monitor has an in-sim p90 to compare with
         "by_monitor": by_monitor,
         "moving_ticks_after_hold": sum(r["moving_ticks_after_hold"] for r in held),
+        "missed": len(missed),
         "missed_commanding_share_p50": _p([r["commanding_share_while_frozen"] for r in missed
                                            if r["commanding_share_while_frozen"] is not None], 50),
         "missed_hand_path_after_onset_m_max": max((r["hand_path_after_onset_m"] for r in missed), default=None),
@@ -195,8 +196,7 @@ def table(records: list[dict], summary: dict, settings: dict, ref: dict, command
               + ("(no monitor alarm, and command_node's not-following watch did not hold)." if settings.get("not_following_s")
                  else "(only the LAM monitor is switched on here; command_node's max_not_following_s, off by default, "
                       "would catch it: the hand detector of the in-sim table)."))
-    if settings["fault"] == "frozen-arm" and s["fault_episodes"] and s["held"] + s["detected"] and \
-            s["missed_frozen_unheld_s_total"] == 0 and s["missed_commanding_share_p50"] is None:
+    if settings["fault"] == "frozen-arm" and s["fault_episodes"] and not s["missed"]:
         missed = "- missed faults: none (every jammed arm raised an alarm or was held)."
     if settings["fault"] != "frozen-arm" and s["detected"] == s["fault_episodes"]:
         missed = "- missed faults: none."
