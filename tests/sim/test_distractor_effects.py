@@ -45,3 +45,18 @@ def test_each_effect_alone_changes_pixels_in_its_own_way():
     # colour is a per-channel gain: the channel means move apart, lighting scales them alike
     col = _frames("high:colour").mean((0, 1, 2)) / clean.mean((0, 1, 2))
     assert np.ptp(col) > 0.05
+
+
+def test_jitter_shakes_scene_cameras_and_leaves_a_robot_mounted_camera_rigid():
+    """A wrist camera is bolted to the hand: it follows the hand, it does not shake on its own."""
+    def frames(spec):
+        with MetaWorldEnv("push-v3", cameras=("corner4", "gripperPOV"), image_size=32,
+                          distractors=spec) as env:
+            obs = [env.reset(seed=5)]
+            for _ in range(6):
+                obs.append(env.step(np.array([0.5, 0.3, 0.0, 0.0], np.float32))[0])
+        return {c: np.stack([o.images[c] for o in obs]).astype(np.float32) for c in env.cameras}
+    clean, shaken = frames(None), frames("high:jitter")
+    assert np.abs(shaken["corner4"] - clean["corner4"]).mean() > 0.5
+    np.testing.assert_array_equal(shaken["gripperPOV"], clean["gripperPOV"])
+    assert np.abs(clean["gripperPOV"][-1] - clean["gripperPOV"][0]).mean() > 0.5   # the hand did move

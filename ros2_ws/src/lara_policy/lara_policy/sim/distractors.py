@@ -1,8 +1,9 @@
 """Spurious visual change for action-free video: the things a vanilla LAM latches onto.
 
 Everything here changes PIXELS ONLY, never the physics: lighting (scene light
-intensities), colour (per-channel gain, slowly varying), camera jitter (the camera's
-model pose is perturbed for the render and restored after) and moving distractor
+intensities), colour (per-channel gain, slowly varying), camera jitter (a scene camera's
+position shakes by up to 3 cm x strength at 2-5 Hz, for the render only; cameras mounted on
+the robot, such as gripperPOV, stay rigid on their mount) and moving distractor
 objects (coloured spheres/boxes added to the MuJoCo scene as visual-only geoms after
 `update_scene`, so they do not exist for the simulator). Robot motion with and
 without distractors is therefore identical for the same seed and actions.

@@ -202,7 +202,9 @@ class MetaWorldEnv:
                 if cid < 0:
                     raise ValueError(f"unknown camera '{cam}'")
             saved = None
-            if self._dis is not None:
+            # The jitter is a scene camera shaking on its stand; a camera bolted to the robot
+            # (gripperPOV, behindGripper: body != world) moves with the hand, not on its own.
+            if self._dis is not None and self._env.model.cam_bodyid[cid] == 0:
                 saved = data.cam_xpos[cid].copy()
                 data.cam_xpos[cid] += self._dis.camera_offset(t)
             r.update_scene(data, camera=cid)
