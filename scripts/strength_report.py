@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import re
 from collections import defaultdict
 from pathlib import Path
@@ -19,6 +20,9 @@ from pathlib import Path
 import numpy as np
 
 STEPS = (100, 300, 1000, 2000)
+
+
+runs_by_path: dict[Path, dict[int, tuple[float, float]]] = {}   # metrics.csv -> its rows (read_runs)
 
 
 def read_runs(root: Path) -> dict[str, list[dict[int, tuple[float, float]]]]:
@@ -35,6 +39,7 @@ def read_runs(root: Path) -> dict[str, list[dict[int, tuple[float, float]]]]:
                     rows[int(r["step"])] = (float(r["grad_ratio_lara_act"]), float(r["loss_lara"] or "nan"))
         if rows:
             arms[m.group(2)].append(rows)
+            runs_by_path[csv_path] = rows
     return arms
 
 
@@ -60,6 +65,14 @@ def main() -> int:
         mean = np.nanmean(vals, axis=0)
         lines.append(f"| {arm} | {len(arms[arm])} | " + " | ".join(f"{v:.4f}" for v in mean[:, 0]) + " | "
                      + " | ".join(f"{v:.4f}" for v in mean[:, 1]) + " |")
+    print("\n".join(lines))
+    # per run: does the pull the alignment keeps up go with the run's success?
+    lines = ["", "| run | ratio, mean over steps 1000-2000 | L_LARA @2000 | success |", "|---|---:|---:|---:|"]
+    for run, rows in sorted(runs_by_path.items()):
+        late = [v[0] for k, v in rows.items() if 1000 <= k <= 2000]
+        res = run.parent.parent / "eval" / "results.json"
+        success = f"{json.loads(res.read_text())['mean_success']:.2f}" if res.exists() else ""
+        lines.append(f"| {run.parts[-3]} | {np.mean(late):.3f} | {nearest(rows, 2000)[1]:.4f} | {success} |")
     print("\n".join(lines))
     import matplotlib
     matplotlib.use("Agg")
