@@ -1,6 +1,7 @@
 """`lara experiment run`: spec validation, grid expansion, the bootstrap, and one real tiny grid
 (real demos, real training in child processes, real Meta-World evaluation) that is skipped
 when finished and resumed from its checkpoint when interrupted."""
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -92,6 +93,19 @@ baseline: variant=dit_only
     a, b = (r["mean_success"] for r in summary["runs"])
     assert diff["pairs"] == 1 and diff["mean"] == pytest.approx(b - a)
     assert (out / "results.md").read_text().count("| variant=") >= 2 and (out / "success.png").stat().st_size > 0
+    # where each run was trained: the data's sha256 and the machine; one fingerprint, no looser pair
+    prov = json.loads((out / "runs" / "variant-lara__seed-0" / "train" / "provenance.json").read_text())
+    assert prov["data"] == {"data/tiny.hdf5": hashlib.sha256(Path("data/tiny.hdf5").read_bytes()).hexdigest()}
+    assert prov["cpu"] and prov["torch"]
+    assert len({r["trained_on"] for r in summary["runs"]}) == 1 and summary["runs"][0]["trained_on"]
+    assert diff["mixed_seeds"] == [] and "looser" not in (out / "results.md").read_text()
+    other = out / "runs" / "variant-lara__seed-0" / "train" / "provenance.json"
+    other.write_text(json.dumps({**prov, "cpu": "another CPU"}))
+    assert cli.main(["experiment", "run", str(spec), "--report"]) == 0
+    assert json.loads((out / "summary.json").read_text())["paired_differences"][
+        "variant=lara - variant=dit_only"]["mixed_seeds"] == [0]
+    assert "looser: variant=lara - variant=dit_only: seed 0." in (out / "results.md").read_text()
+    other.write_text(json.dumps(prov))
 
     # finished runs are skipped: nothing retrains
     lara_run = out / "runs" / "variant-lara__seed-0"

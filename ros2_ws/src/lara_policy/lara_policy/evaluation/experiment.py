@@ -49,6 +49,7 @@ import numpy as np
 
 from lara_policy.common.errors import LaraError
 from lara_policy.common.fileio import write_atomic, write_json
+from lara_policy.evaluation import provenance
 
 SPEC_KEYS = {"name", "out", "demos", "shared", "train", "eval", "grid", "overrides", "baseline", "eval_workers",
              "description", "probes", "probe_shared"}
@@ -222,6 +223,7 @@ def train_run(args: dict, out: Path, log: Path, say) -> None:
     if (out / "final" / "config.json").exists():
         return
     argv = ["train", *to_argv({**args, "out": str(out), "quiet": True})]
+    provenance.write(out, args)
     latest = out / "checkpoints" / "latest.json"
     if latest.exists():
         say(f"resuming from {json.loads(latest.read_text())['path']}")
@@ -348,6 +350,7 @@ def run_record(r: Run, out: Path, spec: dict | None = None) -> dict:
             "episodes": [[e["task"], e["seed"], bool(e["success"])] for e in res["episodes"]],
             "steps": cfg["steps"], "train_wall_s": round(_wall(train_dir), 1),
             "eval_wall_s": round(_wall(eval_dir), 1), "checkpoint_id": res["policy"].get("model_id", ""),
+            "trained_on": provenance.fingerprint(provenance.read(train_dir)),
             "checkpoint": str(train_dir / "final"), "eval": res["config"],
             **({"probes": read_probes(spec, train_dir.parent)} if spec and spec.get("probes") else {})}
 
@@ -419,7 +422,8 @@ def aggregate(spec: dict, records: list[dict]) -> dict:
             d = m[0::2] - m[1::2]                     # paired by training seed and by layout
             mean, lo, hi = hierarchical_bootstrap(d)
             diffs[f"{name} - {base}"] = {"pairs": len(pairs), "mean": mean, "ci95": [lo, hi],
-                                         "per_seed": [float(x) for x in d.mean(1)]}
+                                         "per_seed": [float(x) for x in d.mean(1)],
+                                         "mixed_seeds": provenance.mixed_seeds(pairs)}
     return {"groups": table, "paired_differences": diffs,
             "ci_method": "hierarchical bootstrap over training seeds and evaluation layouts, 5000 resamples, 95%"}
 
@@ -454,11 +458,12 @@ def markdown(spec: dict, summary: dict) -> str:
         for name, d in summary["paired_differences"].items():
             lines.append(f"| {name} | {d['pairs']} | {d['mean']:+.3f} | {d['ci95'][0]:+.3f} to {d['ci95'][1]:+.3f} | "
                          f"{', '.join(f'{x:+.2f}' for x in d['per_seed'])} |")
-    lines += ["", "| run | checkpoint id | steps | train wall s | eval wall s | mean success |",
-              "|---|---|---:|---:|---:|---:|"]
+        lines += provenance.mixed_note(summary["paired_differences"])
+    lines += ["", "| run | checkpoint id | steps | train wall s | eval wall s | mean success | trained on |",
+              "|---|---|---:|---:|---:|---:|---|"]
     for r in summary["runs"]:
         lines.append(f"| {r['run']} | {r['checkpoint_id']} | {r['steps']} | {r['train_wall_s']:.0f} | "
-                     f"{r['eval_wall_s']:.0f} | {r['mean_success']:.3f} |")
+                     f"{r['eval_wall_s']:.0f} | {r['mean_success']:.3f} | {r.get('trained_on') or '?'} |")
     rows = list(probe_results(summary))
     if rows:
         lines += probe_group_table(rows)
