@@ -139,3 +139,20 @@ def test_bench_option_reports_frames_per_second(tmp_path, capsys):
     row = res["rows"][0]
     assert row["workers"] == 1 and row["episodes"] == 1 and row["frames"] > 10 and row["frames_per_s"] > 0
     assert row["projected_1000_demos_min"] > 0
+
+
+def test_content_digest_names_what_a_store_holds_not_its_file_bytes(small_store, tmp_path):
+    """HDF5 writes object times into the file, so two generations of the same seeds differ in bytes;
+    the content digest (what `lara experiment` records in provenance.json) does not, and one pixel
+    changes it."""
+    path, _ = small_store
+    again = tmp_path / "again.hdf5"
+    generate(GenConfig(tasks=["reach-v3", "drawer-close-v3"], episodes=2, cameras=("corner4", "gripperPOV"),
+                       image_size=(48, 48), seed_start=10, post_success_steps=3), again, progress=False)
+    assert again.read_bytes() != path.read_bytes()
+    with EpisodeStore(path) as a, EpisodeStore(again) as b:
+        assert a.content_digest() == b.content_digest()
+    with h5py.File(again, "a") as f:
+        f["episodes/ep_000001/obs/gripperPOV"][3, 5, 5, 0] ^= 1
+    with EpisodeStore(path) as a, EpisodeStore(again) as b:
+        assert a.content_digest() != b.content_digest()

@@ -1,7 +1,6 @@
 """`lara experiment run`: spec validation, grid expansion, the bootstrap, and one real tiny grid
 (real demos, real training in child processes, real Meta-World evaluation) that is skipped
 when finished and resumed from its checkpoint when interrupted."""
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -11,6 +10,7 @@ import pytest
 
 from lara_policy import cli
 from lara_policy.core.configuration import ModelConfig
+from lara_policy.formats.store import EpisodeStore
 from lara_policy.evaluation.experiment import (ExperimentError, expand, hierarchical_bootstrap, load_spec,
                                                to_argv)
 
@@ -95,7 +95,8 @@ baseline: variant=dit_only
     assert (out / "results.md").read_text().count("| variant=") >= 2 and (out / "success.png").stat().st_size > 0
     # where each run was trained: the data's sha256 and the machine; one fingerprint, no looser pair
     prov = json.loads((out / "runs" / "variant-lara__seed-0" / "train" / "provenance.json").read_text())
-    assert prov["data"] == {"data/tiny.hdf5": hashlib.sha256(Path("data/tiny.hdf5").read_bytes()).hexdigest()}
+    with EpisodeStore("data/tiny.hdf5") as store:
+        assert prov["data"] == {"data/tiny.hdf5": store.content_digest()}
     assert prov["cpu"] and prov["torch"]
     assert len({r["trained_on"] for r in summary["runs"]}) == 1 and summary["runs"][0]["trained_on"]
     assert diff["mixed_seeds"] == [] and "looser" not in (out / "results.md").read_text()

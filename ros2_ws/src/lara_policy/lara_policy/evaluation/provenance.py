@@ -1,4 +1,4 @@
-"""Where a grid's run was trained: the data it read (sha256 of each store) and the machine.
+"""Where a grid's run was trained: the data it read (content digest of each store) and the machine.
 
 A grid runs over several sessions, and each may be on a new machine that regenerates the data
 from the same seeds. Training is deterministic on one machine but not across machines (the
@@ -19,12 +19,19 @@ from lara_policy.common.fileio import write_json
 FILE = "provenance.json"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
+def _digest(path: Path) -> str:
+    """The content digest of an episode store (its file bytes change with HDF5's object times);
+    other files (a LeRobot folder is skipped by the caller) by their bytes."""
+    from lara_policy.formats.store import EpisodeStore, StoreError  # noqa: PLC0415
+    try:
+        with EpisodeStore(path) as store:
+            return store.content_digest()
+    except StoreError:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                h.update(block)
+        return h.hexdigest()
 
 
 def _cpu() -> str:
@@ -46,9 +53,9 @@ def _stores(args: dict) -> list[str]:
 
 
 def describe(args: dict) -> dict:
-    """The data (path -> sha256) a `lara train` with these arguments reads, and this machine."""
+    """The data (path -> content sha256) a `lara train` with these arguments reads, and this machine."""
     import torch  # noqa: PLC0415  (the version is part of the fingerprint)
-    data = {p: _sha256(Path(p)) for p in _stores(args) if Path(p).is_file()}
+    data = {p: _digest(Path(p)) for p in _stores(args) if Path(p).is_file()}
     return {"data": data, "cpu": _cpu(), "torch": torch.__version__}
 
 

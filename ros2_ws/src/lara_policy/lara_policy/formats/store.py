@@ -265,6 +265,24 @@ class EpisodeStore:
         """Counts per task / source, action-free episodes, total steps."""
         return episode_summary(self)
 
+    def content_digest(self) -> str:
+        """sha256 of what the store holds: its metadata (less the generating command line) and every
+        episode's attributes and arrays. Two stores generated from the same seeds digest alike even
+        though HDF5 writes object times into the file (its bytes differ on every run)."""
+        import hashlib  # noqa: PLC0415
+        h = hashlib.sha256()
+        extra = {k: v for k, v in self.meta.extra.items() if k != "command"}
+        h.update(json.dumps({**self.meta.__dict__, "extra": extra}, sort_keys=True, default=str).encode())
+        for name in self._names:
+            g = self._f["episodes"][name]
+            h.update(name.encode() + json.dumps({k: str(v) for k, v in g.attrs.items()}, sort_keys=True).encode())
+            arrays = [k for k in ("state", "actions", "step_success") if k in g]
+            arrays += [f"obs/{c}" for c in sorted(g["obs"].keys())] if "obs" in g else []
+            for key in sorted(arrays):
+                a = g[key][...]
+                h.update(f"{key}{a.dtype}{a.shape}".encode() + np.ascontiguousarray(a).tobytes())
+        return h.hexdigest()
+
     def close(self) -> None:
         if self._f:
             self._f.close()
