@@ -16,7 +16,6 @@ A missing, corrupt or mismatched file raises CheckpointError naming the file and
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -37,19 +36,11 @@ VISION_PREFIX = "observation_encoder.vision."
 
 
 from lara_policy.common.errors import LaraError  # noqa: E402  (one error base for the CLI)
-from lara_policy.common.fileio import temp_path, write_json  # noqa: E402
+from lara_policy.common.fileio import file_sha256, temp_path, write_json  # noqa: E402
 
 
 class CheckpointError(LaraError, RuntimeError):
     """A checkpoint directory is missing, corrupt, or does not fit the model it claims."""
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def save_checkpoint(path: str | Path, model: torch.nn.Module, config: ModelConfig, *,

@@ -26,7 +26,6 @@ by default (a small shared CPU; see LaraPolicy.from_checkpoint), no spinning of 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 import tempfile
@@ -38,6 +37,7 @@ import torch
 from torch import nn
 
 from lara_policy.common.errors import LaraError
+from lara_policy.common.fileio import file_sha256
 
 OPSET = 20          # Gelu is one op from opset 20 (~10% of the N=1 time in opset 17's decomposition)
 PRECISIONS = {"fp32": "policy.onnx", "int8": "policy.int8.onnx"}
@@ -76,11 +76,7 @@ class CheckGraph(nn.Module):
 
 
 def weights_hash(checkpoint: Path) -> str:
-    h = hashlib.sha256()
-    with open(checkpoint / "model.safetensors", "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return file_sha256(checkpoint / "model.safetensors")
 
 
 def _example(policy, n: int):

@@ -14,7 +14,7 @@ import json
 import platform
 from pathlib import Path
 
-from lara_policy.common.fileio import write_json
+from lara_policy.common.fileio import file_sha256, write_json
 
 FILE = "provenance.json"
 
@@ -27,11 +27,7 @@ def _digest(path: Path) -> str:
         with EpisodeStore(path) as store:
             return store.content_digest()
     except StoreError:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 22), b""):
-                h.update(block)
-        return h.hexdigest()
+        return file_sha256(path)
 
 
 def _cpu() -> str:
