@@ -146,7 +146,7 @@ def _external_tensors(path: Path, ext) -> dict[str, torch.Tensor]:
     missing = sorted(theirs for theirs in ext["keys"].values() if theirs not in ref)
     if missing:
         raise CheckpointError(f"{where}: {len(missing)} referenced tensors are not in {file} ({missing[:3]})")
-    return dict(zip(ext["keys"], (ref[theirs] for theirs in ext["keys"].values())))
+    return {ours: ref[theirs] for ours, theirs in ext["keys"].items()}
 
 
 def _read_json(path: Path, what: str) -> dict:
