@@ -8,18 +8,36 @@
 #   dr_high:     the same, rendered with HIGH distractors (camera jitter at full strength: the effect
 #                that breaks push), so the image position of the puck alone stops predicting the
 #                action and the policy must read it relative to the gripper it also sees
+#   wrist:       the same demos and video rendered with corner4 + gripperPOV (the wrist camera on its
+#                mount: the jitter shakes scene cameras only), both cameras into the VLA; the video
+#                store must carry every camera the run reads (the LAM reads the first, corner4)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 out=results/robustness
-demos() { [ -f "$1" ] || lara demos --cameras corner4 --image-size 64 --workers 1 --quiet --out "$@"; }
+demos() {  # out, args...: render unless it exists; corner4 unless the args name the cameras (--cameras adds up)
+  local out=$1; shift
+  [ -f "$out" ] && return 0
+  local cams=(--cameras corner4)
+  [[ " $* " == *" --cameras "* ]] && cams=()
+  lara demos "${cams[@]}" --image-size 64 --workers 1 --quiet --out "$out" "$@"
+}
 demos data/mt3_train.hdf5 --tasks reach-v3,push-v3,drawer-close-v3 --episodes 40 --seed-start 0
 demos data/mt3_video.hdf5 --tasks reach-v3,push-v3,drawer-close-v3,button-press-v3 --episodes 20 \
   --seed-start 50000 --action-free --distractors medium
-demos data/mt3_train_dr.hdf5 --tasks reach-v3,push-v3,drawer-close-v3 --episodes 40 --seed-start 0 \
-  --distractors medium
-demos data/mt3_train_dr_high.hdf5 --tasks reach-v3,push-v3,drawer-close-v3 --episodes 40 --seed-start 0 \
-  --distractors high
-common=(--paradigm pretrain --video data/mt3_video.hdf5 --video-fraction 0.125 --variant lara --steps 6000
+needed() {  # whether a remedy still lacks a score (its own demos are rendered only then)
+  local s; for s in none medium high; do [ -f "$out/$1/$s/results.json" ] || return 0; done; return 1
+}
+needed dr && demos data/mt3_train_dr.hdf5 --tasks reach-v3,push-v3,drawer-close-v3 --episodes 40 \
+  --seed-start 0 --distractors medium
+needed dr_high && demos data/mt3_train_dr_high.hdf5 --tasks reach-v3,push-v3,drawer-close-v3 --episodes 40 \
+  --seed-start 0 --distractors high
+two=(--cameras corner4,gripperPOV)
+if needed wrist; then
+  demos data/mt3_train_2cam.hdf5 --tasks reach-v3,push-v3,drawer-close-v3 --episodes 40 --seed-start 0 "${two[@]}"
+  demos data/mt3_video_2cam.hdf5 --tasks reach-v3,push-v3,drawer-close-v3,button-press-v3 --episodes 20 \
+    --seed-start 50000 --action-free --distractors medium "${two[@]}"
+fi
+common=(--paradigm pretrain --video-fraction 0.125 --variant lara --steps 6000
         --seed 1 --aug-shift 0 --threads 1 --save-every 500 --quiet)
 train() {  # name, extra args...
   local name=$1; shift
@@ -29,9 +47,7 @@ train() {  # name, extra args...
 }
 remedy() {  # name, train args...: train (unless every score is there) and score it
   local name=$1; shift
-  local todo=0
-  for setting in none medium high; do [ -f "$out/$name/$setting/results.json" ] || todo=1; done
-  [ $todo = 1 ] || return 0
+  needed "$name" || return 0
   train "$name" "$@"
   for setting in none medium high; do
     dir="$out/$name/$setting"
@@ -39,6 +55,8 @@ remedy() {  # name, train args...: train (unless every score is there) and score
       --seed-start 100000 --execute-k 8 --distractors "$setting" --videos 1 --quiet --out "$dir"
   done
 }
-remedy dr --data data/mt3_train.hdf5 data/mt3_train_dr.hdf5
-remedy dr_high --data data/mt3_train.hdf5 data/mt3_train_dr_high.hdf5
-remedy photometric --data data/mt3_train.hdf5 --aug-photometric 1.0
+video=(--video data/mt3_video.hdf5)     # --video adds to a list: each remedy names its own
+remedy dr --data data/mt3_train.hdf5 data/mt3_train_dr.hdf5 "${video[@]}"
+remedy dr_high --data data/mt3_train.hdf5 data/mt3_train_dr_high.hdf5 "${video[@]}"
+remedy wrist --data data/mt3_train_2cam.hdf5 --video data/mt3_video_2cam.hdf5 --cameras corner4 gripperPOV
+remedy photometric --data data/mt3_train.hdf5 --aug-photometric 1.0 "${video[@]}"
