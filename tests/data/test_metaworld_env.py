@@ -94,6 +94,8 @@ def test_actions_are_clipped_and_expert_succeeds():
 def test_bad_camera_and_step_budget():
     with pytest.raises(ValueError, match="gripperPOV"):
         MetaWorldEnv("reach-v3", cameras=("wrist",))
+    with pytest.raises(ValueError, match=r"\['corner4'\] named more than once"):
+        MetaWorldEnv("reach-v3", cameras=("corner4", "corner4", "gripperPOV"))
     with MetaWorldEnv("reach-v3", cameras=(), max_steps=3) as env:
         env.reset(seed=0)
         for _ in range(3):

@@ -142,6 +142,10 @@ class MetaWorldEnv:
         self._env = _make_raw_env(self.task)
         model = self._env.model
         names = [model.camera(i).name for i in range(model.ncam)]
+        twice = sorted({c for c in cameras if cameras.count(c) > 1})
+        if twice:
+            raise ValueError(f"camera(s) {twice} named more than once in {list(cameras)} (a repeated --cameras "
+                             "adds to the list)")
         bad = [c for c in cameras if c not in names]
         if bad:
             raise ValueError(f"unknown camera(s) {bad}; Meta-World v3 cameras: {names}")
