@@ -9,6 +9,7 @@
 # feature cache ~5 min, training ~60 min, each 500-episode evaluation ~20 min.
 # Resumable: every finished step is skipped; training resumes from its last checkpoint.
 #   experiments/mt10_pretrained.sh [OUT]      (default results/mt10_pretrained; weights in runs/)
+#   EVAL_WORKERS=2 experiments/mt10_pretrained.sh   (evaluation episodes over 2 processes; same results)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 out=${1:-results/mt10_pretrained}
@@ -28,7 +29,7 @@ cp "$run/metrics.csv" "$run/training_curves.png" "$out/train/" 2>/dev/null || tr
 score() {  # name, extra eval args...
   local dir="$out/$1"; shift
   [ -f "$dir/results.json" ] || lara eval sim --policy "$run/final" --tasks MT10 --episodes 50 \
-    --execute-k 8 --max-steps 300 --runtime onnxruntime --workers 1 --videos 1 --quiet --out "$dir" "$@"
+    --execute-k 8 --max-steps 300 --runtime onnxruntime --workers "${EVAL_WORKERS:-1}" --videos 1 --quiet --out "$dir" "$@"
 }
 score seed100000 --seed-start 100000
 score high_seed100000 --seed-start 100000 --distractors high
