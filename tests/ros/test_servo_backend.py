@@ -108,3 +108,27 @@ def test_arming_without_servo_is_refused_with_the_reason(harness, servo_env):
         assert cmd.poll() is None
     finally:
         kill(cmd, 2)
+
+
+def test_destroying_a_configured_command_node_joins_the_servo_client_thread(harness):
+    """The root cause of the rare abort at `lara bringup` exit on a real-arm profile (1 in ~10-30
+    runs): a command_node destroyed while configured (bringup disarms, never cleans up) kept the
+    Servo backend's client executor spinning on a daemon thread; woken by rclpy.shutdown() during
+    the interpreter's teardown, CPython ended it with pthread_exit, whose unwind through pybind11's
+    frame called std::terminate (a core dump showed that thread, servo.py `_spin`). Destroying the
+    node must close the backend and join that thread."""
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.parameter import Parameter
+    from lara_policy.ros.command_node import CommandNode
+
+    n = CommandNode("command_node_destroyed", context=harness.context, parameter_overrides=[
+        Parameter("servo_activation", value="auto"), Parameter("servo_node", value="/no_such_servo"),
+        Parameter("estop_service", value="/destroyed/estop"),
+        Parameter("estop_reset_service", value="/destroyed/estop_reset")])
+    try:
+        assert n.trigger_configure() == TransitionCallbackReturn.SUCCESS, n.reason
+        spin = n.backend._spin_thread
+        assert spin is not None and spin.is_alive()
+    finally:
+        n.destroy_node()
+    assert not spin.is_alive(), "the Servo client's spin thread outlived its command_node"

@@ -573,7 +573,7 @@ def run(args: argparse.Namespace) -> int:
         print("lara bringup: interrupted", file=sys.stderr)
     except (BringupError, ValueError, FileNotFoundError, RuntimeError, ImportError) as exc:
         print(f"lara bringup: {exc}", file=sys.stderr)
-        return _leave(1)
+        return 1
     finally:
         if graph is not None:
             graph.close()
@@ -583,18 +583,5 @@ def run(args: argparse.Namespace) -> int:
         from lara_policy.common.args import write_json
         write_json(args.json, {"config": path, "episodes": [asdict(r) for r in results],
                                "success_rate": (sum(r.success for r in results) / len(results)) if results else None})
-    return _leave(0)
+    return 0
 
-
-def _leave(code: int) -> int:
-    """End the `lara bringup` process once the graph is closed and every output written. A real-arm
-    graph (policy_node + command_node with its gripper action client, no sim) aborted in ~1 of 3
-    runs AFTER all that, in the interpreter's teardown: "terminate called without an active
-    exception" with only the main thread left and no Python frame (a native static destructor
-    meeting a joinable std::thread; cf. ros2/rclpy#1484). So the process leaves without that
-    teardown, with the same exit code. Called in-process (tests, another tool) it just returns."""
-    if "pytest" in sys.modules or os.environ.get("LARA_BRINGUP_FULL_TEARDOWN"):
-        return code
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)

@@ -401,7 +401,15 @@ class CommandNode(ControlLoop, LifecycleNode):
                 self.get_logger().error(f"backend {self.backend.name}: pause failed: {type(e).__name__}: {e}")
 
     def destroy_node(self):
-        self._stop_loop()
+        # A node destroyed while configured (never cleaned up) still owns its backend, and the Servo
+        # backend spins a client executor on a daemon thread: left running, it woke in the
+        # interpreter's teardown and aborted the process ("terminate called without an active
+        # exception": CPython ends such threads with pthread_exit, whose unwind pybind11's frame
+        # cannot pass). So the backend, watch and tf relay are closed and joined here.
+        try:
+            self._teardown()
+        except Exception as e:  # noqa: BLE001 - destroy anyway
+            self.get_logger().error(f"teardown at destroy failed: {type(e).__name__}: {e}")
         return super().destroy_node()
 
     def _teardown(self) -> None:
