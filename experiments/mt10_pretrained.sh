@@ -4,9 +4,10 @@
 # expert demos, 8000 steps, seed and LARA objective as the shipped card, with ImageNet
 # EfficientNet-Lite0 frozen (features cached once per frame) on corner4 + gripperPOV at 128 px
 # instead of the 64 px conv on corner4. Scored like the card (50 held-out layouts per task, seed
-# sets 100000 and 300000) and under --distractors high (camera jitter moves the scene camera only;
-# the wrist camera stays on its mount). Budget on this 2-core CPU at 1 thread: demos ~25 min,
-# feature cache ~5 min, training ~60 min, each 500-episode evaluation ~20 min.
+# sets 100000 and 300000), under --distractors high (camera jitter moves the scene camera only; the
+# wrist camera stays on its mount), then medium and low for the card's robustness row. Measured on
+# this 2-core CPU (2026-12-08, beside another 1-thread job): demos 8 min at 2 workers, feature
+# cache 14 min, training (1 thread) see the card; each 500-episode evaluation see its results.json.
 # Resumable: every finished step is skipped; training resumes from its last checkpoint.
 #   experiments/mt10_pretrained.sh [OUT]      (default results/mt10_pretrained; weights in runs/)
 #   EVAL_WORKERS=2 experiments/mt10_pretrained.sh   (evaluation episodes over 2 processes; same results)
@@ -14,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 out=${1:-results/mt10_pretrained}
 run=runs/mt10_pretrained
-demos() { [ -f "$1" ] || lara demos --tasks MT10 --cameras corner4,gripperPOV --image-size 128 --workers 1 \
+demos() { [ -f "$1" ] || lara demos --tasks MT10 --cameras corner4,gripperPOV --image-size 128 --workers 2 \
   --quiet --out "$@"; }
 demos data/mt10_train_2cam128.hdf5 --episodes 40 --seed-start 0
 demos data/mt10_val_2cam128.hdf5 --episodes 5 --seed-start 60000
@@ -34,3 +35,5 @@ score() {  # name, extra eval args...
 score seed100000 --seed-start 100000
 score high_seed100000 --seed-start 100000 --distractors high
 score seed300000 --seed-start 300000
+score medium_seed100000 --seed-start 100000 --distractors medium    # the card's robustness row
+score low_seed100000 --seed-start 100000 --distractors low
