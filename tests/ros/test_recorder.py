@@ -134,6 +134,21 @@ def test_refuses_start_when_disk_nearly_full_and_stops_when_it_fills(harness, tm
         assert reader.message_count == meta["flushed_messages"] > 0
 
 
+def _start_episode(harness, cl, rec_out, request, attempts: int = 3, timeout: float = 10.0):
+    """One full-suite run (2026-12-08) saw the first start request go unanswered for 30 s, once in
+    many runs; alone the test passed 7 of 7. Cause not established: a server matched after
+    wait_for_service returned (or the ghost of a SIGKILLed recorder still in DDS discovery) loses
+    the request, which then started nothing. So ask again, and if it never answers, say what the
+    recorder process printed."""
+    for attempt in range(attempts):
+        try:
+            return call_service(harness, cl, StartEpisode, "/lara/recorder/start", request, timeout=timeout)
+        except TimeoutError:
+            if attempt == attempts - 1:
+                raise TimeoutError(f"/lara/recorder/start unanswered {attempts} times; recorder said:\n"
+                                   + rec_out.text()[-2000:]) from None
+
+
 def test_bag_survives_sigkill_of_recorder_process(harness, tmp_path):
     rec_proc = cam_proc = None
     try:
@@ -143,8 +158,7 @@ def test_bag_survives_sigkill_of_recorder_process(harness, tmp_path):
         cam_out = OutputReader(cam_proc)
         cl = harness.node("client")
         assert wait_for(lambda: "recording /camera/image_raw" in rec_out.text(), 30.0), rec_out.text()
-        r = call_service(harness, cl, StartEpisode, "/lara/recorder/start",
-                         StartEpisode.Request(instruction="push the puck", task="push-v3"), timeout=30.0)
+        r = _start_episode(harness, cl, rec_out, StartEpisode.Request(instruction="push the puck", task="push-v3"))
         assert r.success, r.message
 
         def flushed():
